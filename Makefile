@@ -1,0 +1,25 @@
+# Both entry points create (or reuse) .venv and install the project with pinned dependencies.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$*]'
+	touch $@
+
+demo: $(VENV)/.installed-test
+	$(PY) -m tvm_sparse.demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/bsr_matmul.py
+	$(PY) benchmarks/bert_encoder.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

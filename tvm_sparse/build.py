@@ -1,0 +1,81 @@
+"""The compile path: model -> Relax passes -> scheduled TIR -> Relax VM executable."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir import dlight
+
+from .frontend import load_model
+from .schedule.cpu import default_rules
+from .target import resolve_target
+from .transform import DenseMatmulKernels, SparsifyWeights
+
+
+def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fast_math: bool = True) -> tvm.transform.Pass:
+    """The host pipeline: sparse rewrite, dense kernels, TVM's lowering, default schedules.
+
+    ``fast_math`` replaces exp/erf/tanh/softmax by TVM's vectorizable polynomial
+    approximations (relative error ~1e-6); libm's scalar calls are otherwise
+    the slowest part of a transformer on the CPU.
+    """
+    graph_passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant()]
+    if sparsify is not None:
+        graph_passes.append(sparsify)
+    graph_passes.append(DenseMatmulKernels())
+    if fast_math:
+        graph_passes.append(relax.transform.FastMathTransform())
+    passes = (
+        graph_passes
+        + cpu_generic.library_dispatch_passes(target)
+        + cpu_generic.legalize_passes(target)
+        + [dlight.ApplyDefaultSchedule(*default_rules())]
+        + cpu_generic.dataflow_lower_passes(target)
+        + cpu_generic.finalize_passes(target)
+    )
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_sparse.cpu_pipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def build(
+    model,
+    target=None,
+    sparsify: bool | SparsifyWeights = True,
+    fast_math: bool = True,
+) -> relax.Executable:
+    """Compile an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
+
+    Parameters
+    ----------
+    model
+        The model. ONNX weights are kept as constants so that they can be
+        analyzed and rewritten.
+    target
+        ``None``/``"llvm"``/``"host"`` for the host CPU (its real CPU name and
+        core count), or a ``tvm.target.Target``.
+    sparsify
+        ``True`` rewrites layers where the cost model predicts a gain,
+        ``False`` compiles everything dense, or pass a configured
+        :class:`~tvm_sparse.transform.SparsifyWeights` to force or restrict
+        formats.
+    fast_math
+        Use TVM's polynomial exp/erf/tanh (see :func:`cpu_pipeline`).
+
+    Returns
+    -------
+    A Relax executable: run it with ``relax.VirtualMachine(exe, tvm.cpu())["main"]``
+    (inputs in the model's order) or save it with ``exe.export_library(path)``.
+    """
+    loaded = load_model(model)
+    tgt = resolve_target(target)
+    if sparsify is True:
+        sparsify = SparsifyWeights()
+    elif sparsify is False:
+        sparsify = None
+    return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))

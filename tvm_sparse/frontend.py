@@ -1,0 +1,128 @@
+"""Loading models: ONNX files or protos to Relax, with errors that name the problem."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import tvm
+from onnx import numpy_helper
+
+from .errors import ModelError
+from .graph import WEIGHT_NAMES_ATTR, weight_key
+
+#: The graph-level ops whose weights tvm-sparse looks at, by ONNX op type.
+_WEIGHT_OPS = ("Gemm", "MatMul")
+
+
+@dataclass
+class LoadedModel:
+    """A Relax module plus what the user knows the model by."""
+
+    mod: tvm.IRModule
+    input_names: list[str]
+    input_shapes: dict[str, tuple]
+    input_dtypes: dict[str, str]
+    output_names: list[str]
+
+
+def read_onnx(model) -> onnx.ModelProto:
+    """Read an ONNX model from a path, bytes or a ModelProto, with a clear error."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, bytes):
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(model)
+        except Exception as err:  # protobuf raises DecodeError and friends
+            raise ModelError(f"not a valid ONNX model: {err}") from None
+        return proto
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such model file")
+    try:
+        proto = onnx.load(path)
+    except Exception as err:
+        raise ModelError(f"{path}: not a valid ONNX model ({type(err).__name__}: {err})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelError(f"{path}: not a valid ONNX model (empty graph)")
+    return proto
+
+
+def _check_supported(proto: onnx.ModelProto) -> None:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    supported = _get_convert_map()
+    bad = [f"{n.name or '<unnamed>'} ({n.op_type})" for n in proto.graph.node if n.op_type not in supported]
+    if bad:
+        raise ModelError(f"unsupported ONNX op(s): {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
+
+
+def _weight_names(proto: onnx.ModelProto) -> dict[str, str]:
+    """Map the content key of each Gemm/MatMul initializer to its node name."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    names = {}
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type not in _WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if weight.ndim != 2:
+            continue
+        label = node.name or f"{node.op_type.lower()}_{i}"
+        for oriented in (weight, weight.T):  # the key is orientation-free: store both
+            names[weight_key(np.ascontiguousarray(oriented))] = label
+    return names
+
+
+def _tensor_info(value_info) -> tuple[tuple, str]:
+    ttype = value_info.type.tensor_type
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "float32"
+    return dims, dtype
+
+
+def load_onnx(model) -> LoadedModel:
+    """Import an ONNX model into Relax (weights as constants)."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    proto = read_onnx(model)
+    _check_supported(proto)
+    init_names = {t.name for t in proto.graph.initializer}
+    inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
+    shapes, dtypes = {}, {}
+    for vi in inputs:
+        shapes[vi.name], dtypes[vi.name] = _tensor_info(vi)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mod = from_onnx(proto, dtype_dict=dtypes)
+    except Exception as err:
+        msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ModelError(f"the ONNX importer rejected the model: {msg}") from None
+    mod = mod.with_attr(WEIGHT_NAMES_ATTR, _weight_names(proto))
+    return LoadedModel(
+        mod=mod,
+        input_names=[vi.name for vi in inputs],
+        input_shapes=shapes,
+        input_dtypes=dtypes,
+        output_names=[o.name for o in proto.graph.output],
+    )
+
+
+def load_model(model) -> LoadedModel:
+    """Accept an ONNX path/bytes/ModelProto or a Relax IRModule."""
+    if isinstance(model, tvm.IRModule):
+        if "main" not in [gv.name_hint for gv in model.get_global_vars()]:
+            raise ModelError("the IRModule has no 'main' function")
+        main = model["main"]
+        names = [p.name for p in main.params]
+        shapes, dtypes = {}, {}
+        for p in main.params:
+            ty = p.ty
+            shapes[p.name] = tuple(int(s) if isinstance(s, tvm.tirx.IntImm) else str(s) for s in ty.shape)
+            dtypes[p.name] = str(ty.dtype)
+        return LoadedModel(model, names, shapes, dtypes, ["output"])
+    return load_onnx(model)

@@ -1,0 +1,1 @@
+"""Default schedule rules, per target."""

@@ -1,0 +1,57 @@
+"""Elementwise, broadcast and layout (injective) functions: parallel and vectorized."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base.common_schedules import try_inline
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm.target import Target
+from tvm.target.codegen import llvm_get_vector_width
+
+#: Below this many elements a function runs on one thread: forking costs more.
+MIN_PARALLEL_ELEMENTS = 16384
+
+
+def _lanes(extent: int, max_lanes: int) -> int:
+    """The widest power-of-two vector that divides ``extent`` (1 if none does)."""
+    lanes = max_lanes
+    while lanes > 1 and extent % lanes:
+        lanes //= 2
+    return lanes
+
+
+class Injective(CPUScheduleRule):
+    """Inline every block into the last one, then fuse, vectorize and parallelize it."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = normalize_prim_func(sch)
+        if not blocks or not all(b.is_injective() for b in blocks):
+            return None
+        remaining = try_inline(sch, blocks)
+        if len(remaining) != 1:
+            return None
+        loops = sch.get_loops(remaining[0].block_rv)
+        if not loops:
+            return None
+        fused = sch.fuse(*loops)
+        extent = sch.get(fused).extent
+        if not isinstance(extent, tirx.IntImm):
+            sch.parallel(fused)
+            return sch
+        extent = int(extent)
+        dtype_bits = 32
+        writes = sch.get(remaining[0].block_rv).writes
+        if writes:
+            dtype_bits = max(8, writes[0].source.dtype.bits)
+        lanes = _lanes(extent, max(1, llvm_get_vector_width(target) // dtype_bits))
+        outer = fused
+        if lanes > 1:
+            outer, inner = sch.split(fused, [None, lanes])
+            sch.vectorize(inner)
+        if extent >= MIN_PARALLEL_ELEMENTS:
+            sch.parallel(outer)
+        return sch

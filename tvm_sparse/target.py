@@ -1,0 +1,37 @@
+"""Host target resolution."""
+
+from __future__ import annotations
+
+import os
+
+import tvm
+
+from .errors import TVMSparseError
+
+HOST_ALIASES = ("llvm", "host", "cpu")
+
+
+def host_target(num_cores: int | None = None) -> tvm.target.Target:
+    """The host CPU as an LLVM target with its real CPU name (``-mcpu=native`` is not understood)."""
+    return tvm.target.Target(
+        {
+            "kind": "llvm",
+            "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+            "num-cores": num_cores or os.cpu_count() or 1,
+        }
+    )
+
+
+def resolve_target(target) -> tvm.target.Target:
+    """Turn a user's target (None, an alias, a dict or a Target) into a Target, or say why not."""
+    if target is None or (isinstance(target, str) and target in HOST_ALIASES):
+        return host_target()
+    if isinstance(target, tvm.target.Target):
+        return target
+    try:
+        resolved = tvm.target.Target(target)
+    except Exception:
+        raise TVMSparseError(f"unknown target {target!r} (known: {', '.join(HOST_ALIASES)})") from None
+    if resolved.kind.name != "llvm":
+        raise TVMSparseError(f"target {target!r} is not supported yet (supported: llvm host CPU)")
+    return resolved

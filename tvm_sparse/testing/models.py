@@ -1,0 +1,104 @@
+"""ONNX models built with ``onnx.helper`` and generated weights (tests, demo, benchmarks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+class _GraphBuilder:
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str | None = None, **attrs) -> str:
+        self.count += 1
+        name = name or f"{op.lower()}_{self.count}"
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def weight(self, shape, scale: float | None = None) -> np.ndarray:
+        scale = scale if scale is not None else 1.0 / np.sqrt(shape[0])
+        return (self.rng.standard_normal(shape) * scale).astype("float32")
+
+    def linear(self, x: str, name: str, d_in: int, d_out: int, gemm: bool = False) -> str:
+        """``x @ W + b`` as MatMul + Add, or as Gemm with transB=1 (2-D inputs only)."""
+        b = self.const(f"{name}.bias", self.weight((d_out,), 0.1))
+        if gemm:
+            w = self.const(f"{name}.weight", self.weight((d_out, d_in)))
+            return self.node("Gemm", [x, w, b], name=name, transB=1)
+        w = self.const(f"{name}.weight", self.weight((d_in, d_out)))
+        return self.node("Add", [self.node("MatMul", [x, w], name=name), b])
+
+    def layer_norm(self, x: str, name: str, dim: int) -> str:
+        scale = self.const(f"{name}.scale", np.ones(dim, "float32"))
+        bias = self.const(f"{name}.bias", np.zeros(dim, "float32"))
+        return self.node("LayerNormalization", [x, scale, bias], name=name, axis=-1, epsilon=1e-5)
+
+    def gelu(self, x: str) -> str:
+        inv_sqrt2 = self.const(f"gelu{self.count}.c", np.array(1 / np.sqrt(2), "float32"))
+        half = self.const(f"gelu{self.count}.h", np.array(0.5, "float32"))
+        one = self.const(f"gelu{self.count}.o", np.array(1.0, "float32"))
+        erf = self.node("Erf", [self.node("Mul", [x, inv_sqrt2])])
+        return self.node("Mul", [self.node("Mul", [x, half]), self.node("Add", [erf, one])])
+
+    def model(self, inputs, outputs) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, "tvm_sparse_test", inputs, outputs, initializer=self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+
+def mlp(batch: int = 8, sizes=(64, 128, 32), gemm: bool = True, seed: int = 0) -> onnx.ModelProto:
+    """A ReLU MLP on ``[batch, sizes[0]]``; Gemm(transB=1) layers or MatMul + Add."""
+    g = _GraphBuilder(seed)
+    x = "x"
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        x = g.linear(x, f"fc{i}", d_in, d_out, gemm=gemm)
+        if i < len(sizes) - 2:
+            x = g.node("Relu", [x])
+    out = g.node("Identity", [x], name="y")
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, sizes[-1]])],
+    )
+
+
+def bert_encoder(
+    hidden: int = 384, heads: int = 12, ffn: int = 1536, seq: int = 128, layers: int = 6, batch: int = 1, seed: int = 0
+) -> onnx.ModelProto:
+    """A BERT-style encoder (post-LayerNorm) on ``[batch, seq, hidden]`` embeddings."""
+    if hidden % heads:
+        raise ValueError("hidden must be a multiple of heads")
+    g = _GraphBuilder(seed)
+    dh = hidden // heads
+    split = g.const("shape.split", np.array([batch, seq, heads, dh], "int64"))
+    merge = g.const("shape.merge", np.array([batch, seq, hidden], "int64"))
+    scale = g.const("attn.scale", np.array(1 / np.sqrt(dh), "float32"))
+    x = "x"
+    for i in range(layers):
+        p = f"layer{i}"
+        q = g.node("Transpose", [g.node("Reshape", [g.linear(x, f"{p}.query", hidden, hidden), split])], perm=[0, 2, 1, 3])
+        k = g.node("Transpose", [g.node("Reshape", [g.linear(x, f"{p}.key", hidden, hidden), split])], perm=[0, 2, 3, 1])
+        v = g.node("Transpose", [g.node("Reshape", [g.linear(x, f"{p}.value", hidden, hidden), split])], perm=[0, 2, 1, 3])
+        probs = g.node("Softmax", [g.node("Mul", [g.node("MatMul", [q, k]), scale])], axis=-1)
+        ctx = g.node("Reshape", [g.node("Transpose", [g.node("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge])
+        attn = g.linear(ctx, f"{p}.attn_out", hidden, hidden)
+        x = g.layer_norm(g.node("Add", [attn, x]), f"{p}.ln1", hidden)
+        h = g.gelu(g.linear(x, f"{p}.ffn_in", hidden, ffn))
+        x = g.layer_norm(g.node("Add", [g.linear(h, f"{p}.ffn_out", ffn, hidden), x]), f"{p}.ln2", hidden)
+    out = g.node("Identity", [x], name="y")
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, hidden])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, seq, hidden])],
+    )
