@@ -1,9 +1,21 @@
 """tvm-sparse: structured-sparsity compilation for Apache TVM."""
 
-from . import analysis, formats, kernels, transform
+from . import analysis, formats, kernels, prune, transform
 from .analysis import analyze
+from .build import build, cpu_pipeline
 from .errors import ModelError, TVMSparseError
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelError", "TVMSparseError", "analysis", "analyze", "formats", "kernels", "transform"]
+__all__ = [
+    "ModelError",
+    "TVMSparseError",
+    "analysis",
+    "analyze",
+    "build",
+    "cpu_pipeline",
+    "formats",
+    "kernels",
+    "prune",
+    "transform",
+]

@@ -28,10 +28,11 @@ def resolve_target(target) -> tvm.target.Target:
         return host_target()
     if isinstance(target, tvm.target.Target):
         return target
+    kind = target.get("kind") if isinstance(target, dict) else str(target).split()[0]
+    if kind != "llvm":
+        raise TVMSparseError(f"unknown or unsupported target {target!r} (supported: {', '.join(HOST_ALIASES)})")
     try:
         resolved = tvm.target.Target(target)
     except Exception:
         raise TVMSparseError(f"unknown target {target!r} (known: {', '.join(HOST_ALIASES)})") from None
-    if resolved.kind.name != "llvm":
-        raise TVMSparseError(f"target {target!r} is not supported yet (supported: llvm host CPU)")
     return resolved

@@ -1,0 +1,156 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_onnxruntime
+from tvm_sparse.cli import main
+from tvm_sparse.testing import mlp
+
+
+def _cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_prune_analyze_compile_run(tmp_path, capsys, rng):
+    model, pruned, lib = tmp_path / "m.onnx", tmp_path / "p.onnx", tmp_path / "p.so"
+    onnx.save(mlp(batch=4, sizes=(64, 256, 32)), model)
+    x = rng.standard_normal((4, 64)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    assert _cli("prune", model, "-o", pruned, "--pattern", "block:16x1", "--density", "0.1") == 0
+    capsys.readouterr()
+    assert _cli("analyze", pruned, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["format"] for row in report["layers"]] == ["bsr 16x1", "bsr 16x1"]
+    assert _cli("compile", pruned, "-o", lib) == 0
+    capsys.readouterr()
+    assert _cli("run", lib, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out", "--repeat", 3, "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["outputs"]["y"]["shape"] == [4, 32] and summary["median_latency_ms"] > 0
+    got = np.load(tmp_path / "out" / "y.npy")
+    expected = run_onnxruntime(onnx.load(pruned), {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_exported_library_runs_in_a_fresh_process(tmp_path, rng):
+    from tvm_sparse import build
+    from tvm_sparse.prune import prune_onnx
+
+    model, _ = prune_onnx(mlp(batch=2, sizes=(32, 64, 16)), "block:16x1", 0.2)
+    path = tmp_path / "lib.so"
+    build(model).export_library(str(path))
+    x = rng.standard_normal((2, 32)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    script = f"""
+import numpy as np, tvm, tvm_sparse
+from tvm import relax
+vm = relax.VirtualMachine(tvm.runtime.load_module({str(path)!r}), tvm.cpu())
+np.save({str(tmp_path / 'y.npy')!r}, vm["main"](tvm.runtime.tensor(np.load({str(tmp_path / 'x.npy')!r}))).numpy())
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    expected = run_onnxruntime(model, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def compiled(tmp_path):
+    model, lib = tmp_path / "m.onnx", tmp_path / "m.so"
+    onnx.save(mlp(batch=4, sizes=(16, 8)), model)
+    assert _cli("compile", model, "-o", lib) == 0
+    return lib
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda d: [f"y={d / 'x.npy'}"], "unknown input"),
+        (lambda d: [], "missing input"),
+        (lambda d: [f"x={d / 'wrong_shape.npy'}"], "shape"),
+        (lambda d: [f"x={d / 'wrong_dtype.npy'}"], "dtype"),
+        (lambda d: [f"x={d / 'absent.npy'}"], "cannot read"),
+        (lambda d: ["x"], "NAME=FILE"),
+    ],
+)
+def test_run_rejects_bad_inputs(tmp_path, compiled, capsys, make_input, message):
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), "float32"))
+    np.save(tmp_path / "wrong_shape.npy", np.zeros((4, 15), "float32"))
+    np.save(tmp_path / "wrong_dtype.npy", np.zeros((4, 16), "float64"))
+    args = [a for item in make_input(tmp_path) for a in ("--input", item)]
+    assert _cli("run", compiled, *args) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def _unsupported_op_model():
+    node = helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"this is not a protobuf", "not a valid ONNX model"),
+        (None, "no such model file"),
+        ("unsupported", "NoSuchOp"),
+    ],
+)
+def test_bad_models_give_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.onnx"
+    if content == "unsupported":
+        onnx.save(_unsupported_op_model(), path)
+    elif content is not None:
+        path.write_bytes(content)
+    for command in (["analyze", path], ["compile", path, "-o", tmp_path / "o.so"]):
+        assert _cli(*command) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_truncated_model(tmp_path, capsys):
+    data = mlp().SerializeToString()
+    path = tmp_path / "t.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    assert _cli("analyze", path) == 1
+    assert "not a valid ONNX model" in capsys.readouterr().err
+
+
+def test_run_rejects_non_library(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp(), path)
+    assert _cli("run", path) == 1
+    assert "not a compiled tvm-sparse library" in capsys.readouterr().err
+
+
+def test_unknown_target_and_bad_prune_arguments(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp(), path)
+    assert _cli("compile", path, "-o", tmp_path / "o.so", "--target", "cuda") == 1
+    assert "unsupported target" in capsys.readouterr().err
+    assert _cli("prune", path, "-o", tmp_path / "p.onnx", "--pattern", "block:16x1") == 1
+    assert "--density is required" in capsys.readouterr().err
+    assert _cli("prune", path, "-o", tmp_path / "p.onnx", "--pattern", "block:16x1", "--density", "2") == 1
+    assert "density must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_float16_weights_stay_dense(tmp_path, rng):
+    from tvm_sparse import analyze
+
+    w = rng.standard_normal((16, 8)).astype("float16")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="half")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4, 8])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (row,) = analyze(model).layers
+    assert row.choice.format == "dense" and "float16" in row.note

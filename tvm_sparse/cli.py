@@ -1,0 +1,150 @@
+"""The ``tvm-sparse`` command: prune, analyze, compile and run models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .errors import TVMSparseError
+
+
+class CLIError(TVMSparseError):
+    """A usage problem reported as one line."""
+
+
+def _cmd_analyze(args) -> None:
+    from .analysis import analyze
+
+    report = analyze(args.model, min_speedup=args.min_speedup)
+    print(report.dumps() if args.json else report.to_table())
+
+
+def _cmd_prune(args) -> None:
+    import onnx
+
+    from .prune import parse_pattern, prune_onnx
+
+    pattern = parse_pattern(args.pattern)
+    if pattern.kind != "nm" and args.density is None:
+        raise CLIError(f"--density is required for pattern {pattern}")
+    model, layers = prune_onnx(args.model, pattern, args.density)
+    onnx.save(model, args.output)
+    for layer in layers:
+        print(f"{layer.name}: {'x'.join(map(str, layer.shape))} density {layer.density_before:.3f} -> {layer.density_after:.3f}")
+    print(f"wrote {args.output} ({len(layers)} weights pruned to {pattern})")
+
+
+def _cmd_compile(args) -> None:
+    from .build import build
+    from .frontend import load_model
+    from .library import write_metadata
+    from .transform import SparsifyWeights
+
+    loaded = load_model(args.model)
+    sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block)
+    start = time.perf_counter()
+    exe = build(loaded.mod, target=args.target, sparsify=sparsify)
+    exe.export_library(args.output)
+    write_metadata(args.output, loaded)
+    print(f"wrote {args.output} in {time.perf_counter() - start:.1f}s")
+
+
+def _parse_inputs(items: list[str]) -> dict[str, np.ndarray]:
+    inputs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CLIError(f"--input expects NAME=FILE.npy, got {item!r}")
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise CLIError(f"input {name}: cannot read {path} ({err})") from None
+    return inputs
+
+
+def _cmd_run(args) -> None:
+    from .library import load_library
+
+    lib = load_library(args.library)
+    feeds = lib.check_inputs(_parse_inputs(args.input or []))
+    outputs = lib.run(feeds)
+    times = []
+    for _ in range(max(args.repeat, 1)):
+        start = time.perf_counter()
+        lib.run(feeds)
+        times.append(time.perf_counter() - start)
+    median_ms = float(np.median(times) * 1e3)
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name, value in outputs.items():
+            np.save(os.path.join(args.output_dir, f"{name}.npy"), value)
+    if args.json:
+        summary = {
+            "median_latency_ms": median_ms,
+            "repeat": len(times),
+            "outputs": {n: {"shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()},
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        for name, value in outputs.items():
+            print(f"{name}: shape {tuple(value.shape)} {value.dtype}")
+        print(f"median latency: {median_ms:.3f} ms over {len(times)} runs")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tvm-sparse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="report the sparsity of each layer and the format chosen")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--min-speedup", type=float, default=1.1, help="predicted gain needed to pick a sparse format")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("prune", help="prune the Gemm/MatMul weights of an ONNX model")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
+    p.add_argument("--pattern", required=True, help="unstructured, block:RxC (e.g. block:16x1) or nm:N:M")
+    p.add_argument("--density", type=float, help="fraction of weights (or blocks) to keep")
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("compile", help="compile a model to a shared library")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("-o", "--output", required=True, help="library to write (.so)")
+    p.add_argument("--target", default="llvm", help="llvm/host (default: this CPU)")
+    p.add_argument("--no-sparsify", action="store_true", help="compile every layer dense")
+    p.add_argument("--format", choices=("auto", "bsr", "dense"), default="auto", help="auto follows the cost model")
+    p.add_argument("--block", help="restrict the block shape, e.g. 16x1")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled library on .npy inputs")
+    p.add_argument("library", help="library written by 'tvm-sparse compile'")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one per model input")
+    p.add_argument("--output-dir", help="write each output as DIR/<name>.npy")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs (median reported)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (TVMSparseError, OSError) as err:
+        print(f"tvm-sparse {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # an internal failure still gets one line, not a traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"tvm-sparse {args.command}: internal error: {type(err).__name__}: {first}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
