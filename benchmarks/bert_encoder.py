@@ -21,20 +21,13 @@ from tvm import relax
 
 from tvm_sparse import build
 from tvm_sparse.prune import prune_onnx
-from tvm_sparse.testing import bert_encoder
+from tvm_sparse.testing import bert_encoder, median_seconds
 
 THREADS = 2
 
 
 def median_ms(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    return median_seconds(fn, repeat) * 1e3
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ kernel, and against the ideal ``1/density``. Run: ``python benchmarks/bsr_matmul
 from __future__ import annotations
 
 import argparse
-import time
-
 import numpy as np
 import scipy.sparse
 import torch
@@ -29,24 +27,13 @@ from tvm_sparse.formats import BSRMatrix
 from tvm_sparse.kernels import BSRKernelArgs, bsr_matmul_kernel
 from tvm_sparse.prune import prune_weight
 from tvm_sparse.target import host_target
+from tvm_sparse.testing import median_seconds
 
 THREADS = 2
 SHAPES = {"ffn_in 768->3072": (768, 3072), "ffn_out 3072->768": (3072, 768), "attn 768->768": (768, 768)}
 DENSITIES = (0.5, 0.3, 0.2, 0.1, 0.05)
 BLOCKS = ((1, 1), (16, 1), (8, 8), (32, 32))
 TOKENS = 128
-
-
-def timeit(fn, repeat: int = 20) -> float:
-    """Median seconds of ``fn`` after a warm-up."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 class TVMKernel:
@@ -88,7 +75,7 @@ def main() -> None:
         x = rng.standard_normal((TOKENS, k)).astype("float32")
         xt = torch.from_numpy(x)
         dense_w = rng.standard_normal((n, k)).astype("float32")
-        t_torch_dense = timeit(lambda: torch.nn.functional.linear(xt, torch.from_numpy(dense_w)))
+        t_torch_dense = median_seconds(lambda: torch.nn.functional.linear(xt, torch.from_numpy(dense_w)))
         ours_dense = TVMKernel(x, dense_w, (16, k)).time()
         for block in BLOCKS:
             for density in densities:
@@ -99,13 +86,13 @@ def main() -> None:
                 t_ours = kernel.time()
                 wt = torch.from_numpy(w)
                 csr = wt.to_sparse_csr()
-                t_csr = timeit(lambda: torch.sparse.mm(csr, xt.T))
+                t_csr = median_seconds(lambda: torch.sparse.mm(csr, xt.T))
                 t_bsr = float("nan")
                 if block[0] == block[1] and block[0] > 1:
                     bsr = wt.to_sparse_bsr(block)
-                    t_bsr = timeit(lambda: torch.sparse.mm(bsr, xt.T))
+                    t_bsr = median_seconds(lambda: torch.sparse.mm(bsr, xt.T))
                 sp = scipy.sparse.csr_matrix(w)
-                t_scipy = timeit(lambda: sp @ x.T)
+                t_scipy = median_seconds(lambda: sp @ x.T)
                 best_torch_sparse = np.nanmin([t_csr, t_bsr])
                 print(
                     f"{label:18s} {block[0]}x{block[1]:<4d} {density:5.2f} {t_ours*1e3:7.3f} {ours_dense*1e3:7.3f} "

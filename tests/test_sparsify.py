@@ -1,5 +1,4 @@
 import numpy as np
-import onnx
 import pytest
 import tvm
 from hypothesis import given, settings

@@ -14,17 +14,11 @@ from tvm import relax
 
 from . import analyze, build
 from .prune import prune_onnx
-from .testing import bert_encoder
+from .testing import bert_encoder, median_seconds
 
 
-def _median_ms(fn, repeat: int = 20) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+def _median_ms(fn) -> float:
+    return median_seconds(fn) * 1e3
 
 
 def main() -> None:

@@ -16,6 +16,9 @@ Layout and register tiling (``W`` is ``(N, K)``, blocks are ``r x c``):
   not fill a tile are handled by a second, narrower loop nest.
 """
 
+# ruff: noqa: F821  (the row_tile macro is non-hygienic: X, data, indices, indptr, B, Y are the
+# parameters of the PrimFunc that expands it)
+
 from __future__ import annotations
 
 from dataclasses import dataclass
