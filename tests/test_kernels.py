@@ -17,7 +17,7 @@ def _run(func, args):
 
 
 @pytest.mark.parametrize(
-    "m, n, k, block, density, rows_per_tile",
+    "m, n, k, block, density, params",
     [
         (16, 64, 32, (16, 1), 0.2, None),
         (13, 40, 24, (16, 1), 0.3, None),  # row tail, N not a multiple of the block
@@ -29,7 +29,7 @@ def _run(func, args):
         (4, 32, 700, (16, 700), 1.0, None),  # the packed-dense form: one block per 16 rows
     ],
 )
-def test_bsr_kernel_matches_numpy(rng, m, n, k, block, density, rows_per_tile):
+def test_bsr_kernel_matches_numpy(rng, m, n, k, block, density, params):
     w = block_sparse(rng, (n, k), block, density)
     bsr = BSRMatrix.from_dense(w, block)
     args = BSRKernelArgs.from_bsr(bsr)
@@ -39,7 +39,7 @@ def test_bsr_kernel_matches_numpy(rng, m, n, k, block, density, rows_per_tile):
     bias = rng.standard_normal(n_pad).astype("float32")
     xp = np.zeros((m, k_pad), "float32")
     xp[:, :k] = x
-    y = _run(bsr_matmul_kernel(m, bsr, rows_per_tile), [xp, args.data, args.indices, args.indptr, bias, np.zeros((m, n_pad), "float32")])
+    y = _run(bsr_matmul_kernel(m, bsr, params), [xp, args.data, args.indices, args.indptr, bias, np.zeros((m, n_pad), "float32")])
     np.testing.assert_allclose(y[:, :n], x @ w.T + bias[:n], rtol=1e-4, atol=1e-4)
 
 

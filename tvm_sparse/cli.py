@@ -69,16 +69,13 @@ def _parse_inputs(items: list[str]) -> dict[str, np.ndarray]:
 
 def _cmd_run(args) -> None:
     from .library import load_library
+    from .testing import median_seconds
 
     lib = load_library(args.library)
     feeds = lib.check_inputs(_parse_inputs(args.input or []))
-    outputs = lib.run(feeds)
-    times = []
-    for _ in range(max(args.repeat, 1)):
-        start = time.perf_counter()
-        lib.run(feeds)
-        times.append(time.perf_counter() - start)
-    median_ms = float(np.median(times) * 1e3)
+    outputs = lib.run(feeds)  # also the warm-up of the timed runs
+    repeat = max(args.repeat, 1)
+    median_ms = median_seconds(lambda: lib.run(feeds), repeat=repeat, warmup=0) * 1e3
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
         for name, value in outputs.items():
@@ -86,14 +83,14 @@ def _cmd_run(args) -> None:
     if args.json:
         summary = {
             "median_latency_ms": median_ms,
-            "repeat": len(times),
+            "repeat": repeat,
             "outputs": {n: {"shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()},
         }
         print(json.dumps(summary, indent=2))
     else:
         for name, value in outputs.items():
             print(f"{name}: shape {tuple(value.shape)} {value.dtype}")
-        print(f"median latency: {median_ms:.3f} ms over {len(times)} runs")
+        print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ def resolve_target(target) -> tvm.target.Target:
         return host_target()
     if isinstance(target, tvm.target.Target):
         return target
-    kind = target.get("kind") if isinstance(target, dict) else str(target).split()[0]
+    kind = target.get("kind") if isinstance(target, dict) else next(iter(str(target).split()), "")
     if kind != "llvm":
         raise TVMSparseError(f"unknown or unsupported target {target!r} (supported: {', '.join(HOST_ALIASES)})")
     try:
