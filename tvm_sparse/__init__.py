@@ -1,5 +1,9 @@
 """tvm-sparse: structured-sparsity compilation for Apache TVM."""
 
+from .threads import use_available_cpus
+
+use_available_cpus()
+
 from . import analysis, formats, kernels, prune, transform
 from .analysis import analyze
 from .build import build, cpu_pipeline

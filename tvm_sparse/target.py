@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import tvm
 
 from .errors import TVMSparseError
+from .threads import available_cpus
 
 HOST_ALIASES = ("llvm", "host", "cpu")
 
@@ -17,7 +16,7 @@ def host_target(num_cores: int | None = None) -> tvm.target.Target:
         {
             "kind": "llvm",
             "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-            "num-cores": num_cores or os.cpu_count() or 1,
+            "num-cores": num_cores or available_cpus(),
         }
     )
 

@@ -12,6 +12,9 @@ Layout and register tiling (``W`` is ``(N, K)``, blocks are ``r x c``):
 * ``MT`` rows of ``X`` are processed together, each with its own
   accumulator vector; ``X[m, k]`` enters as a broadcast, which LLVM folds into
   the FMA as an embedded-broadcast memory operand;
+* ``X`` is first repacked per row tile as ``X_tiles[tile, K, MT]``, so the
+  operands of a block are contiguous rather than ``K`` floats apart (rows of a
+  ``K = 3072`` matrix all map to the same L1 cache set);
 * the work is parallel over (row tile, block-row) pairs; rows of ``M`` that do
   not fill a tile are handled by a second, narrower loop nest.
 """
@@ -81,10 +84,11 @@ def bsr_matmul_kernel(
     params = params or BSRKernelParams.default((r, c))
     mt = min(params.rows_per_tile, m)
     full_tiles, tail = divmod(m, mt)
+    row_tiles = full_tiles + (tail > 0)
     column_loop = T.unroll if c <= 16 else T.serial  # wide blocks (packed dense) keep a loop
 
     @T.macro(hygienic=False)
-    def row_tile(m0, br, rows, column_loop):
+    def row_tile(t, br, rows, column_loop):
         acc = T.decl_buffer((rows, r), "float32", scope="local")
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
@@ -94,10 +98,10 @@ def bsr_matmul_kernel(
             for cc in column_loop(c):
                 for mm in T.unroll(rows):
                     for lane in T.vectorized(r):
-                        acc[mm, lane] = acc[mm, lane] + X[m0 + mm, k0 + cc] * data[j, cc, lane]
+                        acc[mm, lane] = acc[mm, lane] + X_tiles[t, k0 + cc, mm] * data[j, cc, lane]
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
-                Y[m0 + mm, br * r + lane] = acc[mm, lane]
+                Y[t * mt + mm, br * r + lane] = acc[mm, lane]
 
     @T.prim_func
     def kernel(
@@ -109,10 +113,15 @@ def bsr_matmul_kernel(
         Y: T.Buffer((m, n_pad), "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
+        X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
+        for t in T.parallel(row_tiles):
+            for k in range(k_pad):
+                for mm in T.unroll(mt):
+                    X_tiles[t, k, mm] = T.if_then_else(t * mt + mm < m, X[T.min(t * mt + mm, m - 1), k], T.float32(0))
         for t in T.parallel(full_tiles * block_rows):
-            row_tile((t // block_rows) * mt, t % block_rows, mt, column_loop)
+            row_tile(t // block_rows, t % block_rows, mt, column_loop)
         if tail > 0:
             for br in T.parallel(block_rows):
-                row_tile(full_tiles * mt, br, tail, column_loop)
+                row_tile(full_tiles, br, tail, column_loop)
 
     return kernel.with_attr("global_symbol", name)
