@@ -4,8 +4,9 @@ import tvm
 
 from conftest import block_sparse
 from tvm_sparse.formats import BSRMatrix
-from tvm_sparse.kernels import BSRKernelArgs, BSRKernelParams, bsr_matmul_kernel
+from tvm_sparse.kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 from tvm_sparse.kernels.batch_matmul import batch_matmul_kernel
+from tvm_sparse.kernels.depthwise_conv import depthwise_conv_kernel
 from tvm_sparse.target import host_target
 
 
@@ -53,3 +54,79 @@ def test_batch_matmul_kernel_matches_numpy(rng, batch, m, n, k, transpose_b):
     y = _run(batch_matmul_kernel(batch, m, n, k, transpose_b), [a, b, np.zeros((batch, m, n), "float32")])
     expected = a @ (b.transpose(0, 2, 1) if transpose_b else b)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+
+
+def conv2d_nhwc_reference(x, w_ohwi, strides, padding, dilation, groups):
+    """Direct NHWC convolution in numpy, one kernel tap at a time."""
+    n, h, w, c = x.shape
+    o, kh, kw, cg = w_ohwi.shape
+    (sh, sw), (ph, pw), (dh, dw) = strides, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    og = o // groups
+    y = np.zeros((n, oh, ow, o), "float64")
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw, :]
+            for g in range(groups):
+                y[..., g * og : (g + 1) * og] += patch[..., g * cg : (g + 1) * cg] @ w_ohwi[g * og : (g + 1) * og, i, j, :].T
+    return y
+
+
+@pytest.mark.parametrize(
+    "shape, out_channels, kernel, strides, padding, dilation, groups, block, density",
+    [
+        ((1, 8, 8, 16), 32, (3, 3), (1, 1), (1, 1), (1, 1), 1, None, 1.0),
+        ((2, 7, 9, 5), 17, (3, 3), (2, 2), (1, 1), (1, 1), 1, None, 1.0),  # odd sizes, stride 2
+        ((1, 12, 12, 3), 16, (7, 7), (2, 2), (3, 3), (1, 1), 1, None, 1.0),  # a stem
+        ((1, 6, 6, 24), 8, (1, 1), (1, 1), (0, 0), (1, 1), 1, None, 1.0),  # 1x1
+        ((1, 9, 9, 8), 8, (3, 3), (1, 1), (2, 2), (2, 2), 1, None, 1.0),  # dilated
+        ((1, 8, 8, 32), 64, (3, 3), (1, 1), (1, 1), (1, 1), 4, None, 1.0),  # grouped
+        ((1, 8, 8, 32), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1, (16, 4), 0.3),  # block-sparse weight
+    ],
+)
+def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, strides, padding, dilation, groups, block, density):
+    im2col = Im2Col(shape, kernel, strides, padding, dilation, groups)
+    w = rng.standard_normal((out_channels, *kernel, shape[3] // groups)).astype("float32")
+    matrix = im2col.weight_matrix(w)
+    if block is not None:
+        matrix = block_sparse(rng, matrix.shape, block, density)
+        w = matrix.reshape(out_channels, *kernel, shape[3])  # groups == 1 here
+    block = block or (16, matrix.shape[1])
+    bsr = BSRMatrix.from_dense(matrix, block)
+    args = BSRKernelArgs.from_bsr(bsr)
+    n_pad = block[0] * (len(bsr.indptr) - 1)
+    x = rng.standard_normal(shape).astype("float32")
+    bias = rng.standard_normal(n_pad).astype("float32")
+    kernel_func = bsr_matmul_kernel(im2col.rows, bsr, im2col=im2col, relu=True)
+    y = _run(kernel_func, [x, args.data, args.indices, args.indptr, bias, np.zeros((im2col.rows, n_pad), "float32")])
+    expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, groups) + bias[:out_channels]
+    np.testing.assert_allclose(y[:, :out_channels], np.maximum(expected, 0).reshape(im2col.rows, -1), rtol=1e-4, atol=1e-4)
+
+
+def test_im2col_shape_mismatch_is_an_error(rng):
+    bsr = BSRMatrix.from_dense(np.ones((16, 27), "float32"), (16, 27))
+    with pytest.raises(ValueError, match="im2col"):
+        bsr_matmul_kernel(10, bsr, im2col=Im2Col((1, 4, 4, 3), (3, 3)))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding, dilation",
+    [
+        ((1, 8, 8, 32), (3, 3), (1, 1), (1, 1), (1, 1)),
+        ((2, 9, 7, 21), (3, 3), (2, 2), (1, 1), (1, 1)),  # channel tail, stride 2
+        ((1, 6, 6, 5), (5, 5), (1, 1), (2, 2), (1, 1)),  # fewer channels than lanes
+        ((1, 10, 10, 16), (3, 3), (1, 1), (2, 2), (2, 2)),  # dilated
+    ],
+)
+def test_depthwise_conv_matches_numpy(rng, shape, kernel, strides, padding, dilation):
+    channels = shape[3]
+    im2col = Im2Col(shape, kernel, strides, padding, dilation, groups=channels)
+    w = rng.standard_normal((channels, *kernel, 1)).astype("float32")
+    x = rng.standard_normal(shape).astype("float32")
+    bias = rng.standard_normal(channels).astype("float32")
+    out = np.zeros((shape[0], *im2col.out_hw, channels), "float32")
+    y = _run(depthwise_conv_kernel(im2col, relu=True), [x, np.ascontiguousarray(w[..., 0].transpose(1, 2, 0)), bias, out])
+    expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, channels) + bias
+    np.testing.assert_allclose(y, np.maximum(expected, 0), rtol=1e-4, atol=1e-4)

@@ -10,24 +10,38 @@ from tvm.s_tir import dlight
 from .frontend import load_model
 from .schedule.cpu import default_rules
 from .target import resolve_target
-from .transform import DenseMatmulKernels, SparsifyWeights
+from .transform import ConvKernels, DenseMatmulKernels, SparsifyWeights
+
+
+def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
+    """The Relax-level part of the host pipeline, in order (run them to inspect the rewritten graph).
+
+    Convolutions are moved to NHWC with OHWI weights (TVM's ``ConvertLayout``;
+    the model's own layout is kept at its inputs and outputs) after
+    BatchNorm is folded into them, so that channels are contiguous for the
+    kernels. ``fast_math`` replaces exp/erf/tanh/softmax by TVM's vectorizable
+    polynomial approximations (relative error ~1e-6); libm's scalar calls are
+    otherwise the slowest part of a transformer on the CPU.
+    """
+    passes = [
+        relax.transform.FoldBatchnormToConv2D(),
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.FoldConstant(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+        relax.transform.FoldConstant(),
+    ]
+    if sparsify is not None:
+        passes.append(sparsify)
+    passes += [DenseMatmulKernels(), ConvKernels()]
+    if fast_math:
+        passes.append(relax.transform.FastMathTransform())
+    return passes
 
 
 def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fast_math: bool = True) -> tvm.transform.Pass:
-    """The host pipeline: sparse rewrite, dense kernels, TVM's lowering, default schedules.
-
-    ``fast_math`` replaces exp/erf/tanh/softmax by TVM's vectorizable polynomial
-    approximations (relative error ~1e-6); libm's scalar calls are otherwise
-    the slowest part of a transformer on the CPU.
-    """
-    graph_passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant()]
-    if sparsify is not None:
-        graph_passes.append(sparsify)
-    graph_passes.append(DenseMatmulKernels())
-    if fast_math:
-        graph_passes.append(relax.transform.FastMathTransform())
+    """The host pipeline: :func:`graph_passes`, TVM's lowering, default schedules."""
     passes = (
-        graph_passes
+        graph_passes(sparsify, fast_math)
         + cpu_generic.library_dispatch_passes(target)
         + cpu_generic.legalize_passes(target)
         + [dlight.ApplyDefaultSchedule(*default_rules())]

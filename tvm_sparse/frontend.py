@@ -15,7 +15,7 @@ from .errors import ModelError
 from .graph import WEIGHT_NAMES_ATTR, weight_key
 
 #: The graph-level ops whose weights tvm-sparse looks at, by ONNX op type.
-_WEIGHT_OPS = ("Gemm", "MatMul")
+_WEIGHT_OPS = ("Gemm", "MatMul", "Conv")
 
 
 @dataclass
@@ -62,17 +62,17 @@ def _check_supported(proto: onnx.ModelProto) -> None:
 
 
 def _weight_names(proto: onnx.ModelProto) -> dict[str, str]:
-    """Map the content key of each Gemm/MatMul initializer to its node name."""
+    """Map the content key of each Gemm/MatMul/Conv initializer to its node name."""
     inits = {t.name: t for t in proto.graph.initializer}
     names = {}
     for i, node in enumerate(proto.graph.node):
         if node.op_type not in _WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
             continue
         weight = numpy_helper.to_array(inits[node.input[1]])
-        if weight.ndim != 2:
+        if weight.ndim != (4 if node.op_type == "Conv" else 2):
             continue
         label = node.name or f"{node.op_type.lower()}_{i}"
-        for oriented in (weight, weight.T):  # the key is orientation-free: store both
+        for oriented in (weight, weight.T) if weight.ndim == 2 else (weight,):  # matmul keys: both orientations
             names[weight_key(np.ascontiguousarray(oriented))] = label
     return names
 

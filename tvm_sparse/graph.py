@@ -1,16 +1,22 @@
 """Finding the weight-carrying layers of a Relax module.
 
-Analysis and the rewrite passes look at the same layers: a ``relax.matmul``
-whose right operand is a constant 2-D weight, either as it is (ONNX
-``MatMul``) or behind ``permute_dims`` (ONNX ``Gemm`` with ``transB``, before
-``FoldConstant``), optionally followed by an ``add`` of a constant bias (the
-bias is fused into the sparse kernel when the matmul has no other user).
+Analysis and the rewrite passes look at the same layers:
+
+* a ``relax.matmul`` whose right operand is a constant 2-D weight, either as
+  it is (ONNX ``MatMul``) or behind ``permute_dims`` (ONNX ``Gemm`` with
+  ``transB``, before ``FoldConstant``);
+* a ``relax.nn.conv2d`` in NHWC layout with a constant OHWI weight (the
+  layout the host pipeline converts convolutions to).
+
+Each may be followed by an ``add`` of a constant per-output-channel bias and
+then a ``relu``; these are fused into the layer (and so into its kernel) when
+the value they consume has no other user.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
@@ -21,6 +27,8 @@ WEIGHT_NAMES_ATTR = "tvm_sparse.weight_names"
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
 _ADD = tvm.ir.Op.get("relax.add")
+_RELU = tvm.ir.Op.get("relax.nn.relu")
+_CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 
 
 def weight_key(weight: np.ndarray) -> str:
@@ -32,21 +40,52 @@ def weight_key(weight: np.ndarray) -> str:
 
 
 @dataclass
-class LinearLayer:
-    """``out = x @ weight.T (+ bias)`` found in a Relax function."""
+class Layer:
+    """A weight-carrying operator and the epilogue fused into it."""
 
     name: str
-    matmul_var: relax.Var  # the binding of the matmul
-    output_var: relax.Var  # the binding that carries the layer's result (the add when fused)
+    op_var: relax.Var  # the binding of the matmul / conv2d
     x: relax.Expr  # the activation operand
     x_shape: tuple[int, ...] | None  # None when not fully static
-    weight: np.ndarray  # (out_features, in_features)
-    bias: np.ndarray | None  # (out_features,), only when fusable
+    weight: np.ndarray
+    bias: np.ndarray | None = None  # (out_channels,), when fused
+    relu: bool = False  # when fused
+    fused_vars: list = field(default_factory=list)  # bindings of the fused epilogue, in order
+
+    @property
+    def output_var(self) -> relax.Var:
+        """The binding that carries the layer's result (the last fused one)."""
+        return self.fused_vars[-1] if self.fused_vars else self.op_var
+
+    @property
+    def absorbed_vars(self) -> list:
+        """Bindings a rewrite of the layer replaces, other than ``output_var``."""
+        return [self.op_var, *self.fused_vars][:-1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+
+@dataclass
+class LinearLayer(Layer):
+    """``out = x @ weight.T`` with ``weight`` as ``(out_features, in_features)``."""
 
     @property
     def rows(self) -> int | None:
         """Rows of the flattened activation (batch dims multiplied), if static."""
         return int(np.prod(self.x_shape[:-1])) if self.x_shape else None
+
+
+@dataclass
+class ConvLayer(Layer):
+    """An NHWC ``conv2d`` with ``weight`` as OHWI (``I`` = input channels / groups)."""
+
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    out_shape: tuple[int, ...] | None = None
 
 
 def static_shape(expr) -> tuple[int, ...] | None:
@@ -87,11 +126,16 @@ def _use_counts(func: relax.Function) -> dict:
 
 def find_linear_layers(func: relax.Function, names: dict | None = None) -> list[LinearLayer]:
     """All matmuls with a constant 2-D weight in ``func``, in program order."""
+    return [layer for layer in find_layers(func, names) if isinstance(layer, LinearLayer)]
+
+
+def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
+    """All matmuls and NHWC convolutions with constant weights in ``func``, in program order."""
     names = names or {}
     bound = {}
     uses = _use_counts(func)
-    layers: list[LinearLayer] = []
-    by_matmul: dict = {}
+    layers: list[Layer] = []
+    by_output: dict = {}  # the var holding a layer's result so far -> the layer
     for binding in bindings(func):
         if not isinstance(binding, relax.VarBinding):
             continue
@@ -99,27 +143,52 @@ def find_linear_layers(func: relax.Function, names: dict | None = None) -> list[
         bound[var] = value
         if not isinstance(value, tvm.ir.Call):
             continue
-        if value.op.same_as(_MATMUL):
-            weight = _matmul_weight(value.args[1], bound)
-            if weight is None:
-                continue
-            x = value.args[0]
-            key = weight_key(weight)
-            name = names.get(key, f"matmul_{len(layers)}")
-            layer = LinearLayer(name, var, var, x, static_shape(x), weight, None)
+        layer = _layer_of(var, value, bound, names, len(layers))
+        if layer is not None:
             layers.append(layer)
-            by_matmul[var] = layer
-        elif value.op.same_as(_ADD):
-            lhs, rhs = value.args
-            layer = by_matmul.get(lhs)
-            bias = _const_array(rhs)
-            if layer is None or bias is None or uses.get(lhs, 0) != 1:
-                continue
-            n = layer.weight.shape[0]
-            if bias.size == n and bias.shape[-1:] == (n,) and bias.dtype == layer.weight.dtype:
+            by_output[var] = layer
+            continue
+        producer = value.args[0] if value.args else None
+        layer = by_output.get(producer)
+        if layer is None or uses.get(producer, 0) != 1:
+            continue
+        if value.op.same_as(_ADD) and layer.bias is None and not layer.relu:
+            bias = _const_array(value.args[1])
+            n = layer.out_channels
+            if bias is not None and bias.size == n and bias.shape[-1:] == (n,) and bias.dtype == layer.weight.dtype:
                 layer.bias = bias.reshape(n)
-                layer.output_var = var
+                layer.fused_vars.append(var)
+                by_output[var] = layer
+        elif value.op.same_as(_RELU) and not layer.relu:
+            layer.relu = True
+            layer.fused_vars.append(var)
+            by_output[var] = layer
     return layers
+
+
+def _layer_of(var, call, bound, names, index) -> Layer | None:
+    if call.op.same_as(_MATMUL):
+        weight = _matmul_weight(call.args[1], bound)
+        if weight is None:
+            return None
+        x = call.args[0]
+        return LinearLayer(names.get(weight_key(weight), f"matmul_{index}"), var, x, static_shape(x), weight)
+    if call.op.same_as(_CONV2D):
+        attrs = call.attrs
+        weight = _const_array(call.args[1])
+        if weight is None or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
+            return None
+        x = call.args[0]
+        name = names.get(weight_key(weight.transpose(0, 3, 1, 2)), f"conv2d_{index}")  # ONNX keeps OIHW
+        return ConvLayer(
+            name, var, x, static_shape(x), weight,
+            strides=tuple(int(v) for v in attrs.strides),
+            padding=tuple(int(v) for v in attrs.padding),
+            dilation=tuple(int(v) for v in attrs.dilation),
+            groups=int(attrs.groups),
+            out_shape=static_shape(var),
+        )
+    return None
 
 
 def _matmul_weight(expr, bound) -> np.ndarray | None:

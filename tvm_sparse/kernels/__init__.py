@@ -1,5 +1,5 @@
-"""TIR generators for the sparse operators."""
+"""TIR generators for the sparse and dense operators of the host CPU."""
 
-from .bsr_matmul import BSRKernelArgs, BSRKernelParams, bsr_matmul_kernel
+from .bsr_matmul import VECTOR_LANES, BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 
-__all__ = ["BSRKernelArgs", "BSRKernelParams", "bsr_matmul_kernel"]
+__all__ = ["VECTOR_LANES", "BSRKernelArgs", "BSRKernelParams", "Im2Col", "bsr_matmul_kernel"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-LANES = 16
+from .bsr_matmul import VECTOR_LANES as LANES
 ROWS_PER_TILE = 8
 
 

@@ -31,6 +31,9 @@ from tvm.script import tirx as T
 
 from ..formats import BSRMatrix
 
+#: float32 lanes of the widest vector the kernels target (AVX-512).
+VECTOR_LANES = 16
+
 
 @dataclass(frozen=True)
 class BSRKernelParams:
@@ -42,7 +45,7 @@ class BSRKernelParams:
     def default(block_shape: tuple[int, int]) -> BSRKernelParams:
         """Eight accumulator vectors of up to 16 lanes, the sweet spot measured on AVX-512."""
         r, _ = block_shape
-        return BSRKernelParams(rows_per_tile=8 if r <= 16 else max(1, 128 // r))
+        return BSRKernelParams(rows_per_tile=8 if r <= VECTOR_LANES else max(1, 128 // r))
 
 
 @dataclass(frozen=True)
@@ -64,21 +67,76 @@ class BSRKernelArgs:
         return BSRKernelArgs(data, indices, weight.indptr.astype("int32"))
 
 
+@dataclass(frozen=True)
+class Im2Col:
+    """The rows of ``X`` gathered from an NHWC image, for a convolution as a matmul.
+
+    Row ``(n, oh, ow)`` of ``X`` is the receptive field of one output pixel,
+    column ``(group, kh, kw, c)`` one weight tap: with the weight as
+    ``[O, groups * KH * KW * C/groups]`` (block-diagonal over groups), the
+    convolution is ``X @ W.T``. Padding reads as zeros.
+    """
+
+    input_shape: tuple[int, int, int, int]  # N, H, W, C
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)  # top, left (bottom/right follow from the output size)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    output_hw: tuple[int, int] | None = None  # defaults to symmetric padding
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        if self.output_hw is not None:
+            return self.output_hw
+        _, h, w, _ = self.input_shape
+        return tuple(
+            (size + 2 * pad - dil * (k - 1) - 1) // s + 1
+            for size, pad, dil, k, s in zip((h, w), self.padding, self.dilation, self.kernel, self.strides)
+        )
+
+    @property
+    def rows(self) -> int:
+        oh, ow = self.out_hw
+        return self.input_shape[0] * oh * ow
+
+    @property
+    def columns(self) -> int:
+        return self.kernel[0] * self.kernel[1] * self.input_shape[3]
+
+    def weight_matrix(self, weight: np.ndarray) -> np.ndarray:
+        """The ``[O, columns]`` matrix of an ``OHWI`` weight (``I = C/groups``), zero outside each group."""
+        out_channels = weight.shape[0]
+        per_group = out_channels // self.groups
+        taps = weight.reshape(out_channels, -1)
+        matrix = np.zeros((out_channels, self.columns), weight.dtype)
+        for g in range(self.groups):
+            rows = slice(g * per_group, (g + 1) * per_group)
+            matrix[rows, g * taps.shape[1] : (g + 1) * taps.shape[1]] = taps[rows]
+        return matrix
+
+
 def bsr_matmul_kernel(
     m: int,
     weight: BSRMatrix,
     params: BSRKernelParams | None = None,
     name: str = "bsr_matmul",
+    im2col: Im2Col | None = None,
+    relu: bool = False,
 ):
-    """Return the PrimFunc ``name(X[m, Kp], data, indices, indptr, bias[Np], Y[m, Np])``.
+    """Return the PrimFunc ``name(X, data, indices, indptr, bias[Np], Y[m, Np])``.
 
-    The bias is always an argument (zeros for layers without one): it
-    initialises the accumulators, so it costs nothing. ``Kp``/``Np`` are ``K``/``N`` rounded up to the block shape; the caller pads
-    ``X`` and crops ``Y`` when the block does not divide the weight.
+    ``X`` is the ``[m, Kp]`` matrix, or with ``im2col`` the NHWC image whose
+    patches form it (``m`` must then be ``im2col.rows``). The bias is always
+    an argument (zeros for layers without one): it initialises the
+    accumulators, so it costs nothing; ``relu`` clamps the result at the
+    store. ``Kp``/``Np`` are ``K``/``N`` rounded up to the block shape; the
+    caller pads ``X`` and crops ``Y`` when the block does not divide the weight.
     """
     r, c = weight.block_shape
     n_pad = (len(weight.indptr) - 1) * r
-    k_pad = -(-weight.shape[1] // c) * c
+    k = weight.shape[1]
+    k_pad = -(-k // c) * c
     block_rows = len(weight.indptr) - 1
     num_stored = max(weight.num_blocks, 1)
     params = params or BSRKernelParams.default((r, c))
@@ -86,9 +144,11 @@ def bsr_matmul_kernel(
     full_tiles, tail = divmod(m, mt)
     row_tiles = full_tiles + (tail > 0)
     column_loop = T.unroll if c <= 16 else T.serial  # wide blocks (packed dense) keep a loop
+    if im2col is not None and (im2col.rows != m or im2col.columns != k):
+        raise ValueError(f"im2col gives a {im2col.rows}x{im2col.columns} matrix, the kernel multiplies {m}x{k}")
 
-    @T.macro(hygienic=False)
-    def row_tile(t, br, rows, column_loop):
+    @T.macro
+    def row_tile(X_tiles, data, indices, indptr, B, Y, t, br, rows):
         acc = T.decl_buffer((rows, r), "float32", scope="local")
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
@@ -101,11 +161,67 @@ def bsr_matmul_kernel(
                         acc[mm, lane] = acc[mm, lane] + X_tiles[t, k0 + cc, mm] * data[j, cc, lane]
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
-                Y[t * mt + mm, br * r + lane] = acc[mm, lane]
+                Y[t * mt + mm, br * r + lane] = T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]
+
+    if im2col is None:
+        x_shape = (m, k_pad)
+
+        @T.macro
+        def pack_rows(X, X_tiles):
+            for t in T.parallel(row_tiles):
+                for kk in range(k_pad):
+                    for mm in T.unroll(mt):
+                        X_tiles[t, kk, mm] = X[T.min(t * mt + mm, m - 1), kk]
+
+    else:
+        x_shape = im2col.input_shape
+        _, height, width, channels = x_shape
+        out_h, out_w = im2col.out_hw
+        kernel_h, kernel_w = im2col.kernel
+        (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = im2col.strides, im2col.padding, im2col.dilation
+        groups = im2col.groups
+        group_channels = channels // groups
+
+        def pixel(row):
+            row = T.min(row, m - 1)
+            return row // (out_h * out_w), row // out_w % out_h, row % out_w
+
+        def image(row):
+            return pixel(row)[0]
+
+        def input_h(row, kh):
+            return pixel(row)[1] * stride_h + kh * dil_h - pad_top
+
+        def input_w(row, kw):
+            return pixel(row)[2] * stride_w + kw * dil_w - pad_left
+
+        def inside(row, kh, kw):
+            ih, iw = input_h(row, kh), input_w(row, kw)
+            return T.And(T.And(0 <= ih, ih < height), T.And(0 <= iw, iw < width))
+
+        def clamp_h(row, kh):
+            return T.min(T.max(input_h(row, kh), 0), height - 1)
+
+        def clamp_w(row, kw):
+            return T.min(T.max(input_w(row, kw), 0), width - 1)
+
+        @T.macro
+        def pack_rows(X, X_tiles):
+            for t in T.parallel(row_tiles):
+                for g, kh, kw in T.grid(groups, kernel_h, kernel_w):
+                    for ci in range(group_channels):
+                        for mm in T.unroll(mt):
+                            X_tiles[t, ((g * kernel_h + kh) * kernel_w + kw) * group_channels + ci, mm] = T.if_then_else(
+                                inside(t * mt + mm, kh, kw),
+                                X[image(t * mt + mm), clamp_h(t * mt + mm, kh), clamp_w(t * mt + mm, kw), g * group_channels + ci],
+                                T.float32(0),
+                            )
+                for kk, mm in T.grid(k_pad - k, mt):
+                    X_tiles[t, k + kk, mm] = T.float32(0)
 
     @T.prim_func
     def kernel(
-        X: T.Buffer((m, k_pad), "float32"),
+        X: T.Buffer(x_shape, "float32"),
         data: T.Buffer((num_stored, c, r), "float32"),
         indices: T.Buffer((num_stored,), "int32"),
         indptr: T.Buffer((block_rows + 1,), "int32"),
@@ -114,14 +230,11 @@ def bsr_matmul_kernel(
     ):
         T.func_attr({"tirx.noalias": True})
         X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
-        for t in T.parallel(row_tiles):
-            for k in range(k_pad):
-                for mm in T.unroll(mt):
-                    X_tiles[t, k, mm] = T.if_then_else(t * mt + mm < m, X[T.min(t * mt + mm, m - 1), k], T.float32(0))
+        pack_rows(X, X_tiles)
         for t in T.parallel(full_tiles * block_rows):
-            row_tile(t // block_rows, t % block_rows, mt, column_loop)
+            row_tile(X_tiles, data, indices, indptr, B, Y, t // block_rows, t % block_rows, mt)
         if tail > 0:
             for br in T.parallel(block_rows):
-                row_tile(full_tiles, br, tail, column_loop)
+                row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles, br, tail)
 
     return kernel.with_attr("global_symbol", name)

@@ -1,6 +1,6 @@
 """Helpers for tests, tutorials and benchmarks: generated ONNX models and timing."""
 
-from .models import bert_encoder, mlp
+from .models import GraphBuilder, bert_encoder, mlp, resnet
 from .timing import median_seconds
 
-__all__ = ["bert_encoder", "median_seconds", "mlp"]
+__all__ = ["GraphBuilder", "bert_encoder", "median_seconds", "mlp", "resnet"]

@@ -9,7 +9,9 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
-class _GraphBuilder:
+class GraphBuilder:
+    """Builds an ONNX graph node by node with generated weights (seeded)."""
+
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
@@ -51,6 +53,25 @@ class _GraphBuilder:
         erf = self.node("Erf", [self.node("Mul", [x, inv_sqrt2])])
         return self.node("Mul", [self.node("Mul", [x, half]), self.node("Add", [erf, one])])
 
+    def conv(self, x: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False) -> str:
+        """A same-padded ``kernel x kernel`` convolution (NCHW, OIHW weights)."""
+        fan_in = c_in // groups * kernel * kernel
+        w = self.const(f"{name}.weight", self.weight((c_out, c_in // groups, kernel, kernel), np.sqrt(2.0 / fan_in)))
+        inputs = [x, w] + ([self.const(f"{name}.bias", self.weight((c_out,), 0.1))] if bias else [])
+        pad = kernel // 2
+        return self.node("Conv", inputs, name=name, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4, group=groups)
+
+    def batch_norm(self, x: str, name: str, channels: int) -> str:
+        gamma = self.const(f"{name}.gamma", (1 + 0.1 * self.rng.standard_normal(channels)).astype("float32"))
+        beta = self.const(f"{name}.beta", (0.1 * self.rng.standard_normal(channels)).astype("float32"))
+        mean = self.const(f"{name}.mean", (0.1 * self.rng.standard_normal(channels)).astype("float32"))
+        var = self.const(f"{name}.var", (1 + 0.1 * self.rng.random(channels)).astype("float32"))
+        return self.node("BatchNormalization", [x, gamma, beta, mean, var], name=name, epsilon=1e-5)
+
+    def conv_bn(self, x: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1, relu: bool = True) -> str:
+        y = self.batch_norm(self.conv(x, name, c_in, c_out, kernel, stride), f"{name}.bn", c_out)
+        return self.node("Relu", [y]) if relu else y
+
     def model(self, inputs, outputs) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "tvm_sparse_test", inputs, outputs, initializer=self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
@@ -61,7 +82,7 @@ class _GraphBuilder:
 
 def mlp(batch: int = 8, sizes=(64, 128, 32), gemm: bool = True, seed: int = 0) -> onnx.ModelProto:
     """A ReLU MLP on ``[batch, sizes[0]]``; Gemm(transB=1) layers or MatMul + Add."""
-    g = _GraphBuilder(seed)
+    g = GraphBuilder(seed)
     x = "x"
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         x = g.linear(x, f"fc{i}", d_in, d_out, gemm=gemm)
@@ -80,7 +101,7 @@ def bert_encoder(
     """A BERT-style encoder (post-LayerNorm) on ``[batch, seq, hidden]`` embeddings."""
     if hidden % heads:
         raise ValueError("hidden must be a multiple of heads")
-    g = _GraphBuilder(seed)
+    g = GraphBuilder(seed)
     dh = hidden // heads
     split = g.const("shape.split", np.array([batch, seq, heads, dh], "int64"))
     merge = g.const("shape.merge", np.array([batch, seq, hidden], "int64"))
@@ -101,4 +122,34 @@ def bert_encoder(
     return g.model(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, hidden])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, seq, hidden])],
+    )
+
+
+def resnet(
+    image: int = 224, width: int = 64, blocks=(3, 4, 6, 3), classes: int = 1000, batch: int = 1, seed: int = 0
+) -> onnx.ModelProto:
+    """A ResNet-50-style CNN on ``[batch, 3, image, image]``: 7x7 stem, max pool,
+    bottleneck stages (1x1, 3x3, 1x1 with BatchNorm, expansion 4), global
+    average pool and a classifier. ``blocks`` gives the bottlenecks per stage."""
+    g = GraphBuilder(seed)
+    x = g.conv_bn("x", "stem", 3, width, 7, stride=2)
+    x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    c_in = width
+    for stage, count in enumerate(blocks):
+        mid = width * 2**stage
+        for i in range(count):
+            p = f"stage{stage}.block{i}"
+            stride = 2 if i == 0 and stage > 0 else 1
+            h = g.conv_bn(x, f"{p}.conv1", c_in, mid, 1)
+            h = g.conv_bn(h, f"{p}.conv2", mid, mid, 3, stride)
+            h = g.conv_bn(h, f"{p}.conv3", mid, mid * 4, 1, relu=False)
+            shortcut = g.conv_bn(x, f"{p}.down", c_in, mid * 4, 1, stride, relu=False) if i == 0 else x
+            x = g.node("Relu", [g.node("Add", [h, shortcut])])
+            c_in = mid * 4
+    pooled = g.node("Flatten", [g.node("GlobalAveragePool", [x])])
+    out = g.linear(pooled, "fc", c_in, classes, gemm=True)
+    out = g.node("Identity", [out], name="y")
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, image, image])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, classes])],
     )

@@ -88,13 +88,12 @@ class DenseMatmulKernels:
             plans, absorbed = {}, set()
             constant_weight = set()
             for layer in find_linear_layers(func, names):
-                constant_weight.add(layer.matmul_var)
+                constant_weight.add(layer.op_var)
                 if layer.rows is None or str(layer.weight.dtype) != "float32":
                     continue
                 panels = BSRMatrix.from_dense(layer.weight, (LANES, layer.weight.shape[1]))
                 plans[layer.output_var] = block_matmul_emitter(layer, panels, "dense_matmul")
-                if layer.output_var is not layer.matmul_var:
-                    absorbed.add(layer.matmul_var)
+                absorbed.update(layer.absorbed_vars)
             bound = {}
             for binding in bindings(func):
                 bound[binding.var] = value = binding.value

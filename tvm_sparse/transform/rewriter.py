@@ -1,4 +1,4 @@
-"""Shared machinery of the matmul rewrites: replace chosen bindings by kernel calls."""
+"""Shared machinery of the layer rewrites: replace chosen bindings by kernel calls."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import tvm
 from tvm import relax
 
 from ..formats import BSRMatrix
-from ..graph import LinearLayer
-from ..kernels import BSRKernelArgs, BSRKernelParams, bsr_matmul_kernel
+from ..graph import ConvLayer, Layer, LinearLayer
+from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
+from ..kernels.depthwise_conv import depthwise_conv_kernel
 
 #: Emits the replacement of one binding and returns the expression holding its value.
 Emitter = Callable[["MatmulRewriter"], relax.Expr]
@@ -51,6 +52,26 @@ class MatmulRewriter(relax.PyExprMutator):
         return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
 
 
+def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
+    bias = np.zeros(n_pad, "float32")
+    if layer.bias is not None:
+        bias[: layer.out_channels] = layer.bias
+    return relax.const(bias)
+
+
+def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, m: int) -> relax.Expr:
+    """Call a block kernel on ``x``; returns ``Y[m, out_channels]`` (padding columns cropped)."""
+    bb = rw.builder_
+    n_pad = weight.block_shape[0] * (len(weight.indptr) - 1)
+    args = BSRKernelArgs.from_bsr(weight)
+    consts = [relax.const(a) for a in (args.data, args.indices, args.indptr)] + [_bias_const(layer, n_pad)]
+    gvar = rw.add_kernel(kernel, symbol)
+    y = bb.emit(relax.call_tir(gvar, [x, *consts], relax.TensorType((m, n_pad), "float32")))
+    if n_pad != layer.out_channels:
+        y = bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[layer.out_channels]))
+    return y
+
+
 def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None) -> Emitter:
     """Emit ``layer`` as the block kernel on ``weight`` (sparse blocks, or full-width dense panels)."""
 
@@ -58,25 +79,55 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         bb = rw.builder_
         n, k = layer.weight.shape
         r, c = weight.block_shape
-        n_pad, k_pad = r * (len(weight.indptr) - 1), -(-k // c) * c
+        k_pad = -(-k // c) * c
         m = layer.rows
-        kernel = bsr_matmul_kernel(m, weight, params or BSRKernelParams.default((r, c)))
-        gvar = rw.add_kernel(kernel, f"{kind}_{layer.name}")
+        kernel = bsr_matmul_kernel(m, weight, params or BSRKernelParams.default((r, c)), relu=layer.relu)
         x = rw.visit_expr(layer.x)
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
-        args = BSRKernelArgs.from_bsr(weight)
-        bias = np.zeros(n_pad, "float32")
-        if layer.bias is not None:
-            bias[:n] = layer.bias
-        consts = [relax.const(a) for a in (args.data, args.indices, args.indptr, bias)]
-        y = bb.emit(relax.call_tir(gvar, [x2, *consts], relax.TensorType((m, n_pad), "float32")))
-        if n_pad != n:
-            y = bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[n]))
+        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", x2, layer, weight, m)
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
         return y
+
+    return emit
+
+
+def conv_im2col(layer: ConvLayer) -> Im2Col:
+    """The im2col view of an NHWC convolution layer."""
+    return Im2Col(
+        input_shape=layer.x_shape,
+        kernel=layer.weight.shape[1:3],
+        strides=layer.strides,
+        padding=layer.padding[:2],
+        dilation=layer.dilation,
+        groups=layer.groups,
+        output_hw=layer.out_shape[1:3],
+    )
+
+
+def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None) -> Emitter:
+    """Emit an NHWC convolution as the block kernel on its im2col rows (``weight`` is the im2col matrix)."""
+
+    def emit(rw: MatmulRewriter) -> relax.Expr:
+        im2col = conv_im2col(layer)
+        kernel = bsr_matmul_kernel(im2col.rows, weight, params or BSRKernelParams.default(weight.block_shape), im2col=im2col, relu=layer.relu)
+        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, im2col.rows)
+        return rw.builder_.emit(relax.op.reshape(y, layer.out_shape))
+
+    return emit
+
+
+def depthwise_conv_emitter(layer: ConvLayer) -> Emitter:
+    """Emit a depthwise NHWC convolution (one filter per channel) as the depthwise kernel."""
+
+    def emit(rw: MatmulRewriter) -> relax.Expr:
+        kernel = depthwise_conv_kernel(conv_im2col(layer), relu=layer.relu)
+        gvar = rw.add_kernel(kernel, f"depthwise_conv2d_{layer.name}")
+        taps = relax.const(np.ascontiguousarray(layer.weight[..., 0].transpose(1, 2, 0)))  # OHW1 -> HWC
+        args = [rw.visit_expr(layer.x), taps, _bias_const(layer, layer.out_channels)]
+        return rw.builder_.emit(relax.call_tir(gvar, args, relax.TensorType(layer.out_shape, "float32")))
 
     return emit
 

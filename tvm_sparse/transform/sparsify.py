@@ -65,8 +65,7 @@ class SparsifyWeights:
                     continue
                 weight = BSRMatrix.from_dense(layer.weight, choice.block_shape)
                 plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params)
-                if layer.output_var is not layer.matmul_var:
-                    absorbed.add(layer.matmul_var)
+                absorbed.update(layer.absorbed_vars)
             return plans, absorbed
 
         return rewrite_layers(mod, plan)

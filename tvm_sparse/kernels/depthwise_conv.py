@@ -1,0 +1,70 @@
+"""TIR kernel for a depthwise NHWC convolution (one filter per channel).
+
+As a matmul a depthwise convolution is block-diagonal with ``1 x KH*KW``
+blocks, too thin for the block kernel. Here the channels are the vector
+lanes instead: each output pixel accumulates ``KH*KW`` taps as 16-channel
+FMAs of the input pixel and the filter tap, both contiguous in NHWC / HWC.
+Padding taps are skipped (a uniform branch per tap). Parallel over output
+rows.
+"""
+
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+from .bsr_matmul import VECTOR_LANES, Im2Col
+
+
+def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d"):
+    """``name(X[N, H, W, C], weight[KH, KW, C], bias[C], Y[N, OH, OW, C])``.
+
+    ``im2col`` describes the convolution (its ``groups`` must equal ``C``).
+    """
+    batch, height, width, channels = im2col.input_shape
+    if im2col.groups != channels:
+        raise ValueError(f"a depthwise convolution has one group per channel ({channels}), got {im2col.groups}")
+    out_h, out_w = im2col.out_hw
+    kernel_h, kernel_w = im2col.kernel
+    (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = im2col.strides, im2col.padding, im2col.dilation
+    full_blocks = channels // VECTOR_LANES
+    tail_start = full_blocks * VECTOR_LANES
+
+    def finish(value):
+        return T.max(value, T.float32(0)) if relu else value
+
+    @T.macro
+    def taps(X, Wt, acc, n, oh, ow, c0, lanes, vector_loop):
+        for kh, kw in T.grid(kernel_h, kernel_w):
+            ih = oh * stride_h + kh * dil_h - pad_top
+            iw = ow * stride_w + kw * dil_w - pad_left
+            if 0 <= ih and ih < height and 0 <= iw and iw < width:
+                for lane in vector_loop(lanes):
+                    acc[lane] = acc[lane] + X[n, ih, iw, c0 + lane] * Wt[kh, kw, c0 + lane]
+
+    @T.prim_func
+    def kernel(
+        X: T.Buffer((batch, height, width, channels), "float32"),
+        Wt: T.Buffer((kernel_h, kernel_w, channels), "float32"),
+        B: T.Buffer((channels,), "float32"),
+        Y: T.Buffer((batch, out_h, out_w, channels), "float32"),
+    ):
+        T.func_attr({"tirx.noalias": True})
+        for p in T.parallel(batch * out_h):
+            n = p // out_h
+            oh = p % out_h
+            for ow in range(out_w):
+                acc = T.decl_buffer((VECTOR_LANES,), "float32", scope="local")
+                for cb in range(full_blocks):
+                    for lane in T.vectorized(VECTOR_LANES):
+                        acc[lane] = B[cb * VECTOR_LANES + lane]
+                    taps(X, Wt, acc, n, oh, ow, cb * VECTOR_LANES, VECTOR_LANES, T.vectorized)
+                    for lane in T.vectorized(VECTOR_LANES):
+                        Y[n, oh, ow, cb * VECTOR_LANES + lane] = finish(acc[lane])
+                if tail_start < channels:
+                    for lane in range(channels - tail_start):
+                        acc[lane] = B[tail_start + lane]
+                    taps(X, Wt, acc, n, oh, ow, tail_start, channels - tail_start, T.serial)
+                    for lane in range(channels - tail_start):
+                        Y[n, oh, ow, tail_start + lane] = finish(acc[lane])
+
+    return kernel.with_attr("global_symbol", name)
