@@ -12,6 +12,7 @@ from ..formats import BSRMatrix
 from ..graph import ConvLayer, Layer, LinearLayer
 from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 from ..kernels.depthwise_conv import depthwise_conv_kernel
+from ..schedule.records import KernelRecords
 
 #: Emits the replacement of one binding and returns the expression holding its value.
 Emitter = Callable[["MatmulRewriter"], relax.Expr]
@@ -52,6 +53,14 @@ class MatmulRewriter(relax.PyExprMutator):
         return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
 
 
+def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix) -> BSRKernelParams:
+    """Explicit parameters, else the shipped tuned record for this shape, else the default."""
+    if params is not None:
+        return params
+    k_n = weight.shape[1], weight.shape[0]
+    return KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or BSRKernelParams.default(weight.block_shape)
+
+
 def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
     bias = np.zeros(n_pad, "float32")
     if layer.bias is not None:
@@ -78,10 +87,10 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
     def emit(rw: MatmulRewriter) -> relax.Expr:
         bb = rw.builder_
         n, k = layer.weight.shape
-        r, c = weight.block_shape
+        c = weight.block_shape[1]
         k_pad = -(-k // c) * c
         m = layer.rows
-        kernel = bsr_matmul_kernel(m, weight, params or BSRKernelParams.default((r, c)), relu=layer.relu)
+        kernel = bsr_matmul_kernel(m, weight, _kernel_params(params, m, weight), relu=layer.relu)
         x = rw.visit_expr(layer.x)
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
@@ -112,7 +121,7 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
-        kernel = bsr_matmul_kernel(im2col.rows, weight, params or BSRKernelParams.default(weight.block_shape), im2col=im2col, relu=layer.relu)
+        kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight), im2col=im2col, relu=layer.relu)
         y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, im2col.rows)
         return rw.builder_.emit(relax.op.reshape(y, layer.out_shape))
 
