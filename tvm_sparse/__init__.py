@@ -4,7 +4,7 @@ from .threads import use_available_cpus
 
 use_available_cpus()
 
-from . import analysis, formats, kernels, prune, transform
+from . import accel, analysis, formats, kernels, prune, transform
 from .analysis import analyze
 from .build import build, cpu_pipeline
 from .errors import ModelError, TVMSparseError
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ModelError",
     "TVMSparseError",
+    "accel",
     "analysis",
     "analyze",
     "build",

@@ -1,0 +1,280 @@
+"""The ``sparse-accel`` device description: one validated JSON file per variant.
+
+A description fixes what the compiler targets and what the simulator models
+(see DESIGN.md, "The device"): the PE array, datatypes, on-chip buffers, DRAM
+bandwidth, clock, the sparse modes with their parameters, and per-action
+energies. Loading checks every field and names the bad one, with its path
+(``buffers.weight_bytes``), in a :class:`DeviceError`.
+
+The PE array is ``reduction_lanes x output_lanes`` int8 MACs: each cycle it
+multiplies one input row of ``reduction_lanes`` values by a
+``reduction_lanes x output_lanes`` weight tile (VTA's ``BLOCK_IN x
+BLOCK_OUT``). Sparse modes change how many weight values feed those lanes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TVMSparseError
+
+#: Shipped device descriptions (data next to the package).
+TARGET_DIR = Path(__file__).resolve().parents[2] / "target"
+DEFAULT_DEVICE = "sparse-accel"
+
+ACTIVATION_SKIPPING = ("none", "gate", "skip")
+SUPPORTED_DATATYPES = {"input": "int8", "weight": "int8", "accumulator": "int32"}
+#: Horowitz, ISSCC 2014, 45 nm (pJ per action).
+DEFAULT_ENERGY_PJ = {"int8_mult": 0.2, "int8_add": 0.03, "sram_read_32b": 5.0, "sram_write_32b": 5.0, "dram_32b": 640.0}
+
+
+class DeviceError(TVMSparseError):
+    """An invalid device description; the message names the field."""
+
+
+@dataclass(frozen=True)
+class PEArray:
+    reduction_lanes: int
+    output_lanes: int
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.reduction_lanes * self.output_lanes
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """On-chip buffer capacities in bytes."""
+
+    input_bytes: int
+    weight_bytes: int
+    metadata_bytes: int
+    accumulator_bytes: int
+
+
+@dataclass(frozen=True)
+class BlockSparseMode:
+    """Cambricon-S-style block selection: only stored ``block_rows x block_cols`` weight blocks are fetched and issued."""
+
+    block_rows: int  # along the reduction axis
+    block_cols: int  # along the output axis
+    index_bits: int  # metadata per stored block
+
+
+@dataclass(frozen=True)
+class NMMode:
+    """N:M fine-grained structure (2:4 as in Sparse Tensor Cores): N kept of every M along the reduction."""
+
+    n: int
+    m: int
+
+    @property
+    def metadata_bits_per_value(self) -> int:
+        return max(1, (self.m - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class DecomposedConvMode:
+    """ESCALATE's engine: coefficients x shared basis kernels, up to ``max_basis`` per layer."""
+
+    max_basis: int
+    kernel_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SparseModes:
+    block: BlockSparseMode | None
+    nm: NMMode | None
+    decomposed_conv: DecomposedConvMode | None
+    activation_skipping: str  # "none", "gate" (zero operands cost no energy) or "skip" (nor cycles)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        present = {"block": self.block, "nm": self.nm, "decomposed_conv": self.decomposed_conv}
+        return ("dense", *(name for name, mode in present.items() if mode is not None))
+
+
+@dataclass(frozen=True)
+class Device:
+    """A validated device description."""
+
+    name: str
+    pe_array: PEArray
+    datatypes: dict
+    buffers: Buffers
+    dram_bytes_per_cycle: float
+    clock_mhz: float
+    modes: SparseModes
+    energy_pj: dict
+    source: str = ""  # the file it came from, if any
+
+    @staticmethod
+    def from_dict(doc: dict, source: str = "") -> Device:
+        return _parse_device(doc, source)
+
+    @staticmethod
+    def load(path) -> Device:
+        """Read a JSON description; :class:`DeviceError` names the file and the bad field."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except OSError as err:
+            raise DeviceError(f"{path}: cannot read device description ({err.strerror or err})") from None
+        except json.JSONDecodeError as err:
+            raise DeviceError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
+        try:
+            return _parse_device(doc, str(path))
+        except DeviceError as err:
+            raise DeviceError(f"{path}: {err}") from None
+
+
+def shipped_devices() -> dict[str, Path]:
+    """The variants in ``target/``, by name (the file stem)."""
+    return {p.stem: p for p in sorted(TARGET_DIR.glob("*.json"))}
+
+
+def load_device(name_or_path=DEFAULT_DEVICE) -> Device:
+    """A shipped variant by name (``sparse-accel``, ...) or a description file by path."""
+    if isinstance(name_or_path, Device):
+        return name_or_path
+    shipped = shipped_devices()
+    if str(name_or_path) in shipped:
+        return Device.load(shipped[str(name_or_path)])
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        return Device.load(path)
+    raise DeviceError(f"unknown device {str(name_or_path)!r} (shipped: {', '.join(shipped)}; or give a .json path)")
+
+
+# -- validation -----------------------------------------------------------------
+
+
+class _Fields:
+    """Reads one JSON object, checking keys and types; errors carry the field path."""
+
+    def __init__(self, doc, path: str):
+        if not isinstance(doc, dict):
+            raise DeviceError(f"{path or 'description'}: expected an object, got {type(doc).__name__}")
+        self.doc, self.path, self.seen = doc, path, set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def raw(self, key: str, default=...):
+        self.seen.add(key)
+        if key not in self.doc:
+            if default is ...:
+                raise DeviceError(f"{self._name(key)}: missing")
+            return default
+        return self.doc[key]
+
+    def positive_int(self, key: str, default=...) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise DeviceError(f"{self._name(key)}: must be a positive integer, got {value!r}")
+        return value
+
+    def positive_number(self, key: str, default=...) -> float:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise DeviceError(f"{self._name(key)}: must be a positive number, got {value!r}")
+        return float(value)
+
+    def choice(self, key: str, choices, default=...) -> str:
+        value = self.raw(key, default)
+        if value not in choices:
+            raise DeviceError(f"{self._name(key)}: must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+
+    def sub(self, key: str, default=...) -> _Fields | None:
+        value = self.raw(key, default)
+        return None if value is None else _Fields(value, self._name(key))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.doc) - self.seen)
+        if unknown:
+            raise DeviceError(f"{self._name(unknown[0])}: unknown field")
+
+
+def _parse_device(doc, source: str) -> Device:
+    top = _Fields(doc, "")
+    name = top.raw("name")
+    if not isinstance(name, str) or not name:
+        raise DeviceError(f"name: must be a non-empty string, got {name!r}")
+
+    pe = top.sub("pe_array")
+    pe_array = PEArray(pe.positive_int("reduction_lanes"), pe.positive_int("output_lanes"))
+    pe.done()
+
+    types = top.sub("datatypes")
+    datatypes = {role: types.choice(role, (dtype,)) for role, dtype in SUPPORTED_DATATYPES.items()}
+    types.done()
+
+    buf = top.sub("buffers")
+    buffers = Buffers(*(buf.positive_int(f) for f in ("input_bytes", "weight_bytes", "metadata_bytes", "accumulator_bytes")))
+    buf.done()
+    _check_one_tile_fits(buffers, pe_array)
+
+    modes = _parse_modes(top.sub("sparse_modes"), pe_array)
+
+    energy_doc = top.sub("energy_pj", {})
+    energy = {key: energy_doc.positive_number(key, default) for key, default in DEFAULT_ENERGY_PJ.items()}
+    energy_doc.done()
+
+    device = Device(
+        name=name,
+        pe_array=pe_array,
+        datatypes=datatypes,
+        buffers=buffers,
+        dram_bytes_per_cycle=top.positive_number("dram_bytes_per_cycle"),
+        clock_mhz=top.positive_number("clock_mhz"),
+        modes=modes,
+        energy_pj=energy,
+        source=source,
+    )
+    top.raw("description", "")  # free text
+    top.done()
+    return device
+
+
+def _parse_modes(fields: _Fields, pe: PEArray) -> SparseModes:
+    block = nm = decomposed = None
+    if (b := fields.sub("block", None)) is not None:
+        block = BlockSparseMode(b.positive_int("block_rows"), b.positive_int("block_cols"), b.positive_int("index_bits"))
+        b.done()
+        if pe.reduction_lanes % block.block_rows or pe.output_lanes % block.block_cols:
+            raise DeviceError(
+                f"sparse_modes.block: a {block.block_rows}x{block.block_cols} block must divide the "
+                f"{pe.reduction_lanes}x{pe.output_lanes} PE array"
+            )
+    if (f := fields.sub("nm", None)) is not None:
+        nm = NMMode(f.positive_int("n"), f.positive_int("m"))
+        f.done()
+        if nm.n >= nm.m:
+            raise DeviceError(f"sparse_modes.nm: n must be smaller than m, got {nm.n}:{nm.m}")
+        if pe.reduction_lanes % nm.n:
+            raise DeviceError(f"sparse_modes.nm.n: {nm.n} must divide reduction_lanes ({pe.reduction_lanes})")
+    if (d := fields.sub("decomposed_conv", None)) is not None:
+        sizes = d.raw("kernel_sizes")
+        if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes):
+            raise DeviceError(f"sparse_modes.decomposed_conv.kernel_sizes: must be a non-empty list of positive integers, got {sizes!r}")
+        decomposed = DecomposedConvMode(d.positive_int("max_basis"), tuple(sizes))
+        d.done()
+    skipping = fields.choice("activation_skipping", ACTIVATION_SKIPPING, "none")
+    fields.done()
+    return SparseModes(block, nm, decomposed, skipping)
+
+
+def _check_one_tile_fits(buffers: Buffers, pe: PEArray) -> None:
+    """The smallest tile: one input row, one weight tile, one accumulator row."""
+    needs = {
+        "input_bytes": pe.reduction_lanes,
+        "weight_bytes": pe.macs_per_cycle,
+        "accumulator_bytes": 4 * pe.output_lanes,
+    }
+    for field, need in needs.items():
+        have = getattr(buffers, field)
+        if have < need:
+            raise DeviceError(f"buffers.{field}: {have} bytes cannot hold the smallest tile ({need} bytes for a {pe.reduction_lanes}x{pe.output_lanes} PE array)")
