@@ -1,0 +1,197 @@
+"""The simulator against a numpy integer reference, its faults, and the program formats."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tvm_sparse.accel import load_device
+from tvm_sparse.accel.builder import ProgramBuilder
+from tvm_sparse.accel.isa import AluOp, Buffer, Flag, Opcode, Program, ProgramError, Queue, disassemble
+from tvm_sparse.accel.packing import pack_bits, pack_blocks, pack_nm, unpack_bits
+from tvm_sparse.sim import DeviceFault, run
+
+SYNC_LOAD = Flag.PUSH_NEXT
+SYNC_COMPUTE_IN = Flag.POP_PREV
+
+
+def requantize(acc, multiplier, shift):
+    """The device's requantization in plain integer numpy: round half up, then saturate to int8."""
+    scaled = acc.astype(np.int64) * multiplier
+    return np.clip((scaled + (1 << (shift - 1))) >> shift, -128, 127)
+
+
+def nm_weight(rng, k, n, keep=2, group=4):
+    w = rng.integers(-128, 128, size=(k, n)).astype(np.int8)
+    for g in range(k // group):
+        for col in range(n):
+            drop = rng.choice(group, group - keep, replace=False)
+            w[g * group + drop, col] = 0
+    return w
+
+
+def block_weight(rng, k, n, block=(16, 16), density=0.3):
+    mask = rng.random((k // block[0], n // block[1])) < density
+    w = rng.integers(-128, 128, size=(k, n)).astype(np.int8)
+    return (w * np.kron(mask, np.ones(block, np.int8))).astype(np.int8)
+
+
+def gemm_program(x, w, mode, bias, multiplier, shift, relu, device="sparse-accel"):
+    """One tile: load x, the (packed) weight, bias and multipliers; GEMM; bias, requant, ReLU; store int8."""
+    m, k = x.shape
+    n = w.shape[1]
+    b = ProgramBuilder(device)
+    b.layer("gemm")
+    meta = b''
+    if mode == Opcode.GEMM_NM:
+        values, meta = pack_nm(w, 2, 4)
+    elif mode == Opcode.GEMM_BLOCK:
+        values, meta = pack_blocks(w, 16, 16)
+        values = values.reshape(-1, 16 * 16)
+    else:
+        values = w
+    values = values.reshape(values.shape[0], -1) if values.size else np.zeros((1, 1), np.int8)
+    x_addr, w_addr = b.place(x), b.place(values)
+    params = b.place(np.stack([bias, multiplier]).astype(np.int32))
+    out = b.reserve(m * n)
+    b.load(Buffer.INP, 0, x_addr, m, k)
+    b.load(Buffer.WGT, 0, w_addr, values.shape[0], values.shape[1])
+    if meta:
+        b.load(Buffer.META, 0, b.place(np.frombuffer(meta, np.uint8)), 1, len(meta))
+    b.load(Buffer.ACC, m * n, params, 2, n, flags=SYNC_LOAD)
+    b.gemm(mode, 0, 0, 0, m, k, n, flags=SYNC_COMPUTE_IN)
+    b.alu(AluOp.ADD, 0, m, n, operand=m * n, row_operand=True)
+    b.alu(AluOp.REQUANT, 0, m, n, operand=m * n + n, row_operand=True, shift=shift)
+    if relu:
+        b.alu(AluOp.MAX, 0, m, n, operand=0, flags=Flag.PUSH_NEXT)
+    else:
+        b.nop(Queue.COMPUTE, Flag.PUSH_NEXT)
+    b.store(0, out, m, n, flags=Flag.POP_PREV)
+    return b.build(), out
+
+
+@pytest.mark.parametrize("mode", [Opcode.GEMM, Opcode.GEMM_NM, Opcode.GEMM_BLOCK])
+@pytest.mark.parametrize("relu", [False, True])
+def test_gemm_tile_matches_integer_reference(rng, mode, relu):
+    m, k, n = 24, 64, 32
+    x = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
+    w = {Opcode.GEMM: lambda: rng.integers(-128, 128, size=(k, n)).astype(np.int8),
+         Opcode.GEMM_NM: lambda: nm_weight(rng, k, n),
+         Opcode.GEMM_BLOCK: lambda: block_weight(rng, k, n)}[mode]()
+    bias = rng.integers(-2**20, 2**20, size=n)
+    multiplier = rng.integers(1, 2**15, size=n)
+    program, out = gemm_program(x, w, mode, bias, multiplier, shift=24, relu=relu)
+    result = run(program)
+    expected = requantize(x.astype(np.int64) @ w.astype(np.int64) + bias, multiplier, 24)
+    expected = np.maximum(expected, 0) if relu else expected
+    np.testing.assert_array_equal(result.read(out, (m, n), np.int8), expected)
+    report = result.report
+    assert report.total.macs_dense == m * k * n
+    if mode == Opcode.GEMM_NM:
+        assert report.total.macs_issued == m * k * n // 2
+
+
+def test_requantization_saturates_and_rounds_half_up():
+    acc = np.array([[2**31 - 1, -(2**31), 6, 7, -6, -7, 300 * 256, -300 * 256]], np.int32)
+    b = ProgramBuilder("sparse-accel")
+    addr, out = b.place(acc), b.reserve(acc.size)
+    b.load(Buffer.ACC, 0, addr, 1, acc.size, flags=Flag.PUSH_NEXT)
+    b.alu(AluOp.REQUANT, 0, 1, acc.size, operand=1, shift=2, flags=Flag.POP_PREV | Flag.PUSH_NEXT)
+    b.store(0, out, 1, acc.size, flags=Flag.POP_PREV)
+    got = run(b.build()).read(out, acc.shape, np.int8)
+    np.testing.assert_array_equal(got, requantize(acc, 1, 2))
+    np.testing.assert_array_equal(got[0, 2:6], [2, 2, -1, -2])  # 1.5 -> 2, 1.75 -> 2, -1.5 -> -1, -1.75 -> -2
+
+
+def test_int32_accumulators_wrap_like_hardware():
+    acc = np.array([[2**31 - 1]], np.int32)
+    b = ProgramBuilder("sparse-accel")
+    addr, out = b.place(acc), b.reserve(4)
+    b.load(Buffer.ACC, 0, addr, 1, 1, flags=Flag.PUSH_NEXT)
+    b.alu(AluOp.ADD, 0, 1, 1, operand=1, flags=Flag.POP_PREV | Flag.PUSH_NEXT)
+    b.store(0, out, 1, 1, int32=True, flags=Flag.POP_PREV)
+    assert run(b.build()).read(out, (1,), np.int32)[0] == -(2**31)
+
+
+def test_out_of_bounds_access_names_the_instruction():
+    device = load_device("sparse-accel")
+    b = ProgramBuilder("sparse-accel")
+    addr = b.place(np.zeros(16, np.int8))
+    b.load(Buffer.INP, device.buffers.input_bytes - 8, addr, 1, 16)
+    with pytest.raises(DeviceFault, match=r"instruction 0 \(LOAD\): INP access .* outside"):
+        run(b.build())
+    b = ProgramBuilder("sparse-accel")
+    b.place(np.zeros(16, np.int8))
+    b.load(Buffer.INP, 0, 8, 2, 16)  # reads past the 16-byte image
+    with pytest.raises(DeviceFault, match=r"instruction 0 \(LOAD\): DRAM access"):
+        run(b.build())
+
+
+def test_deadlock_is_reported_not_hung():
+    b = ProgramBuilder("sparse-accel")
+    b.nop(Queue.COMPUTE, Flag.POP_PREV)  # waits for a load token that never comes
+    b.nop(Queue.LOAD, Flag.POP_NEXT)  # and the load queue waits for compute
+    with pytest.raises(DeviceFault, match="deadlock.*load queue at instruction 1.*compute queue at instruction 0"):
+        run(b.build())
+
+
+def test_mode_the_device_lacks_is_a_fault(rng):
+    w = nm_weight(rng, 16, 16)
+    program, _ = gemm_program(np.ones((2, 16), np.int8), w, Opcode.GEMM_NM, np.zeros(16), np.ones(16), 1, False, device="sparse-accel-dense")
+    with pytest.raises(DeviceFault, match="has no N:M mode"):
+        run(program)
+
+
+def test_program_round_trips_and_disassembles(rng):
+    x = rng.integers(-5, 5, size=(4, 16)).astype(np.int8)
+    program, _ = gemm_program(x, nm_weight(rng, 16, 16), Opcode.GEMM_NM, np.zeros(16), np.ones(16), 1, True)
+    data = program.to_bytes()
+    again = Program.from_bytes(data)
+    assert again.to_bytes() == data and again.tags == program.tags
+    text = disassemble(again)
+    assert "GEMM_NM" in text and "REQUANT" in text and "pop_prev" in text and "; gemm" in text
+    assert len(text.splitlines()) == len(program.instructions) + 1
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d[:10], "shorter than"),
+        (lambda d: b"XXXX" + d[4:], "bad magic"),
+        (lambda d: d[:-1], "truncated"),
+    ],
+)
+def test_malformed_programs_are_rejected(rng, mutate, message):
+    program, _ = gemm_program(np.ones((2, 16), np.int8), np.ones((16, 16), np.int8), Opcode.GEMM, np.zeros(16), np.ones(16), 1, False)
+    with pytest.raises(ProgramError, match=message):
+        Program.from_bytes(mutate(program.to_bytes()))
+
+
+def test_bad_instruction_bytes_name_the_index():
+    b = ProgramBuilder("sparse-accel")
+    b.nop(Queue.COMPUTE, Flag(0))
+    b.nop(Queue.COMPUTE, Flag(0))
+    data = bytearray(b.build().to_bytes())
+    meta_len = int.from_bytes(data[6:10], "little")
+    data[22 + meta_len + 32] = 99  # opcode of instruction 1
+    with pytest.raises(ProgramError, match="instruction 1: unknown opcode 99"):
+        Program.from_bytes(bytes(data))
+
+
+def test_metadata_bit_packing_round_trips(rng):
+    values = rng.integers(0, 4, size=1001)
+    assert np.array_equal(unpack_bits(np.frombuffer(pack_bits(values, 2), np.uint8), 2, values.size), values)
+    assert len(pack_bits(values, 2)) == -(-1001 * 2 // 8)
+
+
+def test_report_and_timeline(rng):
+    program, _ = gemm_program(np.ones((8, 16), np.int8), np.ones((16, 16), np.int8), Opcode.GEMM, np.zeros(16), np.ones(16), 1, False)
+    report = run(program).report
+    doc = json.loads(report.dumps())
+    assert doc["cycles"] == report.total.cycles > 0
+    assert set(doc["layers"]) == {"gemm"}
+    assert doc["total"]["energy_pj"]["dram"] > 0
+    trace = json.loads(report.chrome_trace())
+    spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == len(program.instructions)
+    assert "gemm" in report.to_table()

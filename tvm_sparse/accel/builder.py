@@ -1,0 +1,72 @@
+"""Assembling programs: a DRAM image allocator and one method per instruction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .isa import AluOp, Buffer, Flag, Instruction, Opcode, Program, Queue
+
+
+class ProgramBuilder:
+    """Builds a :class:`Program`: place arrays in DRAM, emit instructions, name layers."""
+
+    def __init__(self, device: str = ""):
+        self.device = device
+        self.instructions: list[Instruction] = []
+        self.tags = ["program"]
+        self._tag = 0
+        self._dram = bytearray()
+
+    # -- DRAM -------------------------------------------------------------------
+    def place(self, array: np.ndarray, align: int = 64) -> int:
+        """Copy ``array`` (C order) into the DRAM image; returns its byte address."""
+        self._dram.extend(b"\0" * (-len(self._dram) % align))
+        addr = len(self._dram)
+        self._dram.extend(np.ascontiguousarray(array).tobytes())
+        return addr
+
+    def reserve(self, nbytes: int, align: int = 64) -> int:
+        """Zeroed DRAM for outputs; returns its byte address."""
+        return self.place(np.zeros(nbytes, np.uint8), align)
+
+    # -- layers -----------------------------------------------------------------
+    def layer(self, name: str) -> None:
+        """Tag the instructions that follow with layer ``name``."""
+        if name not in self.tags:
+            self.tags.append(name)
+        self._tag = self.tags.index(name)
+
+    # -- instructions -------------------------------------------------------------
+    def emit(self, opcode: Opcode, flags: Flag = Flag(0), queue: Queue | None = None, **fields) -> Instruction:
+        ins = Instruction(opcode, fields, Flag(flags), self._tag, queue)
+        self.instructions.append(ins)
+        return ins
+
+    def load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, flags: Flag = Flag(0)):
+        """DMA ``rows x cols`` elements; ``dram_stride`` in bytes (default: rows are contiguous)."""
+        itemsize = 4 if buffer == Buffer.ACC else 1
+        stride = cols * itemsize if dram_stride is None else dram_stride
+        return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols)
+
+    def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = Flag(0)):
+        stride = cols * (4 if int32 else 1) if dram_stride is None else dram_stride
+        flags = Flag(flags) | (Flag.INT32_OUT if int32 else Flag(0))
+        return self.emit(Opcode.STORE, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols)
+
+    def gemm(self, mode: Opcode, acc_addr: int, inp_addr: int, wgt_addr: int, m: int, k: int, n: int, meta_addr: int = 0, accumulate: bool = False, flags: Flag = Flag(0)):
+        flags = Flag(flags) | (Flag.ACCUMULATE if accumulate else Flag(0))
+        fields = dict(acc_addr=acc_addr, inp_addr=inp_addr, wgt_addr=wgt_addr, m=m, k=k, n=n)
+        if mode != Opcode.GEMM:
+            fields["meta_addr"] = meta_addr
+        return self.emit(mode, flags, **fields)
+
+    def alu(self, op: AluOp, acc_addr: int, rows: int, cols: int, operand: int = 0, row_operand: bool = False, shift: int = 0, flags: Flag = Flag(0)):
+        """``op`` on an ACC tile; ``operand`` is an immediate, or with ``row_operand`` the ACC address of a row."""
+        flags = Flag(flags) | (Flag.ROW_OPERAND if row_operand else Flag(0))
+        return self.emit(Opcode.ALU, flags, alu_op=int(op), acc_addr=acc_addr, rows=rows, cols=cols, operand=operand, shift=shift)
+
+    def nop(self, queue: Queue, flags: Flag):
+        return self.emit(Opcode.NOP, flags, queue=queue)
+
+    def build(self) -> Program:
+        return Program(list(self.instructions), bytes(self._dram), list(self.tags), self.device)

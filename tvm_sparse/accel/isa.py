@@ -1,0 +1,244 @@
+"""The device's instruction set, programs and their binary and text forms.
+
+Memory. DRAM is a byte-addressed image. On chip there are four buffers,
+addressed in elements: ``INP`` (int8 activations), ``WGT`` (int8 weights),
+``META`` (bytes of sparse metadata) and ``ACC`` (int32 accumulators).
+
+Queues. As in VTA, instructions run on three queues that overlap: ``LOAD``
+(DMA into the buffers), ``COMPUTE`` (GEMM tiles and the ALU) and ``STORE``
+(DMA out of ``ACC``). Each queue runs its instructions in program order;
+dependency flags order the queues: an instruction may wait for a token from
+its neighbouring queue before it starts (``POP_PREV``/``POP_NEXT``) and send
+one when it ends (``PUSH_PREV``/``PUSH_NEXT``). The load queue's next is
+compute, compute's next is store. Double buffering is two buffer halves and
+tokens that say which half is free.
+
+Encoding. Every instruction is 32 bytes, little endian: opcode (u8), flags
+(u8), layer tag (u16), then seven 32-bit fields whose meaning depends on the
+opcode (``FIELDS``). A program is the instructions, the initial DRAM image
+and the layer tag names; :meth:`Program.to_bytes` / :meth:`Program.from_bytes`
+round-trip it and :func:`disassemble` prints it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import TVMSparseError
+
+
+class ProgramError(TVMSparseError):
+    """A malformed instruction stream or program file; the message names the instruction."""
+
+
+class Opcode(enum.IntEnum):
+    LOAD = 1  # DRAM -> buffer, 2-D strided
+    STORE = 2  # ACC -> DRAM, 2-D strided, as int8 (saturating) or int32
+    GEMM = 3  # ACC[m, n] (+)= INP[m, k] @ WGT[k, n]
+    GEMM_BLOCK = 4  # same, WGT holds only the stored blocks, META their positions
+    GEMM_NM = 5  # same, WGT holds N of every M values along k, META their positions
+    ALU = 6  # elementwise on an ACC tile, with an immediate or a broadcast ACC row
+    NOP = 7  # a queue step that only moves dependency tokens
+
+
+class Buffer(enum.IntEnum):
+    INP = 0
+    WGT = 1
+    META = 2
+    ACC = 3
+
+
+BUFFER_DTYPES = {Buffer.INP: np.int8, Buffer.WGT: np.int8, Buffer.META: np.uint8, Buffer.ACC: np.int32}
+
+
+class AluOp(enum.IntEnum):
+    ADD = 0  # x + operand
+    MUL = 1  # x * operand (wraps as int32, like the hardware)
+    SHR = 2  # arithmetic shift right by operand, rounding half up
+    MAX = 3  # max(x, operand); ReLU is MAX with immediate 0
+    MIN = 4
+    REQUANT = 5  # clip(round((x * operand) >> shift), -128, 127): operand per column, shift in ``shift``
+
+
+class Queue(enum.IntEnum):
+    LOAD = 0
+    COMPUTE = 1
+    STORE = 2
+
+
+class Flag(enum.IntFlag):
+    POP_PREV = 1
+    POP_NEXT = 2
+    PUSH_PREV = 4
+    PUSH_NEXT = 8
+    ACCUMULATE = 16  # GEMM*: add to ACC instead of overwriting
+    ROW_OPERAND = 32  # ALU: the operand is an ACC row broadcast over rows (else an immediate)
+    INT32_OUT = 64  # STORE: write int32 instead of saturated int8
+
+
+#: The seven 32-bit fields of each opcode, in encoding order.
+FIELDS: dict[Opcode, tuple[str, ...]] = {
+    Opcode.LOAD: ("buffer", "sram_addr", "dram_addr", "rows", "cols", "dram_stride", "sram_stride"),
+    Opcode.STORE: ("sram_addr", "dram_addr", "rows", "cols", "dram_stride", "sram_stride"),
+    Opcode.GEMM: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n"),
+    Opcode.GEMM_BLOCK: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n", "meta_addr"),
+    Opcode.GEMM_NM: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n", "meta_addr"),
+    Opcode.ALU: ("alu_op", "acc_addr", "rows", "cols", "operand", "shift"),
+    Opcode.NOP: (),
+}
+#: Fields read as signed (immediates); all others are unsigned.
+SIGNED_FIELDS = {"operand"}
+QUEUE_OF = {
+    Opcode.LOAD: Queue.LOAD,
+    Opcode.STORE: Queue.STORE,
+    Opcode.GEMM: Queue.COMPUTE,
+    Opcode.GEMM_BLOCK: Queue.COMPUTE,
+    Opcode.GEMM_NM: Queue.COMPUTE,
+    Opcode.ALU: Queue.COMPUTE,
+}
+INSTRUCTION_BYTES = 32
+_HEADER = struct.Struct("<BBH")
+_SLOTS = 7
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction; ``args`` holds the opcode's fields (missing ones are 0)."""
+
+    opcode: Opcode
+    args: dict = field(default_factory=dict)
+    flags: Flag = Flag(0)
+    tag: int = 0
+    queue: Queue | None = None  # NOP only: the queue it steps
+
+    def __getattr__(self, name):
+        args = self.__dict__.get("args", {})
+        if name in args:
+            return args[name]
+        if name in FIELDS.get(self.__dict__.get("opcode"), ()):
+            return 0
+        raise AttributeError(name)
+
+    @property
+    def on_queue(self) -> Queue:
+        return self.queue if self.opcode == Opcode.NOP else QUEUE_OF[self.opcode]
+
+    def encode(self) -> bytes:
+        names = FIELDS[self.opcode]
+        unknown = set(self.args) - set(names)
+        if unknown:
+            raise ProgramError(f"{self.opcode.name}: unknown field(s) {sorted(unknown)}")
+        slots = [int(self.args.get(name, 0)) for name in names]
+        if self.opcode == Opcode.NOP:
+            slots = [int(self.queue if self.queue is not None else Queue.COMPUTE)]
+        slots += [0] * (_SLOTS - len(slots))
+        fmt = "<" + "".join("i" if n in SIGNED_FIELDS else "I" for n in names) + "I" * (_SLOTS - len(names))
+        if self.opcode == Opcode.NOP:
+            fmt = "<" + "I" * _SLOTS
+        try:
+            return _HEADER.pack(int(self.opcode), int(self.flags), self.tag) + struct.pack(fmt, *slots)
+        except struct.error as err:
+            raise ProgramError(f"{self.opcode.name}: a field does not fit 32 bits ({err})") from None
+
+    @staticmethod
+    def decode(raw: bytes, index: int = 0) -> Instruction:
+        if len(raw) != INSTRUCTION_BYTES:
+            raise ProgramError(f"instruction {index}: {len(raw)} bytes, expected {INSTRUCTION_BYTES}")
+        code, flags, tag = _HEADER.unpack_from(raw)
+        try:
+            opcode = Opcode(code)
+        except ValueError:
+            raise ProgramError(f"instruction {index}: unknown opcode {code}") from None
+        if flags & ~int(sum(Flag)):
+            raise ProgramError(f"instruction {index} ({opcode.name}): unknown flag bits {flags:#x}")
+        names = FIELDS[opcode]
+        fmt = "<" + "".join("i" if n in SIGNED_FIELDS else "I" for n in names) + "I" * (_SLOTS - len(names))
+        values = struct.unpack_from(fmt, raw, _HEADER.size)
+        if opcode == Opcode.NOP:
+            try:
+                return Instruction(opcode, {}, Flag(flags), tag, Queue(values[0]))
+            except ValueError:
+                raise ProgramError(f"instruction {index} (NOP): unknown queue {values[0]}") from None
+        return Instruction(opcode, dict(zip(names, values)), Flag(flags), tag)
+
+
+@dataclass
+class Program:
+    """An instruction stream, the DRAM image it starts from, and the names of its layer tags."""
+
+    instructions: list[Instruction]
+    dram: bytes
+    tags: list[str] = field(default_factory=lambda: ["program"])
+    device: str = ""
+
+    _MAGIC = b"SPAX"
+    _VERSION = 1
+
+    def to_bytes(self) -> bytes:
+        meta = json.dumps({"tags": self.tags, "device": self.device}).encode()
+        code = b"".join(ins.encode() for ins in self.instructions)
+        head = struct.pack("<4sHIIQ", self._MAGIC, self._VERSION, len(meta), len(self.instructions), len(self.dram))
+        return head + meta + code + bytes(self.dram)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Program:
+        head = struct.Struct("<4sHIIQ")
+        if len(data) < head.size:
+            raise ProgramError(f"program: {len(data)} bytes is shorter than the {head.size}-byte header")
+        magic, version, meta_len, count, dram_len = head.unpack_from(data)
+        if magic != Program._MAGIC:
+            raise ProgramError(f"program: bad magic {magic!r} (not a sparse-accel program)")
+        if version != Program._VERSION:
+            raise ProgramError(f"program: version {version}, this simulator reads version {Program._VERSION}")
+        expected = head.size + meta_len + count * INSTRUCTION_BYTES + dram_len
+        if len(data) != expected:
+            raise ProgramError(f"program: {len(data)} bytes, the header announces {expected} (truncated or padded)")
+        offset = head.size
+        try:
+            meta = json.loads(data[offset : offset + meta_len])
+            tags, device = [str(t) for t in meta["tags"]], str(meta["device"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ProgramError(f"program: unreadable metadata ({err})") from None
+        offset += meta_len
+        instructions = [
+            Instruction.decode(data[offset + i * INSTRUCTION_BYTES : offset + (i + 1) * INSTRUCTION_BYTES], i) for i in range(count)
+        ]
+        offset += count * INSTRUCTION_BYTES
+        program = Program(instructions, bytes(data[offset:]), tags, device)
+        for i, ins in enumerate(instructions):
+            if ins.tag >= len(tags):
+                raise ProgramError(f"instruction {i} ({ins.opcode.name}): layer tag {ins.tag} has no name")
+        return program
+
+
+def _flag_text(flags: Flag) -> str:
+    names = [f.name.lower() for f in Flag if f in flags and f.name]
+    return f" [{' '.join(names)}]" if names else ""
+
+
+def disassemble(program: Program) -> str:
+    """One line per instruction: index, queue, opcode, fields, flags, layer tag."""
+    lines = [f"; sparse-accel program: {len(program.instructions)} instructions, {len(program.dram)} DRAM bytes, device {program.device or '?'}"]
+    for i, ins in enumerate(program.instructions):
+        if ins.opcode == Opcode.NOP:
+            fields = ""
+        else:
+            parts = []
+            for name in FIELDS[ins.opcode]:
+                value = getattr(ins, name)
+                if name == "buffer":
+                    value = Buffer(value).name
+                elif name == "alu_op":
+                    value = AluOp(value).name if value in AluOp._value2member_map_ else value
+                elif name.endswith("addr"):
+                    value = f"{value:#x}"
+                parts.append(f"{name}={value}")
+            fields = " " + " ".join(parts)
+        tag = program.tags[ins.tag] if ins.tag < len(program.tags) else ins.tag
+        lines.append(f"{i:5d}: {ins.on_queue.name.lower():7s} {ins.opcode.name:10s}{fields}{_flag_text(ins.flags)}  ; {tag}")
+    return "\n".join(lines)

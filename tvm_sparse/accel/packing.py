@@ -1,0 +1,63 @@
+"""Weight tiles in the device's sparse encodings (what ``WGT`` and ``META`` hold).
+
+A GEMM tile's weight is ``[k, n]`` (reduction x output), int8.
+
+* Block mode: the stored ``block_rows x block_cols`` blocks, row-major in
+  block order; ``META`` holds their count and then one position per block,
+  all little-endian ``uint16``: ``kb * (n / block_cols) + nb``.
+* N:M mode: along ``k``, every group of ``m`` rows keeps ``n_keep`` values per
+  column: ``WGT`` is ``[k * n_keep / m, n]`` and ``META`` the position of each
+  kept value inside its group (``ceil(log2 m)`` bits, packed little-endian
+  into bytes in the same row-major order; 2 bits per value for 2:4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .isa import ProgramError
+
+
+def metadata_bits(m: int) -> int:
+    return max(1, (m - 1).bit_length())
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned ``values`` of ``bits`` bits each, packed little-endian into bytes."""
+    flat = np.asarray(values, dtype=np.uint64).ravel()
+    bit_matrix = (flat[:, None] >> np.arange(bits, dtype=np.uint64)) & 1
+    return np.packbits(bit_matrix.astype(np.uint8).ravel(), bitorder="little").tobytes()
+
+
+def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: ``count`` values."""
+    bit_array = np.unpackbits(np.asarray(data, dtype=np.uint8), bitorder="little")[: count * bits]
+    return (bit_array.reshape(count, bits).astype(np.int64) << np.arange(bits)).sum(axis=1)
+
+
+def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int) -> tuple[np.ndarray, bytes]:
+    """``(blocks[count, block_rows, block_cols], metadata)`` of the nonzero blocks of ``weight[k, n]``."""
+    k, n = weight.shape
+    if k % block_rows or n % block_cols:
+        raise ProgramError(f"a {k}x{n} weight tile is not a whole number of {block_rows}x{block_cols} blocks")
+    grid = weight.reshape(k // block_rows, block_rows, n // block_cols, block_cols).transpose(0, 2, 1, 3)
+    kb, nb = np.nonzero(np.abs(grid).sum(axis=(2, 3)))
+    if len(kb) >= 2**16:
+        raise ProgramError(f"{len(kb)} blocks do not fit one tile's 16-bit block count")
+    positions = np.concatenate([[len(kb)], kb * (n // block_cols) + nb]).astype("<u2")
+    return np.ascontiguousarray(grid[kb, nb], dtype=np.int8), positions.tobytes()
+
+
+def pack_nm(weight: np.ndarray, n_keep: int, m: int) -> tuple[np.ndarray, bytes]:
+    """``(values[k * n_keep / m, n], metadata)`` of ``weight[k, n]``, which must have at most ``n_keep`` nonzeros per group."""
+    k, n = weight.shape
+    if k % m:
+        raise ProgramError(f"reduction length {k} is not a multiple of M={m}")
+    groups = weight.reshape(k // m, m, n)
+    if (np.count_nonzero(groups, axis=1) > n_keep).any():
+        raise ProgramError(f"weight tile has a group with more than {n_keep} nonzeros of {m}")
+    # Kept positions: the nonzeros first (stable), then zero-valued fillers, in ascending position order.
+    order = np.argsort(groups == 0, axis=1, kind="stable")[:, :n_keep, :]
+    positions = np.sort(order, axis=1)
+    values = np.take_along_axis(groups, positions, axis=1).reshape(k // m * n_keep, n)
+    return np.ascontiguousarray(values, dtype=np.int8), pack_bits(positions.reshape(-1, n), metadata_bits(m))

@@ -1,0 +1,39 @@
+"""What an instruction costs: cycles on its queue and energy by component.
+
+Cycles: a DMA moves ``dram_bytes_per_cycle`` per cycle after a fixed setup;
+a GEMM tile takes the PE cycles its mode needs (see :mod:`.execute`) after a
+fixed issue latency; the ALU processes ``output_lanes`` values per cycle.
+Energy (pJ, the device's per-action figures): a multiply per issued MAC whose
+activation is not gated, an add per issued MAC, SRAM and DRAM per 32 bits moved.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..accel.device import Device
+from ..accel.isa import Instruction, Opcode
+from .execute import Work
+
+DMA_SETUP_CYCLES = 8
+GEMM_ISSUE_CYCLES = 2
+ALU_ISSUE_CYCLES = 1
+
+
+def cycles(device: Device, ins: Instruction, work: Work) -> int:
+    if ins.opcode in (Opcode.LOAD, Opcode.STORE):
+        return DMA_SETUP_CYCLES + math.ceil(work.dma_bytes / device.dram_bytes_per_cycle)
+    if ins.opcode in (Opcode.GEMM, Opcode.GEMM_BLOCK, Opcode.GEMM_NM):
+        return GEMM_ISSUE_CYCLES + work.pe_cycles
+    if ins.opcode == Opcode.ALU:
+        return ALU_ISSUE_CYCLES + work.pe_cycles
+    return 1
+
+
+def energy_pj(device: Device, work: Work) -> dict[str, float]:
+    e = device.energy_pj
+    return {
+        "mac": (work.macs_issued - work.macs_gated) * e["int8_mult"] + (work.macs_issued + work.alu_ops) * e["int8_add"],
+        "sram": work.sram_read_bytes / 4 * e["sram_read_32b"] + work.sram_write_bytes / 4 * e["sram_write_32b"],
+        "dram": work.dma_bytes / 4 * e["dram_32b"],
+    }
