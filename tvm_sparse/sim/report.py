@@ -18,6 +18,7 @@ class Counters:
     start_cycle: int | None = None
     end_cycle: int = 0
     busy_cycles: dict = field(default_factory=lambda: {q.name.lower(): 0 for q in Queue})
+    gemm_cycles: int = 0  # cycles of GEMM tile instructions (the PE array's share of the compute queue)
     macs_dense: int = 0
     macs_issued: int = 0
     dram_read_bytes: int = 0
@@ -36,6 +37,8 @@ class Counters:
 
     def add(self, queue: Queue, start: int, end: int, work: Work, energy: dict) -> None:
         self.instructions += 1
+        if work.macs_dense:
+            self.gemm_cycles += end - start
         self.start_cycle = start if self.start_cycle is None else min(self.start_cycle, start)
         self.end_cycle = max(self.end_cycle, end)
         self.busy_cycles[queue.name.lower()] += end - start
