@@ -4,10 +4,21 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tvm_sparse.accel import load_device
 from tvm_sparse.accel.builder import ProgramBuilder
-from tvm_sparse.accel.isa import AluOp, Buffer, Flag, Opcode, Program, ProgramError, Queue, disassemble
+from tvm_sparse.accel.isa import (
+    AluOp,
+    Buffer,
+    Flag,
+    Opcode,
+    Program,
+    ProgramError,
+    Queue,
+    disassemble,
+)
 from tvm_sparse.accel.packing import pack_bits, pack_blocks, pack_nm, unpack_bits
 from tvm_sparse.sim import DeviceFault, run
 
@@ -195,3 +206,102 @@ def test_report_and_timeline(rng):
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(spans) == len(program.instructions)
     assert "gemm" in report.to_table()
+
+
+def test_decomposed_convolution_matches_reference(rng):
+    """ESCALATE on the device: coefficient GEMM, requantize, then the basis convolution."""
+    height, width, c_in, c_out, basis, kernel = 6, 5, 8, 4, 3, 3
+    x = rng.integers(-20, 20, size=(height, width, c_in)).astype(np.int8)
+    coeff = rng.integers(-20, 20, size=(c_in, c_out * basis)).astype(np.int8)  # column o * basis + r
+    kernels = rng.integers(-8, 8, size=(basis, kernel, kernel)).astype(np.int8)
+    b = ProgramBuilder("sparse-accel-escalate")
+    b.layer("decomposed")
+    x_addr, c_addr, k_addr = b.place(x), b.place(coeff), b.place(kernels)
+    mult = b.place(np.ones((1, c_out * basis), np.int32))
+    maps_addr, out = b.reserve(height * width * c_out * basis), b.reserve(height * width * c_out * 4)
+    pixels, channels = height * width, c_out * basis
+    b.load(Buffer.INP, 0, x_addr, pixels, c_in)
+    b.load(Buffer.WGT, 0, c_addr, c_in, channels)
+    b.load(Buffer.ACC, 4096, mult, 1, channels, flags=Flag.PUSH_NEXT)
+    b.gemm(Opcode.GEMM, 0, 0, 0, pixels, c_in, channels, flags=Flag.POP_PREV)
+    b.alu(AluOp.REQUANT, 0, pixels, channels, operand=4096, row_operand=True, shift=4, flags=Flag.PUSH_NEXT)
+    b.store(0, maps_addr, pixels, channels, flags=Flag.POP_PREV | Flag.PUSH_PREV)
+    b.nop(Queue.COMPUTE, Flag.POP_NEXT | Flag.PUSH_PREV)  # the maps are in DRAM: let the load queue fetch them back
+    b.load(Buffer.INP, 0, maps_addr, pixels, channels, flags=Flag.POP_NEXT)
+    b.load(Buffer.WGT, 0, k_addr, basis, kernel * kernel, flags=Flag.PUSH_NEXT)
+    b.basis_conv(0, 0, 0, height, width, c_out, kernel, basis, padding=1, flags=Flag.POP_PREV | Flag.PUSH_NEXT)
+    b.store(0, out, pixels, c_out, int32=True, flags=Flag.POP_PREV)
+    program = b.build()
+    assert "k3/r3/s1/p1" in disassemble(program)
+    got = run(program).read(out, (height, width, c_out), np.int32)
+
+    maps = requantize(x.reshape(pixels, c_in).astype(np.int64) @ coeff, 1, 4).reshape(height, width, c_out, basis)
+    padded = np.pad(maps, ((1, 1), (1, 1), (0, 0), (0, 0)))
+    expected = np.zeros((height, width, c_out), np.int64)
+    for oh in range(height):
+        for ow in range(width):
+            patch = padded[oh : oh + kernel, ow : ow + kernel]  # [k, k, c_out, basis]
+            expected[oh, ow] = np.einsum("ijor,rij->o", patch, kernels.astype(np.int64))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_basis_convolution_needs_the_engine(rng):
+    b = ProgramBuilder("sparse-accel")
+    b.basis_conv(0, 0, 0, 4, 4, 2, 3, 2, padding=1)
+    with pytest.raises(DeviceFault, match="no decomposed-convolution engine"):
+        run(b.build())
+    b = ProgramBuilder("sparse-accel-escalate")
+    b.basis_conv(0, 0, 0, 4, 4, 2, 7, 2, padding=1)
+    with pytest.raises(DeviceFault, match="7x7 kernels with 2 basis"):
+        run(b.build())
+
+
+ALU_STEPS = st.lists(
+    st.tuples(st.sampled_from(list(AluOp)), st.integers(-(2**31), 2**31 - 1), st.integers(0, 31)), min_size=1, max_size=6
+)
+
+
+def _alu_reference(values, steps):
+    """The ALU semantics on Python integers (exact), wrapped to int32 after every step."""
+
+    def wrap(v):
+        return (v + 2**31) % 2**32 - 2**31
+
+    def shr(v, s):
+        return (v + (1 << (s - 1) if s else 0)) >> s
+
+    out = []
+    for v in values:
+        for op, operand, shift in steps:
+            if op == AluOp.ADD:
+                v = v + operand
+            elif op == AluOp.MUL:
+                v = v * operand
+            elif op == AluOp.SHR:
+                v = shr(v, shift)
+            elif op == AluOp.MAX:
+                v = max(v, operand)
+            elif op == AluOp.MIN:
+                v = min(v, operand)
+            else:
+                v = min(127, max(-128, shr(v * operand, shift)))
+            v = wrap(v)
+        out.append(v)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=ALU_STEPS, seed=st.integers(0, 2**16))
+def test_random_alu_programs_match_exact_integers(steps, seed):
+    values = np.random.default_rng(seed).integers(-(2**31), 2**31, size=24).astype(np.int32)
+    b = ProgramBuilder("sparse-accel")
+    addr, out = b.place(values), b.reserve(values.size * 4)
+    b.load(Buffer.ACC, 0, addr, 2, 12, flags=Flag.PUSH_NEXT)
+    for i, (op, operand, shift) in enumerate(steps):
+        operand = shift if op == AluOp.SHR else operand
+        last = i == len(steps) - 1
+        b.alu(op, 0, 2, 12, operand=operand, shift=shift, flags=(Flag.POP_PREV if i == 0 else Flag(0)) | (Flag.PUSH_NEXT if last else Flag(0)))
+    b.store(0, out, 2, 12, int32=True, flags=Flag.POP_PREV)
+    reference_steps = [(op, shift if op == AluOp.SHR else operand, shift) for op, operand, shift in steps]
+    got = run(b.build()).read(out, (24,), np.int32)
+    assert got.tolist() == _alu_reference([int(v) for v in values], reference_steps)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program
+from tvm_sparse.accel.gemm_program import DEFAULT_TILING, Tiling, gemm_program
 from tvm_sparse.sim import run
 
 DENSE, SPARSE = load_device("sparse-accel-dense"), load_device("sparse-accel")
@@ -31,7 +31,7 @@ def reference(x, w, bias, multiplier, shift, relu):
     return np.maximum(y, 0) if relu else y
 
 
-def simulate(x, w, device, mode, relu=False, tiling=Tiling(), rng=None):
+def simulate(x, w, device, mode, relu=False, tiling=DEFAULT_TILING, rng=None):
     rng = rng or np.random.default_rng(0)
     bias = rng.integers(-(2**16), 2**16, size=w.shape[1])
     multiplier = rng.integers(1, 2**12, size=w.shape[1])

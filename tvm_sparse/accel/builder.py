@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .isa import AluOp, Buffer, Flag, Instruction, Opcode, Program, Queue
+from .isa import (
+    NO_FLAGS,
+    AluOp,
+    Buffer,
+    Flag,
+    Instruction,
+    Opcode,
+    Program,
+    Queue,
+    conv_geometry,
+)
 
 
 class ProgramBuilder:
@@ -37,33 +47,39 @@ class ProgramBuilder:
         self._tag = self.tags.index(name)
 
     # -- instructions -------------------------------------------------------------
-    def emit(self, opcode: Opcode, flags: Flag = Flag(0), queue: Queue | None = None, **fields) -> Instruction:
+    def emit(self, opcode: Opcode, flags: Flag = NO_FLAGS, queue: Queue | None = None, **fields) -> Instruction:
         ins = Instruction(opcode, fields, Flag(flags), self._tag, queue)
         self.instructions.append(ins)
         return ins
 
-    def load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, flags: Flag = Flag(0)):
+    def load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, flags: Flag = NO_FLAGS):
         """DMA ``rows x cols`` elements; ``dram_stride`` in bytes (default: rows are contiguous)."""
         itemsize = 4 if buffer == Buffer.ACC else 1
         stride = cols * itemsize if dram_stride is None else dram_stride
         return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols)
 
-    def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = Flag(0)):
+    def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = NO_FLAGS):
         stride = cols * (4 if int32 else 1) if dram_stride is None else dram_stride
         flags = Flag(flags) | (Flag.INT32_OUT if int32 else Flag(0))
         return self.emit(Opcode.STORE, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols)
 
-    def gemm(self, mode: Opcode, acc_addr: int, inp_addr: int, wgt_addr: int, m: int, k: int, n: int, meta_addr: int = 0, accumulate: bool = False, flags: Flag = Flag(0)):
+    def gemm(self, mode: Opcode, acc_addr: int, inp_addr: int, wgt_addr: int, m: int, k: int, n: int, meta_addr: int = 0, accumulate: bool = False, flags: Flag = NO_FLAGS):
         flags = Flag(flags) | (Flag.ACCUMULATE if accumulate else Flag(0))
-        fields = dict(acc_addr=acc_addr, inp_addr=inp_addr, wgt_addr=wgt_addr, m=m, k=k, n=n)
+        fields = {"acc_addr": acc_addr, "inp_addr": inp_addr, "wgt_addr": wgt_addr, "m": m, "k": k, "n": n}
         if mode != Opcode.GEMM:
             fields["meta_addr"] = meta_addr
         return self.emit(mode, flags, **fields)
 
-    def alu(self, op: AluOp, acc_addr: int, rows: int, cols: int, operand: int = 0, row_operand: bool = False, shift: int = 0, flags: Flag = Flag(0)):
+    def alu(self, op: AluOp, acc_addr: int, rows: int, cols: int, operand: int = 0, row_operand: bool = False, shift: int = 0, flags: Flag = NO_FLAGS):
         """``op`` on an ACC tile; ``operand`` is an immediate, or with ``row_operand`` the ACC address of a row."""
         flags = Flag(flags) | (Flag.ROW_OPERAND if row_operand else Flag(0))
         return self.emit(Opcode.ALU, flags, alu_op=int(op), acc_addr=acc_addr, rows=rows, cols=cols, operand=operand, shift=shift)
+
+    def basis_conv(self, acc_addr: int, inp_addr: int, wgt_addr: int, height: int, width: int, channels: int, kernel: int, basis: int, stride: int = 1, padding: int = 0, accumulate: bool = False, flags: Flag = NO_FLAGS):
+        """ESCALATE's basis step on ``INP`` maps ``[height, width, channels * basis]`` with ``WGT`` kernels ``[basis, kernel, kernel]``."""
+        flags = Flag(flags) | (Flag.ACCUMULATE if accumulate else Flag(0))
+        geometry = conv_geometry(kernel, basis, stride, padding)
+        return self.emit(Opcode.BASIS_CONV, flags, acc_addr=acc_addr, inp_addr=inp_addr, wgt_addr=wgt_addr, height=height, width=width, channels=channels, geometry=geometry)
 
     def nop(self, queue: Queue, flags: Flag):
         return self.emit(Opcode.NOP, flags, queue=queue)

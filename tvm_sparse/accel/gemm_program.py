@@ -31,6 +31,9 @@ class Tiling:
     double_buffer: bool = True
 
 
+DEFAULT_TILING = Tiling()
+
+
 def _pack(weight: np.ndarray, mode: str, device: Device) -> tuple[np.ndarray, bytes]:
     if mode == "dense":
         return weight, b""
@@ -56,7 +59,7 @@ def emit_gemm_layer(
     out_addr: int,
     mode: str = "dense",
     relu: bool = False,
-    tiling: Tiling = Tiling(),
+    tiling: Tiling = DEFAULT_TILING,
 ) -> None:
     """Emit the layer reading int8 ``X[m_rows, K]`` at ``x_addr`` (rows contiguous) and writing int8 ``Y`` at ``out_addr``."""
     k, n = weight.shape
@@ -123,7 +126,7 @@ def gemm_program(
     device: Device,
     mode: str = "dense",
     relu: bool = False,
-    tiling: Tiling = Tiling(),
+    tiling: Tiling = DEFAULT_TILING,
     name: str = "gemm",
 ):
     """A whole program for one layer: returns ``(program, out_addr)``; the int8 result is ``[M, N]`` at ``out_addr``."""

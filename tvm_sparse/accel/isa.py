@@ -44,6 +44,7 @@ class Opcode(enum.IntEnum):
     GEMM_NM = 5  # same, WGT holds N of every M values along k, META their positions
     ALU = 6  # elementwise on an ACC tile, with an immediate or a broadcast ACC row
     NOP = 7  # a queue step that only moves dependency tokens
+    BASIS_CONV = 8  # ESCALATE's second step: ACC[p, o] (+)= sum_r basis_r (*) INP[:, :, o * R + r]
 
 
 class Buffer(enum.IntEnum):
@@ -81,6 +82,9 @@ class Flag(enum.IntFlag):
     INT32_OUT = 64  # STORE: write int32 instead of saturated int8
 
 
+NO_FLAGS = Flag(0)
+
+
 #: The seven 32-bit fields of each opcode, in encoding order.
 FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.LOAD: ("buffer", "sram_addr", "dram_addr", "rows", "cols", "dram_stride", "sram_stride"),
@@ -90,6 +94,7 @@ FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.GEMM_NM: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n", "meta_addr"),
     Opcode.ALU: ("alu_op", "acc_addr", "rows", "cols", "operand", "shift"),
     Opcode.NOP: (),
+    Opcode.BASIS_CONV: ("acc_addr", "inp_addr", "wgt_addr", "height", "width", "channels", "geometry"),
 }
 #: Fields read as signed (immediates); all others are unsigned.
 SIGNED_FIELDS = {"operand"}
@@ -100,8 +105,22 @@ QUEUE_OF = {
     Opcode.GEMM_BLOCK: Queue.COMPUTE,
     Opcode.GEMM_NM: Queue.COMPUTE,
     Opcode.ALU: Queue.COMPUTE,
+    Opcode.BASIS_CONV: Queue.COMPUTE,
 }
 INSTRUCTION_BYTES = 32
+
+
+def conv_geometry(kernel: int, basis: int, stride: int = 1, padding: int = 0) -> int:
+    """The ``geometry`` field of ``BASIS_CONV``: kernel size, basis count, stride and padding, a byte each."""
+    for name, value in (("kernel", kernel), ("basis", basis), ("stride", stride), ("padding", padding)):
+        if not 0 <= value < 256 or (name != "padding" and value == 0):
+            raise ProgramError(f"BASIS_CONV {name} {value} does not fit its byte")
+    return kernel | basis << 8 | stride << 16 | padding << 24
+
+
+def split_geometry(geometry: int) -> tuple[int, int, int, int]:
+    """``(kernel, basis, stride, padding)`` of a ``BASIS_CONV`` geometry field."""
+    return geometry & 255, geometry >> 8 & 255, geometry >> 16 & 255, geometry >> 24 & 255
 _HEADER = struct.Struct("<BBH")
 _SLOTS = 7
 
@@ -112,7 +131,7 @@ class Instruction:
 
     opcode: Opcode
     args: dict = field(default_factory=dict)
-    flags: Flag = Flag(0)
+    flags: Flag = NO_FLAGS
     tag: int = 0
     queue: Queue | None = None  # NOP only: the queue it steps
 
@@ -232,7 +251,9 @@ def disassemble(program: Program) -> str:
             for name in FIELDS[ins.opcode]:
                 value = getattr(ins, name)
                 if name == "buffer":
-                    value = Buffer(value).name
+                    value = Buffer(value).name if value in Buffer._value2member_map_ else value
+                elif name == "geometry":
+                    value = "k{}/r{}/s{}/p{}".format(*split_geometry(value))
                 elif name == "alu_op":
                     value = AluOp(value).name if value in AluOp._value2member_map_ else value
                 elif name.endswith("addr"):

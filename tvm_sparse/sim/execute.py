@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..accel.device import Device
-from ..accel.isa import AluOp, Buffer, Flag, Instruction, Opcode
+from ..accel.isa import AluOp, Buffer, Flag, Instruction, Opcode, split_geometry
 from ..accel.packing import unpack_bits
 from .machine import DeviceFault, Machine
 
@@ -204,6 +204,40 @@ def alu(machine: Machine, ins: Instruction) -> Work:
     return Work(pe_cycles=cycles, alu_ops=x.size, sram_read_bytes=reads, sram_write_bytes=x.size * 4)
 
 
+def basis_conv(machine: Machine, ins: Instruction) -> Work:
+    """ESCALATE's basis convolution: each output channel's ``R`` combined maps, convolved with the shared basis kernels."""
+    device = machine.device
+    mode = device.modes.decomposed_conv
+    if mode is None:
+        raise DeviceFault(f"device {device.name} has no decomposed-convolution engine")
+    kernel, basis, stride, padding = split_geometry(ins.geometry)
+    if kernel not in mode.kernel_sizes or not 0 < basis <= mode.max_basis or stride == 0:
+        raise DeviceFault(f"{kernel}x{kernel} kernels with {basis} basis (stride {stride}) are not supported by the engine (kernels {list(mode.kernel_sizes)}, up to {mode.max_basis} basis)")
+    height, width, channels = ins.height, ins.width, ins.channels
+    out_h, out_w = (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
+    if out_h <= 0 or out_w <= 0 or channels == 0:
+        raise DeviceFault(f"empty basis convolution ({height}x{width}, kernel {kernel}, channels {channels})")
+    maps = machine.region(Buffer.INP, ins.inp_addr, height * width, channels * basis).reshape(height, width, channels, basis)
+    kernels = machine.region(Buffer.WGT, ins.wgt_addr, basis, kernel * kernel).reshape(basis, kernel, kernel).astype(np.float64)
+    acc = machine.region(Buffer.ACC, ins.acc_addr, out_h * out_w, channels)
+    padded = np.pad(maps.astype(np.float64), ((padding, padding), (padding, padding), (0, 0), (0, 0)))
+    total = np.zeros((out_h, out_w, channels), np.float64)
+    for i in range(kernel):
+        for j in range(kernel):
+            window = padded[i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+            total += window @ kernels[:, i, j]
+    base = acc.astype(np.int64) if Flag.ACCUMULATE in ins.flags else 0
+    acc[...] = _wrap32(base + total.reshape(out_h * out_w, channels).astype(np.int64))
+    macs = out_h * out_w * channels * basis * kernel * kernel
+    return Work(
+        pe_cycles=_ceil(macs, device.pe_array.macs_per_cycle),
+        macs_dense=macs,
+        macs_issued=macs,
+        sram_read_bytes=maps.size + kernels.size + (acc.size * 4 if Flag.ACCUMULATE in ins.flags else 0),
+        sram_write_bytes=acc.size * 4,
+    )
+
+
 def _round_shift(value: np.ndarray, shift) -> np.ndarray:
     """Arithmetic shift right, rounding half up (``(x + 2**(s-1)) >> s``)."""
     shift = np.asarray(shift, dtype=np.int64)
@@ -226,4 +260,6 @@ def execute(machine: Machine, ins: Instruction) -> Work:
         return gemm_block(machine, ins)
     if ins.opcode == Opcode.ALU:
         return alu(machine, ins)
+    if ins.opcode == Opcode.BASIS_CONV:
+        return basis_conv(machine, ins)
     return Work()

@@ -23,7 +23,7 @@ ALU_ISSUE_CYCLES = 1
 def cycles(device: Device, ins: Instruction, work: Work) -> int:
     if ins.opcode in (Opcode.LOAD, Opcode.STORE):
         return DMA_SETUP_CYCLES + math.ceil(work.dma_bytes / device.dram_bytes_per_cycle)
-    if ins.opcode in (Opcode.GEMM, Opcode.GEMM_BLOCK, Opcode.GEMM_NM):
+    if ins.opcode in (Opcode.GEMM, Opcode.GEMM_BLOCK, Opcode.GEMM_NM, Opcode.BASIS_CONV):
         return GEMM_ISSUE_CYCLES + work.pe_cycles
     if ins.opcode == Opcode.ALU:
         return ALU_ISSUE_CYCLES + work.pe_cycles
