@@ -5,9 +5,14 @@ from .threads import use_available_cpus
 use_available_cpus()
 
 from . import accel, analysis, formats, kernels, prune, transform
+from .accel.runtime import register as _register_accel_runtime
+from .accel.target import register_shipped_devices as _register_accel_targets
 from .analysis import analyze
 from .build import build, cpu_pipeline
 from .errors import ModelError, TVMSparseError
+
+_register_accel_targets()
+_register_accel_runtime()
 
 __version__ = "0.1.0"
 

@@ -7,29 +7,38 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
+from .accel.target import device_of, is_accel_target
 from .frontend import load_model
 from .schedule.cpu import default_rules
 from .target import resolve_target
 from .transform import ConvKernels, DenseMatmulKernels, SparsifyWeights
 
 
-def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
-    """The Relax-level part of the host pipeline, in order (run them to inspect the rewritten graph).
+def prepare_passes() -> list[tvm.transform.Pass]:
+    """Normalise an imported model: BatchNorm folded into convolutions, NHWC/OHWI convolutions, constants folded.
 
     Convolutions are moved to NHWC with OHWI weights (TVM's ``ConvertLayout``;
-    the model's own layout is kept at its inputs and outputs) after
-    BatchNorm is folded into them, so that channels are contiguous for the
-    kernels. ``fast_math`` replaces exp/erf/tanh/softmax by TVM's vectorizable
-    polynomial approximations (relative error ~1e-6); libm's scalar calls are
-    otherwise the slowest part of a transformer on the CPU.
+    the model's own layout is kept at its inputs and outputs) so that channels
+    are contiguous for the kernels.
     """
-    passes = [
+    return [
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.FoldConstant(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
         relax.transform.FoldConstant(),
     ]
+
+
+def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
+    """The Relax-level part of the host pipeline, in order (run them to inspect the rewritten graph).
+
+    :func:`prepare_passes`, the sparse rewrite, the dense kernels. ``fast_math``
+    replaces exp/erf/tanh/softmax by TVM's vectorizable polynomial
+    approximations (relative error ~1e-6); libm's scalar calls are otherwise
+    the slowest part of a transformer on the CPU.
+    """
+    passes = prepare_passes()
     if sparsify is not None:
         passes.append(sparsify)
     passes += [DenseMatmulKernels(), ConvKernels()]
@@ -62,6 +71,7 @@ def build(
     target=None,
     sparsify: bool | SparsifyWeights = True,
     fast_math: bool = True,
+    calibration=None,
 ) -> relax.Executable:
     """Compile an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
 
@@ -72,22 +82,32 @@ def build(
         analyzed and rewritten.
     target
         ``None``/``"llvm"``/``"host"`` for the host CPU (its real CPU name and
-        core count), or a ``tvm.target.Target``.
+        core count), ``"sparse-accel"`` (or another device variant's name, or
+        ``tvm_sparse.accel.target("device.json")``) for the accelerator, or a
+        ``tvm.target.Target``.
     sparsify
         ``True`` rewrites layers where the cost model predicts a gain,
         ``False`` compiles everything dense, or pass a configured
         :class:`~tvm_sparse.transform.SparsifyWeights` to force or restrict
         formats.
     fast_math
-        Use TVM's polynomial exp/erf/tanh (see :func:`cpu_pipeline`).
+        Use TVM's polynomial exp/erf/tanh (see :func:`graph_passes`).
+    calibration
+        ``sparse-accel`` only: input samples for post-training quantization,
+        a dict ``{input name: array}`` or a list of them (see
+        :func:`tvm_sparse.accel.compile`).
 
     Returns
     -------
     A Relax executable: run it with ``relax.VirtualMachine(exe, tvm.cpu())["main"]``
     (inputs in the model's order) or save it with ``exe.export_library(path)``.
     """
-    loaded = load_model(model)
     tgt = resolve_target(target)
+    if is_accel_target(tgt):
+        from .accel.compile import build_for_device  # it builds on this module's host pipeline
+
+        return build_for_device(model, device_of(tgt), calibration, fast_math).executable
+    loaded = load_model(model)
     if sparsify is True:
         sparsify = SparsifyWeights()
     elif sparsify is False:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tvm
 
+from .accel.device import shipped_devices
+from .accel.target import target as accel_target
 from .errors import TVMSparseError
 from .threads import available_cpus
 
@@ -27,9 +29,12 @@ def resolve_target(target) -> tvm.target.Target:
         return host_target()
     if isinstance(target, tvm.target.Target):
         return target
+    if isinstance(target, str) and (target in shipped_devices() or target.endswith(".json")):
+        return accel_target(target)
     kind = target.get("kind") if isinstance(target, dict) else next(iter(str(target).split()), "")
     if kind != "llvm":
-        raise TVMSparseError(f"unknown or unsupported target {target!r} (supported: {', '.join(HOST_ALIASES)})")
+        known = ", ".join([*HOST_ALIASES, *shipped_devices()])
+        raise TVMSparseError(f"unknown or unsupported target {target!r} (supported: {known}, or a device description .json)")
     try:
         resolved = tvm.target.Target(target)
     except Exception:

@@ -1,5 +1,14 @@
-"""The ``sparse-accel`` device: its description (``target/*.json``)."""
+"""The ``sparse-accel`` device: description, ISA, target, compile path and runtime."""
 
+from .compile import AccelBuild, build_for_device
 from .device import DEFAULT_DEVICE, Device, DeviceError, load_device, shipped_devices
+from .runtime import last_run, reset_run
+from .target import target
 
-__all__ = ["DEFAULT_DEVICE", "Device", "DeviceError", "load_device", "shipped_devices"]
+
+def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True) -> AccelBuild:  # noqa: A001
+    """Compile ``model`` for a device (name, JSON path or :class:`Device`); returns the executable and the partition."""
+    return build_for_device(model, load_device(device), calibration, fast_math)
+
+
+__all__ = ["DEFAULT_DEVICE", "AccelBuild", "Device", "DeviceError", "compile", "last_run", "load_device", "reset_run", "shipped_devices", "target"]

@@ -15,7 +15,7 @@ BLOCK_OUT``). Sparse modes change how many weight values feed those lanes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TVMSparseError
@@ -109,6 +109,10 @@ class Device:
     modes: SparseModes
     energy_pj: dict
     source: str = ""  # the file it came from, if any
+    doc: dict = field(default_factory=dict, compare=False, repr=False)  # the description as loaded
+
+    def to_json(self) -> str:
+        return json.dumps(self.doc)
 
     @staticmethod
     def from_dict(doc: dict, source: str = "") -> Device:
@@ -233,6 +237,7 @@ def _parse_device(doc, source: str) -> Device:
         modes=modes,
         energy_pj=energy,
         source=source,
+        doc=doc,
     )
     top.raw("description", "")  # free text
     top.done()

@@ -136,3 +136,31 @@ def gemm_program(
     out_addr = b.reserve(x.shape[0] * weight.shape[1])
     emit_gemm_layer(b, device, x_addr, x.shape[0], weight, bias, multiplier, shift, out_addr, mode, relu, tiling)
     return b.build(), out_addr
+
+
+#: Tilings the compiler chooses from (rows, reduction, cols); the tuner explores more.
+CANDIDATE_TILINGS = [Tiling(r, k, c) for r in (16, 32, 64, 128) for k in (128, 256, 512) for c in (32, 64, 128, 256)]
+
+
+def fits(tiling: Tiling, m: int, k: int, n: int, device: Device) -> bool:
+    """Whether a (dense-sized) tile of ``tiling`` fits the device's buffers for an ``m x k x n`` layer."""
+    halves = 2 if tiling.double_buffer else 1
+    tm, tk, tn = min(tiling.rows, m), min(tiling.reduction, k), min(tiling.cols, n)
+    b = device.buffers
+    acc_half = (b.accumulator_bytes // 4 - 2 * n) // halves
+    return tm * tk <= b.input_bytes // halves and tk * tn <= b.weight_bytes // halves and 0 < tm * tn <= acc_half
+
+
+def choose_tiling(m: int, k: int, n: int, weight_bytes: int, device: Device) -> Tiling:
+    """The fitting tiling that moves the fewest DRAM bytes: activations are re-read once per column tile,
+    the (packed) weight once per row tile."""
+    best, best_bytes = None, None
+    for tiling in CANDIDATE_TILINGS:
+        if not fits(tiling, m, k, n, device):
+            continue
+        traffic = m * k * -(-n // tiling.cols) + weight_bytes * -(-m // tiling.rows)
+        if best is None or traffic < best_bytes:
+            best, best_bytes = tiling, traffic
+    if best is None:
+        raise ProgramError(f"no tiling of a {m}x{k}x{n} layer fits {device.name}'s buffers")
+    return best

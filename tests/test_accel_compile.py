@@ -1,0 +1,131 @@
+"""Compiling models for sparse-accel: bit-exact device layers, accuracy, sparse modes, partition, export."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tvm
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper
+from tvm import relax
+
+import tvm_sparse
+from tvm_sparse.accel.quantize import quantize
+from tvm_sparse.prune import prune_onnx
+from tvm_sparse.testing import GraphBuilder, mlp, resnet
+
+
+def run(build, x):
+    tvm_sparse.accel.reset_run()
+    vm = relax.VirtualMachine(build.executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def gemm_cycles(build, x) -> int:
+    """The PE array's cycles over all device layers of one run."""
+    run(build, x)
+    return sum(report.total.gemm_cycles for _, _, report in tvm_sparse.accel.last_run())
+
+
+def cosine(a, b):
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_mlp_is_bit_exact_against_the_integer_model(rng):
+    model = mlp(batch=8, sizes=(64, 96, 40), gemm=True)
+    x = rng.standard_normal((8, 64)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    got = run(build, x)
+    # numpy integer model of the same quantized network: quantize, integer layer, dequantize, per layer
+    h = x
+    for name in ("fc0", "fc1"):
+        q = build.quantized[name]
+        h = q.reference(quantize(h, q.input_scale), relu=name == "fc0").astype("float32") * np.float32(q.output_scale)
+    np.testing.assert_array_equal(got, h)
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(got, expected) > 0.99
+    assert [p.target for p in build.placements] == ["device", "device"]
+    assert all(p.quantization_error < 0.05 for p in build.placements)
+
+
+def test_small_cnn_within_quantization_tolerance(rng):
+    model = resnet(image=16, width=8, blocks=(1,), classes=10)
+    x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(run(build, x), expected) > 0.99
+    assert {p.op for p in build.placements} == {"conv2d", "matmul"}
+    assert len(tvm_sparse.accel.last_run()) == len(build.placements)
+
+
+@pytest.mark.parametrize("pattern, mode", [("nm:2:4", "nm"), ("block:16x16", "block")])
+def test_sparse_modes_end_to_end(rng, pattern, mode):
+    dense = mlp(batch=32, sizes=(128, 128, 64), gemm=False)
+    model, _ = prune_onnx(dense, pattern, density=0.25)
+    x = rng.standard_normal((32, 128)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    assert [p.mode for p in build.placements] == [mode, mode]
+    got = run(build, x)
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(got, expected) > 0.99
+    dense_build = tvm_sparse.accel.compile(model, "sparse-accel-dense", calibration={"x": x})
+    np.testing.assert_array_equal(run(dense_build, x), got)  # same integers, another encoding
+    assert gemm_cycles(build, x) < 0.7 * gemm_cycles(dense_build, x)
+
+
+def test_layers_without_a_device_mode_stay_on_the_host(rng):
+    g = GraphBuilder(seed=3)
+    y = g.node("Relu", [g.conv("x", "depthwise", 8, 8, 3, groups=8)])
+    y = g.conv(y, "pointwise", 8, 16, 1)
+    y = g.node("Identity", [y], name="y")
+    model = g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 16, 10, 10])],
+    )
+    x = rng.standard_normal((1, 8, 10, 10)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    placements = {p.name: p for p in build.placements}
+    assert placements["depthwise"].target == "host" and "depthwise" in placements["depthwise"].reason
+    assert placements["pointwise"].target == "device"
+    assert "host" in build.to_table()
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(run(build, x), expected) > 0.99
+
+
+def test_build_with_the_target_name_and_export_round_trip(rng, tmp_path):
+    model = mlp(batch=4, sizes=(32, 16), gemm=True)
+    x = rng.standard_normal((4, 32)).astype("float32")
+    exe = tvm_sparse.build(model, target="sparse-accel", calibration={"x": x})
+    expected = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    path = tmp_path / "model.so"
+    exe.export_library(str(path))
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import numpy as np, tvm, tvm_sparse\n"
+        "from tvm import relax\n"
+        f"vm = relax.VirtualMachine(tvm.runtime.load_module({str(path)!r}), tvm.cpu())\n"
+        f"y = vm['main'](tvm.runtime.tensor(np.load({str(tmp_path / 'x.npy')!r}))).numpy()\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, y)\n"
+        "print(len(tvm_sparse.accel.last_run()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_user_device_description_as_target(tmp_path):
+    doc = json.loads(tvm_sparse.accel.shipped_devices()["sparse-accel"].read_text())
+    doc["name"] = "my-accel"
+    doc["pe_array"] = {"reduction_lanes": 8, "output_lanes": 8}
+    doc["sparse_modes"]["block"] = {"block_rows": 8, "block_cols": 8, "index_bits": 16}
+    doc["sparse_modes"]["nm"] = {"n": 2, "m": 4}
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps(doc))
+    target = tvm_sparse.accel.target(str(path))
+    assert "sparse-accel" in [str(k) for k in target.keys]
+    model = mlp(batch=4, sizes=(32, 16), gemm=True)
+    exe = tvm_sparse.build(model, target=target)
+    assert relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(np.ones((4, 32), "float32"))).numpy().shape == (4, 16)
+    assert tvm_sparse.accel.last_run()[-1][2].device.name == "my-accel"

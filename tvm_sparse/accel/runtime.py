@@ -1,0 +1,83 @@
+"""Runtime entry points of device layers, registered as TVM global functions by ``import tvm_sparse``.
+
+The compiled Relax module calls them with ``call_dps_packed``:
+
+* ``tvm_sparse.accel.run_layer(x, blob, out)``: quantize ``x``, run the
+  layer's program on the device (the bundled simulator), dequantize into
+  ``out``; the layer's counters go to :func:`last_run`;
+* ``tvm_sparse.accel.calibrate_layer(x, weight, bias, info, out)``: the
+  float layer in numpy, recording the largest magnitudes of its input and
+  output (used by the compiler for post-training quantization).
+
+A real driver would implement the same two functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import deque
+
+import numpy as np
+import tvm
+
+from ..sim import run
+from .device import Device
+from .layer import LayerHeader, conv_geometry, decode_layer, gemm_rows
+from .quantize import quantize
+
+_LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device)
+#: (layer name, mode, SimReport) of the device layers run since the last reset, newest last (bounded).
+_RUN: deque = deque(maxlen=4096)
+CALIBRATION: dict = {}  # layer index -> input/output absmax and the first sample's rows, filled by calibration runs
+
+
+def _layer(blob) -> tuple[LayerHeader, object, Device]:
+    key = (blob.data_ptr, blob.size)
+    if key not in _LAYERS:
+        header, program = decode_layer(blob.numpy())
+        _LAYERS[key] = (header, program, Device.from_dict(header.device))
+    return _LAYERS[key]
+
+
+def run_layer(x, blob, out) -> None:
+    header, program, device = _layer(blob)
+    rows = gemm_rows(x.numpy(), header.reduction, conv_geometry(header.conv))
+    x_q = np.zeros((header.rows, header.reduction_padded), np.int8)
+    x_q[:, : header.reduction] = quantize(rows, header.input_scale)
+    dram = bytearray(program.dram)
+    dram[header.x_addr : header.x_addr + x_q.nbytes] = x_q.tobytes()
+    result = run(dataclasses.replace(program, dram=bytes(dram)), device)
+    y_q = result.read(header.out_addr, (header.rows, header.outputs_padded), np.int8)[:, : header.outputs]
+    out.copyfrom((y_q.astype(np.float32) * np.float32(header.output_scale)).reshape(header.output_shape))
+    _RUN.append((header.name, header.mode, result.report))
+
+
+def calibrate_layer(x, weight, bias, info, out) -> None:
+    """Float forward of a layer (weight ``[N, K]``), recording the input/output absolute maxima.
+
+    ``info`` is JSON bytes: the layer's index, ``relu``, ``reduction`` and ``conv`` geometry.
+    """
+    meta = json.loads(info.numpy().tobytes())
+    rows = gemm_rows(x.numpy(), meta["reduction"], conv_geometry(meta["conv"]))
+    y = rows @ weight.numpy().T + bias.numpy()
+    if meta["relu"]:
+        y = np.maximum(y, 0)
+    stats = CALIBRATION.setdefault(meta["index"], {"input_absmax": 0.0, "output_absmax": 0.0, "rows": rows})
+    stats["input_absmax"] = max(stats["input_absmax"], float(np.abs(rows).max(initial=0)))
+    stats["output_absmax"] = max(stats["output_absmax"], float(np.abs(y).max(initial=0)))
+    out.copyfrom(y.astype(np.float32).reshape(tuple(out.shape)))
+
+
+def last_run() -> list:
+    """``(layer name, mode, SimReport)`` of each device layer executed since :func:`reset_run` (the last 4096)."""
+    return list(_RUN)
+
+
+def reset_run() -> None:
+    _RUN.clear()
+
+
+def register() -> None:
+    tvm.register_global_func("tvm_sparse.accel.run_layer", run_layer, override=True)
+    tvm.register_global_func("tvm_sparse.accel.calibrate_layer", calibrate_layer, override=True)

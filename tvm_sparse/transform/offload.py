@@ -1,0 +1,198 @@
+"""``OffloadToAccel``: run the layers the ``sparse-accel`` device can run on it.
+
+Linear layers and NHWC convolutions (groups 1) with constant float32 weights,
+with their fused bias and ReLU, become ``call_dps_packed`` calls of the
+device runtime (:mod:`tvm_sparse.accel.runtime`); everything else stays on
+the host CPU. Two stages:
+
+* ``calibrate``: each device layer runs in float (numpy) and records the
+  magnitudes of its input and output;
+* ``deploy``: each device layer is quantized with those statistics, its weight
+  encoded in the best mode the device has (N:M when the weight follows the
+  pattern, block-sparse when zero blocks pay, else dense), tiled to the
+  buffers, and compiled to a program carried by the module as a constant.
+
+:attr:`OffloadToAccel.placements` lists every weight-carrying layer with where
+it runs and why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..accel.builder import ProgramBuilder
+from ..accel.device import Device
+from ..accel.gemm_program import choose_tiling, emit_gemm_layer
+from ..accel.layer import LayerHeader, conv_geometry, encode_layer
+from ..accel.quantize import QuantizedLayer, quantize
+from ..graph import ConvLayer, Layer, find_layers, weight_names
+from .rewriter import MatmulRewriter, rewrite_layers
+
+PAD = 16  # K and N are padded to a multiple of this (every device mode's granularity)
+
+
+@dataclass
+class Placement:
+    """Where one weight-carrying layer runs."""
+
+    name: str
+    op: str  # matmul / conv2d
+    target: str  # device / host
+    mode: str = ""  # dense / nm / block on the device
+    reason: str = ""  # why a layer stays on the host
+    quantization_error: float | None = None  # relative L2 error of the layer's output on the first calibration sample
+
+
+def _host_reason(layer: Layer) -> str:
+    if str(layer.weight.dtype) != "float32":
+        return f"{layer.weight.dtype} weight"
+    if layer.x_shape is None:
+        return "dynamic input shape"
+    if isinstance(layer, ConvLayer):
+        if layer.groups != 1:
+            return "grouped/depthwise convolution (no device mode)"
+        if layer.out_shape is None:
+            return "dynamic output shape"
+    return ""
+
+
+def layer_matrix(layer: Layer) -> np.ndarray:
+    """The layer's weight as ``[N, K]`` with K in the order of its GEMM rows."""
+    return layer.weight.reshape(layer.out_channels, -1)
+
+
+def layer_geometry(layer: Layer) -> dict | None:
+    if not isinstance(layer, ConvLayer):
+        return None
+    return {
+        "kernel": list(layer.weight.shape[1:3]),
+        "strides": list(layer.strides),
+        "padding": list(layer.padding),
+        "dilation": list(layer.dilation),
+        "out_hw": list(layer.out_shape[1:3]),
+    }
+
+
+def _output_shape(layer: Layer) -> tuple[int, ...]:
+    return tuple(layer.out_shape) if isinstance(layer, ConvLayer) else (*layer.x_shape[:-1], layer.out_channels)
+
+
+def _rows(layer: Layer) -> int:
+    shape = _output_shape(layer)
+    return int(np.prod(shape[:-1]))
+
+
+def choose_mode(weight_kn: np.ndarray, device: Device) -> str:
+    """The device mode for an int8 ``[K, N]`` weight (K, N padded to ``PAD``)."""
+    k, n = weight_kn.shape
+    nm = device.modes.nm
+    if nm is not None and k % nm.m == 0 and (np.count_nonzero(weight_kn.reshape(k // nm.m, nm.m, n), axis=1) <= nm.n).all():
+        return "nm"
+    block = device.modes.block
+    if block is not None and k % block.block_rows == 0 and n % block.block_cols == 0:
+        grid = weight_kn.reshape(k // block.block_rows, block.block_rows, n // block.block_cols, block.block_cols)
+        if np.count_nonzero(np.abs(grid).sum(axis=(1, 3))) < 0.9 * grid.shape[0] * grid.shape[2]:
+            return "block"
+    return "dense"
+
+
+@tvm.transform.module_pass(opt_level=0, name="OffloadToAccel")
+class OffloadToAccel:
+    """Move the device-capable layers to ``device`` (see the module docstring)."""
+
+    def __init__(self, device: Device, stage: str = "deploy", calibration: dict | None = None):
+        if stage not in ("calibrate", "deploy"):
+            raise ValueError(f"stage must be 'calibrate' or 'deploy', got {stage!r}")
+        if stage == "deploy" and calibration is None:
+            raise ValueError("the deploy stage needs calibration statistics")
+        self.device, self.stage, self.calibration = device, stage, calibration
+        self.placements: list[Placement] = []
+        self.quantized: dict[str, QuantizedLayer] = {}  # deploy stage: each device layer's integer operands
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        names = weight_names(mod)
+        self.placements, self.quantized = [], {}
+
+        def plan(func):
+            plans, absorbed = {}, set()
+            for index, layer in enumerate(find_layers(func, names)):
+                op = "conv2d" if isinstance(layer, ConvLayer) else "matmul"
+                reason = _host_reason(layer)
+                if reason:
+                    self.placements.append(Placement(layer.name, op, "host", reason=reason))
+                    continue
+                placement = Placement(layer.name, op, "device")
+                emit = self._calibration_emitter(layer, index) if self.stage == "calibrate" else self._device_emitter(layer, index, placement)
+                self.placements.append(placement)
+                plans[layer.output_var] = emit
+                absorbed.update(layer.absorbed_vars)
+            return plans, absorbed
+
+        return rewrite_layers(mod, plan)
+
+    def _calibration_emitter(self, layer: Layer, index: int):
+        weight = layer_matrix(layer)
+        bias = layer.bias if layer.bias is not None else np.zeros(layer.out_channels, "float32")
+        info = {"index": index, "relu": layer.relu, "reduction": weight.shape[1], "conv": layer_geometry(layer)}
+
+        def emit(rw: MatmulRewriter) -> relax.Expr:
+            args = [rw.visit_expr(layer.x), relax.const(weight), relax.const(bias.astype("float32")), relax.const(np.frombuffer(json.dumps(info).encode(), np.uint8).copy())]
+            out = relax.TensorType(_output_shape(layer), "float32")
+            return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.calibrate_layer", args, out))
+
+        return emit
+
+    def _device_emitter(self, layer: Layer, index: int, placement: Placement):
+        stats = self.calibration.get(index)
+        if stats is None:
+            raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
+        weight = layer_matrix(layer)
+        quant = QuantizedLayer.from_float(weight, layer.bias, stats["input_absmax"], stats["output_absmax"])
+        self.quantized[layer.name] = quant
+        if stats.get("rows") is not None:
+            placement.quantization_error = _quantization_error(quant, weight, layer, stats["rows"])
+        n, k = weight.shape
+        k_pad, n_pad, m = -(-k // PAD) * PAD, -(-n // PAD) * PAD, _rows(layer)
+        w_kn = np.zeros((k_pad, n_pad), np.int8)
+        w_kn[:k, :n] = quant.weight.T
+        mode = choose_mode(w_kn, self.device)
+        placement.mode = mode
+        bias = np.zeros(n_pad, np.int64)
+        bias[:n] = quant.bias
+        multiplier = np.zeros(n_pad, np.int64)
+        multiplier[:n] = quant.multiplier
+        b = ProgramBuilder(self.device.name)
+        b.layer(layer.name)
+        x_addr = b.reserve(m * k_pad)
+        out_addr = b.reserve(m * n_pad)
+        packed_bytes = np.count_nonzero(w_kn) if mode != "dense" else w_kn.size
+        tiling = choose_tiling(m, k_pad, n_pad, packed_bytes, self.device)
+        emit_gemm_layer(b, self.device, x_addr, m, w_kn, bias, multiplier, quant.shift, out_addr, mode, layer.relu, tiling)
+        header = LayerHeader(
+            name=layer.name, mode=mode, input_shape=tuple(layer.x_shape), output_shape=_output_shape(layer),
+            rows=m, reduction=k, reduction_padded=k_pad, outputs=n, outputs_padded=n_pad, relu=layer.relu,
+            input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
+            device=self.device.doc, conv=layer_geometry(layer),
+        )
+        blob = encode_layer(header, b.build())
+
+        def emit(rw: MatmulRewriter) -> relax.Expr:
+            out = relax.TensorType(_output_shape(layer), "float32")
+            return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
+
+        return emit
+
+
+def _quantization_error(quant: QuantizedLayer, weight: np.ndarray, layer: Layer, rows: np.ndarray) -> float:
+    """Relative L2 error of the quantized layer against the float one, on calibration rows."""
+    reference = rows @ weight.T + (layer.bias if layer.bias is not None else 0)
+    if layer.relu:
+        reference = np.maximum(reference, 0)
+    device = quant.reference(quantize(rows, quant.input_scale), layer.relu) * quant.output_scale
+    return float(np.linalg.norm(device - reference) / max(np.linalg.norm(reference), 1e-12))
+
