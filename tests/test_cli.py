@@ -154,3 +154,37 @@ def test_float16_weights_stay_dense(tmp_path, rng):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     (row,) = analyze(model).layers
     assert row.choice.format == "dense" and "float16" in row.note
+
+
+def test_sparse_accel_compile_and_run_report(tmp_path, capsys, rng):
+    model_path, pruned, lib = tmp_path / "m.onnx", tmp_path / "p.onnx", tmp_path / "p.so"
+    onnx.save(mlp(batch=8, sizes=(64, 128, 32)), model_path)
+    x = rng.standard_normal((8, 64)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    assert _cli("prune", str(model_path), "-o", str(pruned), "--pattern", "nm:2:4") == 0
+    assert _cli("compile", str(pruned), "-o", str(lib), "--target", "sparse-accel", "--calibration", f"x={tmp_path / 'x.npy'}") == 0
+    assert "nm" in capsys.readouterr().out
+    assert _cli("run", str(lib), "--input", f"x={tmp_path / 'x.npy'}", "--report", "--json", "--repeat", "1", "--output-dir", str(tmp_path)) == 0
+    doc = json.loads(capsys.readouterr().out)
+    layers = doc["layers"]
+    assert doc["total_cycles"] == sum(layer["cycles"] for layer in layers) > 0
+    assert [layer["mode"] for layer in layers] == ["nm", "nm"]
+    assert all(layer["macs_skipped"] == layer["macs_issued"] for layer in layers)  # 2:4 issues half
+    (expected,) = run_onnxruntime(onnx.load(pruned), {"x": x})
+    y = np.load(tmp_path / "y.npy")
+    assert (y * expected).sum() / np.linalg.norm(y) / np.linalg.norm(expected) > 0.99
+
+
+def test_sparse_accel_cli_errors(tmp_path, capsys):
+    model_path = tmp_path / "m.onnx"
+    onnx.save(mlp(batch=2, sizes=(16, 8)), model_path)
+    assert _cli("compile", str(model_path), "-o", str(tmp_path / "a.so"), "--calibration", "x") == 1
+    assert "--calibration applies to sparse-accel" in capsys.readouterr().err
+    assert _cli("compile", str(model_path), "-o", str(tmp_path / "a.so"), "--target", "sparse-accel", "--calibration", "x") == 1
+    assert "--calibration expects NAME=FILE.npy" in capsys.readouterr().err
+    bad = tmp_path / "dev.json"
+    bad.write_text('{"name": "d"}')
+    assert _cli("compile", str(model_path), "-o", str(tmp_path / "a.so"), "--device", str(bad)) == 1
+    assert "pe_array: missing" in capsys.readouterr().err
+    assert _cli("compile", str(model_path), "-o", str(tmp_path / "a.so"), "--target", "tpu-v9") == 1
+    assert "sparse-accel" in capsys.readouterr().err  # the error lists the known targets

@@ -40,26 +40,40 @@ def _cmd_prune(args) -> None:
 
 
 def _cmd_compile(args) -> None:
+    from .accel.target import device_of, is_accel_target
     from .build import build
     from .frontend import load_model
     from .library import write_metadata
+    from .target import resolve_target
     from .transform import SparsifyWeights
 
     loaded = load_model(args.model)
-    sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block)
+    target = resolve_target(args.device or args.target)
     start = time.perf_counter()
-    exe = build(loaded.mod, target=args.target, sparsify=sparsify)
+    partition = None
+    if is_accel_target(target):
+        from .accel import compile as accel_compile
+
+        calibration = _parse_inputs(args.calibration, "--calibration") if args.calibration else None
+        result = accel_compile(loaded.mod, device_of(target), calibration)
+        exe, partition = result.executable, result.to_dict()
+        print(result.to_table())
+    else:
+        if args.calibration:
+            raise CLIError("--calibration applies to sparse-accel targets only")
+        sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block)
+        exe = build(loaded.mod, target=target, sparsify=sparsify)
     exe.export_library(args.output)
-    write_metadata(args.output, loaded)
+    write_metadata(args.output, loaded, partition)
     print(f"wrote {args.output} in {time.perf_counter() - start:.1f}s")
 
 
-def _parse_inputs(items: list[str]) -> dict[str, np.ndarray]:
+def _parse_inputs(items: list[str], option: str = "--input") -> dict[str, np.ndarray]:
     inputs = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise CLIError(f"--input expects NAME=FILE.npy, got {item!r}")
+            raise CLIError(f"{option} expects NAME=FILE.npy, got {item!r}")
         try:
             inputs[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -68,12 +82,16 @@ def _parse_inputs(items: list[str]) -> dict[str, np.ndarray]:
 
 
 def _cmd_run(args) -> None:
+    from .accel.run_report import format_run_report, run_report
+    from .accel.runtime import reset_run
     from .library import load_library
     from .testing import median_seconds
 
     lib = load_library(args.library)
     feeds = lib.check_inputs(_parse_inputs(args.input or []))
+    reset_run()
     outputs = lib.run(feeds)  # also the warm-up of the timed runs
+    device = run_report(lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
     repeat = max(args.repeat, 1)
     median_ms = median_seconds(lambda: lib.run(feeds), repeat=repeat, warmup=0) * 1e3
     if args.output_dir:
@@ -86,11 +104,15 @@ def _cmd_run(args) -> None:
             "repeat": repeat,
             "outputs": {n: {"shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()},
         }
+        if args.report:
+            summary.update(device)  # device, total_cycles, total_energy_pj, layers
         print(json.dumps(summary, indent=2))
     else:
         for name, value in outputs.items():
             print(f"{name}: shape {tuple(value.shape)} {value.dtype}")
         print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
+        if args.report:
+            print(format_run_report(device))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -113,7 +135,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a model to a shared library")
     p.add_argument("model", help="ONNX model")
     p.add_argument("-o", "--output", required=True, help="library to write (.so)")
-    p.add_argument("--target", default="llvm", help="llvm/host (default: this CPU)")
+    p.add_argument("--target", default="llvm", help="llvm/host (default: this CPU), or a sparse-accel variant (sparse-accel, sparse-accel-dense, ...)")
+    p.add_argument("--device", metavar="FILE.json", help="compile for the sparse-accel device this file describes")
+    p.add_argument("--calibration", action="append", metavar="NAME=FILE.npy", help="sparse-accel: a calibration input (repeat per input)")
     p.add_argument("--no-sparsify", action="store_true", help="compile every layer dense")
     p.add_argument("--format", choices=("auto", "bsr", "dense"), default="auto", help="auto follows the cost model")
     p.add_argument("--block", help="restrict the block shape, e.g. 16x1")
@@ -125,6 +149,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="write each output as DIR/<name>.npy")
     p.add_argument("--repeat", type=int, default=10, help="timed runs (median reported)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--report", action="store_true", help="sparse-accel: print the per-layer device report of the first run")
     p.set_defaults(func=_cmd_run)
     return parser
 

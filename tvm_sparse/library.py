@@ -22,8 +22,8 @@ def metadata_path(library: str) -> str:
     return f"{library}.json"
 
 
-def write_metadata(library: str, loaded) -> None:
-    """Record the model's I/O next to the library."""
+def write_metadata(library: str, loaded, partition: dict | None = None) -> None:
+    """Record the model's I/O (and for sparse-accel, where each layer runs) next to the library."""
     meta = {
         "inputs": [
             {"name": n, "shape": list(loaded.input_shapes[n]), "dtype": loaded.input_dtypes[n]}
@@ -31,6 +31,8 @@ def write_metadata(library: str, loaded) -> None:
         ],
         "outputs": list(loaded.output_names),
     }
+    if partition is not None:
+        meta["partition"] = partition
     with open(metadata_path(library), "w") as f:
         json.dump(meta, f, indent=2)
 
