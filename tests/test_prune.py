@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 from tvm_sparse.analysis import profile_weight
 from tvm_sparse.formats import FormatError
 from tvm_sparse.prune import parse_pattern, prune_onnx, prune_weight
-from tvm_sparse.testing import mlp
+from tvm_sparse.testing import mlp, resnet
 
 
 @pytest.mark.parametrize("density", [0.05, 0.3, 1.0])
@@ -58,3 +59,13 @@ def test_prune_onnx_matmul_and_gemm_orientation():
         from tvm_sparse import analyze
 
         assert all(row.profile.structure == "block 16x1" for row in analyze(model).layers)
+
+
+def test_prune_onnx_conv_in_the_kernels_reduction_order():
+    model = resnet(image=16, width=16, blocks=(1,), classes=4)
+    pruned, layers = prune_onnx(model, "nm:2:4")
+    inits = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    w = inits["stage0.block0.conv2.weight"]  # [16, 16, 3, 3]
+    groups = w.transpose(0, 2, 3, 1).reshape(16, -1, 4)  # (o, kh, kw, i) with i innermost, in groups of 4
+    assert (np.count_nonzero(groups, axis=2) <= 2).all()
+    assert {layer.name: layer.shape for layer in layers}["stage0.block0.conv2"] == (16, 3 * 3 * 16)
