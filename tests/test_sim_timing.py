@@ -100,3 +100,17 @@ def test_activation_skipping_and_gating(rng):
     assert skipping.gemm_cycles / dense.gemm_cycles == pytest.approx(0.5, abs=0.02)
     assert gating.gemm_cycles == dense.gemm_cycles
     assert gating.energy_pj["mac"] < 0.7 * dense.energy_pj["mac"]
+
+
+def test_layer_is_compiled_through_tensorized_tir():
+    from tvm_sparse.accel.intrinsics import EPILOGUE, FILL, GEMM, LOAD_INP, LOAD_WGT
+    from tvm_sparse.accel.lowering import tile_operations
+    from tvm_sparse.accel.tir_layer import schedule_layer
+
+    mod = schedule_layer(64, 128, 48, 16, 64, 16, shift=10, relu=True)
+    ops = tile_operations(mod)
+    count = {name: sum(op.op == name for op in ops) for name in (LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE)}
+    assert count == {LOAD_INP: 4 * 3 * 2, LOAD_WGT: 4 * 3 * 2, GEMM: 4 * 3 * 2, FILL: 4 * 3, EPILOGUE: 4 * 3}
+    gemms = [op for op in ops if op.op == GEMM]
+    assert gemms[0].origin(0) == (0, 0) and gemms[1].origin(0) == (0, 64)  # the reduction is innermost
+    assert "sparse_accel.gemm" in mod["main"].script()

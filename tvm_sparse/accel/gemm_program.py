@@ -1,12 +1,20 @@
-"""The instruction stream of one quantized GEMM layer, tiled to the device's buffers.
+"""The instruction stream of one quantized GEMM layer, compiled through TVM's tensorization.
 
 ``Y[M, N] = requant(X[M, K] @ W[K, N] + bias)`` (optionally ReLU), int8 in
-and out, with the weight in one of the device's modes. Loop order: output
-column tiles, then row tiles, then the reduction; a row tile's
-accumulators stay on chip across the reduction. With double buffering the
-input/weight tiles and the accumulator tiles each alternate between two
-halves of their buffers, and tokens between the queues say when a half is
-free, so DMA of the next tile overlaps the current GEMM (as in VTA).
+and out, with the weight in one of the device's modes:
+
+1. the layer is written in TIR and scheduled for a :class:`Tiling`
+   (:func:`~.tir_layer.schedule_layer`), every tile operation tensorized with
+   the device's intrinsics;
+2. :func:`~.lowering.tile_operations` runs the tensorized loop nest and lists
+   the device operations in order;
+3. :class:`ProgramEmitter` turns them into instructions: buffer halves
+   alternate (double buffering), tokens between the queues say when a half
+   is free, each weight tile is encoded in the layer's mode (dense, N:M, block)
+   and placed in DRAM.
+
+The layer's dimensions must be multiples of the tile (:func:`padded_shape`);
+callers pad with zeros.
 """
 
 from __future__ import annotations
@@ -17,10 +25,18 @@ import numpy as np
 
 from .builder import ProgramBuilder
 from .device import Device
+from .intrinsics import EPILOGUE, FILL, GEMM, LOAD_INP, LOAD_WGT
 from .isa import AluOp, Buffer, Flag, Opcode, ProgramError
+from .lowering import TileOp, tile_operations
 from .packing import pack_blocks, pack_nm
+from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
+#: K and N are padded to a multiple of this (every device mode's granularity).
+GRANULE = 16
+#: Row tiles have at least two rows: schedules drop unit loops, and the tensorized GEMM needs its row loop
+#: (a one-row layer runs as two, the second all zeros).
+MIN_TILE_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -30,8 +46,30 @@ class Tiling:
     cols: int = 64  # N per tile
     double_buffer: bool = True
 
+    def fitted(self, m: int, k: int, n: int) -> Tiling:
+        """The tile for an ``m x k x n`` layer (``k``, ``n`` multiples of ``GRANULE``): ``reduction``/``cols``
+        the largest divisors of ``k``/``n`` within the limits, ``rows`` balanced so that row tiles waste the
+        fewest padding rows."""
+
+        def divisor(size: int, limit: int) -> int:
+            best = GRANULE
+            for t in range(GRANULE, min(size, limit) + 1, GRANULE):
+                if size % t == 0:
+                    best = t
+            return best
+
+        rows = max(MIN_TILE_ROWS, -(-m // -(-m // self.rows)))
+        return Tiling(rows, divisor(k, self.reduction), divisor(n, self.cols), self.double_buffer)
+
 
 DEFAULT_TILING = Tiling()
+
+
+def padded_shape(m: int, k: int, n: int, tiling: Tiling) -> tuple[int, int, int]:
+    """``(M, K, N)`` rounded up so that ``tiling.fitted`` tiles divide them."""
+    k_pad, n_pad = -(-k // GRANULE) * GRANULE, -(-n // GRANULE) * GRANULE
+    tile = tiling.fitted(m, k_pad, n_pad)
+    return -(-m // tile.rows) * tile.rows, k_pad, n_pad
 
 
 def _pack(weight: np.ndarray, mode: str, device: Device) -> tuple[np.ndarray, bytes]:
@@ -41,80 +79,123 @@ def _pack(weight: np.ndarray, mode: str, device: Device) -> tuple[np.ndarray, by
         if device.modes.nm is None:
             raise ProgramError(f"device {device.name} has no N:M mode")
         return pack_nm(weight, device.modes.nm.n, device.modes.nm.m)
+    if mode != "block":
+        raise ProgramError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if device.modes.block is None:
         raise ProgramError(f"device {device.name} has no block-sparse mode")
     blocks, meta = pack_blocks(weight, device.modes.block.block_rows, device.modes.block.block_cols)
     return blocks.reshape(len(blocks), blocks.shape[1] * blocks.shape[2]), meta
 
 
+class ProgramEmitter:
+    """Instructions for a layer's tile operations: buffer halves, dependency tokens, weight tile encodings."""
+
+    def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int):
+        self.b, self.device, self.mode, self.relu, self.shift = b, device, mode, relu, shift
+        self.k, self.n = weight.shape
+        self.x_addr, self.out_addr, self.params_addr = x_addr, out_addr, params_addr
+        self.halves = 2 if tile.double_buffer else 1
+        bufs = device.buffers
+        self.inp_half = bufs.input_bytes // self.halves
+        self.wgt_half = bufs.weight_bytes // self.halves
+        self.meta_half = bufs.metadata_bytes // self.halves
+        self.acc_params = bufs.accumulator_bytes // 4 - 2 * self.n
+        self.acc_half = self.acc_params // self.halves
+        tm, tk, tn = tile.rows, tile.reduction, tile.cols
+        if tm * tk > self.inp_half or tk * tn > self.wgt_half or not 0 < tm * tn <= self.acc_half:
+            raise ProgramError(f"a {tm}x{tk}x{tn} tile does not fit {device.name}'s buffers ({'double' if self.halves == 2 else 'single'} buffered)")
+        self.weight = weight
+        self.tiles: dict = {}  # (k0, n0) -> (dram addr, rows, cols, meta addr, meta bytes)
+        self.pending: list = []  # loads of the next GEMM
+        self.step = self.out_tile = 0
+        self.acc_of: dict = {}  # (m0, n0) -> ACC address of its accumulators
+        self.fresh: set = set()  # accumulator tiles whose next GEMM overwrites
+
+    def _weight_tile(self, k0: int, n0: int, rows: int, cols: int):
+        if (k0, n0) not in self.tiles:
+            values, meta = _pack(self.weight[k0 : k0 + rows, n0 : n0 + cols], self.mode, self.device)
+            if values.size > self.wgt_half or len(meta) > self.meta_half:
+                raise ProgramError(f"weight tile at ({k0}, {n0}) does not fit {self.device.name}'s weight/metadata buffer")
+            addr = self.b.place(values) if values.size else 0
+            meta_addr = self.b.place(np.frombuffer(meta, np.uint8)) if meta else 0
+            self.tiles[k0, n0] = (addr, values.shape[0], values.shape[1] if values.ndim == 2 else 0, meta_addr, len(meta))
+        return self.tiles[k0, n0]
+
+    def emit(self, op: TileOp) -> None:
+        getattr(self, "_" + op.op.rsplit(".", 1)[1])(op)
+
+    def _acc_reset(self, op: TileOp) -> None:
+        self.acc_of[op.origin(0)] = (self.out_tile % self.halves) * self.acc_half
+        self.fresh.add(op.origin(0))
+
+    def _dma_load_inp(self, op: TileOp) -> None:
+        (m0, k0), (rows, cols) = op.origin(0), op.shape(0)
+        self.pending.append((Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k))
+
+    def _dma_load_wgt(self, op: TileOp) -> None:
+        (k0, n0), (rows, cols) = op.origin(0), op.shape(0)
+        addr, w_rows, w_cols, meta_addr, meta_len = self._weight_tile(k0, n0, rows, cols)
+        if w_rows:
+            self.pending.append((Buffer.WGT, addr, w_rows, w_cols, w_cols))
+        if meta_len:
+            self.pending.append((Buffer.META, meta_addr, 1, meta_len, meta_len))
+
+    def _gemm(self, op: TileOp) -> None:
+        (m0, _), (k0, n0) = op.origin(0), op.origin(1)
+        (rows, red), (_, cols) = op.shape(0), op.shape(1)
+        half = self.step % self.halves
+        sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half}
+        loads = [(buf, sram[buf], dram, r, c, stride) for buf, dram, r, c, stride in self.pending]
+        if self.step == 0:
+            loads.append((Buffer.ACC, self.acc_params, self.params_addr, 2, self.n, 4 * self.n))
+        for i, (buf, sram_addr, dram, r, c, stride) in enumerate(loads):
+            flags = (Flag.POP_NEXT if i == 0 and self.step >= self.halves else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
+            self.b.load(buf, sram_addr, dram, r, c, dram_stride=stride, flags=flags)
+        self.pending = []
+        acc = self.acc_of[m0, n0]
+        first = (m0, n0) in self.fresh
+        flags = Flag.POP_PREV | Flag.PUSH_PREV | (Flag.POP_NEXT if first and self.out_tile >= self.halves else Flag(0))
+        self.b.gemm(MODES[self.mode], acc, sram[Buffer.INP], sram[Buffer.WGT], rows, red, cols, meta_addr=sram[Buffer.META], accumulate=not first, flags=flags)
+        self.fresh.discard((m0, n0))
+        self.step += 1
+
+    def _requant_store(self, op: TileOp) -> None:
+        (m0, n0), (rows, cols) = op.origin(0), op.shape(0)
+        acc = self.acc_of.pop((m0, n0))
+        self.b.alu(AluOp.ADD, acc, rows, cols, operand=self.acc_params + n0, row_operand=True)
+        self.b.alu(AluOp.REQUANT, acc, rows, cols, operand=self.acc_params + self.n + n0, row_operand=True, shift=self.shift, flags=Flag(0) if self.relu else Flag.PUSH_NEXT)
+        if self.relu:
+            self.b.alu(AluOp.MAX, acc, rows, cols, operand=0, flags=Flag.PUSH_NEXT)
+        self.b.store(acc, self.out_addr + m0 * self.n + n0, rows, cols, dram_stride=self.n, flags=Flag.POP_PREV | Flag.PUSH_PREV)
+        self.out_tile += 1
+
+
 def emit_gemm_layer(
     b: ProgramBuilder,
     device: Device,
     x_addr: int,
-    m_rows: int,
     weight: np.ndarray,
     bias: np.ndarray,
     multiplier: np.ndarray,
     shift: int,
     out_addr: int,
+    rows: int,
     mode: str = "dense",
     relu: bool = False,
     tiling: Tiling = DEFAULT_TILING,
 ) -> None:
-    """Emit the layer reading int8 ``X[m_rows, K]`` at ``x_addr`` (rows contiguous) and writing int8 ``Y`` at ``out_addr``."""
+    """Emit the layer on int8 ``X[rows, K]`` at ``x_addr`` writing int8 ``Y[rows, N]`` at ``out_addr``.
+
+    ``weight`` is ``[K, N]``; ``rows``, ``K`` and ``N`` must be the :func:`padded_shape` of the layer.
+    """
     k, n = weight.shape
-    tm, tk, tn = min(tiling.rows, m_rows), min(tiling.reduction, k), min(tiling.cols, n)
-    halves = 2 if tiling.double_buffer else 1
-    bufs = device.buffers
-    inp_half, wgt_half, meta_half = bufs.input_bytes // halves, bufs.weight_bytes // halves, bufs.metadata_bytes // halves
-    acc_words = bufs.accumulator_bytes // 4
-    params_addr = acc_words - 2 * n
-    acc_half = params_addr // halves
-    if tm * tk > inp_half or tk * tn > wgt_half or tm * tn > acc_half:
-        raise ProgramError(f"a {tm}x{tk}x{tn} tile does not fit {device.name}'s buffers ({'double' if halves == 2 else 'single'} buffered)")
-
-    # Weight tiles, packed in the device's mode, placed in DRAM.
-    tiles = {}
-    for k0 in range(0, k, tk):
-        for n0 in range(0, n, tn):
-            values, meta = _pack(weight[k0 : k0 + tk, n0 : n0 + tn], mode, device)
-            if values.size > wgt_half or len(meta) > meta_half:
-                raise ProgramError(f"weight tile at ({k0}, {n0}) does not fit {device.name}'s weight/metadata buffer")
-            tiles[k0, n0] = (b.place(values) if values.size else 0, values.shape, b.place(np.frombuffer(meta, np.uint8)) if meta else 0, len(meta))
+    tile = tiling.fitted(rows, k, n)
+    if (rows, k, n) != padded_shape(rows, k, n, tiling):
+        raise ProgramError(f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles")
     params = b.place(np.stack([bias, multiplier]).astype(np.int32))
-
-    step = out_tile = 0
-    for n0 in range(0, n, tn):
-        cols = min(tn, n - n0)
-        for m0 in range(0, m_rows, tm):
-            rows = min(tm, m_rows - m0)
-            acc = (out_tile % halves) * acc_half
-            for k0 in range(0, k, tk):
-                red = min(tk, k - k0)
-                half = step % halves
-                w_addr, w_shape, meta_addr, meta_len = tiles[k0, n0]
-                wait = Flag.POP_NEXT if step >= halves else Flag(0)
-                loads = [(Buffer.INP, half * inp_half, x_addr + m0 * k + k0, rows, red, k)]
-                if w_shape[0]:
-                    loads.append((Buffer.WGT, half * wgt_half, w_addr, w_shape[0], w_shape[1], w_shape[1]))
-                if meta_len:
-                    loads.append((Buffer.META, half * meta_half, meta_addr, 1, meta_len, meta_len))
-                if step == 0:
-                    loads.append((Buffer.ACC, params_addr, params, 2, n, 4 * n))
-                for i, (buf, sram, dram, r, c, stride) in enumerate(loads):
-                    flags = (wait if i == 0 else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
-                    b.load(buf, sram, dram, r, c, dram_stride=stride, flags=flags)
-                flags = Flag.POP_PREV | Flag.PUSH_PREV
-                if k0 == 0 and out_tile >= halves:
-                    flags |= Flag.POP_NEXT  # the store of this accumulator half has finished
-                b.gemm(MODES[mode], acc, half * inp_half, half * wgt_half, rows, red, cols, meta_addr=half * meta_half, accumulate=k0 > 0, flags=flags)
-                step += 1
-            b.alu(AluOp.ADD, acc, rows, cols, operand=params_addr + n0, row_operand=True)
-            b.alu(AluOp.REQUANT, acc, rows, cols, operand=params_addr + n + n0, row_operand=True, shift=shift, flags=Flag(0) if relu else Flag.PUSH_NEXT)
-            if relu:
-                b.alu(AluOp.MAX, acc, rows, cols, operand=0, flags=Flag.PUSH_NEXT)
-            b.store(acc, out_addr + m0 * n + n0, rows, cols, dram_stride=n, flags=Flag.POP_PREV | Flag.PUSH_PREV)
-            out_tile += 1
+    emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift)
+    for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu)):
+        emitter.emit(op)
 
 
 def gemm_program(
@@ -129,38 +210,52 @@ def gemm_program(
     tiling: Tiling = DEFAULT_TILING,
     name: str = "gemm",
 ):
-    """A whole program for one layer: returns ``(program, out_addr)``; the int8 result is ``[M, N]`` at ``out_addr``."""
+    """A whole program for one layer, padding it as needed: returns ``(program, out_addr)``.
+
+    The int8 result is the leading ``[M, N]`` of a ``[M', N']`` array at ``out_addr``
+    (``N' = N`` when ``N`` is a multiple of 16).
+    """
+    (m, k), n = x.shape, weight.shape[1]
+    mp, kp, np_ = padded_shape(m, k, n, tiling)
     b = ProgramBuilder(device.name)
     b.layer(name)
-    x_addr = b.place(np.ascontiguousarray(x, np.int8))
-    out_addr = b.reserve(x.shape[0] * weight.shape[1])
-    emit_gemm_layer(b, device, x_addr, x.shape[0], weight, bias, multiplier, shift, out_addr, mode, relu, tiling)
+    xp = np.zeros((mp, kp), np.int8)
+    xp[:m, :k] = x
+    wp = np.zeros((kp, np_), np.int8)
+    wp[:k, :n] = weight
+    bias_p, mult_p = np.zeros(np_, np.int64), np.zeros(np_, np.int64)
+    bias_p[:n], mult_p[:n] = bias, multiplier
+    x_addr = b.place(xp)
+    out_addr = b.reserve(mp * np_)
+    emit_gemm_layer(b, device, x_addr, wp, bias_p, mult_p, shift, out_addr, mp, mode, relu, tiling)
     return b.build(), out_addr
 
 
-#: Tilings the compiler chooses from (rows, reduction, cols); the tuner explores more.
+#: Tilings the compiler chooses from; the tuner explores more.
 CANDIDATE_TILINGS = [Tiling(r, k, c) for r in (16, 32, 64, 128) for k in (128, 256, 512) for c in (32, 64, 128, 256)]
 
 
-def fits(tiling: Tiling, m: int, k: int, n: int, device: Device) -> bool:
-    """Whether a (dense-sized) tile of ``tiling`` fits the device's buffers for an ``m x k x n`` layer."""
-    halves = 2 if tiling.double_buffer else 1
-    tm, tk, tn = min(tiling.rows, m), min(tiling.reduction, k), min(tiling.cols, n)
-    b = device.buffers
-    acc_half = (b.accumulator_bytes // 4 - 2 * n) // halves
-    return tm * tk <= b.input_bytes // halves and tk * tn <= b.weight_bytes // halves and 0 < tm * tn <= acc_half
+def estimate_cycles(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, device: Device) -> float | None:
+    """A roofline estimate of a layer's cycles with ``tiling`` (None if the tile does not fit): the larger of
+    the PE cycles on the padded layer and the DMA cycles (activations re-read per column tile, the weight
+    per row tile)."""
+    mp, kp, np_ = padded_shape(m, k, n, tiling)
+    tile = tiling.fitted(m, kp, np_)
+    halves = 2 if tile.double_buffer else 1
+    bufs = device.buffers
+    acc_half = (bufs.accumulator_bytes // 4 - 2 * np_) // halves
+    if tile.rows * tile.reduction > bufs.input_bytes // halves or tile.reduction * tile.cols > bufs.weight_bytes // halves or not 0 < tile.rows * tile.cols <= acc_half:
+        return None
+    density = weight_bytes / max(1, k * n)
+    compute = mp * kp * np_ * density / device.pe_array.macs_per_cycle
+    traffic = mp * kp * (np_ // tile.cols) + weight_bytes * (mp // tile.rows) + mp * np_
+    return max(compute, traffic / device.dram_bytes_per_cycle)
 
 
 def choose_tiling(m: int, k: int, n: int, weight_bytes: int, device: Device) -> Tiling:
-    """The fitting tiling that moves the fewest DRAM bytes: activations are re-read once per column tile,
-    the (packed) weight once per row tile."""
-    best, best_bytes = None, None
-    for tiling in CANDIDATE_TILINGS:
-        if not fits(tiling, m, k, n, device):
-            continue
-        traffic = m * k * -(-n // tiling.cols) + weight_bytes * -(-m // tiling.rows)
-        if best is None or traffic < best_bytes:
-            best, best_bytes = tiling, traffic
-    if best is None:
+    """The candidate tiling with the fewest estimated cycles."""
+    scored = [(estimate_cycles(m, k, n, weight_bytes, t, device), i) for i, t in enumerate(CANDIDATE_TILINGS)]
+    scored = [(c, i) for c, i in scored if c is not None]
+    if not scored:
         raise ProgramError(f"no tiling of a {m}x{k}x{n} layer fits {device.name}'s buffers")
-    return best
+    return CANDIDATE_TILINGS[min(scored)[1]]

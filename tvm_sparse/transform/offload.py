@@ -27,13 +27,11 @@ from tvm import relax
 
 from ..accel.builder import ProgramBuilder
 from ..accel.device import Device
-from ..accel.gemm_program import choose_tiling, emit_gemm_layer
+from ..accel.gemm_program import GRANULE, choose_tiling, emit_gemm_layer, padded_shape
 from ..accel.layer import LayerHeader, conv_geometry, encode_layer
 from ..accel.quantize import QuantizedLayer, quantize
 from ..graph import ConvLayer, Layer, find_layers, weight_names
 from .rewriter import MatmulRewriter, rewrite_layers
-
-PAD = 16  # K and N are padded to a multiple of this (every device mode's granularity)
 
 
 @dataclass
@@ -88,7 +86,7 @@ def _rows(layer: Layer) -> int:
 
 
 def choose_mode(weight_kn: np.ndarray, device: Device) -> str:
-    """The device mode for an int8 ``[K, N]`` weight (K, N padded to ``PAD``)."""
+    """The device mode for an int8 ``[K, N]`` weight (K, N padded to ``GRANULE``)."""
     k, n = weight_kn.shape
     nm = device.modes.nm
     if nm is not None and k % nm.m == 0 and (np.count_nonzero(weight_kn.reshape(k // nm.m, nm.m, n), axis=1) <= nm.n).all():
@@ -157,7 +155,7 @@ class OffloadToAccel:
         if stats.get("rows") is not None:
             placement.quantization_error = _quantization_error(quant, weight, layer, stats["rows"])
         n, k = weight.shape
-        k_pad, n_pad, m = -(-k // PAD) * PAD, -(-n // PAD) * PAD, _rows(layer)
+        k_pad, n_pad, m = -(-k // GRANULE) * GRANULE, -(-n // GRANULE) * GRANULE, _rows(layer)
         w_kn = np.zeros((k_pad, n_pad), np.int8)
         w_kn[:k, :n] = quant.weight.T
         mode = choose_mode(w_kn, self.device)
@@ -166,13 +164,14 @@ class OffloadToAccel:
         bias[:n] = quant.bias
         multiplier = np.zeros(n_pad, np.int64)
         multiplier[:n] = quant.multiplier
-        b = ProgramBuilder(self.device.name)
-        b.layer(layer.name)
-        x_addr = b.reserve(m * k_pad)
-        out_addr = b.reserve(m * n_pad)
         packed_bytes = np.count_nonzero(w_kn) if mode != "dense" else w_kn.size
         tiling = choose_tiling(m, k_pad, n_pad, packed_bytes, self.device)
-        emit_gemm_layer(b, self.device, x_addr, m, w_kn, bias, multiplier, quant.shift, out_addr, mode, layer.relu, tiling)
+        m_pad = padded_shape(m, k_pad, n_pad, tiling)[0]
+        b = ProgramBuilder(self.device.name)
+        b.layer(layer.name)
+        x_addr = b.reserve(m_pad * k_pad)  # the runtime writes the first m rows; padding rows stay zero
+        out_addr = b.reserve(m_pad * n_pad)
+        emit_gemm_layer(b, self.device, x_addr, w_kn, bias, multiplier, quant.shift, out_addr, m_pad, mode, layer.relu, tiling)
         header = LayerHeader(
             name=layer.name, mode=mode, input_shape=tuple(layer.x_shape), output_shape=_output_shape(layer),
             rows=m, reduction=k, reduction_padded=k_pad, outputs=n, outputs_padded=n_pad, relu=layer.relu,
