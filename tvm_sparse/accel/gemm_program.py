@@ -235,10 +235,10 @@ def gemm_program(
 CANDIDATE_TILINGS = [Tiling(r, k, c) for r in (16, 32, 64, 128) for k in (128, 256, 512) for c in (32, 64, 128, 256)]
 
 
-def estimate_cycles(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, device: Device) -> float | None:
-    """A roofline estimate of a layer's cycles with ``tiling`` (None if the tile does not fit): the larger of
-    the PE cycles on the padded layer and the DMA cycles (activations re-read per column tile, the weight
-    per row tile)."""
+def estimate_cost(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, device: Device) -> tuple[float, int] | None:
+    """``(cycles, DRAM bytes)`` of a layer with ``tiling`` (None if the tile does not fit). Cycles are a
+    roofline estimate: the larger of the PE cycles on the padded layer and the DMA cycles; bytes count the
+    activations re-read per column tile and the weight per row tile (they also cost energy)."""
     mp, kp, np_ = padded_shape(m, k, n, tiling)
     tile = tiling.fitted(m, kp, np_)
     halves = 2 if tile.double_buffer else 1
@@ -249,12 +249,12 @@ def estimate_cycles(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, d
     density = weight_bytes / max(1, k * n)
     compute = mp * kp * np_ * density / device.pe_array.macs_per_cycle
     traffic = mp * kp * (np_ // tile.cols) + weight_bytes * (mp // tile.rows) + mp * np_
-    return max(compute, traffic / device.dram_bytes_per_cycle)
+    return max(compute, traffic / device.dram_bytes_per_cycle), traffic
 
 
 def choose_tiling(m: int, k: int, n: int, weight_bytes: int, device: Device) -> Tiling:
-    """The candidate tiling with the fewest estimated cycles."""
-    scored = [(estimate_cycles(m, k, n, weight_bytes, t, device), i) for i, t in enumerate(CANDIDATE_TILINGS)]
+    """The candidate tiling with the fewest estimated cycles, then the least DRAM traffic."""
+    scored = [(estimate_cost(m, k, n, weight_bytes, t, device), i) for i, t in enumerate(CANDIDATE_TILINGS)]
     scored = [(c, i) for c, i in scored if c is not None]
     if not scored:
         raise ProgramError(f"no tiling of a {m}x{k}x{n} layer fits {device.name}'s buffers")

@@ -15,24 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..formats.nm import pack_bits, position_bits, unpack_bits
 from .isa import ProgramError
 
-
-def metadata_bits(m: int) -> int:
-    return max(1, (m - 1).bit_length())
-
-
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Unsigned ``values`` of ``bits`` bits each, packed little-endian into bytes."""
-    flat = np.asarray(values, dtype=np.uint64).ravel()
-    bit_matrix = (flat[:, None] >> np.arange(bits, dtype=np.uint64)) & 1
-    return np.packbits(bit_matrix.astype(np.uint8).ravel(), bitorder="little").tobytes()
-
-
-def unpack_bits(data: np.ndarray, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: ``count`` values."""
-    bit_array = np.unpackbits(np.asarray(data, dtype=np.uint8), bitorder="little")[: count * bits]
-    return (bit_array.reshape(count, bits).astype(np.int64) << np.arange(bits)).sum(axis=1)
+__all__ = ["pack_bits", "pack_blocks", "pack_nm", "unpack_bits"]
 
 
 def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int) -> tuple[np.ndarray, bytes]:
@@ -60,4 +46,4 @@ def pack_nm(weight: np.ndarray, n_keep: int, m: int) -> tuple[np.ndarray, bytes]
     order = np.argsort(groups == 0, axis=1, kind="stable")[:, :n_keep, :]
     positions = np.sort(order, axis=1)
     values = np.take_along_axis(groups, positions, axis=1).reshape(k // m * n_keep, n)
-    return np.ascontiguousarray(values, dtype=np.int8), pack_bits(positions.reshape(-1, n), metadata_bits(m))
+    return np.ascontiguousarray(values, dtype=np.int8), pack_bits(positions.reshape(-1, n), position_bits(m))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..frontend import load_model
 from ..graph import LinearLayer, find_linear_layers, weight_names
+from ..kernels.nm_matmul import nm_kernel_available
 from .cost_model import DENSE, CPUCostModel, FormatChoice
 from .profile import WeightProfile, profile_weight
 
@@ -96,7 +97,7 @@ def analyze(model, target: str = "llvm", min_speedup: float = 1.1) -> SparsityRe
     cost model picks for ``target`` and the predicted speedup over dense.
     """
     loaded = load_model(model)
-    cost_model = CPUCostModel(min_speedup=min_speedup)
+    cost_model = CPUCostModel(min_speedup=min_speedup, nm_kernel=nm_kernel_available())
     report = SparsityReport(target=str(target))
     layers = find_linear_layers(loaded.mod["main"], weight_names(loaded.mod))
     for layer in layers:

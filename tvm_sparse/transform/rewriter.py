@@ -8,10 +8,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..formats import BSRMatrix
+from ..formats import BSRMatrix, NMMatrix
 from ..graph import ConvLayer, Layer, LinearLayer
-from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
+from ..kernels import VECTOR_LANES, BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 from ..kernels.depthwise_conv import depthwise_conv_kernel
+from ..kernels.nm_matmul import NMKernelArgs, nm_matmul_kernel, padded_reduction
 from ..schedule.records import KernelRecords
 
 #: Emits the replacement of one binding and returns the expression holding its value.
@@ -70,10 +71,15 @@ def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
 
 def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, m: int) -> relax.Expr:
     """Call a block kernel on ``x``; returns ``Y[m, out_channels]`` (padding columns cropped)."""
-    bb = rw.builder_
     n_pad = weight.block_shape[0] * (len(weight.indptr) - 1)
     args = BSRKernelArgs.from_bsr(weight)
-    consts = [relax.const(a) for a in (args.data, args.indices, args.indptr)] + [_bias_const(layer, n_pad)]
+    return _kernel_call(rw, kernel, symbol, x, [args.data, args.indices, args.indptr], layer, n_pad, m)
+
+
+def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_args: list, layer: Layer, n_pad: int, m: int) -> relax.Expr:
+    """Call ``kernel(x, *weight_args, bias, Y[m, n_pad])``; returns ``Y[m, out_channels]``."""
+    bb = rw.builder_
+    consts = [relax.const(a) for a in weight_args] + [_bias_const(layer, n_pad)]
     gvar = rw.add_kernel(kernel, symbol)
     y = bb.emit(relax.call_tir(gvar, [x, *consts], relax.TensorType((m, n_pad), "float32")))
     if n_pad != layer.out_channels:
@@ -96,6 +102,27 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         if k_pad != k:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
         y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", x2, layer, weight, m)
+        if len(layer.x_shape) != 2:
+            y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
+        return y
+
+    return emit
+
+
+def nm_matmul_emitter(layer: LinearLayer, weight: NMMatrix) -> Emitter:
+    """Emit ``layer`` as the N:M kernel on ``weight``."""
+
+    def emit(rw: MatmulRewriter) -> relax.Expr:
+        bb = rw.builder_
+        n, k = layer.weight.shape
+        k_pad, n_pad, m = padded_reduction(k), -(-n // VECTOR_LANES) * VECTOR_LANES, layer.rows
+        x = rw.visit_expr(layer.x)
+        x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
+        if k_pad != k:
+            x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
+        args = NMKernelArgs.from_nm(weight)
+        kernel = nm_matmul_kernel(m, weight, relu=layer.relu)
+        y = _kernel_call(rw, kernel, f"nm_matmul_{layer.name}", x2, [args.positions, args.values], layer, n_pad, m)
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
         return y

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import tvm
 
 from ..analysis.cost_model import DENSE, CPUCostModel, FormatChoice
 from ..analysis.report import layer_decision
-from ..formats import BSRMatrix, parse_block_shape
+from ..analysis.profile import CANDIDATE_NM
+from ..formats import BSRMatrix, NMMatrix, nm_violations, parse_block_shape
 from ..graph import LinearLayer, find_linear_layers, weight_names
-from .rewriter import block_matmul_emitter, rewrite_layers
+from ..kernels.nm_matmul import nm_kernel_available
+from .rewriter import block_matmul_emitter, nm_matmul_emitter, rewrite_layers
 
-_FORMATS = ("auto", "bsr", "dense")
+_FORMATS = ("auto", "bsr", "nm", "dense")
 
 
 @tvm.transform.module_pass(opt_level=0, name="SparsifyWeights")
@@ -19,10 +23,12 @@ class SparsifyWeights:
 
     Parameters
     ----------
-    format : "auto" | "bsr" | "dense"
-        ``auto`` follows the cost model; ``bsr`` forces the rewrite of every
-        eligible layer (with ``block_shape`` or the best predicted one);
-        ``dense`` forbids rewriting.
+    format : "auto" | "bsr" | "nm" | "dense"
+        ``auto`` follows the cost model; ``bsr`` forces the block-sparse
+        rewrite of every eligible layer (with ``block_shape`` or the best
+        predicted one); ``nm`` forces the N:M kernel on every layer whose
+        weight follows an N:M pattern (others stay dense, with a warning that
+        counts the violating groups); ``dense`` forbids rewriting.
     block_shape : "RxC" or (r, c), optional
         Restrict the block shape (``r`` output features x ``c`` input features).
     min_speedup : float
@@ -50,21 +56,31 @@ class SparsifyWeights:
             if self.format == "bsr" or forced.predicted_speedup >= self.cost_model.min_speedup:
                 return forced
             return DENSE
-        if self.format == "bsr":
-            return self.cost_model.candidates(profile)[0]
+        if self.format in ("bsr", "nm"):
+            forced = [c for c in self.cost_model.candidates(profile) if c.format == self.format]
+            if forced:
+                return forced[0]
+            if self.format == "nm":
+                counts = ", ".join(f"{n}:{m} {nm_violations(layer.weight, n, m)}" for n, m in CANDIDATE_NM)
+                warnings.warn(f"layer {layer.name} is not N:M (violating groups: {counts}): kept dense", stacklevel=2)
+            return DENSE
         return choice
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)
+        self.cost_model.nm_kernel = nm_kernel_available()
 
         def plan(func):
             plans, absorbed = {}, set()
             for layer in find_linear_layers(func, names):
                 choice = self.decide(layer)
-                if choice.format != "bsr":
+                if choice.format == "bsr":
+                    weight = BSRMatrix.from_dense(layer.weight, choice.block_shape)
+                    plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params)
+                elif choice.format == "nm":
+                    plans[layer.output_var] = nm_matmul_emitter(layer, NMMatrix.from_dense(layer.weight, *choice.nm))
+                else:
                     continue
-                weight = BSRMatrix.from_dense(layer.weight, choice.block_shape)
-                plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params)
                 absorbed.update(layer.absorbed_vars)
             return plans, absorbed
 
