@@ -112,11 +112,11 @@ def conv(size: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None
 
 def depthwise(size: int, channels: int, stride: int = 1) -> None:
     im2col = Im2Col((1, size, size, channels), (3, 3), (stride, stride), (1, 1), groups=channels)
-    x, w = rand(1, size, size, channels), rand(3, 3, channels)
+    x, w = rand(1, size, size, channels), rand(3, 3, 1, channels)
     oh, ow = im2col.out_hw
     ours = time_kernel(depthwise_conv_kernel(im2col), [x, w, np.zeros(channels, "float32"), np.zeros((1, oh, ow, channels), "float32")])
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
-    wt = torch.from_numpy(w.transpose(2, 0, 1)[:, None].copy())
+    wt = torch.from_numpy(w[:, :, 0, :].transpose(2, 0, 1)[:, None].copy())
     theirs = median_seconds(lambda: torch.nn.functional.conv2d(xt, wt, stride=stride, padding=1, groups=channels))
     report(f"depthwise {size}x{size}x{channels} 3x3 s{stride}", ours, theirs, 2 * oh * ow * channels * 9)
 

@@ -127,6 +127,6 @@ def test_depthwise_conv_matches_numpy(rng, shape, kernel, strides, padding, dila
     x = rng.standard_normal(shape).astype("float32")
     bias = rng.standard_normal(channels).astype("float32")
     out = np.zeros((shape[0], *im2col.out_hw, channels), "float32")
-    y = _run(depthwise_conv_kernel(im2col, relu=True), [x, np.ascontiguousarray(w[..., 0].transpose(1, 2, 0)), bias, out])
+    y = _run(depthwise_conv_kernel(im2col, relu=True), [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), bias, out])
     expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, channels) + bias
     np.testing.assert_allclose(y, np.maximum(expected, 0), rtol=1e-4, atol=1e-4)

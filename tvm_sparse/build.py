@@ -9,25 +9,10 @@ from tvm.s_tir import dlight
 
 from .accel.target import device_of, is_accel_target
 from .frontend import load_model
+from .prepare import prepare_passes
 from .schedule.cpu import default_rules
 from .target import resolve_target
 from .transform import ConvKernels, DenseMatmulKernels, SparsifyWeights
-
-
-def prepare_passes() -> list[tvm.transform.Pass]:
-    """Normalise an imported model: BatchNorm folded into convolutions, NHWC/OHWI convolutions, constants folded.
-
-    Convolutions are moved to NHWC with OHWI weights (TVM's ``ConvertLayout``;
-    the model's own layout is kept at its inputs and outputs) so that channels
-    are contiguous for the kernels.
-    """
-    return [
-        relax.transform.FoldBatchnormToConv2D(),
-        relax.transform.DecomposeOpsForInference(),
-        relax.transform.FoldConstant(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-        relax.transform.FoldConstant(),
-    ]
 
 
 def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:

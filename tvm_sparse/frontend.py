@@ -12,7 +12,7 @@ import tvm
 from onnx import numpy_helper
 
 from .errors import ModelError
-from .graph import WEIGHT_NAMES_ATTR, weight_key
+from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, weight_key
 
 #: The graph-level ops whose weights tvm-sparse looks at, by ONNX op type.
 _WEIGHT_OPS = ("Gemm", "MatMul", "Conv")
@@ -62,9 +62,13 @@ def _check_supported(proto: onnx.ModelProto) -> None:
 
 
 def _weight_names(proto: onnx.ModelProto) -> dict[str, str]:
-    """Map the content key of each Gemm/MatMul/Conv initializer to its node name."""
+    """Map the content key of each Gemm/MatMul/Conv initializer to its node name, and ``conv#<i>`` to
+    the name of the i-th Conv (weights folded with a BatchNorm no longer match their key)."""
     inits = {t.name: t for t in proto.graph.initializer}
     names = {}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    for i, node in enumerate(convs):
+        names[f"{CONV_ORDER_PREFIX}{i}"] = node.name or f"conv_{i}"
     for i, node in enumerate(proto.graph.node):
         if node.op_type not in _WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
             continue

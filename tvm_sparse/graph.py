@@ -23,6 +23,8 @@ import tvm
 from tvm import relax
 
 WEIGHT_NAMES_ATTR = "tvm_sparse.weight_names"
+#: ``weight_names`` also maps ``conv#<i>`` to the name of the model's i-th convolution.
+CONV_ORDER_PREFIX = "conv#"
 
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
@@ -65,6 +67,10 @@ class Layer:
     @property
     def out_channels(self) -> int:
         return self.weight.shape[0]
+
+    def matrix(self) -> np.ndarray:
+        """The ``(out, in)`` matrix the layer multiplies (a convolution's in order ``(kh, kw, i)``)."""
+        return self.weight.reshape(self.out_channels, -1)
 
 
 @dataclass
@@ -143,7 +149,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
         bound[var] = value
         if not isinstance(value, tvm.ir.Call):
             continue
-        layer = _layer_of(var, value, bound, names, len(layers))
+        layer = _layer_of(var, value, bound, names, len(layers), sum(isinstance(x, ConvLayer) for x in layers))
         if layer is not None:
             layers.append(layer)
             by_output[var] = layer
@@ -166,7 +172,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
     return layers
 
 
-def _layer_of(var, call, bound, names, index) -> Layer | None:
+def _layer_of(var, call, bound, names, index, conv_index) -> Layer | None:
     if call.op.same_as(_MATMUL):
         weight = _matmul_weight(call.args[1], bound)
         if weight is None:
@@ -179,7 +185,7 @@ def _layer_of(var, call, bound, names, index) -> Layer | None:
         if weight is None or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
             return None
         x = call.args[0]
-        name = names.get(weight_key(weight.transpose(0, 3, 1, 2)), f"conv2d_{index}")  # ONNX keeps OIHW
+        name = names.get(weight_key(weight.transpose(0, 3, 1, 2))) or names.get(f"{CONV_ORDER_PREFIX}{conv_index}", f"conv2d_{index}")
         return ConvLayer(
             name, var, x, static_shape(x), weight,
             strides=tuple(int(v) for v in attrs.strides),

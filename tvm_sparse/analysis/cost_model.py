@@ -79,10 +79,10 @@ class CPUCostModel:
         work = density * block_cols + _ROW_OVERHEAD_BLOCKS / c
         return _FULL_VECTOR_EFFICIENCY * _lane_efficiency(r) * block_cols / work
 
-    def candidates(self, profile: WeightProfile) -> list[FormatChoice]:
-        """Every measured block shape, and each N:M pattern the weight follows exactly, best first."""
+    def candidates(self, profile: WeightProfile, nm: bool = True) -> list[FormatChoice]:
+        """Every measured block shape, and (with ``nm``) each N:M pattern the weight follows exactly, best first."""
         choices = [FormatChoice("bsr", b, self.predict(profile, b)) for b in profile.block_density]
-        if self.nm_kernel:
+        if nm and self.nm_kernel:
             choices += [
                 FormatChoice("nm", None, _NM_EFFICIENCY * m / n, nm=(n, m))
                 for (n, m), compliance in profile.nm_compliance.items()
@@ -90,8 +90,8 @@ class CPUCostModel:
             ]
         return sorted(choices, key=lambda ch: -ch.predicted_speedup)
 
-    def choose(self, profile: WeightProfile) -> FormatChoice:
+    def choose(self, profile: WeightProfile, nm: bool = True) -> FormatChoice:
         """The best format, or dense when no sparse format clears ``min_speedup``."""
-        candidates = self.candidates(profile)
+        candidates = self.candidates(profile, nm)
         best = candidates[0] if candidates else DENSE
         return best if best.predicted_speedup >= self.min_speedup else DENSE

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import tvm
+
 from ..frontend import load_model
-from ..graph import LinearLayer, find_linear_layers, weight_names
+from ..graph import ConvLayer, Layer, find_layers, weight_names
 from ..kernels.nm_matmul import nm_kernel_available
+from ..prepare import prepare_passes
+from ..prune.decompose import energy_profile
 from .cost_model import DENSE, CPUCostModel, FormatChoice
 from .profile import WeightProfile, profile_weight
 
@@ -24,6 +28,7 @@ class LayerReport:
     profile: WeightProfile
     choice: FormatChoice
     note: str = ""
+    decomposition: dict | None = None  # convolutions: see decomposition_summary
 
     def to_json(self) -> dict:
         return {
@@ -36,6 +41,7 @@ class LayerReport:
             "predicted_speedup": round(self.choice.predicted_speedup, 3),
             "note": self.note,
             "profile": self.profile.to_json(),
+            "decomposition": self.decomposition,
         }
 
 
@@ -78,15 +84,34 @@ class SparsityReport:
         return self.to_table()
 
 
-def layer_decision(layer: LinearLayer, model: CPUCostModel) -> tuple[WeightProfile, FormatChoice, str]:
-    """Profile a layer and decide its format; the note says why a layer stays dense."""
-    profile = profile_weight(layer.weight)
+def layer_decision(layer: Layer, model: CPUCostModel) -> tuple[WeightProfile, FormatChoice, str]:
+    """Profile a layer's ``(out, in)`` matrix and decide its format; the note says why a layer stays dense.
+
+    Convolutions run the block-sparse kernel on im2col rows; there is no N:M convolution kernel on the CPU.
+    """
+    profile = profile_weight(layer.matrix())
     dtype = str(layer.weight.dtype)
     if dtype not in SUPPORTED_DTYPES:
         return profile, DENSE, f"{dtype} weights are kept dense"
-    if layer.rows is None:
+    if layer.x_shape is None:
         return profile, DENSE, "dynamic activation shape: kept dense"
+    if isinstance(layer, ConvLayer):
+        if layer.groups != 1:
+            return profile, DENSE, "grouped convolution: dense kernel"
+        return profile, model.choose(profile, nm=False), ""
     return profile, model.choose(profile), ""
+
+
+def decomposition_summary(layer: ConvLayer) -> dict | None:
+    """For a k x k convolution (k > 1): the energy of the best rank-r basis for r = 1..k*k, the rank that
+    keeps 95% of it, and the predicted gain of decomposing to that rank (dense MACs / decomposed MACs)."""
+    o, kh, kw, i = layer.weight.shape
+    if kh != kw or kh < 2 or layer.groups != 1:
+        return None
+    energy = energy_profile(layer.weight.transpose(0, 3, 1, 2))
+    rank = int(min(len(energy), 1 + (energy < 0.95).sum()))
+    gain = (i * kh * kw) / (i * rank + rank * kh * kw)
+    return {"energy": [round(float(e), 4) for e in energy], "rank_95": rank, "predicted_gain": round(gain, 2)}
 
 
 def analyze(model, target: str = "llvm", min_speedup: float = 1.1) -> SparsityReport:
@@ -97,10 +122,13 @@ def analyze(model, target: str = "llvm", min_speedup: float = 1.1) -> SparsityRe
     cost model picks for ``target`` and the predicted speedup over dense.
     """
     loaded = load_model(model)
+    mod = tvm.transform.Sequential(prepare_passes())(loaded.mod)
     cost_model = CPUCostModel(min_speedup=min_speedup, nm_kernel=nm_kernel_available())
     report = SparsityReport(target=str(target))
-    layers = find_linear_layers(loaded.mod["main"], weight_names(loaded.mod))
-    for layer in layers:
+    for layer in find_layers(mod["main"], weight_names(mod)):
         profile, choice, note = layer_decision(layer, cost_model)
-        report.layers.append(LayerReport(layer.name, "matmul", profile.shape, profile, choice, note))
+        conv = isinstance(layer, ConvLayer)
+        report.layers.append(
+            LayerReport(layer.name, "conv2d" if conv else "matmul", profile.shape, profile, choice, note, decomposition_summary(layer) if conv else None)
+        )
     return report

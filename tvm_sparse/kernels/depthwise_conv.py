@@ -1,11 +1,14 @@
-"""TIR kernel for a depthwise NHWC convolution (one filter per channel).
+"""TIR kernel for NHWC convolutions with one output channel per group.
 
-As a matmul a depthwise convolution is block-diagonal with ``1 x KH*KW``
-blocks, too thin for the block kernel. Here the channels are the vector
-lanes instead: each output pixel accumulates ``KH*KW`` taps as 16-channel
-FMAs of the input pixel and the filter tap, both contiguous in NHWC / HWC.
-Padding taps are skipped (a uniform branch per tap). Parallel over output
-rows.
+That covers depthwise convolutions (one input channel per group) and the
+basis convolutions of decomposed layers (``r`` input maps per output, see
+:mod:`tvm_sparse.prune.decompose`). As a matmul these are block-diagonal with
+``1 x G*KH*KW`` blocks, too thin for the block kernel. Here the output
+channels are the vector lanes instead: each output pixel accumulates
+``G*KH*KW`` taps as 16-channel FMAs of the input pixel (channel ``o * G + j``
+for lane ``o``: contiguous when ``G = 1``, strided otherwise) and the filter
+tap (laid out ``[KH, KW, G, O]`` at compile time, contiguous). Padding taps
+are skipped (a uniform branch per tap). Parallel over output rows.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from .bsr_matmul import VECTOR_LANES, Im2Col
 
 
 def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d"):
-    """``name(X[N, H, W, C], weight[KH, KW, C], bias[C], Y[N, OH, OW, C])``.
+    """``name(X[N, H, W, C], weight[KH, KW, G, O], bias[O], Y[N, OH, OW, O])`` with ``O = groups``, ``G = C / O``.
 
-    ``im2col`` describes the convolution (its ``groups`` must equal ``C``).
+    ``im2col`` describes the convolution (one output channel per group).
     """
-    batch, height, width, channels = im2col.input_shape
-    if im2col.groups != channels:
-        raise ValueError(f"a depthwise convolution has one group per channel ({channels}), got {im2col.groups}")
+    batch, height, width, in_channels = im2col.input_shape
+    channels = im2col.groups  # output channels
+    if in_channels % channels:
+        raise ValueError(f"{in_channels} input channels do not split into {channels} groups")
+    group = in_channels // channels
     out_h, out_w = im2col.out_hw
     kernel_h, kernel_w = im2col.kernel
     (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = im2col.strides, im2col.padding, im2col.dilation
@@ -38,13 +43,14 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
             ih = oh * stride_h + kh * dil_h - pad_top
             iw = ow * stride_w + kw * dil_w - pad_left
             if 0 <= ih and ih < height and 0 <= iw and iw < width:
-                for lane in vector_loop(lanes):
-                    acc[lane] = acc[lane] + X[n, ih, iw, c0 + lane] * Wt[kh, kw, c0 + lane]
+                for j in T.unroll(group):
+                    for lane in vector_loop(lanes):
+                        acc[lane] = acc[lane] + X[n, ih, iw, (c0 + lane) * group + j] * Wt[kh, kw, j, c0 + lane]
 
     @T.prim_func
     def kernel(
-        X: T.Buffer((batch, height, width, channels), "float32"),
-        Wt: T.Buffer((kernel_h, kernel_w, channels), "float32"),
+        X: T.Buffer((batch, height, width, in_channels), "float32"),
+        Wt: T.Buffer((kernel_h, kernel_w, group, channels), "float32"),
         B: T.Buffer((channels,), "float32"),
         Y: T.Buffer((batch, out_h, out_w, channels), "float32"),
     ):

@@ -11,18 +11,30 @@ from ..formats import FormatError, pad_to_blocks, parse_block_shape
 
 @dataclass(frozen=True)
 class Pattern:
-    """A pruning pattern: ``unstructured``, ``block`` (with a block shape) or ``nm`` (N of every M)."""
+    """A pruning pattern: ``unstructured``, ``block`` (with a block shape), ``nm`` (N of every M), or
+    ``decompose`` (kernel decomposition of convolutions, with its rank or energy and lossy options)."""
 
     kind: str
     block_shape: tuple[int, int] | None = None
     n: int | None = None
     m: int | None = None
+    rank: int | None = None
+    energy: float | None = None
+    coefficient_density: float | None = None
+    hybrid_quantization: bool = False
 
     def __str__(self) -> str:
         if self.kind == "block":
             return "block:{}x{}".format(*self.block_shape)
         if self.kind == "nm":
             return f"nm:{self.n}:{self.m}"
+        if self.kind == "decompose":
+            parts = [f"rank={self.rank}" if self.rank else f"energy={self.energy}"]
+            if self.coefficient_density is not None:
+                parts.append(f"coef-density={self.coefficient_density}")
+            if self.hybrid_quantization:
+                parts.append("quant=hybrid")
+            return "decompose:" + ",".join(parts)
         return self.kind
 
 
@@ -40,7 +52,36 @@ def parse_pattern(text: str) -> Pattern:
             if 0 < n < m:
                 return Pattern("nm", n=n, m=m)
             raise FormatError(f"pattern {text!r}: need 0 < N < M")
-    raise FormatError(f"unknown pruning pattern {text!r} (use unstructured, block:RxC or nm:N:M)")
+    if kind == "decompose":
+        return _parse_decompose(text, arg)
+    raise FormatError(f"unknown pruning pattern {text!r} (use unstructured, block:RxC, nm:N:M or decompose:rank=R[,coef-density=D][,quant=hybrid])")
+
+
+def _parse_decompose(text: str, arg: str) -> Pattern:
+    options = {}
+    for item in filter(None, arg.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise FormatError(f"pattern {text!r}: expected key=value, got {item!r}")
+        options[key.strip()] = value.strip()
+    unknown = sorted(set(options) - {"rank", "energy", "coef-density", "quant"})
+    if unknown:
+        raise FormatError(f"pattern {text!r}: unknown option(s) {', '.join(unknown)} (rank, energy, coef-density, quant)")
+    try:
+        rank = int(options["rank"]) if "rank" in options else None
+        energy = float(options["energy"]) if "energy" in options else (None if rank else 0.99)
+        density = float(options["coef-density"]) if "coef-density" in options else None
+    except ValueError as err:
+        raise FormatError(f"pattern {text!r}: {err}") from None
+    if rank is not None and rank < 1:
+        raise FormatError(f"pattern {text!r}: rank must be at least 1")
+    if energy is not None and not 0 < energy <= 1:
+        raise FormatError(f"pattern {text!r}: energy must be in (0, 1]")
+    if density is not None:
+        _check_density(density)
+    if options.get("quant", "hybrid") != "hybrid":
+        raise FormatError(f"pattern {text!r}: the only quantization is quant=hybrid")
+    return Pattern("decompose", rank=rank, energy=energy, coefficient_density=density, hybrid_quantization="quant" in options)
 
 
 def _check_density(density: float) -> float:
@@ -94,6 +135,8 @@ def prune_weight(weight: np.ndarray, pattern: Pattern | str, density: float | No
         raise FormatError(f"can only prune 2-D floating-point weights, got {w.dtype} {w.shape}")
     if pattern.kind == "nm":
         return prune_nm(w, pattern.n, pattern.m)
+    if pattern.kind == "decompose":
+        raise FormatError("decompose applies to convolution weights [O, I, k, k] (see prune.decompose), not to a matrix")
     if density is None:
         raise FormatError(f"pattern {pattern} needs a density")
     if pattern.kind == "block":

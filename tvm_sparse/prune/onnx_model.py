@@ -17,15 +17,17 @@ import onnx
 from onnx import numpy_helper
 
 from ..frontend import read_onnx
+from .decompose import decompose_kernels, prune_coefficients, quantize_hybrid
 from .magnitude import Pattern, parse_pattern, prune_weight
 
 
 @dataclass
 class PrunedLayer:
     name: str
-    shape: tuple[int, int]  # of the (out, in) matrix pruned
+    shape: tuple[int, ...]  # of the (out, in) matrix pruned; the conv weight for decompositions
     density_before: float
     density_after: float
+    note: str = ""  # decompositions: rank, energy kept and the relative errors
 
 
 def _weight_orientation(node: onnx.NodeProto) -> bool:
@@ -52,10 +54,16 @@ def _from_matrix(node: onnx.NodeProto, matrix: np.ndarray, like: np.ndarray) -> 
 
 
 def prune_onnx(model, pattern: Pattern | str, density: float | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
-    """Return a copy of ``model`` with every Gemm/MatMul (2-D) and Conv (4-D) initializer weight pruned to ``pattern``."""
+    """Return a copy of ``model`` with every Gemm/MatMul (2-D) and Conv (4-D) initializer weight pruned to ``pattern``.
+
+    ``decompose:...`` patterns instead rewrite every ungrouped ``k x k`` convolution (k > 1) into its
+    decomposed form (see :mod:`.decompose`), in standard ONNX ops.
+    """
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     pruned = onnx.ModelProto()
     pruned.CopyFrom(read_onnx(model))
+    if pattern.kind == "decompose":
+        return pruned, decompose_onnx(pruned, pattern)
     inits = {t.name: t for t in pruned.graph.initializer}
     done, report = set(), []
     for node in pruned.graph.node:
@@ -80,3 +88,67 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None) -> t
             )
         )
     return pruned, report
+
+
+def _attribute(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def decompose_onnx(model: onnx.ModelProto, pattern: Pattern) -> list[PrunedLayer]:
+    """Rewrite, in place, each ungrouped square ``k x k`` Conv (k > 1) with a constant weight into
+    ESCALATE's order: a 1x1 Conv with the coefficients (``O * r`` maps, map ``o * r + j``), then a Conv
+    with ``O`` groups whose kernels are the shared basis (the original strides, pads, dilations, bias)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    report, nodes = [], []
+    for node in graph.node:
+        weight_init = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        weight = numpy_helper.to_array(weight_init) if weight_init is not None else None
+        if weight is None or weight.ndim != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] < 2 or _attribute(node, "group", 1) != 1:
+            nodes.append(node)
+            continue
+        d = decompose_kernels(weight, pattern.rank, pattern.energy or 0.99)
+        if pattern.coefficient_density is not None:
+            d = prune_coefficients(d, pattern.coefficient_density)
+        if pattern.hybrid_quantization:
+            d = quantize_hybrid(d)
+        o, i, k, _ = weight.shape
+        name = node.name or node.output[0]
+        coeff_name, basis_name, maps = f"{name}.coefficients", f"{name}.basis", f"{name}.maps"
+        coeff = d.coefficients.transpose(0, 2, 1).reshape(o * d.rank, i, 1, 1)
+        basis = np.broadcast_to(d.basis[None], (o, d.rank, k, k))
+        graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(coeff, weight.dtype), coeff_name), numpy_helper.from_array(np.ascontiguousarray(basis, weight.dtype), basis_name)])
+        nodes.append(onnx.helper.make_node("Conv", [node.input[0], coeff_name], [maps], name=f"{name}.combine", kernel_shape=[1, 1]))
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.name in ("strides", "pads", "dilations", "auto_pad")}
+        inputs = [maps, basis_name] + list(node.input[2:3])
+        nodes.append(onnx.helper.make_node("Conv", inputs, list(node.output), name=f"{name}.basis", kernel_shape=[k, k], group=o, **attrs))
+        error = d.relative_error(weight)
+        report.append(
+            PrunedLayer(
+                name,
+                weight.shape,
+                float(np.count_nonzero(weight) / weight.size),
+                float(np.count_nonzero(d.coefficients) / d.coefficients.size),
+                f"rank {d.rank} of {k * k}, energy {d.energy:.3f}, weight error {error:.3g}, output error {output_error(weight, d.weight()):.3g}",
+            )
+        )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for n in graph.node for name in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return report
+
+
+def output_error(weight: np.ndarray, approximation: np.ndarray, size: int = 12, seed: int = 0) -> float:
+    """Relative L2 error of a stride-1, 'same' convolution's output on a random input."""
+    o, i, k, _ = weight.shape
+    x = np.random.default_rng(seed).standard_normal((i, size + k - 1, size + k - 1))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))  # [i, size, size, k, k]
+    exact = np.einsum("ixyhw,oihw->oxy", windows, weight)
+    approx = np.einsum("ixyhw,oihw->oxy", windows, approximation)
+    return float(np.linalg.norm(approx - exact) / max(np.linalg.norm(exact), 1e-30))

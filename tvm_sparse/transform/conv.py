@@ -5,7 +5,8 @@ pipeline converts convolutions to NHWC with OHWI weights (TVM's
 ``ConvertLayout``) and folds BatchNorm into them; this pass then replaces
 each one that has a constant weight, together with its fused bias and ReLU:
 
-* depthwise (one filter per channel): the depthwise kernel, channels as lanes;
+* one output channel per group (depthwise, or the basis convolution of a
+  decomposed layer): the depthwise kernel, output channels as lanes;
 * any other, grouped ones included: the block kernel on im2col rows, the
   weight packed at compile time as the ``[O, groups * KH * KW * I]`` matrix in
   16-row panels (one panel block per group, so groups cost no extra work
@@ -29,7 +30,8 @@ def conv_weight_blocks(layer: ConvLayer) -> BSRMatrix:
 
 
 def is_depthwise(layer: ConvLayer) -> bool:
-    return layer.groups == layer.x_shape[3] == layer.out_channels
+    """One output channel per group: depthwise convolutions and decomposed layers' basis convolutions."""
+    return layer.groups == layer.out_channels and layer.x_shape[3] % layer.groups == 0
 
 
 def _plannable(layer) -> bool:

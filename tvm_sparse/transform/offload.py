@@ -59,11 +59,6 @@ def _host_reason(layer: Layer) -> str:
     return ""
 
 
-def layer_matrix(layer: Layer) -> np.ndarray:
-    """The layer's weight as ``[N, K]`` with K in the order of its GEMM rows."""
-    return layer.weight.reshape(layer.out_channels, -1)
-
-
 def layer_geometry(layer: Layer) -> dict | None:
     if not isinstance(layer, ConvLayer):
         return None
@@ -134,7 +129,7 @@ class OffloadToAccel:
         return rewrite_layers(mod, plan)
 
     def _calibration_emitter(self, layer: Layer, index: int):
-        weight = layer_matrix(layer)
+        weight = layer.matrix()
         bias = layer.bias if layer.bias is not None else np.zeros(layer.out_channels, "float32")
         info = {"index": index, "relu": layer.relu, "reduction": weight.shape[1], "conv": layer_geometry(layer)}
 
@@ -149,7 +144,7 @@ class OffloadToAccel:
         stats = self.calibration.get(index)
         if stats is None:
             raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
-        weight = layer_matrix(layer)
+        weight = layer.matrix()
         quant = QuantizedLayer.from_float(weight, layer.bias, stats["input_absmax"], stats["output_absmax"])
         self.quantized[layer.name] = quant
         if stats.get("rows") is not None:

@@ -156,12 +156,13 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
 
 
 def depthwise_conv_emitter(layer: ConvLayer) -> Emitter:
-    """Emit a depthwise NHWC convolution (one filter per channel) as the depthwise kernel."""
+    """Emit an NHWC convolution with one output channel per group (depthwise, or a decomposed layer's
+    basis convolution) as the depthwise kernel."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         kernel = depthwise_conv_kernel(conv_im2col(layer), relu=layer.relu)
         gvar = rw.add_kernel(kernel, f"depthwise_conv2d_{layer.name}")
-        taps = relax.const(np.ascontiguousarray(layer.weight[..., 0].transpose(1, 2, 0)))  # OHW1 -> HWC
+        taps = relax.const(np.ascontiguousarray(layer.weight.transpose(1, 2, 3, 0)))  # OHWG -> HWGO
         args = [rw.visit_expr(layer.x), taps, _bias_const(layer, layer.out_channels)]
         return rw.builder_.emit(relax.call_tir(gvar, args, relax.TensorType(layer.out_shape, "float32")))
 

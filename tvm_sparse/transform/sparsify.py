@@ -1,4 +1,8 @@
-"""``SparsifyWeights``: rewrite matmuls with sparse constant weights into sparse kernels."""
+"""``SparsifyWeights``: rewrite matmuls and convolutions with sparse constant weights into sparse kernels.
+
+Convolutions (NHWC, groups 1) are judged on their ``(O, KH*KW*I)`` im2col
+matrix and run the block-sparse kernel on im2col rows; N:M is for matmuls.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ from ..analysis.cost_model import DENSE, CPUCostModel, FormatChoice
 from ..analysis.report import layer_decision
 from ..analysis.profile import CANDIDATE_NM
 from ..formats import BSRMatrix, NMMatrix, nm_violations, parse_block_shape
-from ..graph import LinearLayer, find_linear_layers, weight_names
+from ..graph import ConvLayer, Layer, find_layers, weight_names
 from ..kernels.nm_matmul import nm_kernel_available
-from .rewriter import block_matmul_emitter, nm_matmul_emitter, rewrite_layers
+from .rewriter import block_matmul_emitter, conv_emitter, nm_matmul_emitter, rewrite_layers
 
 _FORMATS = ("auto", "bsr", "nm", "dense")
 
@@ -45,23 +49,23 @@ class SparsifyWeights:
         self.cost_model = CPUCostModel(min_speedup=min_speedup)
         self.kernel_params = kernel_params
 
-    def decide(self, layer: LinearLayer) -> FormatChoice:
+    def decide(self, layer: Layer) -> FormatChoice:
         """The format this pass gives ``layer``."""
         profile, choice, note = layer_decision(layer, self.cost_model)
         if self.format == "dense" or note:
             return DENSE
         if self.block_shape is not None:
-            profile.measure_block(layer.weight, self.block_shape)
+            profile.measure_block(layer.matrix(), self.block_shape)
             forced = FormatChoice("bsr", self.block_shape, self.cost_model.predict(profile, self.block_shape))
             if self.format == "bsr" or forced.predicted_speedup >= self.cost_model.min_speedup:
                 return forced
             return DENSE
         if self.format in ("bsr", "nm"):
-            forced = [c for c in self.cost_model.candidates(profile) if c.format == self.format]
+            forced = [c for c in self.cost_model.candidates(profile, nm=not isinstance(layer, ConvLayer)) if c.format == self.format]
             if forced:
                 return forced[0]
             if self.format == "nm":
-                counts = ", ".join(f"{n}:{m} {nm_violations(layer.weight, n, m)}" for n, m in CANDIDATE_NM)
+                counts = ", ".join(f"{n}:{m} {nm_violations(layer.matrix(), n, m)}" for n, m in CANDIDATE_NM)
                 warnings.warn(f"layer {layer.name} is not N:M (violating groups: {counts}): kept dense", stacklevel=2)
             return DENSE
         return choice
@@ -72,9 +76,12 @@ class SparsifyWeights:
 
         def plan(func):
             plans, absorbed = {}, set()
-            for layer in find_linear_layers(func, names):
+            for layer in find_layers(func, names):
                 choice = self.decide(layer)
-                if choice.format == "bsr":
+                if choice.format == "bsr" and isinstance(layer, ConvLayer):
+                    weight = BSRMatrix.from_dense(layer.matrix(), choice.block_shape)
+                    plans[layer.output_var] = conv_emitter(layer, weight, "bsr_conv2d", self.kernel_params)
+                elif choice.format == "bsr":
                     weight = BSRMatrix.from_dense(layer.weight, choice.block_shape)
                     plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params)
                 elif choice.format == "nm":

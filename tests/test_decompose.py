@@ -1,0 +1,90 @@
+"""Kernel decomposition and sparse convolutions on the CPU, against numpy and onnxruntime."""
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from conftest import run_executable, run_onnxruntime
+from test_conv import conv_model
+from tvm_sparse import analyze, build
+from tvm_sparse.formats import FormatError
+from tvm_sparse.prune import decompose_kernels, energy_profile, parse_pattern, prune_coefficients, prune_onnx, quantize_hybrid
+from tvm_sparse.testing import resnet
+
+
+def low_rank_weight(rng, o, i, k, rank):
+    basis = rng.standard_normal((rank, k, k))
+    return np.einsum("oij,jhw->oihw", rng.standard_normal((o, i, rank)), basis).astype("float32")
+
+
+@pytest.mark.parametrize("k, rank", [(3, 1), (3, 4), (5, 7), (7, 3)])
+def test_exact_rank_kernels_are_reproduced(rng, k, rank):
+    w = low_rank_weight(rng, 8, 6, k, rank)
+    d = decompose_kernels(w, rank)
+    assert d.rank == rank and d.energy == pytest.approx(1.0)
+    np.testing.assert_allclose(d.weight(), w, rtol=1e-4, atol=1e-4)
+    assert energy_profile(w)[rank - 1] == pytest.approx(1.0)
+    assert decompose_kernels(w, energy=0.999999).rank == rank  # the energy rule finds it
+
+
+def test_lossy_options(rng):
+    d = decompose_kernels(rng.standard_normal((32, 16, 3, 3)).astype("float32"), 4)
+    pruned = prune_coefficients(d, 0.2)
+    maps = pruned.coefficients.transpose(0, 2, 1).reshape(32 * 4, 16)
+    blocks = np.abs(maps.reshape(8, 16, 16)).sum(axis=1)  # 16 maps x 1 input channel per block
+    assert np.count_nonzero(blocks) == round(0.2 * blocks.size)
+    q = quantize_hybrid(d)
+    for o in range(32):
+        assert len(np.unique(np.abs(q.coefficients[o]))) <= 2  # {0, alpha}
+    steps = q.basis / (np.abs(q.basis).reshape(4, -1).max(axis=1)[:, None, None] / 127)
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-3)  # 8-bit grid
+
+
+@pytest.mark.parametrize("text, message", [("decompose:rank=0", "rank"), ("decompose:depth=3", "unknown option"), ("decompose:quant=int4", "quant=hybrid")])
+def test_bad_decompose_patterns(text, message):
+    with pytest.raises(FormatError, match=message):
+        parse_pattern(text)
+
+
+def test_decomposed_onnx_matches_the_original_at_full_energy(rng):
+    model = resnet(image=16, width=8, blocks=(1,), classes=10)
+    decomposed, layers = prune_onnx(model, "decompose:energy=1")
+    assert {layer.name for layer in layers} == {"stem", "stage0.block0.conv2"}  # the k x k convolutions
+    note = next(layer.note for layer in layers if layer.name == "stage0.block0.conv2")
+    assert note.startswith("rank 9 of 9, energy 1.000")
+    ops = [n.op_type for n in decomposed.graph.node]
+    assert ops.count("Conv") == len([n for n in model.graph.node if n.op_type == "Conv"]) + len(layers)
+    x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
+    (original,) = run_onnxruntime(model, {"x": x})
+    (converted,) = run_onnxruntime(decomposed, {"x": x})
+    np.testing.assert_allclose(converted, original, rtol=1e-3, atol=1e-3 * np.abs(original).max())
+    np.testing.assert_allclose(run_executable(build(decomposed), x), converted, rtol=1e-4, atol=1e-4 * np.abs(converted).max())
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2), dict(dilation=2), dict(pads=[0, 1, 2, 1])])
+def test_lossy_decomposition_compiles_like_onnxruntime(rng, kwargs):
+    model = conv_model((2, 16, 11, 9), 32, 3, **kwargs)
+    decomposed, _ = prune_onnx(model, "decompose:rank=3,coef-density=0.5,quant=hybrid")
+    x = rng.standard_normal((2, 16, 11, 9)).astype("float32")
+    (expected,) = run_onnxruntime(decomposed, {"x": x})
+    np.testing.assert_allclose(run_executable(build(decomposed), x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_analysis_reports_the_energy_of_each_rank(rng):
+    model = conv_model((1, 8, 8, 8), 16, 3)
+    layer = analyze(model).layers[0]
+    assert layer.op == "conv2d" and len(layer.decomposition["energy"]) == 9
+    assert layer.decomposition["energy"][-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kernel, kwargs", [(3, dict()), (3, dict(stride=2)), (5, dict(dilation=2)), (1, dict()), (7, dict(stride=2))])
+def test_block_sparse_convolutions(rng, kernel, kwargs):
+    model = conv_model((1, 32, 12, 10), 64, kernel, **kwargs)
+    pruned, _ = prune_onnx(model, "block:16x16", 0.2)
+    layer = analyze(pruned).layers[0]
+    assert layer.op == "conv2d" and layer.choice.format == "bsr"
+    weight = numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name == "conv.weight"))
+    assert np.count_nonzero(weight) < 0.3 * weight.size
+    x = rng.standard_normal((1, 32, 12, 10)).astype("float32")
+    (expected,) = run_onnxruntime(pruned, {"x": x})
+    np.testing.assert_allclose(run_executable(build(pruned), x), expected, rtol=1e-4, atol=1e-4)
