@@ -30,8 +30,8 @@ def test_exact_rank_kernels_are_reproduced(rng, k, rank):
 def test_lossy_options(rng):
     d = decompose_kernels(rng.standard_normal((32, 16, 3, 3)).astype("float32"), 4)
     pruned = prune_coefficients(d, 0.2)
-    maps = pruned.coefficients.transpose(0, 2, 1).reshape(32 * 4, 16)
-    blocks = np.abs(maps.reshape(8, 16, 16)).sum(axis=1)  # 16 maps x 1 input channel per block
+    maps = pruned.coefficients.transpose(2, 0, 1).reshape(4 * 32, 16)  # basis-major: row j * O + o
+    blocks = np.abs(maps.reshape(8, 16, 16)).sum(axis=1)  # 16 output channels x 1 input channel per block
     assert np.count_nonzero(blocks) == round(0.2 * blocks.size)
     q = quantize_hybrid(d)
     for o in range(32):

@@ -119,7 +119,8 @@ def bindings(func: relax.Function):
         yield from block.bindings
 
 
-def _use_counts(func: relax.Function) -> dict:
+def use_counts(func: relax.Function) -> dict:
+    """How many times each Var of ``func`` is used."""
     counts: dict = {}
 
     def visit(expr):
@@ -139,7 +140,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
     """All matmuls and NHWC convolutions with constant weights in ``func``, in program order."""
     names = names or {}
     bound = {}
-    uses = _use_counts(func)
+    uses = use_counts(func)
     layers: list[Layer] = []
     by_output: dict = {}  # the var holding a layer's result so far -> the layer
     for binding in bindings(func):

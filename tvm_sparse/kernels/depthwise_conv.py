@@ -18,10 +18,13 @@ from tvm.script import tirx as T
 from .bsr_matmul import VECTOR_LANES, Im2Col
 
 
-def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d"):
+def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d", maps_major: bool = False):
     """``name(X[N, H, W, C], weight[KH, KW, G, O], bias[O], Y[N, OH, OW, O])`` with ``O = groups``, ``G = C / O``.
 
-    ``im2col`` describes the convolution (one output channel per group).
+    ``im2col`` describes the convolution (one output channel per group). With
+    ``maps_major`` the input channels are ordered ``(j, o)`` instead of the
+    grouped convolution's ``(o, j)``, so that every load is contiguous (the
+    producer's channels are permuted at compile time to match).
     """
     batch, height, width, in_channels = im2col.input_shape
     channels = im2col.groups  # output channels
@@ -34,6 +37,9 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
     full_blocks = channels // VECTOR_LANES
     tail_start = full_blocks * VECTOR_LANES
 
+    def channel(o, j):
+        return j * channels + o if maps_major else o * group + j
+
     def finish(value):
         return T.max(value, T.float32(0)) if relu else value
 
@@ -45,7 +51,7 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
             if 0 <= ih and ih < height and 0 <= iw and iw < width:
                 for j in T.unroll(group):
                     for lane in vector_loop(lanes):
-                        acc[lane] = acc[lane] + X[n, ih, iw, (c0 + lane) * group + j] * Wt[kh, kw, j, c0 + lane]
+                        acc[lane] = acc[lane] + X[n, ih, iw, channel(c0 + lane, j)] * Wt[kh, kw, j, c0 + lane]
 
     @T.prim_func
     def kernel(

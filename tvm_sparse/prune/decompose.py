@@ -28,7 +28,8 @@ import numpy as np
 from ..formats import FormatError
 from .magnitude import prune_blocks
 
-#: Coefficient pruning keeps whole blocks of this many output maps x 1 input channel.
+#: Coefficient pruning keeps whole blocks of 16 output channels (same basis index) x 1 input channel:
+#: contiguous rows of the 1x1 convolution once its maps are ordered basis-major (``j * O + o``).
 COEFFICIENT_BLOCK = (16, 1)
 
 
@@ -86,11 +87,12 @@ def decompose_kernels(weight: np.ndarray, rank: int | None = None, energy: float
 
 
 def prune_coefficients(d: Decomposition, density: float) -> Decomposition:
-    """Keep the ``density`` fraction of coefficient blocks (16 output maps x 1 input channel) by magnitude."""
+    """Keep the ``density`` fraction of coefficient blocks (16 output channels of one basis kernel x 1 input
+    channel) by magnitude."""
     o, i, r = d.coefficients.shape
-    maps = d.coefficients.transpose(0, 2, 1).reshape(o * r, i)  # rows are the 1x1 convolution's output maps
+    maps = d.coefficients.transpose(2, 0, 1).reshape(r * o, i)  # basis-major maps: row j * O + o
     pruned = prune_blocks(maps, COEFFICIENT_BLOCK, density)
-    return Decomposition(d.basis, pruned.reshape(o, r, i).transpose(0, 2, 1).copy(), d.energy)
+    return Decomposition(d.basis, pruned.reshape(r, o, i).transpose(1, 2, 0).copy(), d.energy)
 
 
 def quantize_hybrid(d: Decomposition) -> Decomposition:

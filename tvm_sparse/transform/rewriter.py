@@ -27,7 +27,7 @@ class MatmulRewriter(relax.PyExprMutator):
         super().__init__(mod)
         self.plans: dict = {}
         self.absorbed: set = set()
-        self._symbols: set = set()
+        self._symbols: set = {gvar.name_hint for gvar in mod.get_global_vars()}  # earlier passes' kernels
 
     def rewrite(self, gvar, func, plans: dict, absorbed: set) -> None:
         self.plans, self.absorbed = plans, absorbed
@@ -155,12 +155,12 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
     return emit
 
 
-def depthwise_conv_emitter(layer: ConvLayer) -> Emitter:
+def depthwise_conv_emitter(layer: ConvLayer, maps_major: bool = False) -> Emitter:
     """Emit an NHWC convolution with one output channel per group (depthwise, or a decomposed layer's
-    basis convolution) as the depthwise kernel."""
+    basis convolution) as the depthwise kernel (``maps_major``: see :func:`depthwise_conv_kernel`)."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
-        kernel = depthwise_conv_kernel(conv_im2col(layer), relu=layer.relu)
+        kernel = depthwise_conv_kernel(conv_im2col(layer), relu=layer.relu, maps_major=maps_major)
         gvar = rw.add_kernel(kernel, f"depthwise_conv2d_{layer.name}")
         taps = relax.const(np.ascontiguousarray(layer.weight.transpose(1, 2, 3, 0)))  # OHWG -> HWGO
         args = [rw.visit_expr(layer.x), taps, _bias_const(layer, layer.out_channels)]
