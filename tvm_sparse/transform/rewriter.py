@@ -54,12 +54,12 @@ class MatmulRewriter(relax.PyExprMutator):
         return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
 
 
-def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix) -> BSRKernelParams:
+def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix, im2col: bool = False) -> BSRKernelParams:
     """Explicit parameters, else the shipped tuned record for this shape, else the default."""
     if params is not None:
         return params
     k_n = weight.shape[1], weight.shape[0]
-    return KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or BSRKernelParams.default(weight.block_shape)
+    return KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or BSRKernelParams.default(weight.block_shape, im2col)
 
 
 def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
@@ -148,7 +148,7 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
-        kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight), im2col=im2col, relu=layer.relu)
+        kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight, im2col=True), im2col=im2col, relu=layer.relu)
         y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, im2col.rows)
         return rw.builder_.emit(relax.op.reshape(y, layer.out_shape))
 
