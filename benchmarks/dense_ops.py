@@ -99,7 +99,7 @@ def conv(size: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None
     panels = BSRMatrix.from_dense(im2col.weight_matrix(w), (16, im2col.columns))
     args = BSRKernelArgs.from_bsr(panels)
     func = bsr_matmul_kernel(im2col.rows, panels, im2col=im2col)
-    ours = time_kernel(func, [x, args.data, args.indices, args.indptr, np.zeros(c_out, "float32"), np.zeros((im2col.rows, c_out), "float32")])
+    ours = time_kernel(func, [x, args.data, args.indices, args.indptr, np.zeros(c_out, "float32"), np.zeros((1, *im2col.out_hw, c_out), "float32")])
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     wt = torch.from_numpy(w.transpose(0, 3, 1, 2).copy())
     theirs = min(

@@ -40,9 +40,10 @@ def measure(m: int, weight: np.ndarray, x: np.ndarray, expected: np.ndarray, row
     args = BSRKernelArgs.from_bsr(panels)
     n = weight.shape[0]
     lib = tvm.compile(bsr_matmul_kernel(m, panels, BSRKernelParams(rows), im2col=im2col), target=host_target())
-    tensors = [tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, np.zeros(n, "float32"), np.zeros((m, n), "float32"))]
+    y_shape = (m, n) if im2col is None else (im2col.input_shape[0], *im2col.out_hw, n)
+    tensors = [tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, np.zeros(n, "float32"), np.zeros(y_shape, "float32"))]
     lib["bsr_matmul"](*tensors)
-    np.testing.assert_allclose(tensors[-1].numpy(), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    np.testing.assert_allclose(tensors[-1].numpy().reshape(m, n), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     # The minimum: interference from other processes only ever adds time.
     return float(np.min(lib.mod.time_evaluator("bsr_matmul", tvm.cpu(), number=5, repeat=9)(*tensors).results))
 

@@ -100,7 +100,8 @@ def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, str
     x = rng.standard_normal(shape).astype("float32")
     bias = rng.standard_normal(n_pad).astype("float32")
     kernel_func = bsr_matmul_kernel(im2col.rows, bsr, im2col=im2col, relu=True)
-    y = _run(kernel_func, [x, args.data, args.indices, args.indptr, bias, np.zeros((im2col.rows, n_pad), "float32")])
+    y = _run(kernel_func, [x, args.data, args.indices, args.indptr, bias, np.zeros((shape[0], *im2col.out_hw, n_pad), "float32")])
+    y = y.reshape(im2col.rows, n_pad)
     expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, groups) + bias[:out_channels]
     np.testing.assert_allclose(y[:, :out_channels], np.maximum(expected, 0).reshape(im2col.rows, -1), rtol=1e-4, atol=1e-4)
 

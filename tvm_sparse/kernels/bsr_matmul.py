@@ -131,7 +131,8 @@ def bsr_matmul_kernel(
     """Return the PrimFunc ``name(X, data, indices, indptr, bias[Np], Y[m, Np])``.
 
     ``X`` is the ``[m, Kp]`` matrix, or with ``im2col`` the NHWC image whose
-    patches form it (``m`` must then be ``im2col.rows``). The bias is always
+    patches form it (``m`` must then be ``im2col.rows``, and ``Y`` is the
+    NHWC output ``[N, OH, OW, Np]``). The bias is always
     an argument (zeros for layers without one): it initialises the
     accumulators, so it costs nothing; ``relu`` clamps the result at the
     store. ``Kp``/``Np`` are ``K``/``N`` rounded up to the block shape; the
@@ -150,6 +151,8 @@ def bsr_matmul_kernel(
     column_loop = T.unroll if c <= 16 else T.serial  # wide blocks (packed dense) keep a loop
     if im2col is not None and (im2col.rows != m or im2col.columns != k):
         raise ValueError(f"im2col gives a {im2col.rows}x{im2col.columns} matrix, the kernel multiplies {m}x{k}")
+    # A convolution writes its NHWC output directly (the same memory as the [m, Np] matrix).
+    y_shape = (im2col.input_shape[0], *im2col.out_hw, n_pad) if im2col is not None else (m, n_pad)
 
     @T.macro
     def row_tile(X_tiles, data, indices, indptr, B, Y, t, br, rows):
@@ -230,9 +233,10 @@ def bsr_matmul_kernel(
         indices: T.Buffer((num_stored,), "int32"),
         indptr: T.Buffer((block_rows + 1,), "int32"),
         B: T.Buffer((n_pad,), "float32"),
-        Y: T.Buffer((m, n_pad), "float32"),
+        Y_out: T.Buffer(y_shape, "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
+        Y = T.decl_buffer((m, n_pad), "float32", data=Y_out.data)
         X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
         pack_rows(X, X_tiles)
         for t in T.parallel(full_tiles * block_rows):

@@ -69,21 +69,21 @@ def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
     return relax.const(bias)
 
 
-def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, m: int) -> relax.Expr:
-    """Call a block kernel on ``x``; returns ``Y[m, out_channels]`` (padding columns cropped)."""
+def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, rows: tuple) -> relax.Expr:
+    """Call a block kernel on ``x``; returns ``Y[*rows, out_channels]`` (padding columns cropped)."""
     n_pad = weight.block_shape[0] * (len(weight.indptr) - 1)
     args = BSRKernelArgs.from_bsr(weight)
-    return _kernel_call(rw, kernel, symbol, x, [args.data, args.indices, args.indptr], layer, n_pad, m)
+    return _kernel_call(rw, kernel, symbol, x, [args.data, args.indices, args.indptr], layer, n_pad, rows)
 
 
-def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_args: list, layer: Layer, n_pad: int, m: int) -> relax.Expr:
-    """Call ``kernel(x, *weight_args, bias, Y[m, n_pad])``; returns ``Y[m, out_channels]``."""
+def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_args: list, layer: Layer, n_pad: int, rows: tuple) -> relax.Expr:
+    """Call ``kernel(x, *weight_args, bias, Y[*rows, n_pad])``; returns ``Y[*rows, out_channels]``."""
     bb = rw.builder_
     consts = [relax.const(a) for a in weight_args] + [_bias_const(layer, n_pad)]
     gvar = rw.add_kernel(kernel, symbol)
-    y = bb.emit(relax.call_tir(gvar, [x, *consts], relax.TensorType((m, n_pad), "float32")))
+    y = bb.emit(relax.call_tir(gvar, [x, *consts], relax.TensorType((*rows, n_pad), "float32")))
     if n_pad != layer.out_channels:
-        y = bb.emit(relax.op.strided_slice(y, axes=[1], begin=[0], end=[layer.out_channels]))
+        y = bb.emit(relax.op.strided_slice(y, axes=[len(rows)], begin=[0], end=[layer.out_channels]))
     return y
 
 
@@ -101,7 +101,7 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
-        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", x2, layer, weight, m)
+        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", x2, layer, weight, (m,))
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
         return y
@@ -122,7 +122,7 @@ def nm_matmul_emitter(layer: LinearLayer, weight: NMMatrix) -> Emitter:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
         args = NMKernelArgs.from_nm(weight)
         kernel = nm_matmul_kernel(m, weight, relu=layer.relu)
-        y = _kernel_call(rw, kernel, f"nm_matmul_{layer.name}", x2, [args.positions, args.values], layer, n_pad, m)
+        y = _kernel_call(rw, kernel, f"nm_matmul_{layer.name}", x2, [args.positions, args.values], layer, n_pad, (m,))
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
         return y
@@ -149,8 +149,7 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
         kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight, im2col=True), im2col=im2col, relu=layer.relu)
-        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, im2col.rows)
-        return rw.builder_.emit(relax.op.reshape(y, layer.out_shape))
+        return _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, tuple(layer.out_shape[:3]))
 
     return emit
 
