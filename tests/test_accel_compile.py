@@ -129,3 +129,16 @@ def test_user_device_description_as_target(tmp_path):
     exe = tvm_sparse.build(model, target=target)
     assert relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(np.ones((4, 32), "float32"))).numpy().shape == (4, 16)
     assert tvm_sparse.accel.last_run()[-1][2].device.name == "my-accel"
+
+
+def test_decomposed_convolutions_on_the_escalate_engine(rng):
+    model, _ = prune_onnx(resnet(image=16, width=16, blocks=(1,), classes=10), "decompose:rank=4,coef-density=0.5,coef-block=16x16")
+    x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel-escalate", calibration={"x": x})
+    modes = {p.name: (p.target, p.mode) for p in build.placements}
+    assert modes["stage0.block0.conv2.basis"] == ("device", "basis")
+    assert modes["stage0.block0.conv2.combine"][0] == "device"
+    assert modes["stem.basis"][0] == "host"  # 7x7: the engine takes 3x3 and 5x5 kernels
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(run(build, x), expected) > 0.99
+    assert "basis" in [mode for _, mode, _ in tvm_sparse.accel.last_run()]

@@ -212,7 +212,7 @@ def test_decomposed_convolution_matches_reference(rng):
     """ESCALATE on the device: coefficient GEMM, requantize, then the basis convolution."""
     height, width, c_in, c_out, basis, kernel = 6, 5, 8, 4, 3, 3
     x = rng.integers(-20, 20, size=(height, width, c_in)).astype(np.int8)
-    coeff = rng.integers(-20, 20, size=(c_in, c_out * basis)).astype(np.int8)  # column o * basis + r
+    coeff = rng.integers(-20, 20, size=(c_in, c_out * basis)).astype(np.int8)  # column r * c_out + o (basis-major)
     kernels = rng.integers(-8, 8, size=(basis, kernel, kernel)).astype(np.int8)
     b = ProgramBuilder("sparse-accel-escalate")
     b.layer("decomposed")
@@ -235,7 +235,7 @@ def test_decomposed_convolution_matches_reference(rng):
     assert "k3/r3/s1/p1" in disassemble(program)
     got = run(program).read(out, (height, width, c_out), np.int32)
 
-    maps = requantize(x.reshape(pixels, c_in).astype(np.int64) @ coeff, 1, 4).reshape(height, width, c_out, basis)
+    maps = requantize(x.reshape(pixels, c_in).astype(np.int64) @ coeff, 1, 4).reshape(height, width, basis, c_out).transpose(0, 1, 3, 2)
     padded = np.pad(maps, ((1, 1), (1, 1), (0, 0), (0, 0)))
     expected = np.zeros((height, width, c_out), np.int64)
     for oh in range(height):
@@ -305,3 +305,29 @@ def test_random_alu_programs_match_exact_integers(steps, seed):
     reference_steps = [(op, shift if op == AluOp.SHR else operand, shift) for op, operand, shift in steps]
     got = run(b.build()).read(out, (24,), np.int32)
     assert got.tolist() == _alu_reference([int(v) for v in values], reference_steps)
+
+
+def test_basis_layer_program_matches_reference(rng):
+    """The compiled basis-convolution layer (chunked over channels, several images) against numpy."""
+    from tvm_sparse.accel import load_device
+    from tvm_sparse.accel.basis_program import BasisGeometry, emit_basis_layer
+
+    g = BasisGeometry(batch=2, height=9, width=7, channels=40, rank=3, kernel=3, stride=2, padding=1)
+    device = load_device("sparse-accel-escalate")
+    maps = rng.integers(-30, 30, size=(2, 9, 7, 3 * 40)).astype(np.int8)  # basis-major channels
+    basis = rng.integers(-8, 8, size=(3, 3, 3)).astype(np.int8)
+    bias = rng.integers(-500, 500, size=40)
+    mult = rng.integers(1, 2**12, size=40)
+    b = ProgramBuilder(device.name)
+    x_addr = b.place(maps)
+    oh, ow = g.out_hw
+    out = b.reserve(2 * oh * ow * 40)
+    emit_basis_layer(b, device, g, x_addr, basis, bias, mult, 14, out, relu=True)
+    got = run(b.build(), device).read(out, (2, oh, ow, 40), np.int8)
+    padded = np.pad(maps.reshape(2, 9, 7, 3, 40).astype(np.int64), ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))
+    acc = np.zeros((2, oh, ow, 40), np.int64)
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i : i + 2 * (oh - 1) + 1 : 2, j : j + 2 * (ow - 1) + 1 : 2]  # [n, oh, ow, r, o]
+            acc += np.einsum("nhwro,r->nhwo", window, basis[:, i, j].astype(np.int64))
+    np.testing.assert_array_equal(got, np.maximum(requantize(acc + bias, mult, 14), 0))

@@ -58,6 +58,10 @@ class ProgramBuilder:
         stride = cols * itemsize if dram_stride is None else dram_stride
         return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols)
 
+    def emit_load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int, sram_stride: int, flags: Flag = NO_FLAGS):
+        """DMA with an explicit on-chip row stride (elements), e.g. to place column ranges side by side."""
+        return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=dram_stride, sram_stride=sram_stride)
+
     def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = NO_FLAGS):
         stride = cols * (4 if int32 else 1) if dram_stride is None else dram_stride
         flags = Flag(flags) | (Flag.INT32_OUT if int32 else Flag(0))
@@ -76,7 +80,8 @@ class ProgramBuilder:
         return self.emit(Opcode.ALU, flags, alu_op=int(op), acc_addr=acc_addr, rows=rows, cols=cols, operand=operand, shift=shift)
 
     def basis_conv(self, acc_addr: int, inp_addr: int, wgt_addr: int, height: int, width: int, channels: int, kernel: int, basis: int, stride: int = 1, padding: int = 0, accumulate: bool = False, flags: Flag = NO_FLAGS):
-        """ESCALATE's basis step on ``INP`` maps ``[height, width, channels * basis]`` with ``WGT`` kernels ``[basis, kernel, kernel]``."""
+        """ESCALATE's basis step on ``INP`` maps ``[height, width, basis * channels]`` (basis-major: map ``r * channels + o``)
+        with ``WGT`` kernels ``[basis, kernel, kernel]``."""
         flags = Flag(flags) | (Flag.ACCUMULATE if accumulate else Flag(0))
         geometry = conv_geometry(kernel, basis, stride, padding)
         return self.emit(Opcode.BASIS_CONV, flags, acc_addr=acc_addr, inp_addr=inp_addr, wgt_addr=wgt_addr, height=height, width=width, channels=channels, geometry=geometry)

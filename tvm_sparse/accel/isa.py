@@ -44,7 +44,7 @@ class Opcode(enum.IntEnum):
     GEMM_NM = 5  # same, WGT holds N of every M values along k, META their positions
     ALU = 6  # elementwise on an ACC tile, with an immediate or a broadcast ACC row
     NOP = 7  # a queue step that only moves dependency tokens
-    BASIS_CONV = 8  # ESCALATE's second step: ACC[p, o] (+)= sum_r basis_r (*) INP[:, :, o * R + r]
+    BASIS_CONV = 8  # ESCALATE's second step: ACC[p, o] (+)= sum_r basis_r (*) INP[:, :, r * C + o]
 
 
 class Buffer(enum.IntEnum):

@@ -58,7 +58,8 @@ class LayerHeader:
     x_addr: int
     out_addr: int
     device: dict  # the device description
-    conv: dict | None = None  # ConvGeometry fields
+    conv: dict | None = None  # ConvGeometry fields (the host im2col's the input)
+    output_rows: int | None = None  # rows of the device's output when they differ from ``rows`` (basis convolutions)
 
 
 
@@ -74,6 +75,22 @@ def decode_layer(blob: np.ndarray) -> tuple[LayerHeader, Program]:
     for key in ("input_shape", "output_shape"):
         fields[key] = tuple(fields[key])
     return LayerHeader(**fields), Program.from_bytes(data[4 + length :])
+
+
+def basis_conv_float(x: np.ndarray, basis: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """A decomposed layer's basis convolution in float: ``x`` NHWC with basis-major maps (``j * O + o``),
+    ``basis`` ``[r, k, k]``; returns ``[N, OH, OW, O]``."""
+    n, h, w, maps = x.shape
+    r, k, _ = basis.shape
+    channels = maps // r
+    oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    padded = np.pad(x.reshape(n, h, w, r, channels), ((0, 0), (padding, padding), (padding, padding), (0, 0), (0, 0)))
+    y = np.zeros((n, oh, ow, channels), np.float32)
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+            y += np.einsum("nhwro,r->nhwo", window, basis[:, i, j])
+    return y
 
 
 def conv_geometry(fields: dict | None) -> ConvGeometry | None:

@@ -23,7 +23,7 @@ import tvm
 
 from ..sim import run
 from .device import Device
-from .layer import LayerHeader, conv_geometry, decode_layer, gemm_rows
+from .layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, gemm_rows
 from .quantize import quantize
 
 _LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device)
@@ -48,7 +48,7 @@ def run_layer(x, blob, out) -> None:
     dram = bytearray(program.dram)
     dram[header.x_addr : header.x_addr + x_q.nbytes] = x_q.tobytes()
     result = run(dataclasses.replace(program, dram=bytes(dram)), device)
-    y_q = result.read(header.out_addr, (header.rows, header.outputs_padded), np.int8)[:, : header.outputs]
+    y_q = result.read(header.out_addr, (header.output_rows or header.rows, header.outputs_padded), np.int8)[:, : header.outputs]
     out.copyfrom((y_q.astype(np.float32) * np.float32(header.output_scale)).reshape(header.output_shape))
     _RUN.append((header.name, header.mode, result.report))
 
@@ -59,8 +59,12 @@ def calibrate_layer(x, weight, bias, info, out) -> None:
     ``info`` is JSON bytes: the layer's index, ``relu``, ``reduction`` and ``conv`` geometry.
     """
     meta = json.loads(info.numpy().tobytes())
-    rows = gemm_rows(x.numpy(), meta["reduction"], conv_geometry(meta["conv"]))
-    y = rows @ weight.numpy().T + bias.numpy()
+    if meta.get("basis") is not None:  # a decomposed layer's basis convolution; weight is the basis [r, k, k]
+        rows = x.numpy().reshape(-1, meta["reduction"])
+        y = basis_conv_float(x.numpy(), weight.numpy(), meta["basis"]["stride"], meta["basis"]["padding"]) + bias.numpy()
+    else:
+        rows = gemm_rows(x.numpy(), meta["reduction"], conv_geometry(meta["conv"]))
+        y = rows @ weight.numpy().T + bias.numpy()
     if meta["relu"]:
         y = np.maximum(y, 0)
     stats = CALIBRATION.setdefault(meta["index"], {"input_absmax": 0.0, "output_absmax": 0.0, "rows": rows})

@@ -86,12 +86,12 @@ def decompose_kernels(weight: np.ndarray, rank: int | None = None, energy: float
     return Decomposition(basis.astype(w.dtype), coefficients.astype(w.dtype), kept)
 
 
-def prune_coefficients(d: Decomposition, density: float) -> Decomposition:
-    """Keep the ``density`` fraction of coefficient blocks (16 output channels of one basis kernel x 1 input
-    channel) by magnitude."""
+def prune_coefficients(d: Decomposition, density: float, block: tuple[int, int] = COEFFICIENT_BLOCK) -> Decomposition:
+    """Keep the ``density`` fraction of coefficient blocks by magnitude: ``block`` is (output channels of one
+    basis kernel, input channels); 16x1 suits the CPU kernels, 16x16 the device's block mode."""
     o, i, r = d.coefficients.shape
     maps = d.coefficients.transpose(2, 0, 1).reshape(r * o, i)  # basis-major maps: row j * O + o
-    pruned = prune_blocks(maps, COEFFICIENT_BLOCK, density)
+    pruned = prune_blocks(maps, block, density)
     return Decomposition(d.basis, pruned.reshape(r, o, i).transpose(1, 2, 0).copy(), d.energy)
 
 

@@ -21,6 +21,7 @@ class Pattern:
     rank: int | None = None
     energy: float | None = None
     coefficient_density: float | None = None
+    coefficient_block: tuple[int, int] = (16, 1)
     hybrid_quantization: bool = False
 
     def __str__(self) -> str:
@@ -32,6 +33,8 @@ class Pattern:
             parts = [f"rank={self.rank}" if self.rank else f"energy={self.energy}"]
             if self.coefficient_density is not None:
                 parts.append(f"coef-density={self.coefficient_density}")
+            if self.coefficient_block != (16, 1):
+                parts.append("coef-block={}x{}".format(*self.coefficient_block))
             if self.hybrid_quantization:
                 parts.append("quant=hybrid")
             return "decompose:" + ",".join(parts)
@@ -64,9 +67,10 @@ def _parse_decompose(text: str, arg: str) -> Pattern:
         if not sep:
             raise FormatError(f"pattern {text!r}: expected key=value, got {item!r}")
         options[key.strip()] = value.strip()
-    unknown = sorted(set(options) - {"rank", "energy", "coef-density", "quant"})
+    unknown = sorted(set(options) - {"rank", "energy", "coef-density", "coef-block", "quant"})
     if unknown:
-        raise FormatError(f"pattern {text!r}: unknown option(s) {', '.join(unknown)} (rank, energy, coef-density, quant)")
+        raise FormatError(f"pattern {text!r}: unknown option(s) {', '.join(unknown)} (rank, energy, coef-density, coef-block, quant)")
+    block = parse_block_shape(options.get("coef-block", "16x1"))
     try:
         rank = int(options["rank"]) if "rank" in options else None
         energy = float(options["energy"]) if "energy" in options else (None if rank else 0.99)
@@ -81,7 +85,7 @@ def _parse_decompose(text: str, arg: str) -> Pattern:
         _check_density(density)
     if options.get("quant", "hybrid") != "hybrid":
         raise FormatError(f"pattern {text!r}: the only quantization is quant=hybrid")
-    return Pattern("decompose", rank=rank, energy=energy, coefficient_density=density, hybrid_quantization="quant" in options)
+    return Pattern("decompose", rank=rank, energy=energy, coefficient_density=density, coefficient_block=block, hybrid_quantization="quant" in options)
 
 
 def _check_density(density: float) -> float:

@@ -112,7 +112,7 @@ def decompose_onnx(model: onnx.ModelProto, pattern: Pattern) -> list[PrunedLayer
             continue
         d = decompose_kernels(weight, pattern.rank, pattern.energy or 0.99)
         if pattern.coefficient_density is not None:
-            d = prune_coefficients(d, pattern.coefficient_density)
+            d = prune_coefficients(d, pattern.coefficient_density, pattern.coefficient_block)
         if pattern.hybrid_quantization:
             d = quantize_hybrid(d)
         o, i, k, _ = weight.shape

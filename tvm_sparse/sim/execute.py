@@ -217,7 +217,8 @@ def basis_conv(machine: Machine, ins: Instruction) -> Work:
     out_h, out_w = (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
     if out_h <= 0 or out_w <= 0 or channels == 0:
         raise DeviceFault(f"empty basis convolution ({height}x{width}, kernel {kernel}, channels {channels})")
-    maps = machine.region(Buffer.INP, ins.inp_addr, height * width, channels * basis).reshape(height, width, channels, basis)
+    # maps are basis-major: channel r * channels + o (the compiler orders the coefficient GEMM's outputs so)
+    maps = machine.region(Buffer.INP, ins.inp_addr, height * width, channels * basis).reshape(height, width, basis, channels).transpose(0, 1, 3, 2)
     kernels = machine.region(Buffer.WGT, ins.wgt_addr, basis, kernel * kernel).reshape(basis, kernel, kernel).astype(np.float64)
     acc = machine.region(Buffer.ACC, ins.acc_addr, out_h * out_w, channels)
     padded = np.pad(maps.astype(np.float64), ((padding, padding), (padding, padding), (0, 0), (0, 0)))

@@ -29,7 +29,7 @@ from .conv import conv_weight_blocks, is_depthwise
 from .rewriter import conv_emitter, depthwise_conv_emitter, rewrite_layers
 
 
-def _decomposed_pairs(layers, uses: dict) -> list[tuple[ConvLayer, ConvLayer]]:
+def decomposed_pairs(layers, uses: dict) -> list[tuple[ConvLayer, ConvLayer]]:
     """(1x1 convolution, basis convolution) pairs where the first feeds only the second."""
     convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
     pairs = []
@@ -73,7 +73,7 @@ class DecomposedConvKernels:
 
         def plan(func):
             plans, absorbed = {}, set()
-            for combine, basis in _decomposed_pairs(find_layers(func, names), use_counts(func)):
+            for combine, basis in decomposed_pairs(find_layers(func, names), use_counts(func)):
                 permuted = maps_major(combine, basis.x_shape[3] // basis.groups)
                 _, choice, note = layer_decision(permuted, self.cost_model)
                 if choice.format == "bsr" and not note:

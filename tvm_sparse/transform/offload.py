@@ -30,7 +30,9 @@ from ..accel.device import Device
 from ..accel.gemm_program import GRANULE, choose_tiling, emit_gemm_layer, padded_shape
 from ..accel.layer import LayerHeader, conv_geometry, encode_layer
 from ..accel.quantize import QuantizedLayer, quantize
-from ..graph import ConvLayer, Layer, find_layers, weight_names
+from ..accel.basis_program import BasisGeometry, emit_basis_layer
+from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
+from .decomposed_conv import decomposed_pairs, maps_major
 from .rewriter import MatmulRewriter, rewrite_layers
 
 
@@ -53,7 +55,7 @@ def _host_reason(layer: Layer) -> str:
         return "dynamic input shape"
     if isinstance(layer, ConvLayer):
         if layer.groups != 1:
-            return "grouped/depthwise convolution (no device mode)"
+            return "grouped/depthwise convolution (the device runs only the basis convolutions of decomposed layers its engine supports)"
         if layer.out_shape is None:
             return "dynamic output shape"
     return ""
@@ -113,14 +115,22 @@ class OffloadToAccel:
 
         def plan(func):
             plans, absorbed = {}, set()
-            for index, layer in enumerate(find_layers(func, names)):
+            layers = find_layers(func, names)
+            combines, bases = self._decomposed_pairs(layers, use_counts(func))
+            for index, layer in enumerate(layers):
                 op = "conv2d" if isinstance(layer, ConvLayer) else "matmul"
-                reason = _host_reason(layer)
+                basis = id(layer) in bases
+                if id(layer) in combines:  # its maps go basis-major, as the basis convolution reads them
+                    layer = maps_major(layer, combines[id(layer)])
+                reason = "" if basis else _host_reason(layer)
                 if reason:
                     self.placements.append(Placement(layer.name, op, "host", reason=reason))
                     continue
                 placement = Placement(layer.name, op, "device")
-                emit = self._calibration_emitter(layer, index) if self.stage == "calibrate" else self._device_emitter(layer, index, placement)
+                if self.stage == "calibrate":
+                    emit = self._calibration_emitter(layer, index, basis)
+                else:
+                    emit = (self._basis_emitter if basis else self._device_emitter)(layer, index, placement)
                 self.placements.append(placement)
                 plans[layer.output_var] = emit
                 absorbed.update(layer.absorbed_vars)
@@ -128,10 +138,39 @@ class OffloadToAccel:
 
         return rewrite_layers(mod, plan)
 
-    def _calibration_emitter(self, layer: Layer, index: int):
-        weight = layer.matrix()
+    def _decomposed_pairs(self, layers, uses) -> tuple[dict, set]:
+        """Decomposed layers the device's basis engine runs: {id(1x1 conv): rank}, {id(basis conv)}."""
+        mode = self.device.modes.decomposed_conv
+        combines, bases = {}, set()
+        if mode is None:
+            return combines, bases
+        for combine, basis in decomposed_pairs(layers, uses):
+            o, kh, kw, rank = basis.weight.shape
+            pads = set(basis.padding)
+            if (
+                kh != kw
+                or kh not in mode.kernel_sizes
+                or rank > mode.max_basis
+                or basis.strides[0] != basis.strides[1]
+                or basis.dilation != (1, 1)
+                or len(pads) != 1
+                or str(basis.weight.dtype) != "float32"
+                or not _shared_basis(basis.weight)
+            ):
+                continue
+            combines[id(combine)] = rank
+            bases.add(id(basis))
+        return combines, bases
+
+    def _calibration_emitter(self, layer: Layer, index: int, basis: bool = False):
+        if basis:  # the float reference needs the shared basis [r, k, k] and the geometry
+            weight = np.ascontiguousarray(layer.weight[0].transpose(2, 0, 1))
+            info = {"index": index, "relu": layer.relu, "reduction": layer.x_shape[3], "conv": None,
+                    "basis": {"stride": layer.strides[0], "padding": layer.padding[0]}}
+        else:
+            weight = layer.matrix()
+            info = {"index": index, "relu": layer.relu, "reduction": weight.shape[1], "conv": layer_geometry(layer)}
         bias = layer.bias if layer.bias is not None else np.zeros(layer.out_channels, "float32")
-        info = {"index": index, "relu": layer.relu, "reduction": weight.shape[1], "conv": layer_geometry(layer)}
 
         def emit(rw: MatmulRewriter) -> relax.Expr:
             args = [rw.visit_expr(layer.x), relax.const(weight), relax.const(bias.astype("float32")), relax.const(np.frombuffer(json.dumps(info).encode(), np.uint8).copy())]
@@ -180,6 +219,54 @@ class OffloadToAccel:
             return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
 
         return emit
+
+
+    def _basis_emitter(self, layer: ConvLayer, index: int, placement: Placement):
+        """A decomposed layer's basis convolution on the device's engine."""
+        stats = self.calibration.get(index)
+        if stats is None:
+            raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
+        o, k, _, rank = layer.weight.shape
+        quant = QuantizedLayer.from_float(layer.matrix(), layer.bias, stats["input_absmax"], stats["output_absmax"])
+        self.quantized[layer.name] = quant
+        placement.mode = "basis"
+        n, h, w, maps = layer.x_shape
+        g = BasisGeometry(n, h, w, o, rank, k, layer.strides[0], layer.padding[0])
+        b = ProgramBuilder(self.device.name)
+        b.layer(layer.name)
+        x_addr = b.reserve(n * h * w * maps)
+        out_addr = b.reserve(int(np.prod(layer.out_shape)))
+        # Per-channel scaling (e.g. a folded BatchNorm) lives in the weight scales; a sign in the multiplier.
+        signs = np.where((quant.weight.astype(np.int64) @ quant.weight[0].astype(np.int64)) < 0, -1, 1)
+        if not np.array_equal(quant.weight, signs[:, None] * quant.weight[:1]):
+            raise ValueError(f"layer {layer.name}: the quantized basis differs between channels")
+        basis_q = quant.weight[0].reshape(k, k, rank).transpose(2, 0, 1)
+        emit_basis_layer(b, self.device, g, x_addr, basis_q, quant.bias, quant.multiplier * signs, quant.shift, out_addr, layer.relu)
+        rows = n * h * w
+        header = LayerHeader(
+            name=layer.name, mode="basis", input_shape=tuple(layer.x_shape), output_shape=tuple(layer.out_shape),
+            rows=rows, reduction=maps, reduction_padded=maps, outputs=o, outputs_padded=o, relu=layer.relu,
+            input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
+            device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
+        )
+        blob = encode_layer(header, b.build())
+
+        def emit(rw: MatmulRewriter) -> relax.Expr:
+            out = relax.TensorType(tuple(layer.out_shape), "float32")
+            return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
+
+        return emit
+
+
+def _shared_basis(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
+    """Whether every group's kernels are a multiple of the first group's (one basis, scaled per channel)."""
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    ref = rows[0]
+    norm = float(ref @ ref)
+    if norm == 0:
+        return False
+    residual = rows - np.outer(rows @ ref / norm, ref)
+    return bool(np.linalg.norm(residual) <= tolerance * np.linalg.norm(rows))
 
 
 def _quantization_error(quant: QuantizedLayer, weight: np.ndarray, layer: Layer, rows: np.ndarray) -> float:
