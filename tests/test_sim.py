@@ -331,3 +331,13 @@ def test_basis_layer_program_matches_reference(rng):
             window = padded[:, i : i + 2 * (oh - 1) + 1 : 2, j : j + 2 * (ow - 1) + 1 : 2]  # [n, oh, ow, r, o]
             acc += np.einsum("nhwro,r->nhwo", window, basis[:, i, j].astype(np.int64))
     np.testing.assert_array_equal(got, np.maximum(requantize(acc + bias, mult, 14), 0))
+
+
+def test_requantize_with_relu_clips_at_zero():
+    acc = np.array([[-300, -1, 0, 5, 1000]], np.int32)
+    b = ProgramBuilder("sparse-accel")
+    addr, out = b.place(acc), b.reserve(acc.size)
+    b.load(Buffer.ACC, 0, addr, 1, acc.size, flags=Flag.PUSH_NEXT)
+    b.alu(AluOp.REQUANT, 0, 1, acc.size, operand=1, shift=1, flags=Flag.POP_PREV | Flag.PUSH_NEXT | Flag.RELU)
+    b.store(0, out, 1, acc.size, flags=Flag.POP_PREV)
+    np.testing.assert_array_equal(run(b.build()).read(out, acc.shape, np.int8), np.maximum(requantize(acc, 1, 1), 0))

@@ -39,13 +39,15 @@ class BasisGeometry:
 
 
 def chunk_channels(g: BasisGeometry, device: Device) -> int:
-    """The most output channels whose maps and accumulators fit the buffers at once."""
+    """The most output channels whose maps and accumulators fit the buffers at once, rounded down to
+    whole ALU vectors (``output_lanes``) when that leaves any."""
     oh, ow = g.out_hw
     acc_words = device.buffers.accumulator_bytes // 4 - 2 * g.channels
     fits = min(device.buffers.input_bytes // (g.height * g.width * g.rank), acc_words // (oh * ow), g.channels)
     if fits < 1:
         raise ProgramError(f"a {g.height}x{g.width} image with {g.rank} maps per channel does not fit {device.name}'s buffers")
-    return fits
+    lanes = device.pe_array.output_lanes
+    return fits // lanes * lanes if fits >= lanes else fits
 
 
 def emit_basis_layer(
@@ -83,8 +85,7 @@ def emit_basis_layer(
             conv_flags = Flag.POP_PREV | Flag.PUSH_PREV | (Flag(0) if first else Flag.POP_NEXT)
             b.basis_conv(0, 0, 0, g.height, g.width, c, g.kernel, g.rank, g.stride, g.padding, flags=conv_flags)
             b.alu(AluOp.ADD, 0, oh * ow, c, operand=params_addr + o0, row_operand=True)
-            b.alu(AluOp.REQUANT, 0, oh * ow, c, operand=params_addr + g.channels + o0, row_operand=True, shift=shift, flags=Flag(0) if relu else Flag.PUSH_NEXT)
-            if relu:
-                b.alu(AluOp.MAX, 0, oh * ow, c, operand=0, flags=Flag.PUSH_NEXT)
+            relu_flag = Flag.RELU if relu else Flag(0)
+            b.alu(AluOp.REQUANT, 0, oh * ow, c, operand=params_addr + g.channels + o0, row_operand=True, shift=shift, flags=Flag.PUSH_NEXT | relu_flag)
             b.store(0, out_addr + n * oh * ow * g.channels + o0, oh * ow, c, dram_stride=g.channels, flags=Flag.POP_PREV | Flag.PUSH_PREV)
             first = False

@@ -63,7 +63,7 @@ class AluOp(enum.IntEnum):
     SHR = 2  # arithmetic shift right by operand, rounding half up
     MAX = 3  # max(x, operand); ReLU is MAX with immediate 0
     MIN = 4
-    REQUANT = 5  # clip(round((x * operand) >> shift), -128, 127): operand per column, shift in ``shift``
+    REQUANT = 5  # clip(round((x * operand) >> shift), -128 (0 with Flag.RELU), 127): operand per column, shift in ``shift``
 
 
 class Queue(enum.IntEnum):
@@ -80,6 +80,7 @@ class Flag(enum.IntFlag):
     ACCUMULATE = 16  # GEMM*: add to ACC instead of overwriting
     ROW_OPERAND = 32  # ALU: the operand is an ACC row broadcast over rows (else an immediate)
     INT32_OUT = 64  # STORE: write int32 instead of saturated int8
+    RELU = 128  # ALU REQUANT: clip to [0, 127] instead of [-128, 127] (ReLU in the same pass)
 
 
 NO_FLAGS = Flag(0)

@@ -197,7 +197,7 @@ def alu(machine: Machine, ins: Instruction) -> Work:
     elif op == AluOp.MIN:
         value = np.minimum(value, operand)
     else:  # REQUANT
-        value = np.clip(_round_shift(value * operand, np.int64(ins.shift)), -128, 127)
+        value = np.clip(_round_shift(value * operand, np.int64(ins.shift)), 0 if Flag.RELU in ins.flags else -128, 127)
     x[...] = _wrap32(value)
     cycles = ins.rows * _ceil(ins.cols, machine.device.pe_array.output_lanes)
     reads = x.size * 4 + (ins.cols * 4 if Flag.ROW_OPERAND in ins.flags else 0)
