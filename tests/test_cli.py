@@ -188,3 +188,16 @@ def test_sparse_accel_cli_errors(tmp_path, capsys):
     assert "pe_array: missing" in capsys.readouterr().err
     assert _cli("compile", str(model_path), "-o", str(tmp_path / "a.so"), "--target", "tpu-v9") == 1
     assert "sparse-accel" in capsys.readouterr().err  # the error lists the known targets
+
+
+def test_prune_decompose_from_the_cli(tmp_path, capsys):
+    from tvm_sparse.testing import resnet
+
+    model_path, out = tmp_path / "r.onnx", tmp_path / "d.onnx"
+    onnx.save(resnet(image=16, width=8, blocks=(1,), classes=4), model_path)
+    assert _cli("prune", model_path, "-o", out, "--pattern", "decompose:rank=4,coef-density=0.5") == 0
+    printed = capsys.readouterr().out
+    assert "rank 4 of 9" in printed and "output error" in printed
+    assert sum(n.op_type == "Conv" for n in onnx.load(out).graph.node) > sum(n.op_type == "Conv" for n in onnx.load(model_path).graph.node)
+    assert _cli("prune", model_path, "-o", out, "--pattern", "decompose:rank=x") == 1
+    assert "decompose:rank=x" in capsys.readouterr().err

@@ -30,12 +30,13 @@ def _cmd_prune(args) -> None:
     from .prune import parse_pattern, prune_onnx
 
     pattern = parse_pattern(args.pattern)
-    if pattern.kind != "nm" and args.density is None:
+    if pattern.kind not in ("nm", "decompose") and args.density is None:
         raise CLIError(f"--density is required for pattern {pattern}")
     model, layers = prune_onnx(args.model, pattern, args.density)
     onnx.save(model, args.output)
     for layer in layers:
-        print(f"{layer.name}: {'x'.join(map(str, layer.shape))} density {layer.density_before:.3f} -> {layer.density_after:.3f}")
+        note = f" ({layer.note})" if layer.note else ""
+        print(f"{layer.name}: {'x'.join(map(str, layer.shape))} density {layer.density_before:.3f} -> {layer.density_after:.3f}{note}")
     print(f"wrote {args.output} ({len(layers)} weights pruned to {pattern})")
 
 
@@ -125,10 +126,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-speedup", type=float, default=1.1, help="predicted gain needed to pick a sparse format")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("prune", help="prune the Gemm/MatMul weights of an ONNX model")
+    p = sub.add_parser("prune", help="prune the Gemm/MatMul/Conv weights of an ONNX model, or decompose its convolutions")
     p.add_argument("model", help="ONNX model")
     p.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
-    p.add_argument("--pattern", required=True, help="unstructured, block:RxC (e.g. block:16x1) or nm:N:M")
+    p.add_argument("--pattern", required=True, help="unstructured, block:RxC (e.g. block:16x1), nm:N:M, or decompose:rank=R[,coef-density=D][,coef-block=RxC][,quant=hybrid]")
     p.add_argument("--density", type=float, help="fraction of weights (or blocks) to keep")
     p.set_defaults(func=_cmd_prune)
 
