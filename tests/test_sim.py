@@ -257,7 +257,7 @@ def test_basis_convolution_needs_the_engine(rng):
 
 
 ALU_STEPS = st.lists(
-    st.tuples(st.sampled_from(list(AluOp)), st.integers(-(2**31), 2**31 - 1), st.integers(0, 31)), min_size=1, max_size=6
+    st.tuples(st.sampled_from([op for op in AluOp if op != AluOp.BIAS_REQUANT]), st.integers(-(2**31), 2**31 - 1), st.integers(0, 31)), min_size=1, max_size=6
 )
 
 

@@ -84,8 +84,7 @@ def emit_basis_layer(
                 b.emit_load(buf, sram, dram, rows, cols, dram_stride, sram_stride, flags)
             conv_flags = Flag.POP_PREV | Flag.PUSH_PREV | (Flag(0) if first else Flag.POP_NEXT)
             b.basis_conv(0, 0, 0, g.height, g.width, c, g.kernel, g.rank, g.stride, g.padding, flags=conv_flags)
-            b.alu(AluOp.ADD, 0, oh * ow, c, operand=params_addr + o0, row_operand=True)
             relu_flag = Flag.RELU if relu else Flag(0)
-            b.alu(AluOp.REQUANT, 0, oh * ow, c, operand=params_addr + g.channels + o0, row_operand=True, shift=shift, flags=Flag.PUSH_NEXT | relu_flag)
+            b.alu(AluOp.BIAS_REQUANT, 0, oh * ow, c, operand=params_addr + g.channels + o0, row_operand=True, shift=shift, addend=params_addr + o0, flags=Flag.PUSH_NEXT | relu_flag)
             b.store(0, out_addr + n * oh * ow * g.channels + o0, oh * ow, c, dram_stride=g.channels, flags=Flag.POP_PREV | Flag.PUSH_PREV)
             first = False

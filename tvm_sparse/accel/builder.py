@@ -74,10 +74,11 @@ class ProgramBuilder:
             fields["meta_addr"] = meta_addr
         return self.emit(mode, flags, **fields)
 
-    def alu(self, op: AluOp, acc_addr: int, rows: int, cols: int, operand: int = 0, row_operand: bool = False, shift: int = 0, flags: Flag = NO_FLAGS):
-        """``op`` on an ACC tile; ``operand`` is an immediate, or with ``row_operand`` the ACC address of a row."""
+    def alu(self, op: AluOp, acc_addr: int, rows: int, cols: int, operand: int = 0, row_operand: bool = False, shift: int = 0, addend: int = 0, flags: Flag = NO_FLAGS):
+        """``op`` on an ACC tile; ``operand`` is an immediate, or with ``row_operand`` the ACC address of a row
+        (``addend``: the ACC address of BIAS_REQUANT's bias row)."""
         flags = Flag(flags) | (Flag.ROW_OPERAND if row_operand else Flag(0))
-        return self.emit(Opcode.ALU, flags, alu_op=int(op), acc_addr=acc_addr, rows=rows, cols=cols, operand=operand, shift=shift)
+        return self.emit(Opcode.ALU, flags, alu_op=int(op), acc_addr=acc_addr, rows=rows, cols=cols, operand=operand, shift=shift, addend=addend)
 
     def basis_conv(self, acc_addr: int, inp_addr: int, wgt_addr: int, height: int, width: int, channels: int, kernel: int, basis: int, stride: int = 1, padding: int = 0, accumulate: bool = False, flags: Flag = NO_FLAGS):
         """ESCALATE's basis step on ``INP`` maps ``[height, width, basis * channels]`` (basis-major: map ``r * channels + o``)

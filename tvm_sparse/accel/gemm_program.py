@@ -162,9 +162,8 @@ class ProgramEmitter:
     def _requant_store(self, op: TileOp) -> None:
         (m0, n0), (rows, cols) = op.origin(0), op.shape(0)
         acc = self.acc_of.pop((m0, n0))
-        self.b.alu(AluOp.ADD, acc, rows, cols, operand=self.acc_params + n0, row_operand=True)
         relu = Flag.RELU if self.relu else Flag(0)
-        self.b.alu(AluOp.REQUANT, acc, rows, cols, operand=self.acc_params + self.n + n0, row_operand=True, shift=self.shift, flags=Flag.PUSH_NEXT | relu)
+        self.b.alu(AluOp.BIAS_REQUANT, acc, rows, cols, operand=self.acc_params + self.n + n0, row_operand=True, shift=self.shift, addend=self.acc_params + n0, flags=Flag.PUSH_NEXT | relu)
         self.b.store(acc, self.out_addr + m0 * self.n + n0, rows, cols, dram_stride=self.n, flags=Flag.POP_PREV | Flag.PUSH_PREV)
         self.out_tile += 1
 

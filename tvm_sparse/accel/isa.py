@@ -64,6 +64,7 @@ class AluOp(enum.IntEnum):
     MAX = 3  # max(x, operand); ReLU is MAX with immediate 0
     MIN = 4
     REQUANT = 5  # clip(round((x * operand) >> shift), -128 (0 with Flag.RELU), 127): operand per column, shift in ``shift``
+    BIAS_REQUANT = 6  # REQUANT of (x + addend): the bias add in the same pass (row operands only)
 
 
 class Queue(enum.IntEnum):
@@ -93,7 +94,7 @@ FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.GEMM: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n"),
     Opcode.GEMM_BLOCK: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n", "meta_addr"),
     Opcode.GEMM_NM: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n", "meta_addr"),
-    Opcode.ALU: ("alu_op", "acc_addr", "rows", "cols", "operand", "shift"),
+    Opcode.ALU: ("alu_op", "acc_addr", "rows", "cols", "operand", "shift", "addend"),
     Opcode.NOP: (),
     Opcode.BASIS_CONV: ("acc_addr", "inp_addr", "wgt_addr", "height", "width", "channels", "geometry"),
 }

@@ -184,6 +184,11 @@ def alu(machine: Machine, ins: Instruction) -> Work:
         op = AluOp(ins.alu_op)
     except ValueError:
         raise DeviceFault(f"unknown ALU operation {ins.alu_op}") from None
+    if op == AluOp.BIAS_REQUANT:
+        if Flag.ROW_OPERAND not in ins.flags:
+            raise DeviceFault("BIAS_REQUANT takes row operands (multiplier and addend rows)")
+        value = value + machine.region(Buffer.ACC, ins.addend, 1, ins.cols).astype(np.int64)
+        op = AluOp.REQUANT
     if op in (AluOp.SHR, AluOp.REQUANT) and ins.shift > 62:
         raise DeviceFault(f"shift {ins.shift} is out of range")
     if op == AluOp.ADD:
@@ -200,7 +205,7 @@ def alu(machine: Machine, ins: Instruction) -> Work:
         value = np.clip(_round_shift(value * operand, np.int64(ins.shift)), 0 if Flag.RELU in ins.flags else -128, 127)
     x[...] = _wrap32(value)
     cycles = ins.rows * _ceil(ins.cols, machine.device.pe_array.output_lanes)
-    reads = x.size * 4 + (ins.cols * 4 if Flag.ROW_OPERAND in ins.flags else 0)
+    reads = x.size * 4 + (ins.cols * 4 * (2 if ins.alu_op == AluOp.BIAS_REQUANT else 1) if Flag.ROW_OPERAND in ins.flags else 0)
     return Work(pe_cycles=cycles, alu_ops=x.size, sram_read_bytes=reads, sram_write_bytes=x.size * 4)
 
 
