@@ -6,7 +6,7 @@ from .runtime import last_run, reset_run
 from .target import target
 
 
-def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True) -> AccelBuild:  # noqa: A001
+def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True) -> AccelBuild:
     """Compile ``model`` for a device (name, JSON path or :class:`Device`); returns the executable and the partition."""
     return build_for_device(model, load_device(device), calibration, fast_math)
 

@@ -35,7 +35,7 @@ class BasisGeometry:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        size = lambda n: (n + 2 * self.padding - self.kernel) // self.stride + 1  # noqa: E731
+        size = lambda n: (n + 2 * self.padding - self.kernel) // self.stride + 1
         return size(self.height), size(self.width)
 
 

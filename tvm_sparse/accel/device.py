@@ -279,7 +279,7 @@ def _check_one_tile_fits(buffers: Buffers, pe: PEArray) -> None:
         "weight_bytes": pe.macs_per_cycle,
         "accumulator_bytes": 4 * pe.output_lanes,
     }
-    for field, need in needs.items():
-        have = getattr(buffers, field)
+    for name, need in needs.items():
+        have = getattr(buffers, name)
         if have < need:
-            raise DeviceError(f"buffers.{field}: {have} bytes cannot hold the smallest tile ({need} bytes for a {pe.reduction_lanes}x{pe.output_lanes} PE array)")
+            raise DeviceError(f"buffers.{name}: {have} bytes cannot hold the smallest tile ({need} bytes for a {pe.reduction_lanes}x{pe.output_lanes} PE array)")

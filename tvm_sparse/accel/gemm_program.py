@@ -25,13 +25,14 @@ import numpy as np
 
 from .builder import ProgramBuilder
 from .device import Device
-from .intrinsics import EPILOGUE, FILL, GEMM, LOAD_INP, LOAD_WGT
+from .intrinsics import GEMM_OPS
 from .isa import AluOp, Buffer, Flag, Opcode, ProgramError
 from .lowering import TileOp, tile_operations
 from .packing import pack_blocks, pack_nm
 from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
+GEMM_MODE_OF = {op: mode for mode, op in GEMM_OPS.items()}
 #: K and N are padded to a multiple of this (every device mode's granularity).
 GRANULE = 16
 #: Row tiles have at least two rows: schedules drop unit loops, and the tensorized GEMM needs its row loop
@@ -122,6 +123,10 @@ class ProgramEmitter:
         return self.tiles[k0, n0]
 
     def emit(self, op: TileOp) -> None:
+        if op.op in GEMM_MODE_OF:
+            if GEMM_MODE_OF[op.op] != self.mode:
+                raise ProgramError(f"a {GEMM_MODE_OF[op.op]} GEMM tile in a layer encoded {self.mode}")
+            return self._gemm(op)
         getattr(self, "_" + op.op.rsplit(".", 1)[1])(op)
 
     def _acc_reset(self, op: TileOp) -> None:
@@ -141,7 +146,7 @@ class ProgramEmitter:
             self.pending.append((Buffer.META, meta_addr, 1, meta_len, meta_len))
 
     def _gemm(self, op: TileOp) -> None:
-        (m0, _), (k0, n0) = op.origin(0), op.origin(1)
+        (m0, _), (_, n0) = op.origin(0), op.origin(1)
         (rows, red), (_, cols) = op.shape(0), op.shape(1)
         half = self.step % self.halves
         sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half}
@@ -192,7 +197,7 @@ def emit_gemm_layer(
         raise ProgramError(f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles")
     params = b.place(np.stack([bias, multiplier]).astype(np.int32))
     emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift)
-    for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu)):
+    for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode)):
         emitter.emit(op)
 
 

@@ -16,7 +16,10 @@ from tvm.script import tirx as T
 
 INP_SCOPE, WGT_SCOPE, ACC_SCOPE = "global.sa_inp", "global.sa_wgt", "global.sa_acc"
 LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE = "sparse_accel.dma_load_inp", "sparse_accel.dma_load_wgt", "sparse_accel.gemm", "sparse_accel.acc_reset", "sparse_accel.requant_store"
-OPERATIONS = (LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE)
+#: The GEMM tile operation of each weight mode: one computation (the description), three encodings of the
+#: weight tile (the implementation the lowering turns into GEMM, GEMM_NM or GEMM_BLOCK).
+GEMM_OPS = {"dense": GEMM, "nm": "sparse_accel.gemm_nm", "block": "sparse_accel.gemm_block"}
+OPERATIONS = (LOAD_INP, LOAD_WGT, FILL, EPILOGUE, *GEMM_OPS.values())
 
 _REGISTERED: set = set()
 
@@ -46,7 +49,7 @@ def _load(rows: int, cols: int, scope: str, op: str):
     return desc, impl
 
 
-def _gemm(tm: int, tk: int, tn: int):
+def _gemm(tm: int, tk: int, tn: int, op: str):
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (tm, tk), "int8", offset_factor=1, scope=INP_SCOPE)
@@ -68,7 +71,7 @@ def _gemm(tm: int, tk: int, tn: int):
         with T.sblock("root"):
             T.reads(C[0:tm, 0:tn], A[0:tm, 0:tk], B[0:tk, 0:tn])
             T.writes(C[0:tm, 0:tn])
-            T.evaluate(T.call_extern("int32", GEMM, A.elem_offset, B.elem_offset, C.elem_offset, tm, tk, tn))
+            T.evaluate(T.call_extern("int32", op, A.elem_offset, B.elem_offset, C.elem_offset, tm, tk, tn))
 
     return desc, impl
 
@@ -133,19 +136,19 @@ def requant_expr(acc, bias, multiplier, shift: int, low: int):
     return T.Cast("int8", T.max(T.min(scaled, T.int64(127)), T.int64(low)))
 
 
-def intrinsic_names(tm: int, tk: int, tn: int, shift: int, relu: bool) -> dict[str, str]:
-    """Register (once) and name the intrinsics of one tile shape."""
+def intrinsic_names(tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense") -> dict[str, str]:
+    """Register (once) and name the intrinsics of one tile shape and weight mode."""
     names = {
         LOAD_INP: f"{LOAD_INP}.{tm}x{tk}",
         LOAD_WGT: f"{LOAD_WGT}.{tk}x{tn}",
-        GEMM: f"{GEMM}.{tm}x{tk}x{tn}",
+        GEMM: f"{GEMM_OPS[mode]}.{tm}x{tk}x{tn}",
         FILL: f"{FILL}.{tm}x{tn}",
         EPILOGUE: f"{EPILOGUE}.{tm}x{tn}.s{shift}{'.relu' if relu else ''}",
     }
     makers = {
         LOAD_INP: lambda: _load(tm, tk, INP_SCOPE, LOAD_INP),
         LOAD_WGT: lambda: _load(tk, tn, WGT_SCOPE, LOAD_WGT),
-        GEMM: lambda: _gemm(tm, tk, tn),
+        GEMM: lambda: _gemm(tm, tk, tn, GEMM_OPS[mode]),
         FILL: lambda: _fill(tm, tn),
         EPILOGUE: lambda: _epilogue(tm, tn, shift, relu),
     }

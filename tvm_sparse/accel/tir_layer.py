@@ -19,7 +19,18 @@ import tvm
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from .intrinsics import ACC_SCOPE, EPILOGUE, FILL, GEMM, INP_SCOPE, LOAD_INP, LOAD_WGT, WGT_SCOPE, intrinsic_names, requant_expr
+from .intrinsics import (
+    ACC_SCOPE,
+    EPILOGUE,
+    FILL,
+    GEMM,
+    INP_SCOPE,
+    LOAD_INP,
+    LOAD_WGT,
+    WGT_SCOPE,
+    intrinsic_names,
+    requant_expr,
+)
 
 
 def layer_func(m: int, k: int, n: int, shift: int, relu: bool):
@@ -49,11 +60,12 @@ def layer_func(m: int, k: int, n: int, shift: int, relu: bool):
     return layer
 
 
-def schedule_layer(m: int, k: int, n: int, tm: int, tk: int, tn: int, shift: int, relu: bool) -> tvm.IRModule:
-    """The tensorized layer for ``tm x tk x tn`` tiles (``m``, ``k``, ``n`` multiples of them)."""
+def schedule_layer(m: int, k: int, n: int, tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense") -> tvm.IRModule:
+    """The tensorized layer for ``tm x tk x tn`` tiles (``m``, ``k``, ``n`` multiples of them), its GEMM
+    tiles tensorized with the intrinsic of the weight ``mode``."""
     if m % tm or k % tk or n % tn:
         raise ValueError(f"a {m}x{k}x{n} layer is not a whole number of {tm}x{tk}x{tn} tiles")
-    names = intrinsic_names(tm, tk, tn, shift, relu)
+    names = intrinsic_names(tm, tk, tn, shift, relu, mode)
     sch = s_tir.Schedule(layer_func(m, k, n, shift, relu))
     gemm, epilogue = sch.get_sblock("gemm"), sch.get_sblock("requant")
     sch.set_scope(gemm, 0, ACC_SCOPE)

@@ -25,12 +25,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..accel.basis_program import BasisGeometry, emit_basis_layer
 from ..accel.builder import ProgramBuilder
 from ..accel.device import Device
 from ..accel.gemm_program import GRANULE, choose_tiling, emit_gemm_layer, padded_shape
-from ..accel.layer import LayerHeader, conv_geometry, encode_layer
+from ..accel.layer import LayerHeader, encode_layer
 from ..accel.quantize import QuantizedLayer, quantize
-from ..accel.basis_program import BasisGeometry, emit_basis_layer
 from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
 from .decomposed_conv import decomposed_pairs, maps_major
 from .rewriter import MatmulRewriter, rewrite_layers

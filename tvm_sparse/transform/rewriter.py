@@ -10,7 +10,13 @@ from tvm import relax
 
 from ..formats import BSRMatrix, NMMatrix
 from ..graph import ConvLayer, Layer, LinearLayer
-from ..kernels import VECTOR_LANES, BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
+from ..kernels import (
+    VECTOR_LANES,
+    BSRKernelArgs,
+    BSRKernelParams,
+    Im2Col,
+    bsr_matmul_kernel,
+)
 from ..kernels.depthwise_conv import depthwise_conv_kernel
 from ..kernels.nm_matmul import NMKernelArgs, nm_matmul_kernel, padded_reduction
 from ..schedule.records import KernelRecords

@@ -11,12 +11,17 @@ import warnings
 import tvm
 
 from ..analysis.cost_model import DENSE, CPUCostModel, FormatChoice
-from ..analysis.report import layer_decision
 from ..analysis.profile import CANDIDATE_NM
+from ..analysis.report import layer_decision
 from ..formats import BSRMatrix, NMMatrix, nm_violations, parse_block_shape
 from ..graph import ConvLayer, Layer, find_layers, weight_names
 from ..kernels.nm_matmul import nm_kernel_available
-from .rewriter import block_matmul_emitter, conv_emitter, nm_matmul_emitter, rewrite_layers
+from .rewriter import (
+    block_matmul_emitter,
+    conv_emitter,
+    nm_matmul_emitter,
+    rewrite_layers,
+)
 
 _FORMATS = ("auto", "bsr", "nm", "dense")
 
