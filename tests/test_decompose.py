@@ -88,3 +88,57 @@ def test_block_sparse_convolutions(rng, kernel, kwargs):
     x = rng.standard_normal((1, 32, 12, 10)).astype("float32")
     (expected,) = run_onnxruntime(pruned, {"x": x})
     np.testing.assert_allclose(run_executable(build(pruned), x), expected, rtol=1e-4, atol=1e-4)
+
+
+def _conv_chain(rng, zero_filters=(), unread_inputs=(), bias=True):
+    """x -> conv1 (3x3, 16 -> 24) -> relu -> conv2 (3x3, 24 -> 8), with chosen dead channels."""
+    from onnx import TensorProto, helper
+
+    from tvm_sparse.testing import GraphBuilder
+
+    g = GraphBuilder(seed=5)
+    w1 = g.weight((24, 16, 3, 3), 0.2)
+    b1 = g.weight((24,), 0.5)
+    w2 = g.weight((8, 24, 3, 3), 0.2)
+    w1[list(zero_filters)] = 0
+    b1[list(zero_filters)] = 0
+    w2[:, list(unread_inputs)] = 0
+    inputs = ["x", g.const("c1.w", w1)] + ([g.const("c1.b", b1)] if bias else [])
+    h = g.node("Relu", [g.node("Conv", inputs, name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
+    y = g.node("Conv", [h, g.const("c2.w", w2)], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    y = g.node("Identity", [y], name="y")
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 10, 10])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 8, 10, 10])],
+    )
+
+
+@pytest.mark.parametrize("zero_filters, unread_inputs, removed", [((1, 5, 9), (), 3), ((), (0, 2), 2), ((3,), (3, 4), 2), ((), (), 0)])
+def test_channel_shrinking_keeps_results(rng, zero_filters, unread_inputs, removed):
+    import tvm
+
+    from tvm_sparse.frontend import load_model
+    from tvm_sparse.prepare import prepare_passes
+    from tvm_sparse.transform import ShrinkChannels
+
+    model = _conv_chain(rng, zero_filters, unread_inputs)
+    shrink = ShrinkChannels()
+    shrink(tvm.transform.Sequential(prepare_passes())(load_model(model).mod))
+    assert sum(shrink.removed.values()) == removed
+    x = rng.standard_normal((1, 16, 10, 10)).astype("float32")
+    (expected,) = run_onnxruntime(model, {"x": x})
+    np.testing.assert_allclose(run_executable(build(model), x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_filter_with_a_bias_is_not_dead(rng):
+    from onnx import numpy_helper as nh
+
+    model = _conv_chain(rng, zero_filters=(2,))
+    for t in model.graph.initializer:
+        if t.name == "c1.b":
+            b = nh.to_array(t).copy()
+            b[2] = 1.0  # relu(1) feeds conv2: the channel is alive
+            t.CopyFrom(nh.from_array(b, t.name))
+    x = rng.standard_normal((1, 16, 10, 10)).astype("float32")
+    (expected,) = run_onnxruntime(model, {"x": x})
+    np.testing.assert_allclose(run_executable(build(model), x), expected, rtol=1e-4, atol=1e-4)

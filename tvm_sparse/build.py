@@ -12,7 +12,7 @@ from .frontend import load_model
 from .prepare import prepare_passes
 from .schedule.cpu import default_rules
 from .target import resolve_target
-from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, SparsifyWeights
+from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, ShrinkChannels, SparsifyWeights
 
 
 def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
@@ -23,7 +23,7 @@ def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> li
     approximations (relative error ~1e-6); libm's scalar calls are otherwise
     the slowest part of a transformer on the CPU.
     """
-    passes = prepare_passes() + [DecomposedConvKernels()]
+    passes = prepare_passes() + [DecomposedConvKernels(), ShrinkChannels()]
     if sparsify is not None:
         passes.append(sparsify)
     passes += [DenseMatmulKernels(), ConvKernels()]

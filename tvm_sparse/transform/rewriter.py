@@ -47,6 +47,10 @@ class MatmulRewriter(relax.PyExprMutator):
         if emit is None:
             return super().visit_var_binding_(binding)
         out = emit(self)
+        if isinstance(binding.var, relax.DataflowVar) and isinstance(out, relax.Var) and _shape(out) != _shape(binding.var):
+            # A rewrite that changes the value's shape (channel shrinking): later uses read the new var.
+            self.set_var_remap(binding.var, out)
+            return
         # Rebind the original var: it may be a dataflow block's output (not a DataflowVar).
         self.builder_.emit_normalized(relax.VarBinding(binding.var, out))
 
@@ -66,6 +70,11 @@ def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix, im
         return params
     k_n = weight.shape[1], weight.shape[0]
     return KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or BSRKernelParams.default(weight.block_shape, im2col)
+
+
+def _shape(expr) -> tuple | None:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    return None if shape is None else tuple(int(d) for d in shape)
 
 
 def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
