@@ -20,6 +20,11 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bsr_matmul.py
 	$(PY) benchmarks/bert_encoder.py
+	$(PY) benchmarks/structured_sparsity.py
+	$(PY) benchmarks/dense_ops.py
+	$(PY) benchmarks/dense_models.py
+	$(PY) benchmarks/accel_sim.py
+	$(PY) benchmarks/accel_models.py --layers 2 --image 112
 
 clean:
 	rm -rf $(VENV) build *.egg-info
