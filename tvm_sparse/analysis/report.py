@@ -59,7 +59,7 @@ class SparsityReport:
         return json.dumps(self.to_json(), indent=2)
 
     def to_table(self) -> str:
-        head = ("layer", "op", "weight", "density", "structure", "format", "pred. speedup")
+        head = ("layer", "op", "weight", "density", "structure", "format", "pred. speedup", "decomposition")
         rows = [
             (
                 lr.name,
@@ -69,6 +69,7 @@ class SparsityReport:
                 lr.profile.structure,
                 lr.choice.label + (f" ({lr.note})" if lr.note else ""),
                 f"{lr.choice.predicted_speedup:.2f}x",
+                _decomposition_label(lr.decomposition),
             )
             for lr in self.layers
         ]
@@ -82,6 +83,13 @@ class SparsityReport:
 
     def __str__(self) -> str:
         return self.to_table()
+
+
+def _decomposition_label(summary: dict | None) -> str:
+    """``rank R keeps 95%: G x`` for a k x k convolution (the predicted gain of decomposing), else ``-``."""
+    if not summary:
+        return "-"
+    return f"rank {summary['rank_95']} keeps 95%: {summary['predicted_gain']:.2f}x"
 
 
 def layer_decision(layer: Layer, model: CPUCostModel) -> tuple[WeightProfile, FormatChoice, str]:
