@@ -23,6 +23,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/structured_sparsity.py
 	$(PY) benchmarks/dense_ops.py
 	$(PY) benchmarks/dense_models.py
+	$(PY) benchmarks/sparse_models.py
 	$(PY) benchmarks/accel_sim.py
 	$(PY) benchmarks/accel_models.py --layers 2 --image 112
 
