@@ -185,7 +185,11 @@ class Instruction:
                 return Instruction(opcode, {}, Flag(flags), tag, Queue(values[0]))
             except ValueError:
                 raise ProgramError(f"instruction {index} (NOP): unknown queue {values[0]}") from None
-        return Instruction(opcode, dict(zip(names, values)), Flag(flags), tag)
+        args = dict(zip(names, values))
+        for name, kind in (("buffer", Buffer), ("alu_op", AluOp)):
+            if name in args and args[name] not in kind._value2member_map_:
+                raise ProgramError(f"instruction {index} ({opcode.name}): unknown {name} {args[name]}")
+        return Instruction(opcode, args, Flag(flags), tag)
 
 
 @dataclass

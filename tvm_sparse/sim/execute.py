@@ -46,6 +46,8 @@ def _ceil(a: int, b: int) -> int:
 
 
 def load(machine: Machine, ins: Instruction) -> Work:
+    if ins.buffer not in Buffer._value2member_map_:
+        raise DeviceFault(f"unknown buffer {ins.buffer}")
     buf = Buffer(ins.buffer)
     dst = machine.region(buf, ins.sram_addr, ins.rows, ins.cols, ins.sram_stride or ins.cols)
     src = machine.dram_region(ins.dram_addr, ins.rows, ins.cols, ins.dram_stride, dst.dtype)
