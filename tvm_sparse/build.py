@@ -8,6 +8,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
 from .accel.target import device_of, is_accel_target
+from .errors import ModelError, TVMSparseError
 from .frontend import load_model
 from .prepare import prepare_passes
 from .schedule.cpu import default_rules
@@ -97,4 +98,10 @@ def build(
         sparsify = SparsifyWeights()
     elif sparsify is False:
         sparsify = None
-    return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
+    try:
+        return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
+    except TVMSparseError:
+        raise
+    except Exception as err:  # TVM rejects what its importer let through (e.g. an inconsistent shape)
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise ModelError(f"TVM could not compile the model ({type(err).__name__}: {first})") from err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .errors import ModelError
+
 
 def prepare_passes() -> list[tvm.transform.Pass]:
     """Normalise an imported model: BatchNorm folded into convolutions, NHWC/OHWI convolutions, constants folded.
@@ -20,3 +22,13 @@ def prepare_passes() -> list[tvm.transform.Pass]:
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
         relax.transform.FoldConstant(),
     ]
+
+
+def prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    """Apply :func:`prepare_passes`; TVM rejecting the module (an inconsistent model that its importer
+    let through) is a :class:`~tvm_sparse.errors.ModelError`."""
+    try:
+        return tvm.transform.Sequential(prepare_passes())(mod)
+    except Exception as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        raise ModelError(f"TVM could not process the model ({type(err).__name__}: {first})") from err

@@ -19,7 +19,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..build import cpu_pipeline, graph_passes
+from ..build import cpu_pipeline
+from ..prepare import prepare
 from ..errors import ModelError
 from ..frontend import load_model
 from ..target import host_target
@@ -76,8 +77,7 @@ def build_for_device(model, device: Device, calibration=None, fast_math: bool = 
     """Compile ``model`` for ``device``; ``calibration`` is a dict of input arrays or a list of them."""
     mod = load_model(model).mod
     host = host_target()
-    with host:
-        prepared = tvm.transform.Sequential(graph_passes(sparsify=None, fast_math=False)[:5])(mod)
+    prepared = prepare(mod)
     samples = _calibration_inputs(prepared, calibration)
 
     runtime.CALIBRATION.clear()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import tvm
-
 from ..frontend import load_model
 from ..graph import ConvLayer, Layer, find_layers, weight_names
 from ..kernels.nm_matmul import nm_kernel_available
-from ..prepare import prepare_passes
+from ..prepare import prepare
 from ..prune.decompose import energy_profile
 from .cost_model import DENSE, CPUCostModel, FormatChoice
 from .profile import WeightProfile, profile_weight
@@ -130,7 +128,7 @@ def analyze(model, target: str = "llvm", min_speedup: float = 1.1) -> SparsityRe
     cost model picks for ``target`` and the predicted speedup over dense.
     """
     loaded = load_model(model)
-    mod = tvm.transform.Sequential(prepare_passes())(loaded.mod)
+    mod = prepare(loaded.mod)
     cost_model = CPUCostModel(min_speedup=min_speedup, nm_kernel=nm_kernel_available())
     report = SparsityReport(target=str(target))
     for layer in find_layers(mod["main"], weight_names(mod)):
