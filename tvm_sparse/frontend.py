@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -100,7 +102,8 @@ def load_onnx(model) -> LoadedModel:
     for vi in inputs:
         shapes[vi.name], dtypes[vi.name] = _tensor_info(vi)
     try:
-        with warnings.catch_warnings():
+        # The importer prints its own diagnostics to stdout; the ModelError below carries the message.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             mod = from_onnx(proto, dtype_dict=dtypes)
     except Exception as err:
