@@ -88,3 +88,13 @@ def test_user_files_and_bad_files(tmp_path):
         load_device("tpu")
     with pytest.raises(DeviceError, match="description: expected an object"):
         Device.from_dict([1, 2])
+
+
+def test_data_folders_resolve_in_source_and_wheel_installs():
+    import sys
+    from pathlib import Path
+
+    from tvm_sparse.data import data_dir
+
+    assert data_dir("target") == Path(__file__).resolve().parents[1] / "target"  # this checkout
+    assert data_dir("no-such-folder") == Path(sys.prefix) / "share" / "tvm-sparse" / "no-such-folder"  # a wheel's data

@@ -18,10 +18,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data import data_dir
 from ..errors import TVMSparseError
 
-#: Shipped device descriptions (data next to the package).
-TARGET_DIR = Path(__file__).resolve().parents[2] / "target"
+#: Shipped device descriptions.
+TARGET_DIR = data_dir("target")
 DEFAULT_DEVICE = "sparse-accel"
 
 ACTIVATION_SKIPPING = ("none", "gate", "skip")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from tvm.target.codegen import llvm_get_system_cpu
 
+from ..data import data_dir
 from ..kernels import BSRKernelParams
 
-SCHEDULES_DIR = Path(__file__).resolve().parents[2] / "schedules"
+SCHEDULES_DIR = data_dir("schedules")
 
 
 @dataclass(frozen=True)
