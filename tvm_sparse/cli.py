@@ -117,7 +117,7 @@ def _cmd_run(args) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tvm-sparse", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tvm-sparse", description="Prune, analyze, compile and run sparse models (host CPU or sparse-accel).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="report the sparsity of each layer and the format chosen")
