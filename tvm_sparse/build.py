@@ -8,7 +8,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
 from .accel.target import device_of, is_accel_target
-from .errors import ModelError, TVMSparseError
+from .errors import TVMSparseError, tvm_rejection
 from .frontend import load_model
 from .prepare import prepare_passes
 from .schedule.cpu import default_rules
@@ -103,5 +103,4 @@ def build(
     except TVMSparseError:
         raise
     except Exception as err:  # TVM rejects what its importer let through (e.g. an inconsistent shape)
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-        raise ModelError(f"TVM could not compile the model ({type(err).__name__}: {first})") from err
+        raise tvm_rejection(err, "compile") from err

@@ -142,6 +142,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
     bound = {}
     uses = use_counts(func)
     layers: list[Layer] = []
+    convs = 0  # convolutions found so far (names by position when weights changed)
     by_output: dict = {}  # the var holding a layer's result so far -> the layer
     for binding in bindings(func):
         if not isinstance(binding, relax.VarBinding):
@@ -150,9 +151,10 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
         bound[var] = value
         if not isinstance(value, tvm.ir.Call):
             continue
-        layer = _layer_of(var, value, bound, names, len(layers), sum(isinstance(x, ConvLayer) for x in layers))
+        layer = _layer_of(var, value, bound, names, len(layers), convs)
         if layer is not None:
             layers.append(layer)
+            convs += isinstance(layer, ConvLayer)
             by_output[var] = layer
             continue
         producer = value.args[0] if value.args else None

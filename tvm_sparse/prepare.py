@@ -5,7 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .errors import ModelError
+from .errors import tvm_rejection
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
@@ -30,5 +30,4 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
     try:
         return tvm.transform.Sequential(prepare_passes())(mod)
     except Exception as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-        raise ModelError(f"TVM could not process the model ({type(err).__name__}: {first})") from err
+        raise tvm_rejection(err, "process") from err

@@ -89,7 +89,7 @@ def emit_basis_layer(
             reuse = step >= halves  # this half held chunk step - halves
             for i, (buf, sram, dram, rows, cols, dram_stride, sram_stride) in enumerate(loads):
                 flags = (Flag.POP_NEXT if i == 0 and reuse else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
-                b.emit_load(buf, sram, dram, rows, cols, dram_stride, sram_stride, flags)
+                b.load(buf, sram, dram, rows, cols, dram_stride=dram_stride, sram_stride=sram_stride, flags=flags)
             conv_flags = Flag.POP_PREV | Flag.PUSH_PREV | (Flag.POP_NEXT if reuse else Flag(0))
             b.basis_conv(acc, inp, 0, g.height, g.width, c, g.kernel, g.rank, g.stride, g.padding, flags=conv_flags)
             relu_flag = Flag.RELU if relu else Flag(0)

@@ -52,15 +52,12 @@ class ProgramBuilder:
         self.instructions.append(ins)
         return ins
 
-    def load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, flags: Flag = NO_FLAGS):
-        """DMA ``rows x cols`` elements; ``dram_stride`` in bytes (default: rows are contiguous)."""
+    def load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, sram_stride: int | None = None, flags: Flag = NO_FLAGS):
+        """DMA ``rows x cols`` elements; ``dram_stride`` in bytes and ``sram_stride`` in elements (default:
+        rows are contiguous; a wider on-chip stride places column ranges side by side)."""
         itemsize = 4 if buffer == Buffer.ACC else 1
         stride = cols * itemsize if dram_stride is None else dram_stride
-        return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols)
-
-    def emit_load(self, buffer: Buffer, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int, sram_stride: int, flags: Flag = NO_FLAGS):
-        """DMA with an explicit on-chip row stride (elements), e.g. to place column ranges side by side."""
-        return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=dram_stride, sram_stride=sram_stride)
+        return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols if sram_stride is None else sram_stride)
 
     def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = NO_FLAGS):
         stride = cols * (4 if int32 else 1) if dram_stride is None else dram_stride

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats.nm import pack_bits, position_bits, unpack_bits
+from ..formats.nm import kept_positions, nm_violations, pack_bits, position_bits, unpack_bits
 from .isa import ProgramError
 
 __all__ = ["pack_bits", "pack_blocks", "pack_nm", "unpack_bits"]
@@ -39,11 +39,10 @@ def pack_nm(weight: np.ndarray, n_keep: int, m: int) -> tuple[np.ndarray, bytes]
     k, n = weight.shape
     if k % m:
         raise ProgramError(f"reduction length {k} is not a multiple of M={m}")
+    bad = nm_violations(weight.T, n_keep, m)
+    if bad:
+        raise ProgramError(f"weight tile has {bad} group(s) with more than {n_keep} nonzeros of {m}")
     groups = weight.reshape(k // m, m, n)
-    if (np.count_nonzero(groups, axis=1) > n_keep).any():
-        raise ProgramError(f"weight tile has a group with more than {n_keep} nonzeros of {m}")
-    # Kept positions: the nonzeros first (stable), then zero-valued fillers, in ascending position order.
-    order = np.argsort(groups == 0, axis=1, kind="stable")[:, :n_keep, :]
-    positions = np.sort(order, axis=1)
+    positions = kept_positions(groups.transpose(0, 2, 1), n_keep).transpose(0, 2, 1)  # [groups, n_keep, n]
     values = np.take_along_axis(groups, positions, axis=1).reshape(k // m * n_keep, n)
     return np.ascontiguousarray(values, dtype=np.int8), pack_bits(positions.reshape(-1, n), position_bits(m))

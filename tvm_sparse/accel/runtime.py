@@ -26,7 +26,7 @@ from .device import Device
 from .layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, gemm_rows
 from .quantize import quantize
 
-_LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device)
+_LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device, the blob)
 #: (layer name, mode, SimReport) of the device layers run since the last reset, newest last (bounded).
 _RUN: deque = deque(maxlen=4096)
 CALIBRATION: dict = {}  # layer index -> input/output absmax and the first sample's rows, filled by calibration runs
@@ -36,8 +36,9 @@ def _layer(blob) -> tuple[LayerHeader, object, Device]:
     key = (blob.data_ptr, blob.size)
     if key not in _LAYERS:
         header, program = decode_layer(blob.numpy())
-        _LAYERS[key] = (header, program, Device.from_dict(header.device))
-    return _LAYERS[key]
+        # The entry holds the blob: while it lives, no other constant can take its address (the key).
+        _LAYERS[key] = (header, program, Device.from_dict(header.device), blob)
+    return _LAYERS[key][:3]
 
 
 def run_layer(x, blob, out) -> None:

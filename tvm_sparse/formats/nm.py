@@ -43,7 +43,7 @@ def nm_violations(weight: np.ndarray, n: int, m: int) -> int:
     return int((np.count_nonzero(groups, axis=-1) > n).sum())
 
 
-def _kept_positions(groups: np.ndarray, n: int) -> np.ndarray:
+def kept_positions(groups: np.ndarray, n: int) -> np.ndarray:
     """Per group, ``n`` positions in ascending order: the nonzeros, then zero fillers."""
     order = np.argsort(groups == 0, axis=-1, kind="stable")[..., :n]
     return np.sort(order, axis=-1)
@@ -73,7 +73,7 @@ class NMMatrix:
         padded = np.zeros((rows, -(-cols // m) * m), w.dtype)
         padded[:, :cols] = w
         groups = padded.reshape(rows, -1, m)
-        positions = _kept_positions(groups, n)
+        positions = kept_positions(groups, n)
         values = np.take_along_axis(groups, positions, axis=-1)
         return NMMatrix((rows, cols), n, m, values, positions.astype(np.uint8))
 

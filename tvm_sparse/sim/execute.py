@@ -255,19 +255,18 @@ def _round_shift(value: np.ndarray, shift) -> np.ndarray:
     return (value + rounding) >> shift
 
 
+_SEMANTICS = {
+    Opcode.LOAD: load,
+    Opcode.STORE: store,
+    Opcode.GEMM: gemm,
+    Opcode.GEMM_NM: gemm_nm,
+    Opcode.GEMM_BLOCK: gemm_block,
+    Opcode.ALU: alu,
+    Opcode.BASIS_CONV: basis_conv,
+}
+
+
 def execute(machine: Machine, ins: Instruction) -> Work:
-    if ins.opcode == Opcode.LOAD:
-        return load(machine, ins)
-    if ins.opcode == Opcode.STORE:
-        return store(machine, ins)
-    if ins.opcode == Opcode.GEMM:
-        return gemm(machine, ins)
-    if ins.opcode == Opcode.GEMM_NM:
-        return gemm_nm(machine, ins)
-    if ins.opcode == Opcode.GEMM_BLOCK:
-        return gemm_block(machine, ins)
-    if ins.opcode == Opcode.ALU:
-        return alu(machine, ins)
-    if ins.opcode == Opcode.BASIS_CONV:
-        return basis_conv(machine, ins)
-    return Work()
+    """Run ``ins`` (a NOP only moves tokens: no work)."""
+    semantics = _SEMANTICS.get(ins.opcode)
+    return semantics(machine, ins) if semantics else Work()

@@ -212,13 +212,7 @@ class OffloadToAccel:
             input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
             device=self.device.doc, conv=layer_geometry(layer),
         )
-        blob = encode_layer(header, b.build())
-
-        def emit(rw: MatmulRewriter) -> relax.Expr:
-            out = relax.TensorType(_output_shape(layer), "float32")
-            return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
-
-        return emit
+        return _run_on_device(layer, encode_layer(header, b.build()))
 
 
     def _basis_emitter(self, layer: ConvLayer, index: int, placement: Placement):
@@ -249,13 +243,17 @@ class OffloadToAccel:
             input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
             device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
         )
-        blob = encode_layer(header, b.build())
+        return _run_on_device(layer, encode_layer(header, b.build()))
 
-        def emit(rw: MatmulRewriter) -> relax.Expr:
-            out = relax.TensorType(tuple(layer.out_shape), "float32")
-            return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
 
-        return emit
+def _run_on_device(layer: Layer, blob: np.ndarray):
+    """The emitter of a device layer: the runtime entry point on the layer's input and its program blob."""
+
+    def emit(rw: MatmulRewriter) -> relax.Expr:
+        out = relax.TensorType(_output_shape(layer), "float32")
+        return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
+
+    return emit
 
 
 def _shared_basis(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
