@@ -6,8 +6,8 @@
   80% of the coefficients pruned) or all convolutions pruned to 16x16 channel
   blocks at density 0.1.
 
-fp32, 2 threads, one process; the best of 2 alternating rounds of medians;
-outputs checked against onnxruntime. Run: ``python benchmarks/sparse_models.py
+fp32, 2 threads, one process; the best of 3 alternating rounds of medians
+(``dense_models.compare``); outputs checked against onnxruntime. Run: ``python benchmarks/sparse_models.py
 [--image 112] [--layers 4]``.
 """
 
@@ -16,34 +16,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import onnxruntime as ort
-import tvm
-from tvm import relax
+from dense_models import compare
 
-from tvm_sparse import build
 from tvm_sparse.prune import prune_onnx
-from tvm_sparse.testing import bert_encoder, median_seconds, resnet
-
-THREADS = 2
-
-
-def compare(label: str, model, x: np.ndarray, repeat: int = 10) -> None:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    reference = session.run(None, {"x": x})[0]
-    vm = relax.VirtualMachine(build(model), tvm.cpu())
-    xt = tvm.runtime.tensor(x)
-    error = float(np.abs(vm["main"](xt).numpy() - reference).max() / np.abs(reference).max())
-    t_ort, t_ours = [], []
-    for _ in range(2):
-        t_ort.append(median_seconds(lambda: session.run(None, {"x": x}), repeat))
-        t_ours.append(median_seconds(lambda: vm["main"](xt), repeat))
-    print(
-        f"{label}: onnxruntime {min(t_ort) * 1e3:7.2f} ms | tvm-sparse {min(t_ours) * 1e3:7.2f} ms | "
-        f"{min(t_ort) / min(t_ours):.2f}x faster | max rel. error {error:.1e}",
-        flush=True,
-    )
+from tvm_sparse.testing import bert_encoder, resnet
 
 
 def main() -> None:
@@ -55,11 +31,11 @@ def main() -> None:
     bert = bert_encoder(hidden=768, heads=12, ffn=3072, seq=128, layers=opts.layers)
     x = rng.standard_normal((1, 128, 768)).astype("float32")
     for block in ("16x1", "8x8"):
-        compare(f"BERT-base encoder ({opts.layers} layers), {block} blocks at density 0.1", prune_onnx(bert, f"block:{block}", 0.1)[0], x)
+        compare(f"BERT-base encoder ({opts.layers} layers), {block} blocks at density 0.1", prune_onnx(bert, f"block:{block}", 0.1)[0], x, sparsify=True)
     cnn = resnet(image=opts.image)
     x = rng.standard_normal((1, 3, opts.image, opts.image)).astype("float32")
-    compare(f"ResNet-50 ({opts.image}x{opts.image}), 3x3 convs decomposed rank 4, 80% coefficients pruned", prune_onnx(cnn, "decompose:rank=4,coef-density=0.2")[0], x)
-    compare(f"ResNet-50 ({opts.image}x{opts.image}), 16x16 channel blocks at density 0.1", prune_onnx(cnn, "block:16x16", 0.1)[0], x)
+    compare(f"ResNet-50 ({opts.image}x{opts.image}), 3x3 convs decomposed rank 4, 80% coefficients pruned", prune_onnx(cnn, "decompose:rank=4,coef-density=0.2")[0], x, sparsify=True)
+    compare(f"ResNet-50 ({opts.image}x{opts.image}), 16x16 channel blocks at density 0.1", prune_onnx(cnn, "block:16x16", 0.1)[0], x, sparsify=True)
 
 
 if __name__ == "__main__":
