@@ -114,3 +114,18 @@ def test_layer_is_compiled_through_tensorized_tir():
     gemms = [op for op in ops if op.op == GEMM]
     assert gemms[0].origin(0) == (0, 0) and gemms[1].origin(0) == (0, 64)  # the reduction is innermost
     assert "sparse_accel.gemm" in mod["main"].script()
+
+
+@pytest.mark.parametrize("mode", ["dense", "nm", "block"])
+@pytest.mark.parametrize("rows_outer", [False, True])
+def test_resident_tiles_are_not_reloaded(rng, mode, rows_outer):
+    """With the whole reduction in one tile, the operand the outer loop walks stays in its buffer half across
+    the inner loop: the program is still bit-exact, and reads less than reloading every tile would."""
+    m, k, n = 128, 256, 128
+    w = {"dense": lambda: int8(rng, k, n), "nm": lambda: two_of_four(rng, k, n), "block": lambda: blocks(rng, k, n, 0.4)}[mode]()
+    tiling = Tiling(rows=32, reduction=k, cols=32, rows_outer=rows_outer)
+    total = simulate(int8(rng, m, k), w, SPARSE, mode, relu=True, tiling=tiling, rng=rng)
+    weight = np.count_nonzero(w) if mode != "dense" else k * n  # stored values (metadata is counted apart)
+    reload_everything = m * k * (n // 32) + weight * (m // 32)
+    resident = m * k + weight * (m // 32) if rows_outer else m * k * (n // 32) + weight  # one operand read once
+    assert resident <= total.dram_read_bytes - 2 * 4 * n < reload_everything  # (less the bias and multiplier words)

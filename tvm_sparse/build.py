@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -11,6 +13,7 @@ from .accel.target import device_of, is_accel_target
 from .errors import TVMSparseError, tvm_rejection
 from .frontend import load_model
 from .prepare import prepare_passes
+from .schedule.choice import schedules_from
 from .schedule.cpu import default_rules
 from .target import resolve_target
 from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, ShrinkChannels, SparsifyWeights
@@ -58,6 +61,7 @@ def build(
     sparsify: bool | SparsifyWeights = True,
     fast_math: bool = True,
     calibration=None,
+    tuning_db=None,
 ) -> relax.Executable:
     """Compile an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
 
@@ -82,6 +86,10 @@ def build(
         ``sparse-accel`` only: input samples for post-training quantization,
         a dict ``{input name: array}`` or a list of them (see
         :func:`tvm_sparse.accel.compile`).
+    tuning_db
+        A directory written by :func:`tvm_sparse.tune`: kernels with a record
+        for this target use the tuned schedule, the others their default (the
+        build logs which). An unusable database is skipped with a warning.
 
     Returns
     -------
@@ -89,6 +97,14 @@ def build(
     (inputs in the model's order) or save it with ``exe.export_library(path)``.
     """
     tgt = resolve_target(target)
+    if tuning_db is not None:
+        from .tune import TunedSchedules
+
+        source = TunedSchedules.open(tuning_db, tgt)
+        with schedules_from(source):
+            exe = build(model, tgt, sparsify, fast_math, calibration)
+        logging.getLogger("tvm_sparse").log(logging.WARNING if source.untuned else logging.INFO, source.report())
+        return exe
     if is_accel_target(tgt):
         from .accel.compile import build_for_device  # it builds on this module's host pipeline
 

@@ -46,27 +46,56 @@ def _cmd_compile(args) -> None:
     from .frontend import load_model
     from .library import write_metadata
     from .target import resolve_target
+    from .schedule.choice import schedules_from
     from .transform import SparsifyWeights
+    from .tune import TunedSchedules
 
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
     start = time.perf_counter()
     partition = None
-    if is_accel_target(target):
-        from .accel import compile as accel_compile
+    records = TunedSchedules.open(args.db, target) if args.db else None
+    with schedules_from(records):
+        if is_accel_target(target):
+            from .accel import compile as accel_compile
 
-        calibration = _parse_inputs(args.calibration, "--calibration") if args.calibration else None
-        result = accel_compile(loaded.mod, device_of(target), calibration)
-        exe, partition = result.executable, result.to_dict()
-        print(result.to_table())
-    else:
-        if args.calibration:
-            raise CLIError("--calibration applies to sparse-accel targets only")
-        sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block)
-        exe = build(loaded.mod, target=target, sparsify=sparsify)
+            calibration = _parse_inputs(args.calibration, "--calibration") if args.calibration else None
+            result = accel_compile(loaded.mod, device_of(target), calibration)
+            exe, partition = result.executable, result.to_dict()
+            print(result.to_table())
+        else:
+            if args.calibration:
+                raise CLIError("--calibration applies to sparse-accel targets only")
+            sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block)
+            exe = build(loaded.mod, target=target, sparsify=sparsify)
+    if records is not None:
+        print(records.report())
     exe.export_library(args.output)
     write_metadata(args.output, loaded, partition)
     print(f"wrote {args.output} in {time.perf_counter() - start:.1f}s")
+
+
+def _cmd_tune(args) -> int:
+    from .frontend import load_model
+    from .target import resolve_target
+    from .tune import tune
+
+    if args.trials < 1:
+        raise CLIError(f"--trials must be at least 1, got {args.trials}")
+    loaded = load_model(args.model)
+    target = resolve_target(args.device or args.target)
+    calibration = _parse_inputs(args.calibration, "--calibration") if args.calibration else None
+    try:
+        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the measurements so far are in {args.db}; run the same command again to resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+    else:
+        measured = sum(r.stats.measured for r in results if r.stats)
+        print(f"tuned {len(results)} task(s), {measured} new measurement(s), records in {args.db}")
+    return 0
 
 
 def _parse_inputs(items: list[str], option: str = "--input") -> dict[str, np.ndarray]:
@@ -142,7 +171,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sparsify", action="store_true", help="compile every layer dense")
     p.add_argument("--format", choices=("auto", "bsr", "dense"), default="auto", help="auto follows the cost model")
     p.add_argument("--block", help="restrict the block shape, e.g. 16x1")
+    p.add_argument("--db", metavar="DIR", help="use the tuned schedules in this database (written by 'tvm-sparse tune')")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("tune", help="autotune the model's kernels (MetaSchedule, XGBoost cost model) into a database")
+    p.add_argument("model", help="ONNX model")
+    p.add_argument("--db", required=True, metavar="DIR", help="tuning database directory (created, or resumed)")
+    p.add_argument("--target", default="llvm", help="llvm/host (default: this CPU), or a sparse-accel variant")
+    p.add_argument("--device", metavar="FILE.json", help="tune for the sparse-accel device this file describes")
+    p.add_argument("--trials", type=int, default=32, help="measurements per task, counting those already recorded")
+    p.add_argument("--calibration", action="append", metavar="NAME=FILE.npy", help="sparse-accel: a calibration input (repeat per input)")
+    p.add_argument("--strategy", choices=("xgb", "random"), default="xgb", help="evolutionary search with the XGBoost cost model, or random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON summary per task")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("run", help="run a compiled library on .npy inputs")
     p.add_argument("library", help="library written by 'tvm-sparse compile'")
@@ -158,7 +200,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (TVMSparseError, OSError) as err:
         print(f"tvm-sparse {args.command}: error: {err}", file=sys.stderr)
         return 1
@@ -166,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"tvm-sparse {args.command}: internal error: {type(err).__name__}: {first}", file=sys.stderr)
         return 3
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class Tiling:
     reduction: int = 256  # K per tile
     cols: int = 64  # N per tile
     double_buffer: bool = True
+    rows_outer: bool = False  # row tiles in the outer loop (inputs stay resident) or column tiles (weights do)
 
     def fitted(self, m: int, k: int, n: int) -> Tiling:
         """The tile for an ``m x k x n`` layer (``k``, ``n`` multiples of ``GRANULE``): ``reduction``/``cols``
@@ -60,10 +61,23 @@ class Tiling:
             return best
 
         rows = max(MIN_TILE_ROWS, -(-m // -(-m // self.rows)))
-        return Tiling(rows, divisor(k, self.reduction), divisor(n, self.cols), self.double_buffer)
+        return Tiling(rows, divisor(k, self.reduction), divisor(n, self.cols), self.double_buffer, self.rows_outer)
 
 
 DEFAULT_TILING = Tiling()
+
+
+def tile_fits(device: Device, tile: Tiling, n: int) -> str | None:
+    """Why ``tile`` does not fit the device's buffers for a layer with ``n`` outputs (None if it fits): the
+    operand tiles in one buffer half each, the accumulators of a tile plus the layer's bias and multiplier
+    (``2 * n`` words) in the accumulator buffer."""
+    halves = 2 if tile.double_buffer else 1
+    bufs = device.buffers
+    acc_half = (bufs.accumulator_bytes // 4 - 2 * n) // halves
+    tm, tk, tn = tile.rows, tile.reduction, tile.cols
+    if tm * tk > bufs.input_bytes // halves or tk * tn > bufs.weight_bytes // halves or not 0 < tm * tn <= acc_half:
+        return f"a {tm}x{tk}x{tn} tile does not fit {device.name}'s buffers ({'double' if halves == 2 else 'single'} buffered)"
+    return None
 
 
 def padded_shape(m: int, k: int, n: int, tiling: Tiling) -> tuple[int, int, int]:
@@ -102,12 +116,13 @@ class ProgramEmitter:
         self.meta_half = bufs.metadata_bytes // self.halves
         self.acc_params = bufs.accumulator_bytes // 4 - 2 * self.n
         self.acc_half = self.acc_params // self.halves
-        tm, tk, tn = tile.rows, tile.reduction, tile.cols
-        if tm * tk > self.inp_half or tk * tn > self.wgt_half or not 0 < tm * tn <= self.acc_half:
-            raise ProgramError(f"a {tm}x{tk}x{tn} tile does not fit {device.name}'s buffers ({'double' if self.halves == 2 else 'single'} buffered)")
+        problem = tile_fits(device, tile, self.n)
+        if problem:
+            raise ProgramError(problem)
         self.weight = weight
         self.tiles: dict = {}  # (k0, n0) -> (dram addr, rows, cols, meta addr, meta bytes)
         self.pending: list = []  # loads of the next GEMM
+        self.resident: dict = {}  # (buffer, half) -> the DRAM tile it holds
         self.step = self.out_tile = 0
         self.acc_of: dict = {}  # (m0, n0) -> ACC address of its accumulators
         self.fresh: set = set()  # accumulator tiles whose next GEMM overwrites
@@ -150,7 +165,14 @@ class ProgramEmitter:
         (rows, red), (_, cols) = op.shape(0), op.shape(1)
         half = self.step % self.halves
         sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half}
-        loads = [(buf, sram[buf], dram, r, c, stride) for buf, dram, r, c, stride in self.pending]
+        loads = []
+        for buf, dram, r, c, stride in self.pending:  # a tile still in its half from an earlier step is not reloaded
+            if self.resident.get((buf, half)) != (dram, r, c, stride):
+                self.resident[buf, half] = (dram, r, c, stride)
+                loads.append((buf, sram[buf], dram, r, c, stride))
+        if not loads:  # the GEMM waits on a load's token: reload the input tile to send it
+            buf, dram, r, c, stride = self.pending[0]
+            loads.append((buf, sram[buf], dram, r, c, stride))
         if self.step == 0:
             loads.append((Buffer.ACC, self.acc_params, self.params_addr, 2, self.n, 4 * self.n))
         for i, (buf, sram_addr, dram, r, c, stride) in enumerate(loads):
@@ -197,7 +219,7 @@ def emit_gemm_layer(
         raise ProgramError(f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles")
     params = b.place(np.stack([bias, multiplier]).astype(np.int32))
     emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift)
-    for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode)):
+    for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode, tile.rows_outer)):
         emitter.emit(op)
 
 
@@ -244,10 +266,7 @@ def estimate_cost(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, dev
     activations re-read per column tile and the weight per row tile (they also cost energy)."""
     mp, kp, np_ = padded_shape(m, k, n, tiling)
     tile = tiling.fitted(m, kp, np_)
-    halves = 2 if tile.double_buffer else 1
-    bufs = device.buffers
-    acc_half = (bufs.accumulator_bytes // 4 - 2 * np_) // halves
-    if tile.rows * tile.reduction > bufs.input_bytes // halves or tile.reduction * tile.cols > bufs.weight_bytes // halves or not 0 < tile.rows * tile.cols <= acc_half:
+    if tile_fits(device, tile, np_):
         return None
     density = weight_bytes / max(1, k * n)
     compute = mp * kp * np_ * density / device.pe_array.macs_per_cycle

@@ -60,29 +60,54 @@ def layer_func(m: int, k: int, n: int, shift: int, relu: bool):
     return layer
 
 
-def schedule_layer(m: int, k: int, n: int, tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense") -> tvm.IRModule:
-    """The tensorized layer for ``tm x tk x tn`` tiles (``m``, ``k``, ``n`` multiples of them), its GEMM
-    tiles tensorized with the intrinsic of the weight ``mode``."""
-    if m % tm or k % tk or n % tn:
-        raise ValueError(f"a {m}x{k}x{n} layer is not a whole number of {tm}x{tk}x{tn} tiles")
-    names = intrinsic_names(tm, tk, tn, shift, relu, mode)
-    sch = s_tir.Schedule(layer_func(m, k, n, shift, relu))
+def tile_layer(sch: s_tir.Schedule, rows, reduction, cols, rows_outer: bool = False) -> None:
+    """Tile the layer in ``sch`` (from :func:`layer_func`): stage the operand tiles in the on-chip scopes,
+    keep accumulators on chip across the reduction, requantize each output tile after its last GEMM.
+
+    The tile sizes are ints or MetaSchedule tile decisions (``sample_perfect_tile`` results), so the
+    compiler and the tuner's design space share this schedule. ``rows_outer`` walks row tiles in the outer
+    loop (an input tile stays resident across the column tiles) instead of column tiles (a weight tile
+    stays resident across the row tiles).
+    """
     gemm, epilogue = sch.get_sblock("gemm"), sch.get_sblock("requant")
     sch.set_scope(gemm, 0, ACC_SCOPE)
     x_tile = sch.cache_read(gemm, 0, INP_SCOPE)
     w_tile = sch.cache_read(gemm, 1, WGT_SCOPE)
     i, j, r = sch.get_loops(gemm)
-    io, ii = sch.split(i, [None, tm])
-    jo, ji = sch.split(j, [None, tn])
-    ro, ri = sch.split(r, [None, tk])
-    sch.reorder(jo, io, ro, ii, ji, ri)
+    io, ii = sch.split(i, rows if isinstance(rows, list) else [None, rows])
+    jo, ji = sch.split(j, cols if isinstance(cols, list) else [None, cols])
+    ro, ri = sch.split(r, reduction if isinstance(reduction, list) else [None, reduction])
+    outer = (io, jo) if rows_outer else (jo, io)
+    sch.reorder(*outer, ro, ii, ji, ri)
     sch.compute_at(x_tile, ro)
     sch.compute_at(w_tile, ro)
-    init = sch.decompose_reduction(gemm, ro)
-    sch.reverse_compute_at(epilogue, io)
-    sch.tensorize(sch.get_loops(x_tile)[-2], names[LOAD_INP])
-    sch.tensorize(sch.get_loops(w_tile)[-2], names[LOAD_WGT])
-    sch.tensorize(sch.get_loops(init)[-2], names[FILL])
-    sch.tensorize(ii, names[GEMM])
-    sch.tensorize(sch.get_loops(epilogue)[-2], names[EPILOGUE])
+    sch.decompose_reduction(gemm, ro)
+    sch.reverse_compute_at(epilogue, outer[1])
+
+
+def tile_shape(sch: s_tir.Schedule) -> tuple[int, int, int]:
+    """The ``(rows, reduction, cols)`` tile of a layer tiled by :func:`tile_layer`."""
+    ii, ji, ri = sch.get_loops(sch.get_sblock("gemm_update"))[-3:]
+    return tuple(int(sch.get(loop).extent) for loop in (ii, ri, ji))
+
+
+def tensorize_layer(sch: s_tir.Schedule, shift: int, relu: bool, mode: str = "dense") -> None:
+    """Tensorize every tile operation of a tiled layer with the intrinsics of the weight ``mode``."""
+    tm, tk, tn = tile_shape(sch)
+    names = intrinsic_names(tm, tk, tn, shift, relu, mode)
+    sch.tensorize(sch.get_loops(sch.get_sblock("X_" + INP_SCOPE))[-2], names[LOAD_INP])
+    sch.tensorize(sch.get_loops(sch.get_sblock("W_" + WGT_SCOPE))[-2], names[LOAD_WGT])
+    sch.tensorize(sch.get_loops(sch.get_sblock("gemm_init"))[-2], names[FILL])
+    sch.tensorize(sch.get_loops(sch.get_sblock("gemm_update"))[-3], names[GEMM])
+    sch.tensorize(sch.get_loops(sch.get_sblock("requant"))[-2], names[EPILOGUE])
+
+
+def schedule_layer(m: int, k: int, n: int, tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense", rows_outer: bool = False) -> tvm.IRModule:
+    """The tensorized layer for ``tm x tk x tn`` tiles (``m``, ``k``, ``n`` multiples of them), its GEMM
+    tiles tensorized with the intrinsic of the weight ``mode``."""
+    if m % tm or k % tk or n % tn:
+        raise ValueError(f"a {m}x{k}x{n} layer is not a whole number of {tm}x{tk}x{tn} tiles")
+    sch = s_tir.Schedule(layer_func(m, k, n, shift, relu))
+    tile_layer(sch, tm, tk, tn, rows_outer)
+    tensorize_layer(sch, shift, relu, mode)
     return sch.mod

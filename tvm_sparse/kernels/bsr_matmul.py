@@ -40,6 +40,9 @@ class BSRKernelParams:
     """The generator's knobs (the schedule of this kernel)."""
 
     rows_per_tile: int
+    #: walk the parallel (row tile, block row) pairs block row first (a weight panel stays in cache)
+    #: instead of row tile first (a packed input tile does)
+    weight_major: bool = False
 
     @staticmethod
     def default(block_shape: tuple[int, int], im2col: bool = False) -> BSRKernelParams:
@@ -239,8 +242,11 @@ def bsr_matmul_kernel(
         Y = T.decl_buffer((m, n_pad), "float32", data=Y_out.data)
         X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
         pack_rows(X, X_tiles)
-        for t in T.parallel(full_tiles * block_rows):
-            row_tile(X_tiles, data, indices, indptr, B, Y, t // block_rows, t % block_rows, mt)
+        for w in T.parallel(full_tiles * block_rows):
+            if params.weight_major:
+                row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles, w // full_tiles, mt)
+            else:
+                row_tile(X_tiles, data, indices, indptr, B, Y, w // block_rows, w % block_rows, mt)
         if tail > 0:
             for br in T.parallel(block_rows):
                 row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles, br, tail)

@@ -70,9 +70,10 @@ def padded_reduction(k: int) -> int:
     return -(-k // VECTOR_LANES) * VECTOR_LANES
 
 
-def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bool = False):
+def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bool = False, rows_per_tile: int = ROWS_PER_TILE):
     """Return the PrimFunc ``name(X[m, Kp], positions, values, bias[Np], Y[m, Np])``.
 
+    ``rows_per_tile`` rows of ``X`` share each chunk's value and position vectors (the kernel's knob).
     ``Kp``/``Np`` are ``K``/``N`` rounded up to 16; the caller pads ``X`` with
     zero columns and crops ``Y``.
     """
@@ -80,7 +81,7 @@ def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bo
     n_pad, k_pad = -(-rows // VECTOR_LANES) * VECTOR_LANES, padded_reduction(cols)
     panels, chunks = n_pad // VECTOR_LANES, k_pad // VECTOR_LANES
     slots = VECTOR_LANES // weight.m * weight.n
-    mt = min(ROWS_PER_TILE, m)
+    mt = min(rows_per_tile, m)
     full_tiles, tail = divmod(m, mt)
     row_tiles = full_tiles + (tail > 0)
     lanes = VECTOR_LANES

@@ -28,7 +28,9 @@ from tvm import relax
 from ..accel.basis_program import BasisGeometry, emit_basis_layer
 from ..accel.builder import ProgramBuilder
 from ..accel.device import Device
-from ..accel.gemm_program import GRANULE, choose_tiling, emit_gemm_layer, padded_shape
+from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape
+from ..schedule.choice import tuned
+from ..schedule.tasks import DeviceGemmTask
 from ..accel.layer import LayerHeader, encode_layer
 from ..accel.quantize import QuantizedLayer, quantize
 from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
@@ -198,8 +200,8 @@ class OffloadToAccel:
         bias[:n] = quant.bias
         multiplier = np.zeros(n_pad, np.int64)
         multiplier[:n] = quant.multiplier
-        packed_bytes = np.count_nonzero(w_kn) if mode != "dense" else w_kn.size
-        tiling = choose_tiling(m, k_pad, n_pad, packed_bytes, self.device)
+        task = DeviceGemmTask(m, w_kn, mode, self.device, bias, multiplier, quant.shift, layer.relu)
+        tiling = tuned(task) or task.default()
         m_pad = padded_shape(m, k_pad, n_pad, tiling)[0]
         b = ProgramBuilder(self.device.name)
         b.layer(layer.name)

@@ -19,7 +19,9 @@ from ..kernels import (
 )
 from ..kernels.depthwise_conv import depthwise_conv_kernel
 from ..kernels.nm_matmul import NMKernelArgs, nm_matmul_kernel, padded_reduction
+from ..schedule.choice import tuned
 from ..schedule.records import KernelRecords
+from ..schedule.tasks import BlockMatmulTask, NMMatmulTask
 
 #: Emits the replacement of one binding and returns the expression holding its value.
 Emitter = Callable[["MatmulRewriter"], relax.Expr]
@@ -64,12 +66,14 @@ class MatmulRewriter(relax.PyExprMutator):
         return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
 
 
-def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix, im2col: bool = False) -> BSRKernelParams:
-    """Explicit parameters, else the shipped tuned record for this shape, else the default."""
+def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix, im2col: Im2Col | None = None, relu: bool = False) -> BSRKernelParams:
+    """Explicit parameters, else the build's tuning records, else the shipped record for this shape, else
+    the default."""
     if params is not None:
         return params
+    task = BlockMatmulTask(m, weight, im2col, relu)
     k_n = weight.shape[1], weight.shape[0]
-    return KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or BSRKernelParams.default(weight.block_shape, im2col)
+    return tuned(task) or KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or task.default()
 
 
 def _shape(expr) -> tuple | None:
@@ -111,7 +115,7 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         c = weight.block_shape[1]
         k_pad = -(-k // c) * c
         m = layer.rows
-        kernel = bsr_matmul_kernel(m, weight, _kernel_params(params, m, weight), relu=layer.relu)
+        kernel = bsr_matmul_kernel(m, weight, _kernel_params(params, m, weight, relu=layer.relu), relu=layer.relu)
         x = rw.visit_expr(layer.x)
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
@@ -136,7 +140,8 @@ def nm_matmul_emitter(layer: LinearLayer, weight: NMMatrix) -> Emitter:
         if k_pad != k:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
         args = NMKernelArgs.from_nm(weight)
-        kernel = nm_matmul_kernel(m, weight, relu=layer.relu)
+        task = NMMatmulTask(m, weight, layer.relu)
+        kernel = nm_matmul_kernel(m, weight, relu=layer.relu, rows_per_tile=tuned(task) or task.default())
         y = _kernel_call(rw, kernel, f"nm_matmul_{layer.name}", x2, [args.positions, args.values], layer, n_pad, (m,))
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
@@ -163,7 +168,7 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
-        kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight, im2col=True), im2col=im2col, relu=layer.relu)
+        kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight, im2col, layer.relu), im2col=im2col, relu=layer.relu)
         return _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, tuple(layer.out_shape[:3]))
 
     return emit

@@ -1,0 +1,169 @@
+"""Autotuning: records are produced, resumed and applied; wrong candidates never reach the database;
+the simulator runner reports the simulator's cycles; unusable databases are skipped."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from conftest import block_sparse, run_executable, run_onnxruntime
+from tvm.s_tir import meta_schedule as ms
+
+import tvm_sparse
+from tvm_sparse.accel import load_device
+from tvm_sparse.accel.gemm_program import Tiling, gemm_program
+from tvm_sparse.cli import main
+from tvm_sparse.formats import BSRMatrix, NMMatrix
+from tvm_sparse.kernels import bsr_matmul_kernel
+from tvm_sparse.prune import prune_onnx
+from tvm_sparse.schedule.tasks import BlockMatmulTask, DeviceGemmTask, NMMatmulTask
+from tvm_sparse.sim import run
+from tvm_sparse.target import host_target
+from tvm_sparse.testing import mlp
+from tvm_sparse.tune import TunedSchedules, extract_tasks, tune
+from tvm_sparse.tune.database import META_FILE, open_database
+from tvm_sparse.tune.search import recorded_trials, search
+
+DEVICE = load_device("sparse-accel")
+
+
+@pytest.fixture(scope="module")
+def pruned_mlp():
+    model, _ = prune_onnx(mlp(batch=16, sizes=(64, 128, 32)), "block:16x1", 0.25)
+    return model
+
+
+def test_tune_records_resume_and_apply(tmp_path, pruned_mlp, rng, caplog):
+    work = tmp_path / "db"
+    first = tune(pruned_mlp, trials=3, work_dir=str(work), progress=False)
+    assert [r.description for r in first] == ["block matmul 16x64x128 16x1 d0.25", "block matmul 16x128x32 16x1 d0.25"]
+    database = open_database(work)
+    for result, task in zip(first, extract_tasks(pruned_mlp)):
+        assert result.stats.measured + result.stats.failed == 2  # the default was recorded first
+        assert recorded_trials(database, task) == 1 + result.stats.measured
+    again = tune(pruned_mlp, trials=3, work_dir=str(work), progress=False)
+    assert all(r.stats is None and r.recorded >= 3 for r in again)  # resumed: nothing left to measure
+
+    records = TunedSchedules.open(work, host_target())
+    tasks = extract_tasks(pruned_mlp)
+    assert all(isinstance(records.lookup(t), tvm_sparse.kernels.BSRKernelParams) for t in tasks)
+    with caplog.at_level(logging.INFO, logger="tvm_sparse"):
+        exe = tvm_sparse.build(pruned_mlp, tuning_db=str(work))
+    assert "tuning records: 2 kernel(s) tuned" in caplog.text
+    x = rng.standard_normal((16, 64)).astype("float32")
+    np.testing.assert_allclose(run_executable(exe, x), run_onnxruntime(pruned_mlp, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_tasks_of_one_structure_share_records(rng):
+    mask = np.repeat(rng.random((4, 96)) < 0.3, 16, axis=0)
+
+    def task(keep):
+        return BlockMatmulTask(32, BSRMatrix.from_dense((rng.standard_normal((64, 96)) * keep).astype("float32"), (16, 1)))
+
+    one, other, denser = task(mask), task(mask), task(mask | np.repeat(rng.random((4, 96)) < 0.5, 16, axis=0))
+    assert tvm_ffi.structural_equal(one.workload(), other.workload())  # other values, same structure: one task
+    assert not tvm_ffi.structural_equal(one.workload(), denser.workload())
+
+
+class _BrokenKernel(BlockMatmulTask):
+    """A candidate generator with a bug: it applies ReLU the layer does not have."""
+
+    def kernel(self, params):
+        return bsr_matmul_kernel(self.m, self.weight, params, relu=True)
+
+
+def test_wrong_candidates_are_discarded_and_counted(tmp_path, rng):
+    task = _BrokenKernel(16, BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1)))
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    stats = search(task, host_target(), database, 3, str(tmp_path))
+    assert stats.wrong == 3 and stats.measured == 0
+    assert recorded_trials(database, task) == 0
+
+
+def test_nm_task_space_round_trips(rng):
+    w = rng.standard_normal((32, 64)).astype("float32")
+    w.reshape(32, 16, 4)[..., :2] = 0  # 2:4
+    task = NMMatmulTask(8, NMMatrix.from_dense(w, 2, 4))
+    assert task.measure(task.default(), host_target()) > 0
+    sch = tvm.s_tir.Schedule(task.workload())
+    task.trace(6).apply_to_schedule(sch, remove_postproc=True)
+    assert task.decode(sch) == 6
+
+
+def test_simulator_runner_reports_the_simulators_cycles(tmp_path, rng):
+    weight = rng.integers(-128, 128, size=(128, 64)).astype(np.int8)
+    bias, multiplier = rng.integers(-1000, 1000, size=64), rng.integers(1, 500, size=64)
+    task = DeviceGemmTask(48, weight, "dense", DEVICE, bias, multiplier, shift=12)
+    tiling = Tiling(16, 64, 32, double_buffer=True, rows_outer=True)
+    x = np.random.default_rng(0).integers(-128, 128, size=(48, 128)).astype(np.int8)  # the runner's input
+    program, _ = gemm_program(x, weight, bias, multiplier, 12, DEVICE, "dense", False, tiling)
+    cycles = run(program, DEVICE).report.total.cycles
+    assert task.measure(tiling) == cycles / (DEVICE.clock_mhz * 1e6)
+
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    stats = search(task, tvm_sparse.accel.target("sparse-accel"), database, 4, str(tmp_path))
+    assert stats.measured + stats.failed == 4 and stats.wrong == 0
+    assert all(task.check(t) is None for t in [stats.best])
+    assert stats.best_seconds == task.measure(stats.best)
+
+
+def test_device_fit_check_rejects_tiles_before_measurement():
+    task = DeviceGemmTask(64, np.ones((4096, 1024), np.int8), "dense", DEVICE)
+    assert task.check(Tiling(64, 4096, 1024)) is not None  # far beyond the buffers
+    assert task.check(Tiling(64, 24, 32)) is not None  # off the 16-wide granule
+    assert task.check(task.default()) is None
+
+
+def _commit_default(task, target, database):
+    func = task.workload()
+    workload = database.commit_workload(tvm.IRModule({"main": func}))
+    record = ms.database.TuningRecord(task.trace(task.default()), workload, [1e-3], target, ms.arg_info.ArgInfo.from_prim_func(func))
+    database.commit_tuning_record(record)
+
+
+def test_records_for_another_cpu_are_not_applied(tmp_path, rng):
+    task = BlockMatmulTask(16, BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1)))
+    other_cpu = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    _commit_default(task, other_cpu, open_database(tmp_path, create=True))
+    assert TunedSchedules.open(tmp_path, other_cpu).lookup(task) == task.default()
+    host = host_target()
+    if str(host.attrs["mcpu"]) != "skylake-avx512":
+        assert TunedSchedules.open(tmp_path, host).lookup(task) is None
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "database_tuning_record.json").write_text("{not json\n"), "corrupt tuning database"),
+        (lambda d: (d / META_FILE).write_text(json.dumps({"format": 1, "tvm": "0.1.0"})), "written by TVM 0.1.0"),
+        (lambda d: (d / META_FILE).unlink(), "not a tuning database"),
+    ],
+)
+def test_unusable_databases_are_skipped_with_a_warning(tmp_path, rng, pruned_mlp, damage, message):
+    task = BlockMatmulTask(16, BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1)))
+    _commit_default(task, host_target(), open_database(tmp_path, create=True))
+    damage(tmp_path)
+    with pytest.warns(UserWarning, match=message):
+        records = TunedSchedules.open(tmp_path, host_target())
+    assert records.lookup(task) is None
+    with pytest.warns(UserWarning, match=message):
+        exe = tvm_sparse.build(pruned_mlp, tuning_db=str(tmp_path))
+    x = rng.standard_normal((16, 64)).astype("float32")
+    np.testing.assert_allclose(run_executable(exe, x), run_onnxruntime(pruned_mlp, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_cli_tunes_for_the_device_and_compiles_with_the_records(tmp_path, pruned_mlp, capsys):
+    import onnx
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(pruned_mlp, path)
+    db = tmp_path / "db"
+    assert main(["tune", str(path), "--target", "sparse-accel", "--trials", "3", "--db", str(db), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary) == 2 and all(s["measured"] + s["failed"] == 2 and s["best_seconds"] > 0 for s in summary)
+    assert main(["compile", str(path), "--target", "sparse-accel", "--db", str(db), "-o", str(tmp_path / "m.so")]) == 0
+    assert "tuning records: 2 kernel(s) tuned" in capsys.readouterr().out
+    assert main(["tune", str(path), "--trials", "0", "--db", str(db)]) == 1
+    assert "--trials must be at least 1" in capsys.readouterr().err

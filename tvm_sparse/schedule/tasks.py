@@ -1,0 +1,341 @@
+"""Tuning tasks: one per kernel the compiler generates, each with its design space.
+
+A task names what a kernel computes and the structure of its weight (shape,
+format, block shape, density bucket), not the weight's values: kernels with
+the same key share tuning records. Its *workload* is a small TIR function
+that MetaSchedule keys its database by; its *design space* is a MetaSchedule
+schedule function over that workload whose sampling decisions are the
+kernel's knobs:
+
+* CPU kernels (:class:`BlockMatmulTask`, :class:`NMMatmulTask`) are generated
+  per weight (their loops are specialised to the sparsity pattern), so the
+  space samples the generator's parameters and annotates them on the
+  workload; :meth:`decode` reads them back.
+* A device GEMM layer (:class:`DeviceGemmTask`) is the TIR layer of
+  :mod:`tvm_sparse.accel.tir_layer`; the space tiles it with sampled tile
+  sizes (``sample_perfect_tile``), a loop order and double buffering.
+
+Each task also measures a decision on its own weight (:meth:`measure`):
+wall time of the compiled kernel on the host, or simulated device time. The
+kernel's output is checked against numpy first, and a wrong candidate raises
+:class:`WrongResult` instead of being timed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import tvm
+from tvm import s_tir, te
+
+from ..accel.device import Device
+from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, gemm_program, tile_fits
+from ..accel.tir_layer import layer_func, tile_layer, tile_shape
+from ..errors import TVMSparseError
+from ..formats import BSRMatrix, NMMatrix
+from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
+from ..kernels.nm_matmul import ROWS_PER_TILE, NMKernelArgs, nm_matmul_kernel, padded_reduction
+
+#: Densities are bucketed to this step: kernels whose densities round alike share records.
+DENSITY_STEP = 0.05
+KNOB = "tvm_sparse.knob."
+TASK_ATTR = "tvm_sparse.task"
+ROWS_PER_TILE_CHOICES = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
+
+
+class WrongResult(TVMSparseError):
+    """A candidate schedule computed a wrong result; it is discarded, never recorded."""
+
+
+def density_bucket(density: float) -> float:
+    return round(round(density / DENSITY_STEP) * DENSITY_STEP, 2)
+
+
+def _workload(m: int, k: int, n: int, key: dict, dtype: str = "float32") -> tvm.tirx.PrimFunc:
+    """``Y = X @ W.T`` named by ``key``: the database identity of a host kernel task."""
+    x = te.placeholder((m, k), dtype, name="X")
+    w = te.placeholder((n, k), dtype, name="W")
+    r = te.reduce_axis((0, k), name="r")
+    y = te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[j, r], axis=r), name="Y")
+    return te.create_prim_func([x, w, y]).with_attr(TASK_ATTR, json.dumps(key, sort_keys=True))
+
+
+def _sample_knobs(sch: s_tir.Schedule, choices: dict) -> s_tir.Schedule:
+    """Sample each knob uniformly from its choices and annotate the decision on block ``Y``."""
+    block = sch.get_sblock("Y")
+    for name, values in choices.items():
+        value = sch.sample_categorical(list(values), [1.0 / len(values)] * len(values))
+        sch.annotate(block, KNOB + name, value)
+    return sch
+
+
+def _knob_trace(task, knobs) -> s_tir.Trace | None:
+    """The trace of ``task``'s design space whose decisions give ``knobs`` (None if none does)."""
+    for space in task.design_space(s_tir.Schedule(task.workload())):
+        samples = [inst for inst in space.trace.insts if inst.kind.name == "SampleCategorical"]
+        for decisions in itertools.product(*(range(len(inst.attrs[0])) for inst in samples)):
+            trace = space.trace
+            for inst, decision in zip(samples, decisions):
+                trace = trace.with_decision(inst, decision, remove_postproc=True)
+            sch = s_tir.Schedule(task.workload())
+            trace.apply_to_schedule(sch, remove_postproc=True)
+            if task.decode(sch) == knobs:
+                return sch.trace
+    return None
+
+
+def _knobs(sch: s_tir.Schedule, block: str = "Y") -> dict:
+    annotations = sch.get(sch.get_sblock(block)).annotations
+    return {key[len(KNOB) :]: int(value) for key, value in annotations.items() if key.startswith(KNOB)}
+
+
+def _timed(func, args: list, expected: np.ndarray, target: tvm.target.Target) -> float:
+    """Compile ``func``, check its output against ``expected``, return its median time in seconds."""
+    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
+    dev = tvm.cpu()
+    tensors = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.tensor(np.zeros(expected.shape, "float32"), dev)]
+    lib["main"](*tensors)
+    if not np.allclose(tensors[-1].numpy(), expected, rtol=1e-4, atol=1e-4):
+        raise WrongResult(f"max |error| {np.abs(tensors[-1].numpy() - expected).max():.3g} against numpy")
+    timer = lib.time_evaluator("main", dev, number=1, repeat=5, min_repeat_ms=40)
+    return float(np.median(timer(*tensors).results))
+
+
+@dataclass(frozen=True, eq=False)
+class BlockMatmulTask:
+    """The block kernel (block-sparse, or dense panels; on im2col rows for a convolution)."""
+
+    m: int
+    weight: BSRMatrix
+    im2col: Im2Col | None = None
+    relu: bool = False
+
+    @cached_property
+    def key(self) -> dict:
+        n, k = self.weight.shape
+        conv = None
+        if self.im2col is not None:
+            g = self.im2col
+            conv = [list(g.input_shape), list(g.kernel), list(g.strides), list(g.padding), list(g.dilation), g.groups]
+        return {"kernel": "block_matmul", "m": self.m, "k": k, "n": n, "block": list(self.weight.block_shape),
+                "density": density_bucket(self.weight.block_density), "im2col": conv}
+
+    def describe(self) -> str:
+        r, c = self.weight.block_shape
+        what = "conv" if self.im2col is not None else "matmul"
+        return f"block {what} {self.m}x{self.key['k']}x{self.key['n']} {r}x{c} d{self.key['density']:.2f}"
+
+    def workload(self) -> tvm.tirx.PrimFunc:
+        return _workload(self.m, self.key["k"], self.key["n"], self.key)
+
+    def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+        return [_sample_knobs(sch, {"rows_per_tile": ROWS_PER_TILE_CHOICES, "weight_major": (0, 1)})]
+
+    def decode(self, sch: s_tir.Schedule) -> BSRKernelParams:
+        knobs = _knobs(sch)
+        return BSRKernelParams(knobs["rows_per_tile"], bool(knobs["weight_major"]))
+
+    def default(self) -> BSRKernelParams:
+        return BSRKernelParams.default(self.weight.block_shape, im2col=self.im2col is not None)
+
+    def trace(self, params: BSRKernelParams) -> s_tir.Trace | None:
+        return _knob_trace(self, params)
+
+    def features(self, params: BSRKernelParams) -> list[float]:
+        r, c = self.weight.block_shape
+        tiles = -(-self.m // params.rows_per_tile)
+        block_rows = len(self.weight.indptr) - 1
+        return [params.rows_per_tile, params.weight_major, params.rows_per_tile * -(-r // 16), tiles, tiles * block_rows,
+                self.m % params.rows_per_tile, r, c, self.weight.block_density, self.m, *self.weight.shape]
+
+    def kernel(self, params: BSRKernelParams) -> tvm.tirx.PrimFunc:
+        return bsr_matmul_kernel(self.m, self.weight, params, im2col=self.im2col, relu=self.relu)
+
+    def measure(self, params: BSRKernelParams, target: tvm.target.Target) -> float:
+        rng = np.random.default_rng(0)
+        n, k = self.weight.shape
+        r, c = self.weight.block_shape
+        n_pad, k_pad = (len(self.weight.indptr) - 1) * r, -(-k // c) * c
+        shape = self.im2col.input_shape if self.im2col is not None else (self.m, k_pad)
+        x = rng.standard_normal(shape).astype("float32")
+        bias = rng.standard_normal(n_pad).astype("float32")
+        dense = np.zeros((n_pad, k_pad), "float32")
+        dense[:n, :k] = self.weight.to_dense()
+        rows = _im2col_rows(x, self.im2col) if self.im2col is not None else x
+        expected = rows @ dense.T + bias
+        if self.relu:
+            expected = np.maximum(expected, 0)
+        if self.im2col is not None:
+            expected = expected.reshape(self.im2col.input_shape[0], *self.im2col.out_hw, n_pad)
+        args = BSRKernelArgs.from_bsr(self.weight)
+        return _timed(self.kernel(params), [x, args.data, args.indices, args.indptr, bias], expected, target)
+
+
+def _im2col_rows(x: np.ndarray, g: Im2Col) -> np.ndarray:
+    """The ``[rows, KH*KW*C]`` patch matrix of an NHWC image (numpy reference of the kernel's packing)."""
+    n, h, w, c = x.shape
+    oh, ow = g.out_hw
+    (kh, kw), (sh, sw), (pt, pl), (dh, dw) = g.kernel, g.strides, g.padding, g.dilation
+    padded = np.zeros((n, h + pt + kh * dh + sh * oh, w + pl + kw * dw + sw * ow, c), x.dtype)
+    padded[:, pt : pt + h, pl : pl + w] = x
+    taps = [padded[:, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] for i in range(kh) for j in range(kw)]
+    per_group = c // g.groups
+    cols = [t[..., gi * per_group : (gi + 1) * per_group] for gi in range(g.groups) for t in taps]
+    return np.concatenate(cols, axis=-1).reshape(n * oh * ow, -1)
+
+
+@dataclass(frozen=True, eq=False)
+class NMMatmulTask:
+    """The N:M kernel."""
+
+    m: int
+    weight: NMMatrix
+    relu: bool = False
+
+    @cached_property
+    def key(self) -> dict:
+        n, k = self.weight.shape
+        return {"kernel": "nm_matmul", "m": self.m, "k": k, "n": n, "pattern": [self.weight.n, self.weight.m]}
+
+    def describe(self) -> str:
+        return f"{self.weight.n}:{self.weight.m} matmul {self.m}x{self.key['k']}x{self.key['n']}"
+
+    def workload(self) -> tvm.tirx.PrimFunc:
+        return _workload(self.m, self.key["k"], self.key["n"], self.key)
+
+    def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+        return [_sample_knobs(sch, {"rows_per_tile": [v for v in ROWS_PER_TILE_CHOICES if v <= 16]})]
+
+    def decode(self, sch: s_tir.Schedule) -> int:
+        return _knobs(sch)["rows_per_tile"]
+
+    def default(self) -> int:
+        return ROWS_PER_TILE
+
+    def trace(self, rows_per_tile: int) -> s_tir.Trace | None:
+        return _knob_trace(self, rows_per_tile)
+
+    def features(self, rows_per_tile: int) -> list[float]:
+        return [rows_per_tile, -(-self.m // rows_per_tile), self.m % rows_per_tile, self.weight.n, self.weight.m, self.m, *self.weight.shape]
+
+    def kernel(self, rows_per_tile: int) -> tvm.tirx.PrimFunc:
+        return nm_matmul_kernel(self.m, self.weight, relu=self.relu, rows_per_tile=rows_per_tile)
+
+    def measure(self, rows_per_tile: int, target: tvm.target.Target) -> float:
+        rng = np.random.default_rng(0)
+        n, k = self.weight.shape
+        n_pad, k_pad = -(-n // 16) * 16, padded_reduction(k)
+        x = rng.standard_normal((self.m, k_pad)).astype("float32")
+        bias = rng.standard_normal(n_pad).astype("float32")
+        dense = np.zeros((n_pad, k_pad), "float32")
+        dense[:n, :k] = self.weight.to_dense()[:, :k]
+        expected = x @ dense.T + bias
+        if self.relu:
+            expected = np.maximum(expected, 0)
+        args = NMKernelArgs.from_nm(self.weight)
+        return _timed(self.kernel(rows_per_tile), [x, args.positions, args.values, bias], expected, target)
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceGemmTask:
+    """One quantized GEMM layer on ``sparse-accel`` (``weight`` is int8 ``[K, N]``, padded to the granule)."""
+
+    m: int
+    weight: np.ndarray
+    mode: str
+    device: Device
+    bias: np.ndarray = field(repr=False, default=None)
+    multiplier: np.ndarray = field(repr=False, default=None)
+    shift: int = 16
+    relu: bool = False
+
+    @cached_property
+    def stored_bytes(self) -> int:
+        return int(np.count_nonzero(self.weight)) if self.mode != "dense" else self.weight.size
+
+    @cached_property
+    def key(self) -> dict:
+        k, n = self.weight.shape
+        return {"kernel": "device_gemm", "device": self.device.name, "m": self.rows, "k": k, "n": n, "mode": self.mode,
+                "density": density_bucket(self.stored_bytes / self.weight.size)}
+
+    @property
+    def rows(self) -> int:
+        return max(self.m, MIN_TILE_ROWS)
+
+    def describe(self) -> str:
+        return f"{self.device.name} {self.mode} gemm {self.rows}x{self.key['k']}x{self.key['n']} d{self.key['density']:.2f}"
+
+    def workload(self) -> tvm.tirx.PrimFunc:
+        k, n = self.weight.shape
+        return layer_func(self.rows, k, n, 16, False).with_attr(TASK_ATTR, json.dumps(self.key, sort_keys=True))
+
+    def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+        """Tile sizes (divisors of each dimension), the loop order and double buffering."""
+        spaces = []
+        for rows_outer in (False, True):
+            s = sch.copy()
+            gemm = s.get_sblock("gemm")
+            i, j, r = s.get_loops(gemm)
+            rows = s.sample_perfect_tile(i, n=2, max_innermost_factor=256)
+            cols = s.sample_perfect_tile(j, n=2, max_innermost_factor=1024)
+            reduction = s.sample_perfect_tile(r, n=2, max_innermost_factor=4096)
+            s.annotate(gemm, KNOB + "double_buffer", s.sample_categorical([0, 1], [0.5, 0.5]))
+            s.annotate(gemm, KNOB + "rows_outer", int(rows_outer))
+            tile_layer(s, list(rows), list(reduction), list(cols), rows_outer)
+            spaces.append(s)
+        return spaces
+
+    def decode(self, sch: s_tir.Schedule) -> Tiling:
+        tm, tk, tn = tile_shape(sch)
+        knobs = _knobs(sch, "gemm_update")
+        return Tiling(tm, tk, tn, bool(knobs["double_buffer"]), bool(knobs["rows_outer"]))
+
+    def check(self, tiling: Tiling) -> str | None:
+        """Why the device cannot run ``tiling`` (None if it can): rejected before measurement."""
+        if tiling.rows < MIN_TILE_ROWS or tiling.reduction % 16 or tiling.cols % 16:
+            return f"a {tiling.rows}x{tiling.reduction}x{tiling.cols} tile is off the device's granule"
+        return tile_fits(self.device, tiling, self.weight.shape[1])
+
+    def default(self) -> Tiling:
+        k, n = self.weight.shape
+        return choose_tiling(self.m, k, n, self.stored_bytes, self.device)
+
+    def trace(self, tiling: Tiling) -> s_tir.Trace | None:
+        """The design-space trace of ``tiling`` (None when its tiles do not divide the layer)."""
+        k, n = self.weight.shape
+        tile = tiling.fitted(self.rows, k, n)
+        if self.rows % tile.rows or k % tile.reduction or n % tile.cols:
+            return None
+        space = self.design_space(s_tir.Schedule(self.workload()))[int(tile.rows_outer)]
+        tiles, flags = [[self.rows // tile.rows, tile.rows], [n // tile.cols, tile.cols], [k // tile.reduction, tile.reduction]], [int(tile.double_buffer)]
+        trace = space.trace
+        for inst in trace.insts:
+            if inst.kind.name == "SamplePerfectTile":
+                trace = trace.with_decision(inst, tiles.pop(0), remove_postproc=True)
+            elif inst.kind.name == "SampleCategorical":
+                trace = trace.with_decision(inst, flags.pop(0), remove_postproc=True)
+        sch = s_tir.Schedule(self.workload())
+        trace.apply_to_schedule(sch, remove_postproc=True)
+        return sch.trace
+
+    def measure(self, tiling: Tiling, target=None) -> float:
+        """Simulated seconds of the layer (its output checked bit for bit against numpy first)."""
+        from ..sim import run
+
+        rng = np.random.default_rng(0)
+        k, n = self.weight.shape
+        x = rng.integers(-128, 128, size=(self.m, k)).astype(np.int8)
+        bias = self.bias if self.bias is not None else rng.integers(-(2**12), 2**12, size=n)
+        multiplier = self.multiplier if self.multiplier is not None else rng.integers(1, 2**10, size=n)
+        program, out = gemm_program(x, self.weight, bias, multiplier, self.shift, self.device, self.mode, self.relu, tiling)
+        result = run(program, self.device)
+        acc = x.astype(np.int64) @ self.weight.astype(np.int64) + bias
+        expected = np.clip((acc * multiplier + (1 << (self.shift - 1))) >> self.shift, 0 if self.relu else -128, 127)
+        if not np.array_equal(result.read(out, (self.m, n), np.int8), expected):
+            raise WrongResult("device output differs from the numpy integer model")
+        return result.report.total.cycles / (self.device.clock_mhz * 1e6)

@@ -1,0 +1,235 @@
+"""MetaSchedule search over a task's design space (see :mod:`tvm_sparse.schedule.tasks`).
+
+MetaSchedule supplies the search (evolutionary with its XGBoost cost model,
+or random replay), the database and the task loop. This module supplies what
+it lacks for kernels it cannot schedule itself:
+
+* a builder and a runner that measure a candidate with its task
+  (:meth:`measure`: the generated kernel's wall time, or the simulator's
+  cycles over the device clock), in process, recording wrong results as
+  failures that never reach the database;
+* a postprocessor that rejects device tilings that do not fit the buffers
+  before they are measured;
+* a feature extractor for the generated CPU kernels (the knobs and what they
+  imply: accumulator registers, parallel work items, tail rows), whose loops
+  MetaSchedule never sees; device layers use MetaSchedule's own per-store
+  features of the tiled TIR.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import s_tir
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule import _ffi_api as ms_ffi
+from tvm.s_tir.meta_schedule.logging import get_logging_func
+
+from ..accel.isa import ProgramError
+from ..schedule.tasks import DeviceGemmTask, WrongResult
+
+logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+
+
+@dataclass
+class SearchStats:
+    """What one search measured."""
+
+    measured: int = 0
+    wrong: int = 0  # candidates whose output was wrong: discarded
+    failed: int = 0  # candidates that did not build or run (e.g. a weight tile too large for a buffer)
+    best_seconds: float = float("inf")
+    best: object = None
+    history: list = field(default_factory=list)  # seconds of each measured candidate, in order
+
+
+class _Done(ms.runner.PyRunnerFuture):
+    def __init__(self, result: ms.runner.RunnerResult):
+        super().__init__()
+        self._result = result
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> ms.runner.RunnerResult:
+        return self._result
+
+
+_DoneFuture = derived_object(_Done)
+
+
+def _make_builder(artifacts: dict):
+    @derived_object
+    class KnobBuilder(ms.builder.PyBuilder):
+        """Decodes each candidate's knobs; the runner generates, checks and measures the kernel."""
+
+        def build(self, build_inputs):
+            results = []
+            for inp in build_inputs:
+                key = f"candidate-{len(artifacts)}"
+                artifacts[key] = inp.mod
+                results.append(ms.builder.BuilderResult(key, None))
+            return results
+
+    return KnobBuilder()
+
+
+def _make_runner(task, target, artifacts: dict, stats: SearchStats, on_result: Callable | None):
+    @derived_object
+    class TaskRunner(ms.runner.PyRunner):
+        """Measures candidates with the task (wall time on the host, or simulated device time)."""
+
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                knobs = task.decode(s_tir.Schedule(artifacts.pop(inp.artifact_path)))
+                try:
+                    seconds = task.measure(knobs, target)
+                except WrongResult as err:
+                    stats.wrong += 1
+                    result = ms.runner.RunnerResult(None, f"wrong result: {err}")
+                except (ProgramError, tvm.error.TVMError, ValueError) as err:
+                    stats.failed += 1
+                    result = ms.runner.RunnerResult(None, f"{type(err).__name__}: {err}")
+                else:
+                    stats.measured += 1
+                    stats.history.append(seconds)
+                    if seconds < stats.best_seconds:
+                        stats.best_seconds, stats.best = seconds, knobs
+                    result = ms.runner.RunnerResult([seconds], None)
+                if on_result is not None:
+                    on_result(stats)
+                futures.append(_DoneFuture(result))
+            return futures
+
+    return TaskRunner()
+
+
+def _make_fit_check(task: DeviceGemmTask):
+    @derived_object
+    class FitsTheDevice(ms.postproc.PyPostproc):
+        """Rejects tilings the device cannot run, before they are measured."""
+
+        def _initialize_with_tune_context(self, context) -> None:
+            pass
+
+        def apply(self, sch) -> bool:
+            return task.check(task.decode(sch)) is None
+
+        def clone(self):
+            return _make_fit_check(task)
+
+    return FitsTheDevice()
+
+
+def _make_knob_features(task):
+    @derived_object
+    class KnobFeatures(ms.feature_extractor.PyFeatureExtractor):
+        """Features of a generated kernel: its knobs and the loop structure they imply."""
+
+        def extract_from(self, context, candidates):
+            return [
+                tvm.runtime.tensor(np.array([task.features(task.decode(c.sch))], dtype="float32"))
+                for c in candidates
+            ]
+
+    return KnobFeatures()
+
+
+def _space(task):
+    if isinstance(task, DeviceGemmTask):
+        return ms.space_generator.ScheduleFn(
+            task.design_space, sch_rules=[], postprocs=[_make_fit_check(task)], mutator_probs={ms.mutator.MutateTileSize(): 1.0}
+        )
+    return ms.space_generator.ScheduleFn(task.design_space, sch_rules=[], postprocs=[], mutator_probs={})
+
+
+def _tune_context(task, target: tvm.target.Target, strategy, seed: int) -> ms.TuneContext:
+    """``ms.TuneContext(...)`` without its constructor's ``import tvm.s_tir.tensor_intrin``, which parses
+    every built-in tensor intrinsic (CUDA, ARM, Hexagon, ...: about 40 s here) that these spaces never use."""
+    context = ms.TuneContext.__new__(ms.TuneContext)
+    context.__init_handle_by_constructor__(
+        ms_ffi.TuneContext, tvm.IRModule({"main": task.workload()}), target, _space(task), strategy, task.key["kernel"],
+        1, seed, get_logging_func(logging.getLogger("tvm.s_tir.meta_schedule")),
+    )
+    ms_ffi.TuneContextInitialize(context)
+    return context.clone()
+
+
+def recorded_trials(database: ms.database.Database, task) -> int:
+    """How many measurements of ``task``'s workload the database holds."""
+    mod = tvm.IRModule({"main": task.workload()})
+    if not database.has_workload(mod):
+        return 0
+    return len(database.get_top_k(database.commit_workload(mod), 1 << 30))
+
+
+def best_recorded(database: ms.database.Database, task) -> float | None:
+    """The fastest measurement of ``task``'s workload in the database (seconds)."""
+    mod = tvm.IRModule({"main": task.workload()})
+    if not database.has_workload(mod):
+        return None
+    top = database.get_top_k(database.commit_workload(mod), 1)
+    return float(np.mean([float(t) for t in top[0].run_secs])) if top else None
+
+
+def record_default(task, target: tvm.target.Target, database: ms.database.Database) -> float:
+    """Measure the task's default schedule and commit it as a record, so that a tuned build never picks a
+    schedule slower than the default. Returns its seconds."""
+    knobs = task.default()
+    seconds = task.measure(knobs, target)
+    trace = task.trace(knobs)
+    if trace is not None:
+        func = task.workload()
+        workload = database.commit_workload(tvm.IRModule({"main": func}))
+        args = ms.arg_info.ArgInfo.from_prim_func(func)
+        database.commit_tuning_record(ms.database.TuningRecord(trace, workload, [seconds], target, args))
+    return seconds
+
+
+def search(
+    task,
+    target: tvm.target.Target,
+    database: ms.database.Database,
+    trials: int,
+    work_dir: str,
+    strategy: str = "xgb",
+    seed: int = 0,
+    trials_per_round: int = 8,
+    on_result: Callable[[SearchStats], None] | None = None,
+) -> SearchStats:
+    """Measure up to ``trials`` candidates of ``task`` and commit them to ``database``.
+
+    ``strategy`` is ``"xgb"`` (MetaSchedule's evolutionary search guided by
+    its XGBoost cost model) or ``"random"`` (random replay of the design
+    space, the baseline). ``on_result`` is called after each measurement.
+    """
+    stats = SearchStats()
+    artifacts: dict = {}
+    if strategy == "xgb":
+        search_strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32, genetic_num_iters=2)
+        cost_model = ms.cost_model.XGBModel(extractor=ms.feature_extractor.PerStoreFeature() if isinstance(task, DeviceGemmTask) else _make_knob_features(task), num_warmup_samples=trials_per_round, verbose_eval=1 << 30, adaptive_training=False, num_tuning_cores=1)
+    elif strategy == "random":
+        search_strategy, cost_model = ms.search_strategy.ReplayTrace(), ms.cost_model.RandomModel()
+    else:
+        raise ValueError(f"unknown search strategy {strategy!r} (xgb or random)")
+    context = _tune_context(task, target, search_strategy, seed)
+    ms.tune.tune_tasks(
+        tasks=[context],
+        task_weights=[1.0],
+        work_dir=work_dir,
+        max_trials_global=trials,
+        num_trials_per_iter=trials_per_round,
+        builder=_make_builder(artifacts),
+        runner=_make_runner(task, target, artifacts, stats, on_result),
+        database=database,
+        cost_model=cost_model,
+        measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()],
+        task_scheduler="round-robin",
+    )
+    return stats
