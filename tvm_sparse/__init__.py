@@ -10,6 +10,7 @@ from .accel.target import register_shipped_devices as _register_accel_targets
 from .analysis import analyze
 from .build import build, cpu_pipeline
 from .errors import ModelError, TVMSparseError
+from .tune import tune  # the function; the subpackage stays importable as tvm_sparse.tune.*
 
 _register_accel_targets()
 _register_accel_runtime()
@@ -28,4 +29,5 @@ __all__ = [
     "kernels",
     "prune",
     "transform",
+    "tune",
 ]

@@ -22,6 +22,25 @@ def _cmd_analyze(args) -> None:
 
     report = analyze(args.model, min_speedup=args.min_speedup)
     print(report.dumps() if args.json else report.to_table())
+    if args.figures:
+        _sparsity_maps(args)
+
+
+def _sparsity_maps(args) -> None:
+    from .figures import sparsity_maps_figure
+    from .prune.onnx_model import weight_matrices
+
+    weights = weight_matrices(args.model)
+    if args.layers:
+        chosen = args.layers.split(",")
+        unknown = [name for name in chosen if name not in weights]
+        if unknown:
+            raise CLIError(f"--layers: no weight-carrying layer named {', '.join(unknown)} (known: {', '.join(weights)})")
+    else:  # the largest weights
+        chosen = sorted(weights, key=lambda name: -weights[name].size)[:4]
+    os.makedirs(args.figures, exist_ok=True)
+    figure = sparsity_maps_figure({name: weights[name] for name in chosen}, os.path.join(args.figures, "sparsity_maps.png"))
+    print(f"wrote {figure['path']}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _cmd_prune(args) -> None:
@@ -143,6 +162,15 @@ def _cmd_run(args) -> None:
         print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
         if args.report:
             print(format_run_report(device))
+    if args.figures:
+        from .accel.runtime import last_run
+        from .figures import write_run_figures
+
+        runs = last_run()
+        if not runs:
+            raise CLIError("--figures plots device layers, and this library ran none (compile with --target sparse-accel)")
+        for figure in write_run_figures(device, runs[0][2].device, args.figures):
+            print(f"wrote {figure['path']}", file=sys.stderr if args.json else sys.stdout)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -153,6 +181,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="ONNX model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--min-speedup", type=float, default=1.1, help="predicted gain needed to pick a sparse format")
+    p.add_argument("--figures", metavar="DIR", help="write DIR/sparsity_maps.png (needs matplotlib: the plot extra)")
+    p.add_argument("--layers", help="comma-separated layers for the sparsity maps (default: the four largest)")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("prune", help="prune the Gemm/MatMul/Conv weights of an ONNX model, or decompose its convolutions")
@@ -193,6 +223,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=10, help="timed runs (median reported)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--report", action="store_true", help="sparse-accel: print the per-layer device report of the first run")
+    p.add_argument("--figures", metavar="DIR", help="sparse-accel: write DIR/device_layers.png and DIR/roofline.png (needs matplotlib)")
     p.set_defaults(func=_cmd_run)
     return parser
 

@@ -53,6 +53,28 @@ def _from_matrix(node: onnx.NodeProto, matrix: np.ndarray, like: np.ndarray) -> 
     return matrix if _weight_orientation(node) else matrix.T
 
 
+def _weights(model: onnx.ModelProto):
+    """``(node, initializer, weight, (out, in) matrix)`` for each float Gemm/MatMul/Conv weight, once each."""
+    inits = {t.name: t for t in model.graph.initializer}
+    done = set()
+    for node in model.graph.node:
+        if node.op_type not in ("Gemm", "MatMul", "Conv") or len(node.input) < 2:
+            continue
+        tensor = inits.get(node.input[1])
+        if tensor is None or tensor.name in done:
+            continue
+        weight = numpy_helper.to_array(tensor)
+        matrix = _as_matrix(node, weight) if np.issubdtype(weight.dtype, np.floating) else None
+        if matrix is not None:
+            done.add(tensor.name)
+            yield node, tensor, weight, matrix
+
+
+def weight_matrices(model) -> dict[str, np.ndarray]:
+    """The ``(out, in)`` matrix of every prunable weight of an ONNX model, by layer (node) name."""
+    return {node.name or tensor.name: matrix for node, tensor, _, matrix in _weights(read_onnx(model))}
+
+
 def prune_onnx(model, pattern: Pattern | str, density: float | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
     """Return a copy of ``model`` with every Gemm/MatMul (2-D) and Conv (4-D) initializer weight pruned to ``pattern``.
 
@@ -64,21 +86,10 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None) -> t
     pruned.CopyFrom(read_onnx(model))
     if pattern.kind == "decompose":
         return pruned, decompose_onnx(pruned, pattern)
-    inits = {t.name: t for t in pruned.graph.initializer}
-    done, report = set(), []
-    for node in pruned.graph.node:
-        if node.op_type not in ("Gemm", "MatMul", "Conv") or len(node.input) < 2:
-            continue
-        tensor = inits.get(node.input[1])
-        if tensor is None or tensor.name in done:
-            continue
-        weight = numpy_helper.to_array(tensor)
-        matrix = _as_matrix(node, weight) if np.issubdtype(weight.dtype, np.floating) else None
-        if matrix is None:
-            continue
+    report = []
+    for node, tensor, weight, matrix in _weights(pruned):
         pruned_matrix = prune_weight(matrix, pattern, density)
         tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(_from_matrix(node, pruned_matrix, weight)), tensor.name))
-        done.add(tensor.name)
         report.append(
             PrunedLayer(
                 node.name or tensor.name,

@@ -72,9 +72,24 @@ class GraphBuilder:
         y = self.batch_norm(self.conv(x, name, c_in, c_out, kernel, stride), f"{name}.bn", c_out)
         return self.node("Relu", [y]) if relu else y
 
-    def model(self, inputs, outputs) -> onnx.ModelProto:
+    def reduce_mean(self, x: str, axis: int, opset: int) -> str:
+        """ReduceMean over one axis, kept: ``axes`` is an attribute before opset 18 and an input from 18."""
+        if opset >= 18:
+            return self.node("ReduceMean", [x, self.const(f"axes{self.count}", np.array([axis], "int64"))], keepdims=1)
+        return self.node("ReduceMean", [x], axes=[axis], keepdims=1)
+
+    def layer_norm_decomposed(self, x: str, name: str, dim: int, opset: int) -> str:
+        """LayerNorm as exporters wrote it before ``LayerNormalization`` (opset 17): mean, variance, scale."""
+        centred = self.node("Sub", [x, self.reduce_mean(x, -1, opset)])
+        variance = self.reduce_mean(self.node("Mul", [centred, centred]), -1, opset)
+        eps = self.const(f"{name}.eps", np.array(1e-5, "float32"))
+        normed = self.node("Div", [centred, self.node("Sqrt", [self.node("Add", [variance, eps])])])
+        scale = self.const(f"{name}.scale", (1 + 0.1 * self.rng.standard_normal(dim)).astype("float32"))
+        return self.node("Add", [self.node("Mul", [normed, scale]), self.const(f"{name}.bias", self.weight((dim,), 0.1))])
+
+    def model(self, inputs, outputs, opset: int = OPSET) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "tvm_sparse_test", inputs, outputs, initializer=self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 8
         onnx.checker.check_model(model)
         return model

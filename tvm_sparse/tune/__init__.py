@@ -52,14 +52,14 @@ def extract_tasks(model, target=None, calibration=None) -> list:
 class TaskResult:
     description: str
     recorded: int  # measurements in the database before this run
-    stats: SearchStats | None = None  # None: nothing left to measure
-    default_seconds: float | None = None
+    stats: SearchStats | None = None  # this run's search; None when nothing was left to measure
+    default_seconds: float | None = None  # measured when the task was new to the database
+    best_seconds: float | None = None  # the best record after this run (the one a build applies)
 
     def to_dict(self) -> dict:
-        best = None if self.stats is None or self.stats.best is None else self.stats.best_seconds
-        return {"task": self.description, "recorded_before": self.recorded, "measured": 0 if self.stats is None else self.stats.measured,
-                "wrong_discarded": 0 if self.stats is None else self.stats.wrong, "failed": 0 if self.stats is None else self.stats.failed,
-                "best_seconds": best, "default_seconds": self.default_seconds}
+        stats = self.stats or SearchStats()
+        return {"task": self.description, "recorded_before": self.recorded, "measured": stats.measured, "wrong_discarded": stats.wrong,
+                "failed": stats.failed, "default_seconds": self.default_seconds, "best_seconds": self.best_seconds}
 
 
 @dataclass
@@ -120,17 +120,17 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
         if recorded == 0:  # the default schedule is the first record: tuning never makes a kernel slower
             result.default_seconds = record_default(task, tgt, database)
         left = trials - recorded_trials(database, task)
-        if left <= 0:
+        if left > 0:
             if bar:
-                bar.start(index, task.describe(), trials)
+                bar.start(index, task.describe(), left, best_recorded(database, task))
+            result.stats = search(task, tgt, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None)
+        result.best_seconds = best_recorded(database, task)
+        if bar:
+            if result.stats is None:
+                bar.start(index, task.describe(), 0, result.best_seconds)
                 bar.finish(f"{recorded} trials already recorded, nothing to measure")
-            continue
-        if bar:
-            bar.start(index, task.describe(), left, best_recorded(database, task))
-        result.stats = search(task, tgt, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None)
-        if bar:
-            stats = result.stats
-            best = best_recorded(database, task)
-            gain = f" (default {result.default_seconds * 1e3:.4f} ms)" if result.default_seconds else ""
-            bar.finish(f"best {best * 1e3:.4f} ms{gain}; {stats.wrong} wrong and {stats.failed} failed candidates discarded")
+            else:
+                best = "-" if result.best_seconds is None else f"{result.best_seconds * 1e3:.4f} ms"
+                default = f" (default {result.default_seconds * 1e3:.4f} ms)" if result.default_seconds else ""
+                bar.finish(f"best {best}{default}; {result.stats.wrong} wrong and {result.stats.failed} failed candidates discarded")
     return results

@@ -18,6 +18,7 @@ it lacks for kernels it cannot schedule itself:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,9 @@ class _Done(ms.runner.PyRunnerFuture):
 _DoneFuture = derived_object(_Done)
 
 
-def _make_builder(artifacts: dict):
+def _make_builder(task, artifacts: dict):
+    numbers = itertools.count()
+
     @derived_object
     class KnobBuilder(ms.builder.PyBuilder):
         """Decodes each candidate's knobs; the runner generates, checks and measures the kernel."""
@@ -71,8 +74,8 @@ def _make_builder(artifacts: dict):
         def build(self, build_inputs):
             results = []
             for inp in build_inputs:
-                key = f"candidate-{len(artifacts)}"
-                artifacts[key] = inp.mod
+                key = f"candidate-{next(numbers)}"
+                artifacts[key] = task.decode(s_tir.Schedule(inp.mod))
                 results.append(ms.builder.BuilderResult(key, None))
             return results
 
@@ -87,7 +90,7 @@ def _make_runner(task, target, artifacts: dict, stats: SearchStats, on_result: C
         def run(self, runner_inputs):
             futures = []
             for inp in runner_inputs:
-                knobs = task.decode(s_tir.Schedule(artifacts.pop(inp.artifact_path)))
+                knobs = artifacts.pop(inp.artifact_path)
                 try:
                     seconds = task.measure(knobs, target)
                 except WrongResult as err:
@@ -225,7 +228,7 @@ def search(
         work_dir=work_dir,
         max_trials_global=trials,
         num_trials_per_iter=trials_per_round,
-        builder=_make_builder(artifacts),
+        builder=_make_builder(task, artifacts),
         runner=_make_runner(task, target, artifacts, stats, on_result),
         database=database,
         cost_model=cost_model,
