@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=0.15, help="trials as a fraction of the space size")
+    parser.add_argument("--round", type=int, default=4, help="candidates measured per search round (the cost model retrains between rounds)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     target = tvm_sparse.accel.target("sparse-accel")
@@ -92,22 +93,24 @@ def main() -> None:
         costs = {t: task.measure(t, target) for t in points}
         best = min(costs, key=costs.get)
         default = task.default()
-        print(f"  space: {len(points)} valid tilings, enumerated in {time.perf_counter() - start:.0f} s")
+        print(f"  space: {len(points)} valid tilings, enumerated in {time.perf_counter() - start:.0f} s", flush=True)
         print(f"  optimum {costs[best] * 1e6:.2f} us at {best}")
         print(f"  default (roofline choice) {task.measure(default, target) * 1e6:.2f} us: {task.measure(default, target) / costs[best]:.3f}x the optimum")
         budget = max(8, int(args.budget * len(points)))
         goal = costs[best] * 1.05
-        print(f"  budget {budget} trials ({args.budget:.0%} of the space); goal: within 5% of the optimum ({goal * 1e6:.2f} us)")
+        near = sum(c <= goal for c in costs.values())
+        print(f"  budget {budget} trials ({args.budget:.0%} of the space); goal: within 5% of the optimum ({goal * 1e6:.2f} us), "
+              f"which {near} tilings ({near / len(points):.1%}) reach", flush=True)
         summary = {}
         for strategy in ("xgb", "random"):
             reached = []
             for seed in range(args.seeds):
                 with tempfile.TemporaryDirectory() as work:
-                    stats = search(task, target, ms.database.MemoryDatabase(), budget, work, strategy=strategy, seed=seed)
+                    stats = search(task, target, ms.database.MemoryDatabase(), budget, work, strategy=strategy, seed=seed, trials_per_round=args.round)
                 hit = trials_to_reach(stats.history, goal)
                 reached.append(hit)
                 best_found = min(stats.history) if stats.history else float("inf")
-                print(f"    {strategy:6s} seed {seed}: best {best_found / costs[best]:.3f}x the optimum, within 5% after {hit if hit else 'never'} trials")
+                print(f"    {strategy:6s} seed {seed}: best {best_found / costs[best]:.3f}x the optimum, within 5% after {hit if hit else 'never'} trials", flush=True)
             summary[strategy] = reached
         for strategy, reached in summary.items():
             hits = [h for h in reached if h is not None]

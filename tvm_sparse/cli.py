@@ -20,7 +20,12 @@ class CLIError(TVMSparseError):
 def _cmd_analyze(args) -> None:
     from .analysis import analyze
 
-    report = analyze(args.model, min_speedup=args.min_speedup)
+    if args.compression:
+        from .compress import compression_report
+
+        report = compression_report(args.model)
+    else:
+        report = analyze(args.model, min_speedup=args.min_speedup)
     print(report.dumps() if args.json else report.to_table())
     if args.figures:
         _sparsity_maps(args)
@@ -51,7 +56,13 @@ def _cmd_prune(args) -> None:
     pattern = parse_pattern(args.pattern)
     if pattern.kind not in ("nm", "decompose") and args.density is None:
         raise CLIError(f"--density is required for pattern {pattern}")
-    model, layers = prune_onnx(args.model, pattern, args.density)
+    bits = None
+    if args.quant is not None:
+        kind, _, value = args.quant.partition(":")
+        if kind != "codebook" or not value.isdigit():
+            raise CLIError(f"--quant {args.quant!r}: use codebook:B with B from 1 to 8 bits")
+        bits = int(value)
+    model, layers = prune_onnx(args.model, pattern, args.density, codebook_bits=bits, balanced_units=args.balanced)
     onnx.save(model, args.output)
     for layer in layers:
         note = f" ({layer.note})" if layer.note else ""
@@ -181,6 +192,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="ONNX model")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--min-speedup", type=float, default=1.1, help="predicted gain needed to pick a sparse format")
+    p.add_argument("--compression", action="store_true", help="report bytes per weight: dense, sparse, quantized, entropy-coded (JSON: compression_ratio)")
     p.add_argument("--figures", metavar="DIR", help="write DIR/sparsity_maps.png (needs matplotlib: the plot extra)")
     p.add_argument("--layers", help="comma-separated layers for the sparsity maps (default: the four largest)")
     p.set_defaults(func=_cmd_analyze)
@@ -190,6 +202,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
     p.add_argument("--pattern", required=True, help="unstructured, block:RxC (e.g. block:16x1), nm:N:M, or decompose:rank=R[,coef-density=D][,coef-block=RxC][,quant=hybrid]")
     p.add_argument("--density", type=float, help="fraction of weights (or blocks) to keep")
+    p.add_argument("--quant", metavar="codebook:B", help="share each weight's nonzeros among 2^B values (k-means codebook, B = 1..8)")
+    p.add_argument("--balanced", type=int, nargs="?", const=16, metavar="UNITS",
+                   help="unstructured: the same nonzero count for each of UNITS processing units (rows dealt round-robin; default 16)")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("compile", help="compile a model to a shared library")

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..formats import FormatError
 from ..frontend import read_onnx
 from .decompose import decompose_kernels, prune_coefficients, quantize_hybrid
 from .magnitude import Pattern, parse_pattern, prune_weight
@@ -75,20 +76,42 @@ def weight_matrices(model) -> dict[str, np.ndarray]:
     return {node.name or tensor.name: matrix for node, tensor, _, matrix in _weights(read_onnx(model))}
 
 
-def prune_onnx(model, pattern: Pattern | str, density: float | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
+def prune_onnx(model, pattern: Pattern | str, density: float | None = None, codebook_bits: int | None = None,
+               balanced_units: int | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
     """Return a copy of ``model`` with every Gemm/MatMul (2-D) and Conv (4-D) initializer weight pruned to ``pattern``.
 
     ``decompose:...`` patterns instead rewrite every ungrouped ``k x k`` convolution (k > 1) into its
     decomposed form (see :mod:`.decompose`), in standard ONNX ops.
+
+    ``balanced_units`` (unstructured only) prunes each of that many processing units' rows to the same
+    count (:func:`~tvm_sparse.compress.prune_balanced`); ``codebook_bits`` then shares the remaining
+    nonzeros of each weight among ``2^bits`` values (:func:`~tvm_sparse.compress.codebook_quantize`). The
+    written weights are the dequantized values, so the model computes exactly with the quantized weights.
     """
+    from ..compress import codebook_quantize, imbalance, prune_balanced
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     pruned = onnx.ModelProto()
     pruned.CopyFrom(read_onnx(model))
+    if balanced_units is not None and (pattern.kind != "unstructured" or density is None):
+        raise FormatError(f"balanced pruning applies to the unstructured pattern with a density, not {pattern}")
+    if codebook_bits is not None and pattern.kind == "decompose":
+        raise FormatError("codebook quantization applies to pruned weights; decompositions have quant=hybrid")
     if pattern.kind == "decompose":
         return pruned, decompose_onnx(pruned, pattern)
     report = []
     for node, tensor, weight, matrix in _weights(pruned):
-        pruned_matrix = prune_weight(matrix, pattern, density)
+        notes = []
+        if balanced_units is not None:
+            pruned_matrix = prune_balanced(matrix, density, balanced_units)
+            notes.append(f"imbalance over {balanced_units} units {imbalance(prune_weight(matrix, pattern, density), balanced_units):.2f} -> "
+                         f"{imbalance(pruned_matrix, balanced_units):.2f}")
+        else:
+            pruned_matrix = prune_weight(matrix, pattern, density)
+        if codebook_bits is not None:
+            shared = codebook_quantize(pruned_matrix, codebook_bits).dequantize()
+            error = np.linalg.norm(shared - pruned_matrix) / max(np.linalg.norm(pruned_matrix), 1e-30)
+            notes.append(f"codebook {codebook_bits}-bit, relative weight error {error:.2e}")
+            pruned_matrix = shared
         tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(_from_matrix(node, pruned_matrix, weight)), tensor.name))
         report.append(
             PrunedLayer(
@@ -96,6 +119,7 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None) -> t
                 pruned_matrix.shape,
                 float(np.count_nonzero(weight) / weight.size),
                 float(np.count_nonzero(pruned_matrix) / pruned_matrix.size),
+                "; ".join(notes),
             )
         )
     return pruned, report

@@ -33,7 +33,7 @@ import tvm
 from tvm import s_tir, te
 
 from ..accel.device import Device
-from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, gemm_program, tile_fits
+from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, tile_fits
 from ..accel.tir_layer import layer_func, tile_layer, tile_shape
 from ..errors import TVMSparseError
 from ..formats import BSRMatrix, NMMatrix
@@ -294,6 +294,18 @@ class DeviceGemmTask:
         tm, tk, tn = tile_shape(sch)
         knobs = _knobs(sch, "gemm_update")
         return Tiling(tm, tk, tn, bool(knobs["double_buffer"]), bool(knobs["rows_outer"]))
+
+    def features(self, tiling: Tiling) -> list[float]:
+        """The knobs, the tile counts and buffer occupancy they imply, and the roofline estimate."""
+        k, n = self.weight.shape
+        tile = tiling.fitted(self.rows, k, n)
+        halves = 2 if tile.double_buffer else 1
+        bufs = self.device.buffers
+        estimate = estimate_cost(self.rows, k, n, self.stored_bytes, tile, self.device)
+        cycles, traffic = estimate if estimate is not None else (0.0, 0)
+        return [tile.rows, tile.reduction, tile.cols, tile.double_buffer, tile.rows_outer, self.rows // tile.rows, k // tile.reduction,
+                n // tile.cols, halves * tile.rows * tile.reduction / bufs.input_bytes, halves * tile.reduction * tile.cols / bufs.weight_bytes,
+                halves * tile.rows * tile.cols * 4 / bufs.accumulator_bytes, np.log2(max(cycles, 1)), np.log2(max(traffic, 1))]
 
     def check(self, tiling: Tiling) -> str | None:
         """Why the device cannot run ``tiling`` (None if it can): rejected before measurement."""

@@ -10,10 +10,12 @@ it lacks for kernels it cannot schedule itself:
   failures that never reach the database;
 * a postprocessor that rejects device tilings that do not fit the buffers
   before they are measured;
-* a feature extractor for the generated CPU kernels (the knobs and what they
-  imply: accumulator registers, parallel work items, tail rows), whose loops
-  MetaSchedule never sees; device layers use MetaSchedule's own per-store
-  features of the tiled TIR.
+* a feature extractor over each task's knobs and what they imply (CPU:
+  accumulator registers, parallel work items, tail rows of the generated
+  kernel, whose loops MetaSchedule never sees; device: tile counts, buffer
+  occupancy, the roofline estimate of cycles and traffic), for the XGBoost
+  cost model. (MetaSchedule's per-store features of the tiled device TIR
+  cannot see double buffering, an annotation, nor the buffer sizes.)
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def _make_fit_check(task: DeviceGemmTask):
 def _make_knob_features(task):
     @derived_object
     class KnobFeatures(ms.feature_extractor.PyFeatureExtractor):
-        """Features of a generated kernel: its knobs and the loop structure they imply."""
+        """Features of a candidate: its knobs and what they imply (``task.features``)."""
 
         def extract_from(self, context, candidates):
             return [
@@ -216,7 +218,7 @@ def search(
     artifacts: dict = {}
     if strategy == "xgb":
         search_strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32, genetic_num_iters=2)
-        cost_model = ms.cost_model.XGBModel(extractor=ms.feature_extractor.PerStoreFeature() if isinstance(task, DeviceGemmTask) else _make_knob_features(task), num_warmup_samples=trials_per_round, verbose_eval=1 << 30, adaptive_training=False, num_tuning_cores=1)
+        cost_model = ms.cost_model.XGBModel(extractor=_make_knob_features(task), num_warmup_samples=trials_per_round, verbose_eval=1 << 30, adaptive_training=False, num_tuning_cores=1)
     elif strategy == "random":
         search_strategy, cost_model = ms.search_strategy.ReplayTrace(), ms.cost_model.RandomModel()
     else:

@@ -1,0 +1,119 @@
+"""Compression: codebook round trips, Huffman streams decoded back exactly, balanced pruning invariants,
+the report's byte counts, and pruned + codebook models that compute with exactly the quantized weights."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tvm_sparse.cli import main
+from tvm_sparse.compress import codebook_quantize, compression_report, decode, encode, imbalance, prune_balanced
+from tvm_sparse.compress.report import layer_compression
+from tvm_sparse.formats import FormatError
+from tvm_sparse.prune import prune_onnx, prune_unstructured
+from tvm_sparse.prune.onnx_model import weight_matrices
+from tvm_sparse.testing import mlp
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_codebook_round_trip(rng, bits):
+    w = prune_unstructured(rng.standard_normal((64, 96)).astype("float32"), 0.2)
+    book = codebook_quantize(w, bits)
+    shared = book.dequantize()
+    assert np.array_equal(shared != 0, w != 0)  # pruned zeros stay zeros, nonzeros stay nonzero
+    assert len(book.values) == 1 << bits and set(np.unique(shared[shared != 0])) <= set(book.values)
+    assert np.array_equal(shared[w != 0], book.values[book.indices])
+    nearest = np.abs(w[w != 0][:, None] - book.values[None, :]).argmin(axis=1)  # k-means: each weight at its nearest value
+    assert np.array_equal(book.values[nearest], shared[w != 0])
+
+
+def test_codebook_error_falls_with_bits(rng):
+    w = prune_unstructured(rng.standard_normal((128, 128)).astype("float32"), 0.3)
+    errors = [np.linalg.norm(codebook_quantize(w, b).dequantize() - w) for b in (1, 2, 4, 6, 8)]
+    assert all(a > b for a, b in zip(errors, errors[1:]))
+    with pytest.raises(FormatError, match="codebook bits"):
+        codebook_quantize(w, 9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=0, max_size=400), st.integers(0, 3))
+def test_huffman_decodes_back_exactly(symbols, skew):
+    data = np.array(symbols, np.int64) // (1 + skew)
+    coded = encode(data)
+    assert np.array_equal(decode(coded), data)
+    if data.size:
+        assert coded.bit_count <= data.size * max(1, int(np.ceil(np.log2(np.unique(data).size + 1))))  # no worse than fixed-length
+
+
+def test_huffman_size_follows_the_entropy(rng):
+    skewed = rng.choice(16, size=20000, p=np.r_[0.5, np.full(15, 0.5 / 15)])
+    coded = encode(skewed)
+    p = np.bincount(skewed, minlength=16) / skewed.size
+    entropy = -(p[p > 0] * np.log2(p[p > 0])).sum()
+    assert entropy <= coded.bit_count / skewed.size < entropy + 1  # Huffman's bound
+    assert np.array_equal(decode(coded), skewed)
+
+
+def test_balanced_pruning_keeps_the_same_count_per_unit(rng):
+    w = rng.standard_normal((64, 48)) * np.linspace(0.1, 3, 64)[:, None]  # some rows much larger: plain pruning is unbalanced
+    plain = prune_unstructured(w, 0.25)
+    balanced = prune_balanced(w, 0.25, 8)
+    counts = [np.count_nonzero(balanced[u::8]) for u in range(8)]
+    assert len(set(counts)) == 1 and sum(counts) == round(0.25 * w.size)
+    assert imbalance(balanced, 8) == 1.0 < imbalance(plain, 8)
+    for u in range(8):  # within a unit, the kept weights are its largest
+        part, kept = np.abs(w[u::8]), balanced[u::8] != 0
+        assert part[kept].min() >= part[~kept].max()
+    with pytest.raises(FormatError, match="cannot be dealt evenly"):
+        prune_balanced(w, 0.25, 5)
+
+
+def test_report_counts_each_stage(rng):
+    w = prune_unstructured(rng.standard_normal((32, 64)).astype("float32"), 0.25)
+    nnz = np.count_nonzero(w)
+    plain = layer_compression("w", w)
+    assert plain.dense_bytes == w.size * 4 and plain.sparse_bytes == nnz * 6 + 33 * 4 and plain.codebook_bits is None
+    shared = codebook_quantize(w, 4).dequantize()
+    quantized = layer_compression("w", shared)
+    assert quantized.codebook_bits == 4 and quantized.quantized_bytes == nnz // 2 + 16 * 4 + nnz * 2 + 33 * 4
+    assert quantized.coded_bytes < quantized.quantized_bytes < plain.sparse_bytes < plain.dense_bytes
+
+
+def test_pruned_codebook_model_computes_with_the_quantized_weights(tmp_path, rng, capsys):
+    model = mlp(batch=4, sizes=(64, 128, 32))
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    out = tmp_path / "p.onnx"
+    assert main(["prune", str(path), "-o", str(out), "--pattern", "unstructured", "--density", "0.25", "--quant", "codebook:4", "--balanced", "16"]) == 0
+    assert "codebook 4-bit" in capsys.readouterr().out
+    pruned = onnx.load(out)
+    weights = weight_matrices(pruned)
+    for w in weights.values():
+        assert np.unique(w[w != 0]).size <= 16 and imbalance(w, 16) == 1.0
+    x = rng.standard_normal((4, 64)).astype("float32")
+    biases = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer if t.name.endswith(".bias")}
+    h = np.maximum(x @ weights["fc0"].T + biases["fc0.bias"], 0)  # Gemm(transB=1): the matrix is (out, in)
+    expected = h @ weights["fc1"].T + biases["fc1.bias"]
+    np.testing.assert_allclose(run_onnxruntime(pruned, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+
+    assert main(["analyze", str(out), "--compression", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["compression_ratio"] == doc["dense_bytes"] / doc["coded_bytes"] > 8
+    assert [layer["codebook_bits"] for layer in doc["layers"]] == [4, 4]
+    assert compression_report(pruned).totals() == {k: v for k, v in doc.items() if k != "layers"}
+
+
+def test_bad_compression_options(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp(), path)
+    for args, message in [
+        (["--pattern", "block:16x1", "--density", "0.5", "--balanced"], "balanced pruning applies to the unstructured"),
+        (["--pattern", "unstructured", "--density", "0.5", "--quant", "codebook:9"], "codebook bits"),
+        (["--pattern", "unstructured", "--density", "0.5", "--quant", "kmeans"], "use codebook:B"),
+    ]:
+        assert main(["prune", str(path), "-o", str(tmp_path / "o.onnx"), *args]) == 1
+        assert message in capsys.readouterr().err

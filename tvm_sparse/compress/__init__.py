@@ -1,0 +1,19 @@
+"""Compression next to the pruner: weight sharing, entropy coding, load-balanced pruning, the report."""
+
+from .balanced import imbalance, prune_balanced
+from .codebook import Codebook, codebook_quantize
+from .huffman import HuffmanCoded, decode, encode
+from .report import CompressionReport, LayerCompression, compression_report
+
+__all__ = [
+    "Codebook",
+    "CompressionReport",
+    "HuffmanCoded",
+    "LayerCompression",
+    "codebook_quantize",
+    "compression_report",
+    "decode",
+    "encode",
+    "imbalance",
+    "prune_balanced",
+]

@@ -1,0 +1,111 @@
+"""The compression report of a model: bytes of each weight at every stage of prune -> quantize -> code.
+
+Per Gemm/MatMul/Conv weight, seen as its ``(out, in)`` matrix:
+
+* ``dense_bytes``: float32, every value;
+* ``sparse_bytes``: CSR, float32 nonzeros, 16-bit column indices (32-bit past
+  65536 columns) and 32-bit row pointers;
+* ``quantized_bytes``: the same with each nonzero a ``b``-bit codebook index
+  plus the ``2^b``-entry float32 codebook, when the weight's nonzeros take at
+  most 256 distinct values (a weight written by ``prune --quant codebook:b``);
+* ``coded_bytes``: the codebook indices (or float32 values) and the column
+  gaps between consecutive nonzeros of a row Huffman-coded, with their code
+  tables: the actual size of the coded streams, which :mod:`.huffman`
+  decodes back exactly;
+* ``ratio``: dense over coded bytes. The model's ``compression_ratio`` is the
+  total dense bytes over the total coded bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import huffman
+
+
+@dataclass
+class LayerCompression:
+    name: str
+    shape: tuple
+    density: float
+    codebook_bits: int | None
+    dense_bytes: int
+    sparse_bytes: int
+    quantized_bytes: int
+    coded_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / max(self.coded_bytes, 1)
+
+
+def codebook_bits(matrix: np.ndarray) -> int | None:
+    """Bits of the codebook the nonzeros already use (None: more than 256 distinct values)."""
+    distinct = np.unique(matrix[matrix != 0]).size
+    return None if distinct > 256 else max(1, int(np.ceil(np.log2(max(distinct, 2)))))
+
+
+def layer_compression(name: str, matrix: np.ndarray) -> LayerCompression:
+    rows, cols = matrix.shape
+    mask = matrix != 0
+    nnz = int(mask.sum())
+    index_bytes = 2 if cols <= 1 << 16 else 4
+    structure = nnz * index_bytes + (rows + 1) * 4
+    sparse = nnz * 4 + structure
+    bits = codebook_bits(matrix)
+    values = matrix[mask]  # row-major, as the CSR stores them
+    if bits is None:
+        quantized = sparse
+        value_stream = nnz * 4
+    else:
+        table, symbols = np.unique(values, return_inverse=True)
+        quantized = -(-nnz * bits // 8) + (1 << bits) * 4 + structure
+        value_stream = huffman.encode(symbols).nbytes + len(table) * 4
+    columns = np.nonzero(mask)[1]
+    starts = np.r_[0, np.cumsum(mask.sum(axis=1))[:-1]]
+    gaps = np.diff(np.r_[0, columns])  # gap to the previous nonzero, restarting at each row
+    if nnz:
+        row_first = starts[mask.sum(axis=1) > 0]
+        gaps[row_first] = columns[row_first]
+    coded = value_stream + huffman.encode(gaps).nbytes + (rows + 1) * 4
+    return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded)
+
+
+@dataclass
+class CompressionReport:
+    layers: list
+
+    def totals(self) -> dict:
+        keys = ("dense_bytes", "sparse_bytes", "quantized_bytes", "coded_bytes")
+        total = {k: sum(getattr(layer, k) for layer in self.layers) for k in keys}
+        total["compression_ratio"] = total["dense_bytes"] / max(total["coded_bytes"], 1)
+        return total
+
+    def to_dict(self) -> dict:
+        layers = [{**asdict(layer), "shape": list(layer.shape), "ratio": layer.ratio} for layer in self.layers]
+        return {"layers": layers, **self.totals()}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def to_table(self) -> str:
+        rows = [f"{'layer':28s} {'shape':>12s} {'density':>8s} {'codebook':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"]
+        for layer in self.layers:
+            shape = "x".join(map(str, layer.shape))
+            bits = f"{layer.codebook_bits}-bit" if layer.codebook_bits else "-"
+            rows.append(f"{layer.name[:28]:28s} {shape:>12s} {layer.density:8.3f} {bits:>8s} {layer.dense_bytes:11d} {layer.sparse_bytes:11d} "
+                        f"{layer.quantized_bytes:11d} {layer.coded_bytes:11d} {layer.ratio:6.1f}x")
+        t = self.totals()
+        rows.append(f"{'model':28s} {'':>12s} {'':>8s} {'':>8s} {t['dense_bytes']:11d} {t['sparse_bytes']:11d} {t['quantized_bytes']:11d} "
+                    f"{t['coded_bytes']:11d} {t['compression_ratio']:6.1f}x")
+        return "\n".join(rows)
+
+
+def compression_report(model) -> CompressionReport:
+    """The report of every Gemm/MatMul/Conv weight of an ONNX model (path, bytes or ModelProto)."""
+    from ..prune.onnx_model import weight_matrices
+
+    return CompressionReport([layer_compression(name, matrix) for name, matrix in weight_matrices(model).items()])
