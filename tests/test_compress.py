@@ -68,8 +68,10 @@ def test_balanced_pruning_keeps_the_same_count_per_unit(rng):
     for u in range(8):  # within a unit, the kept weights are its largest
         part, kept = np.abs(w[u::8]), balanced[u::8] != 0
         assert part[kept].min() >= part[~kept].max()
-    with pytest.raises(FormatError, match="cannot be dealt evenly"):
-        prune_balanced(w, 0.25, 5)
+    uneven = prune_balanced(w, 0.25, 5)  # 64 rows on 5 units: 13 or 12 rows each, 25% of each kept
+    assert [np.count_nonzero(uneven[u::5]) for u in range(5)] == [round(0.25 * w[u::5].size) for u in range(5)]
+    with pytest.raises(FormatError, match="positive integer"):
+        prune_balanced(w, 0.25, 0)
 
 
 def test_report_counts_each_stage(rng):

@@ -27,18 +27,16 @@ def imbalance(weight: np.ndarray, units: int) -> float:
 
 
 def prune_balanced(weight: np.ndarray, density: float, units: int) -> np.ndarray:
-    """Keep the ``density`` fraction of each unit's weights by magnitude (the same count per unit)."""
+    """Keep the ``density`` fraction of each unit's weights by magnitude (the same count per unit, when the
+    units divide the rows)."""
     _check(units)
     if not 0 < density <= 1:
         raise FormatError(f"density must be in (0, 1], got {density}")
     w = np.asarray(weight)
-    rows = w.shape[0]
-    if rows % units:
-        raise FormatError(f"{rows} rows cannot be dealt evenly to {units} processing units")
     out = np.zeros_like(w)
-    keep = int(round(density * (rows // units) * w.shape[1]))
     for u in range(units):
-        part = w[u::units]
+        part = w[u::units]  # units get the same rows, give or take one when they do not divide the rows
+        keep = int(round(density * part.size))
         if keep:
             flat = np.argsort(-np.abs(part), axis=None, kind="stable")[:keep]
             kept = np.zeros(part.size, bool)
