@@ -90,7 +90,7 @@ def main() -> None:
     for task in layers:
         start = time.perf_counter()
         points = space(task)
-        costs = {t: task.measure(t, target) for t in points}
+        costs = {t: task.measure(t, target) for t in points}  # also fills the task's memo for the searches
         best = min(costs, key=costs.get)
         default = task.default()
         print(f"  space: {len(points)} valid tilings, enumerated in {time.perf_counter() - start:.0f} s", flush=True)

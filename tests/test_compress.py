@@ -119,3 +119,16 @@ def test_bad_compression_options(tmp_path, capsys):
     ]:
         assert main(["prune", str(path), "-o", str(tmp_path / "o.onnx"), *args]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_analysis_reports_the_load_imbalance(tmp_path, capsys):
+    model = mlp(batch=4, sizes=(64, 128, 32))
+    plain, _ = prune_onnx(model, "unstructured", 0.2)
+    balanced, _ = prune_onnx(model, "unstructured", 0.2, balanced_units=16)
+    imbalances = []
+    for m in (plain, balanced):
+        onnx.save(m, tmp_path / "m.onnx")
+        assert main(["analyze", str(tmp_path / "m.onnx"), "--json"]) == 0
+        layers = json.loads(capsys.readouterr().out)["layers"]
+        imbalances.append([layer["profile"]["imbalance_16_units"] for layer in layers])
+    assert all(value > 1.0 for value in imbalances[0]) and imbalances[1] == [1.0, 1.0]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..compress.balanced import imbalance
 from ..formats import block_nonzero_mask
 
 #: Block shapes (output rows x reduction columns) the analysis measures.
@@ -29,6 +30,8 @@ class WeightProfile:
     block_fill: dict[tuple[int, int], float] = field(default_factory=dict)
     #: (n, m) -> fraction of m-groups along the reduction axis with at most n nonzeros
     nm_compliance: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: max over mean nonzeros of the rows dealt round-robin to PROCESSING_UNITS units (ESE's load imbalance)
+    imbalance: float = 1.0
 
     @property
     def structure(self) -> str:
@@ -60,7 +63,12 @@ class WeightProfile:
             "block_density": {f"{r}x{c}": round(d, 6) for (r, c), d in self.block_density.items()},
             "block_fill": {f"{r}x{c}": round(f, 6) for (r, c), f in self.block_fill.items()},
             "nm_compliance": {f"{n}:{m}": round(v, 6) for (n, m), v in self.nm_compliance.items()},
+            f"imbalance_{PROCESSING_UNITS}_units": round(self.imbalance, 6),
         }
+
+
+#: Processing units the load imbalance is measured over (the device's 16 output lanes).
+PROCESSING_UNITS = 16
 
 
 def _block_stats(weight: np.ndarray, block: tuple[int, int]) -> tuple[float, float]:
@@ -91,6 +99,7 @@ def profile_weight(weight: np.ndarray, blocks=CANDIDATE_BLOCKS, patterns=CANDIDA
         shape=tuple(int(s) for s in w.shape),
         density=density,
         nm_compliance={(n, m): nm_compliance(w, n, m) for n, m in patterns},
+        imbalance=imbalance(w, PROCESSING_UNITS),
     )
     for block in blocks:
         profile.measure_block(w, block)
