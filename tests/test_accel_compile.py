@@ -14,7 +14,7 @@ from tvm import relax
 import tvm_sparse
 from tvm_sparse.accel.quantize import quantize
 from tvm_sparse.prune import prune_onnx
-from tvm_sparse.testing import GraphBuilder, mlp, resnet
+from tvm_sparse.testing import GraphBuilder, bert_encoder, mlp, resnet
 
 
 def run(build, x):
@@ -142,3 +142,15 @@ def test_decomposed_convolutions_on_the_escalate_engine(rng):
     (expected,) = run_onnxruntime(model, {"x": x})
     assert cosine(run(build, x), expected) > 0.99
     assert "basis" in [mode for _, mode, _ in tvm_sparse.accel.last_run()]
+
+
+def test_bert_style_encoder_within_quantization_tolerance(rng):
+    """Attention projections and FFN of a pruned encoder layer on the device; softmax, LayerNorm, GELU
+    and the attention matmuls on the host."""
+    model, _ = prune_onnx(bert_encoder(hidden=64, heads=4, ffn=128, seq=16, layers=1), "block:16x16", 0.5)
+    x = rng.standard_normal((1, 16, 64)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    on_device = [p for p in build.placements if p.target == "device"]
+    assert len(on_device) == 6 and {p.mode for p in on_device} == {"block"}  # q, k, v, output, two FFN layers
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(run(build, x), expected) > 0.99
