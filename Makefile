@@ -26,6 +26,10 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/sparse_models.py
 	$(PY) benchmarks/accel_sim.py
 	$(PY) benchmarks/accel_models.py --layers 2 --image 112
+	$(PY) benchmarks/tune_cpu.py
+	$(PY) benchmarks/tune_device.py
+	$(PY) benchmarks/compression.py
+	$(PY) benchmarks/bad_inputs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
