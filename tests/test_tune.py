@@ -16,9 +16,9 @@ from tvm_sparse.accel import load_device
 from tvm_sparse.accel.gemm_program import Tiling, gemm_program
 from tvm_sparse.cli import main
 from tvm_sparse.formats import BSRMatrix, NMMatrix
-from tvm_sparse.kernels import bsr_matmul_kernel
+from tvm_sparse.kernels import Im2Col, bsr_matmul_kernel
 from tvm_sparse.prune import prune_onnx
-from tvm_sparse.schedule.tasks import BlockMatmulTask, DeviceGemmTask, NMMatmulTask
+from tvm_sparse.schedule.tasks import BlockMatmulTask, DeviceGemmTask, NMMatmulTask, WrongResult
 from tvm_sparse.sim import run
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import mlp
@@ -72,6 +72,21 @@ class _BrokenKernel(BlockMatmulTask):
 
     def kernel(self, params):
         return bsr_matmul_kernel(self.m, self.weight, params, relu=True)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_convolution_candidates_are_checked_against_numpy(rng, groups):
+    im2col = Im2Col((1, 8, 8, 32), (3, 3), (2, 2), (1, 1), (1, 1), groups)
+    weight = BSRMatrix.from_dense(im2col.weight_matrix(rng.standard_normal((32, 3, 3, 32 // groups)).astype("float32")), (16, 1))
+    task = BlockMatmulTask(im2col.rows, weight, im2col)
+    assert task.measure(task.default(), host_target()) > 0
+
+    class ReluBug(BlockMatmulTask):
+        def kernel(self, params):
+            return bsr_matmul_kernel(self.m, self.weight, params, im2col=self.im2col, relu=True)
+
+    with pytest.raises(WrongResult):
+        ReluBug(im2col.rows, weight, im2col).measure(task.default(), host_target())
 
 
 def test_wrong_candidates_are_discarded_and_counted(tmp_path, rng):

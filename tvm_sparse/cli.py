@@ -75,8 +75,8 @@ def _cmd_compile(args) -> None:
     from .build import build
     from .frontend import load_model
     from .library import write_metadata
-    from .target import resolve_target
     from .schedule.choice import schedules_from
+    from .target import resolve_target
     from .transform import SparsifyWeights
     from .tune import TunedSchedules
 

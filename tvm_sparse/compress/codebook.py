@@ -43,20 +43,22 @@ def codebook_quantize(weight: np.ndarray, bits: int, iterations: int = 30) -> Co
     centroids = np.linspace(nonzeros.min(), nonzeros.max(), size).astype(np.float64)
     order = np.argsort(nonzeros)
     ordered = nonzeros[order].astype(np.float64)
-    for _ in range(iterations):  # Lloyd's iterations in 1-D: boundaries are midpoints between sorted centroids
-        centroids.sort()
-        cuts = np.searchsorted(ordered, (centroids[1:] + centroids[:-1]) / 2)
-        sums = np.add.reduceat(ordered, np.r_[0, cuts]) if ordered.size else np.zeros(size)
-        counts = np.diff(np.r_[0, cuts, ordered.size])
-        # reduceat repeats a value for empty clusters; keep their old centroid instead
-        updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+    for _ in range(iterations):  # Lloyd's iterations in 1-D
+        starts, counts = _clusters(ordered, centroids)
+        # reduceat repeats a value for empty clusters; they keep their old centroid instead
+        updated = np.where(counts > 0, np.add.reduceat(ordered, starts) / np.maximum(counts, 1), centroids)
         if np.allclose(updated, centroids):
             break
-        centroids = updated
-    centroids.sort()
-    values = centroids.astype(np.float32)
-    cuts = np.searchsorted(ordered, (centroids[1:] + centroids[:-1]) / 2)
-    assignment_sorted = np.repeat(np.arange(size), np.diff(np.r_[0, cuts, ordered.size]))
+        centroids = np.sort(updated)
+    _, counts = _clusters(ordered, centroids)
     indices = np.empty(nonzeros.size, np.uint8)
-    indices[order] = assignment_sorted
-    return Codebook(int(bits), values, indices, mask)
+    indices[order] = np.repeat(np.arange(size), counts)
+    return Codebook(int(bits), centroids.astype(np.float32), indices, mask)
+
+
+def _clusters(ordered: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each centroid's cluster starts in the sorted values, and its size: in 1-D the boundaries are
+    the midpoints between consecutive (sorted) centroids."""
+    cuts = np.searchsorted(ordered, (centroids[1:] + centroids[:-1]) / 2)
+    starts = np.r_[0, cuts]
+    return starts, np.diff(np.r_[starts, ordered.size])

@@ -23,8 +23,12 @@ class HuffmanCoded:
 
     @property
     def nbytes(self) -> int:
-        """Payload plus the code table (one byte of length per symbol present, plus the symbol itself)."""
-        return len(self.payload) + 2 * len(self.lengths)
+        """Payload plus the code table: per symbol present, the symbol (as many bytes as the largest needs)
+        and one byte of code length."""
+        if not self.lengths:
+            return len(self.payload)
+        symbol_bytes = max(1, -(-max(abs(s) for s in self.lengths).bit_length() // 8))
+        return len(self.payload) + (symbol_bytes + 1) * len(self.lengths)
 
 
 def _code_lengths(symbols: np.ndarray) -> dict:

@@ -42,9 +42,8 @@ class LayerCompression:
         return self.dense_bytes / max(self.coded_bytes, 1)
 
 
-def codebook_bits(matrix: np.ndarray) -> int | None:
-    """Bits of the codebook the nonzeros already use (None: more than 256 distinct values)."""
-    distinct = np.unique(matrix[matrix != 0]).size
+def _codebook_bits(distinct: int) -> int | None:
+    """Bits of the codebook ``distinct`` nonzero values fit (None: more than 256, not a codebook)."""
     return None if distinct > 256 else max(1, int(np.ceil(np.log2(max(distinct, 2)))))
 
 
@@ -55,21 +54,19 @@ def layer_compression(name: str, matrix: np.ndarray) -> LayerCompression:
     index_bytes = 2 if cols <= 1 << 16 else 4
     structure = nnz * index_bytes + (rows + 1) * 4
     sparse = nnz * 4 + structure
-    bits = codebook_bits(matrix)
-    values = matrix[mask]  # row-major, as the CSR stores them
+    table, symbols = np.unique(matrix[mask], return_inverse=True)  # nonzeros row-major, as the CSR stores them
+    bits = _codebook_bits(len(table))
     if bits is None:
         quantized = sparse
         value_stream = nnz * 4
     else:
-        table, symbols = np.unique(values, return_inverse=True)
         quantized = -(-nnz * bits // 8) + (1 << bits) * 4 + structure
         value_stream = huffman.encode(symbols).nbytes + len(table) * 4
     columns = np.nonzero(mask)[1]
-    starts = np.r_[0, np.cumsum(mask.sum(axis=1))[:-1]]
+    per_row = mask.sum(axis=1)
     gaps = np.diff(np.r_[0, columns])  # gap to the previous nonzero, restarting at each row
-    if nnz:
-        row_first = starts[mask.sum(axis=1) > 0]
-        gaps[row_first] = columns[row_first]
+    row_first = np.r_[0, np.cumsum(per_row)[:-1]][per_row > 0]
+    gaps[row_first] = columns[row_first]
     coded = value_stream + huffman.encode(gaps).nbytes + (rows + 1) * 4
     return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded)
 

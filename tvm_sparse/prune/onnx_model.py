@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..compress import codebook_quantize, imbalance, prune_balanced
 from ..formats import FormatError
 from ..frontend import read_onnx
 from .decompose import decompose_kernels, prune_coefficients, quantize_hybrid
@@ -88,7 +89,6 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None, code
     nonzeros of each weight among ``2^bits`` values (:func:`~tvm_sparse.compress.codebook_quantize`). The
     written weights are the dequantized values, so the model computes exactly with the quantized weights.
     """
-    from ..compress import codebook_quantize, imbalance, prune_balanced
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     pruned = onnx.ModelProto()
     pruned.CopyFrom(read_onnx(model))

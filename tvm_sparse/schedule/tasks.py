@@ -34,6 +34,7 @@ from tvm import s_tir, te
 
 from ..accel.device import Device
 from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, tile_fits
+from ..accel.layer import ConvGeometry
 from ..accel.tir_layer import layer_func, tile_layer, tile_shape
 from ..errors import TVMSparseError
 from ..formats import BSRMatrix, NMMatrix
@@ -166,9 +167,7 @@ class BlockMatmulTask:
         dense = np.zeros((n_pad, k_pad), "float32")
         dense[:n, :k] = self.weight.to_dense()
         rows = _im2col_rows(x, self.im2col) if self.im2col is not None else x
-        expected = rows @ dense.T + bias
-        if self.relu:
-            expected = np.maximum(expected, 0)
+        expected = _linear_reference(rows, dense, bias, self.relu)
         if self.im2col is not None:
             expected = expected.reshape(self.im2col.input_shape[0], *self.im2col.out_hw, n_pad)
         args = BSRKernelArgs.from_bsr(self.weight)
@@ -176,16 +175,20 @@ class BlockMatmulTask:
 
 
 def _im2col_rows(x: np.ndarray, g: Im2Col) -> np.ndarray:
-    """The ``[rows, KH*KW*C]`` patch matrix of an NHWC image (numpy reference of the kernel's packing)."""
-    n, h, w, c = x.shape
-    oh, ow = g.out_hw
-    (kh, kw), (sh, sw), (pt, pl), (dh, dw) = g.kernel, g.strides, g.padding, g.dilation
-    padded = np.zeros((n, h + pt + kh * dh + sh * oh, w + pl + kw * dw + sw * ow, c), x.dtype)
-    padded[:, pt : pt + h, pl : pl + w] = x
-    taps = [padded[:, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw] for i in range(kh) for j in range(kw)]
+    """The block kernel's im2col matrix of NHWC ``x`` in numpy: columns ``(group, kh, kw, c)``, each group's
+    patches from the device runtime's :meth:`~tvm_sparse.accel.layer.ConvGeometry.im2col`."""
+    _, h, w, c = x.shape
+    (oh, ow), (kh, kw), (sh, sw), (pt, pl), (dh, dw) = g.out_hw, g.kernel, g.strides, g.padding, g.dilation
+    bottom, right = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - h - pt), max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - w - pl)
+    geometry = ConvGeometry(g.kernel, g.strides, (pt, pl, bottom, right), g.dilation, (oh, ow))
     per_group = c // g.groups
-    cols = [t[..., gi * per_group : (gi + 1) * per_group] for gi in range(g.groups) for t in taps]
-    return np.concatenate(cols, axis=-1).reshape(n * oh * ow, -1)
+    return np.concatenate([geometry.im2col(x[..., i * per_group : (i + 1) * per_group]) for i in range(g.groups)], axis=1)
+
+
+def _linear_reference(rows: np.ndarray, dense: np.ndarray, bias: np.ndarray, relu: bool) -> np.ndarray:
+    """``rows @ dense.T + bias``, clamped at zero with ``relu``: what the host kernels compute."""
+    y = rows @ dense.T + bias
+    return np.maximum(y, 0) if relu else y
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,9 +236,7 @@ class NMMatmulTask:
         bias = rng.standard_normal(n_pad).astype("float32")
         dense = np.zeros((n_pad, k_pad), "float32")
         dense[:n, :k] = self.weight.to_dense()[:, :k]
-        expected = x @ dense.T + bias
-        if self.relu:
-            expected = np.maximum(expected, 0)
+        expected = _linear_reference(x, dense, bias, self.relu)
         args = NMKernelArgs.from_nm(self.weight)
         return _timed(self.kernel(rows_per_tile), [x, args.positions, args.values, bias], expected, target)
 
