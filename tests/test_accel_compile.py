@@ -13,6 +13,7 @@ from tvm import relax
 
 import tvm_sparse
 from tvm_sparse.accel.quantize import quantize
+from tvm_sparse.accel.run_report import run_report
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import GraphBuilder, bert_encoder, mlp, resnet
 
@@ -39,11 +40,7 @@ def test_mlp_is_bit_exact_against_the_integer_model(rng):
     build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
     got = run(build, x)
     # numpy integer model of the same quantized network: quantize, integer layer, dequantize, per layer
-    h = x
-    for name in ("fc0", "fc1"):
-        q = build.quantized[name]
-        h = q.reference(quantize(h, q.input_scale), relu=name == "fc0").astype("float32") * np.float32(q.output_scale)
-    np.testing.assert_array_equal(got, h)
+    np.testing.assert_array_equal(got, integer_model(build, x))
     (expected,) = run_onnxruntime(model, {"x": x})
     assert cosine(got, expected) > 0.99
     assert [p.target for p in build.placements] == ["device", "device"]
@@ -73,6 +70,37 @@ def test_sparse_modes_end_to_end(rng, pattern, mode):
     dense_build = tvm_sparse.accel.compile(model, "sparse-accel-dense", calibration={"x": x})
     np.testing.assert_array_equal(run(dense_build, x), got)  # same integers, another encoding
     assert gemm_cycles(build, x) < 0.7 * gemm_cycles(dense_build, x)
+
+
+def integer_model(build, x, names=("fc0", "fc1"), relu_layers=("fc0",)):
+    """The numpy integer model of a chain of quantized layers: quantize, integer layer, dequantize, per layer."""
+    h = x
+    for name in names:
+        q = build.quantized[name]
+        h = q.reference(quantize(h, q.input_scale), relu=name in relu_layers).astype("float32") * np.float32(q.output_scale)
+    return h
+
+
+@pytest.mark.parametrize("pattern, density", [("nm:2:4", None), ("block:16x16", 0.3)])
+def test_codebook_weights_load_through_the_shared_weight_table(rng, pattern, density):
+    model, _ = prune_onnx(mlp(batch=8, sizes=(128, 256, 64), gemm=True), pattern, density, codebook_bits=4)
+    x = rng.standard_normal((8, 128)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    assert all(0 < p.weight_table <= 16 for p in build.placements)
+    got = run(build, x)
+    np.testing.assert_array_equal(got, integer_model(build, x))
+    coded = run_report(build.placements)["layers"]
+    assert [layer["mode"] for layer in coded] == [pattern.split(":")[0] + "+table"] * 2
+    # the same model on the device without the table (int8 weight loads, per-channel scales)
+    doc = json.loads(tvm_sparse.accel.load_device("sparse-accel").to_json())
+    del doc["sparse_modes"]["weight_sharing"]
+    plain = tvm_sparse.accel.compile(model, tvm_sparse.accel.Device.from_dict(doc), calibration={"x": x})
+    assert all(p.weight_table == 0 for p in plain.placements)
+    np.testing.assert_array_equal(run(plain, x), integer_model(plain, x))
+    plain_bytes = sum(layer["dram_read_bytes"] for layer in run_report()["layers"])
+    coded_bytes = sum(layer["dram_read_bytes"] for layer in coded)
+    weight_bytes = sum(int(np.count_nonzero(q.weight)) for q in build.quantized.values())
+    assert plain_bytes - coded_bytes >= 0.45 * weight_bytes  # 4-bit indices instead of int8 values
 
 
 def test_layers_without_a_device_mode_stay_on_the_host(rng):

@@ -20,6 +20,7 @@ def test_shipped_variants_load_with_the_same_provisioning():
         assert (device.pe_array, device.buffers, device.dram_bytes_per_cycle, device.clock_mhz) == (
             dense.pe_array, dense.buffers, dense.dram_bytes_per_cycle, dense.clock_mhz)
     assert default.modes.nm.metadata_bits_per_value == 2
+    assert default.modes.weight_sharing.table_size == 16 and dense.modes.weight_sharing is None
 
 
 def _doc():
@@ -54,6 +55,8 @@ def _with(path: str, value):
         ("sparse_modes.nm", {"n": 4, "m": 4}, "n must be smaller than m"),
         ("sparse_modes.block", {"block_rows": 5, "block_cols": 16, "index_bits": 16}, "must divide the 16x16 PE array"),
         ("sparse_modes.bitmap", {}, "sparse_modes.bitmap: unknown field"),
+        ("sparse_modes.weight_sharing", {"index_bits": 9}, "index_bits: at most 8"),
+        ("sparse_modes.weight_sharing", {"bits": 4}, "sparse_modes.weight_sharing.index_bits: missing"),
         ("buffers.extra_bytes", 4, "buffers.extra_bytes: unknown field"),
         ("energy_pj.int8_mult", 0, "energy_pj.int8_mult: must be a positive number"),
         ("name", "", "name: must be a non-empty string"),

@@ -19,7 +19,7 @@ from tvm_sparse.accel.isa import (
     Queue,
     disassemble,
 )
-from tvm_sparse.accel.packing import pack_bits, pack_blocks, pack_nm, unpack_bits
+from tvm_sparse.accel.packing import code_values, pack_bits, pack_blocks, pack_nm, unpack_bits, weight_table
 from tvm_sparse.sim import DeviceFault, run
 
 SYNC_LOAD = Flag.PUSH_NEXT
@@ -100,6 +100,50 @@ def test_gemm_tile_matches_integer_reference(rng, mode, relu):
     assert report.total.macs_dense == m * k * n
     if mode == Opcode.GEMM_NM:
         assert report.total.macs_issued == m * k * n // 2
+
+
+def coded_gemm_program(x, w, device="sparse-accel"):
+    """Load the shared-weight table, then the weight as 4-bit indices (LOAD_CODED); int32 result."""
+    (m, k), n = x.shape, w.shape[1]
+    table = weight_table(w, 4)
+    b = ProgramBuilder(device)
+    x_addr, table_addr = b.place(x), b.place(table)
+    codes_addr, out = b.place(np.frombuffer(code_values(w, table, 4), np.uint8)), b.reserve(4 * m * n)
+    b.load(Buffer.TABLE, 0, table_addr, 1, table.size)
+    b.load(Buffer.INP, 0, x_addr, m, k)
+    b.load_coded(0, codes_addr, k, n, index_bits=4, flags=SYNC_LOAD)
+    b.gemm(Opcode.GEMM, 0, 0, 0, m, k, n, flags=SYNC_COMPUTE_IN | Flag.PUSH_NEXT)
+    b.store(0, out, m, n, int32=True, flags=Flag.POP_PREV)
+    return b.build(), out
+
+
+def test_coded_weight_load_expands_indices_through_the_table(rng):
+    m, k, n = 8, 64, 32
+    codebook = rng.choice(np.arange(-128, 128), 16, replace=False).astype(np.int8)
+    w = codebook[rng.integers(0, 16, size=(k, n))]
+    x = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
+    program, out = coded_gemm_program(x, w)
+    result = run(program)
+    np.testing.assert_array_equal(result.read(out, (m, n), np.int32), x.astype(np.int64) @ w.astype(np.int64))
+    weight_loads = [ins for ins in program.instructions if ins.opcode == Opcode.LOAD_CODED]
+    assert result.report.total.dram_read_bytes == m * k + k * n // 2  # input bytes + 4 bits per weight
+    assert result.report.total.dram_read_metadata_bytes == 16  # the table
+    assert len(weight_loads) == 1 and "LOAD_CODED" in disassemble(Program.from_bytes(program.to_bytes()))
+
+
+def test_coded_weight_loads_need_the_table(rng):
+    w = np.tile(np.arange(16, dtype=np.int8), (16, 1))
+    program, _ = coded_gemm_program(np.ones((2, 16), np.int8), w, device="sparse-accel-dense")
+    with pytest.raises(DeviceFault, match="no weight-sharing table"):
+        run(program)
+    b = ProgramBuilder("sparse-accel")
+    b.place(np.zeros(64, np.uint8))
+    b.load_coded(0, 0, 16, 16, index_bits=3)
+    with pytest.raises(DeviceFault, match="3-bit indices on a device with 4-bit"):
+        run(b.build())
+    with pytest.raises(ProgramError, match="not in the layer's shared-weight table"):
+        code_values(np.array([5], np.int8), np.arange(4, dtype=np.int8), 2)
+    assert weight_table(np.arange(17, dtype=np.int8), 4) is None
 
 
 def test_requantization_saturates_and_rounds_half_up():

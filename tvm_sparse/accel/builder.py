@@ -59,6 +59,11 @@ class ProgramBuilder:
         stride = cols * itemsize if dram_stride is None else dram_stride
         return self.emit(Opcode.LOAD, flags, buffer=int(buffer), sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, dram_stride=stride, sram_stride=cols if sram_stride is None else sram_stride)
 
+    def load_coded(self, sram_addr: int, dram_addr: int, rows: int, cols: int, index_bits: int, table_addr: int = 0, flags: Flag = NO_FLAGS):
+        """DMA a contiguous ``rows x cols`` weight tile stored as packed ``index_bits``-bit indices into ``WGT``,
+        each index replaced by its ``TABLE`` entry (counted from ``table_addr``)."""
+        return self.emit(Opcode.LOAD_CODED, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, table_addr=table_addr, index_bits=index_bits)
+
     def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = NO_FLAGS):
         stride = cols * (4 if int32 else 1) if dram_stride is None else dram_stride
         flags = Flag(flags) | (Flag.INT32_OUT if int32 else Flag(0))

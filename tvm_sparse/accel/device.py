@@ -85,11 +85,24 @@ class DecomposedConvMode:
 
 
 @dataclass(frozen=True)
+class WeightSharingMode:
+    """EIE-style shared weights: a weight tile arrives from DRAM as ``index_bits``-bit indices and the load
+    unit expands them through an on-chip table of ``2**index_bits`` int8 values (Deep Compression's codebook)."""
+
+    index_bits: int
+
+    @property
+    def table_size(self) -> int:
+        return 1 << self.index_bits
+
+
+@dataclass(frozen=True)
 class SparseModes:
     block: BlockSparseMode | None
     nm: NMMode | None
     decomposed_conv: DecomposedConvMode | None
     activation_skipping: str  # "none", "gate" (zero operands cost no energy) or "skip" (nor cycles)
+    weight_sharing: WeightSharingMode | None = None  # orthogonal to the GEMM modes: how weight tiles are loaded
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -268,9 +281,15 @@ def _parse_modes(fields: _Fields, pe: PEArray) -> SparseModes:
             raise DeviceError(f"sparse_modes.decomposed_conv.kernel_sizes: must be a non-empty list of positive integers, got {sizes!r}")
         decomposed = DecomposedConvMode(d.positive_int("max_basis"), tuple(sizes))
         d.done()
+    sharing = None
+    if (w := fields.sub("weight_sharing", None)) is not None:
+        sharing = WeightSharingMode(w.positive_int("index_bits"))
+        w.done()
+        if sharing.index_bits > 8:
+            raise DeviceError(f"sparse_modes.weight_sharing.index_bits: at most 8 (a table of int8 values), got {sharing.index_bits}")
     skipping = fields.choice("activation_skipping", ACTIVATION_SKIPPING, "none")
     fields.done()
-    return SparseModes(block, nm, decomposed, skipping)
+    return SparseModes(block, nm, decomposed, skipping, sharing)
 
 
 def _check_one_tile_fits(buffers: Buffers, pe: PEArray) -> None:

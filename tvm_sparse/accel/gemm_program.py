@@ -28,7 +28,7 @@ from .device import Device
 from .intrinsics import GEMM_OPS
 from .isa import AluOp, Buffer, Flag, Opcode, ProgramError
 from .lowering import TileOp, tile_operations
-from .packing import pack_blocks, pack_nm
+from .packing import code_values, pack_blocks, pack_nm, weight_table
 from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
@@ -102,11 +102,40 @@ def _pack(weight: np.ndarray, mode: str, device: Device) -> tuple[np.ndarray, by
     return blocks.reshape(len(blocks), blocks.shape[1] * blocks.shape[2]), meta
 
 
+@dataclass(frozen=True)
+class _Load:
+    """One DMA of a GEMM step: ``rows x cols`` elements from DRAM (``stride`` bytes apart), or a coded weight tile."""
+
+    buf: Buffer
+    dram: int
+    rows: int
+    cols: int
+    stride: int
+    coded: bool = False
+
+
+def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray | None:
+    """The shared-weight table of the values a ``mode`` layer stores (all of a dense weight, the stored blocks'
+    values, the kept N:M values), or None when the device has no weight sharing or they do not fit its table."""
+    sharing = device.modes.weight_sharing
+    if sharing is None:
+        return None
+    if mode == "block":
+        br, bc = device.modes.block.block_rows, device.modes.block.block_cols
+        k, n = weight.shape
+        grid = weight.reshape(k // br, br, n // bc, bc).transpose(0, 2, 1, 3)
+        values = grid[np.abs(grid).sum(axis=(2, 3)) > 0]
+    else:
+        values = _pack(weight, mode, device)[0]
+    return weight_table(values, sharing.index_bits)
+
+
 class ProgramEmitter:
     """Instructions for a layer's tile operations: buffer halves, dependency tokens, weight tile encodings."""
 
-    def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int):
+    def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int, table: np.ndarray | None = None):
         self.b, self.device, self.mode, self.relu, self.shift = b, device, mode, relu, shift
+        self.table, self.table_addr = table, b.place(table) if table is not None else 0
         self.k, self.n = weight.shape
         self.x_addr, self.out_addr, self.params_addr = x_addr, out_addr, params_addr
         self.halves = 2 if tile.double_buffer else 1
@@ -121,7 +150,7 @@ class ProgramEmitter:
             raise ProgramError(problem)
         self.weight = weight
         self.tiles: dict = {}  # (k0, n0) -> (dram addr, rows, cols, meta addr, meta bytes)
-        self.pending: list = []  # loads of the next GEMM
+        self.pending: list[_Load] = []  # loads of the next GEMM
         self.resident: dict = {}  # (buffer, half) -> the DRAM tile it holds
         self.step = self.out_tile = 0
         self.acc_of: dict = {}  # (m0, n0) -> ACC address of its accumulators
@@ -132,7 +161,11 @@ class ProgramEmitter:
             values, meta = _pack(self.weight[k0 : k0 + rows, n0 : n0 + cols], self.mode, self.device)
             if values.size > self.wgt_half or len(meta) > self.meta_half:
                 raise ProgramError(f"weight tile at ({k0}, {n0}) does not fit {self.device.name}'s weight/metadata buffer")
-            addr = self.b.place(values) if values.size else 0
+            if self.table is not None:
+                coded = code_values(values, self.table, self.device.modes.weight_sharing.index_bits)
+                addr = self.b.place(np.frombuffer(coded, np.uint8)) if values.size else 0
+            else:
+                addr = self.b.place(values) if values.size else 0
             meta_addr = self.b.place(np.frombuffer(meta, np.uint8)) if meta else 0
             self.tiles[k0, n0] = (addr, values.shape[0], values.shape[1] if values.ndim == 2 else 0, meta_addr, len(meta))
         return self.tiles[k0, n0]
@@ -150,34 +183,38 @@ class ProgramEmitter:
 
     def _dma_load_inp(self, op: TileOp) -> None:
         (m0, k0), (rows, cols) = op.origin(0), op.shape(0)
-        self.pending.append((Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k))
+        self.pending.append(_Load(Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k))
 
     def _dma_load_wgt(self, op: TileOp) -> None:
         (k0, n0), (rows, cols) = op.origin(0), op.shape(0)
         addr, w_rows, w_cols, meta_addr, meta_len = self._weight_tile(k0, n0, rows, cols)
         if w_rows:
-            self.pending.append((Buffer.WGT, addr, w_rows, w_cols, w_cols))
+            self.pending.append(_Load(Buffer.WGT, addr, w_rows, w_cols, w_cols, coded=self.table is not None))
         if meta_len:
-            self.pending.append((Buffer.META, meta_addr, 1, meta_len, meta_len))
+            self.pending.append(_Load(Buffer.META, meta_addr, 1, meta_len, meta_len))
 
     def _gemm(self, op: TileOp) -> None:
         (m0, _), (_, n0) = op.origin(0), op.origin(1)
         (rows, red), (_, cols) = op.shape(0), op.shape(1)
         half = self.step % self.halves
         sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half}
-        loads = []
-        for buf, dram, r, c, stride in self.pending:  # a tile still in its half from an earlier step is not reloaded
-            if self.resident.get((buf, half)) != (dram, r, c, stride):
-                self.resident[buf, half] = (dram, r, c, stride)
-                loads.append((buf, sram[buf], dram, r, c, stride))
+        # a tile still in its half from an earlier step is not reloaded
+        loads = [load for load in self.pending if self.resident.get((load.buf, half)) != load]
         if not loads:  # the GEMM waits on a load's token: reload the input tile to send it
-            buf, dram, r, c, stride = self.pending[0]
-            loads.append((buf, sram[buf], dram, r, c, stride))
+            loads = self.pending[:1]
+        for load in loads:
+            self.resident[load.buf, half] = load
         if self.step == 0:
-            loads.append((Buffer.ACC, self.acc_params, self.params_addr, 2, self.n, 4 * self.n))
-        for i, (buf, sram_addr, dram, r, c, stride) in enumerate(loads):
+            loads.append(_Load(Buffer.ACC, self.params_addr, 2, self.n, 4 * self.n))
+            if self.table is not None:  # before the first coded weight tile
+                loads.insert(0, _Load(Buffer.TABLE, self.table_addr, 1, self.table.size, self.table.size))
+        for i, load in enumerate(loads):
             flags = (Flag.POP_NEXT if i == 0 and self.step >= self.halves else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
-            self.b.load(buf, sram_addr, dram, r, c, dram_stride=stride, flags=flags)
+            sram_addr = {Buffer.ACC: self.acc_params, Buffer.TABLE: 0}.get(load.buf, sram.get(load.buf))
+            if load.coded:
+                self.b.load_coded(sram_addr, load.dram, load.rows, load.cols, self.device.modes.weight_sharing.index_bits, flags=flags)
+            else:
+                self.b.load(load.buf, sram_addr, load.dram, load.rows, load.cols, dram_stride=load.stride, flags=flags)
         self.pending = []
         acc = self.acc_of[m0, n0]
         first = (m0, n0) in self.fresh
@@ -208,17 +245,19 @@ def emit_gemm_layer(
     mode: str = "dense",
     relu: bool = False,
     tiling: Tiling = DEFAULT_TILING,
+    table: np.ndarray | None = None,
 ) -> None:
     """Emit the layer on int8 ``X[rows, K]`` at ``x_addr`` writing int8 ``Y[rows, N]`` at ``out_addr``.
 
     ``weight`` is ``[K, N]``; ``rows``, ``K`` and ``N`` must be the :func:`padded_shape` of the layer.
+    With a ``table`` (:func:`sharing_table`), weight tiles travel as indices into it.
     """
     k, n = weight.shape
     tile = tiling.fitted(rows, k, n)
     if (rows, k, n) != padded_shape(rows, k, n, tiling):
         raise ProgramError(f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles")
     params = b.place(np.stack([bias, multiplier]).astype(np.int32))
-    emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift)
+    emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift, table)
     for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode, tile.rows_outer)):
         emitter.emit(op)
 
@@ -234,6 +273,7 @@ def gemm_program(
     relu: bool = False,
     tiling: Tiling = DEFAULT_TILING,
     name: str = "gemm",
+    table: np.ndarray | None = None,
 ):
     """A whole program for one layer, padding it as needed: returns ``(program, out_addr)``.
 
@@ -252,7 +292,7 @@ def gemm_program(
     bias_p[:n], mult_p[:n] = bias, multiplier
     x_addr = b.place(xp)
     out_addr = b.reserve(mp * np_)
-    emit_gemm_layer(b, device, x_addr, wp, bias_p, mult_p, shift, out_addr, mp, mode, relu, tiling)
+    emit_gemm_layer(b, device, x_addr, wp, bias_p, mult_p, shift, out_addr, mp, mode, relu, tiling, table)
     return b.build(), out_addr
 
 

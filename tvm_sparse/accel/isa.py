@@ -2,7 +2,9 @@
 
 Memory. DRAM is a byte-addressed image. On chip there are four buffers,
 addressed in elements: ``INP`` (int8 activations), ``WGT`` (int8 weights),
-``META`` (bytes of sparse metadata) and ``ACC`` (int32 accumulators).
+``META`` (bytes of sparse metadata) and ``ACC`` (int32 accumulators), and,
+on devices with weight sharing, the load unit's ``TABLE`` of shared int8
+weight values that ``LOAD_CODED`` expands indices through.
 
 Queues. As in VTA, instructions run on three queues that overlap: ``LOAD``
 (DMA into the buffers), ``COMPUTE`` (GEMM tiles and the ALU) and ``STORE``
@@ -45,6 +47,7 @@ class Opcode(enum.IntEnum):
     ALU = 6  # elementwise on an ACC tile, with an immediate or a broadcast ACC row
     NOP = 7  # a queue step that only moves dependency tokens
     BASIS_CONV = 8  # ESCALATE's second step: ACC[p, o] (+)= sum_r basis_r (*) INP[:, :, r * C + o]
+    LOAD_CODED = 9  # DRAM index_bits-bit indices -> WGT int8 values TABLE[index] (a contiguous rows x cols tile)
 
 
 class Buffer(enum.IntEnum):
@@ -52,9 +55,10 @@ class Buffer(enum.IntEnum):
     WGT = 1
     META = 2
     ACC = 3
+    TABLE = 4
 
 
-BUFFER_DTYPES = {Buffer.INP: np.int8, Buffer.WGT: np.int8, Buffer.META: np.uint8, Buffer.ACC: np.int32}
+BUFFER_DTYPES = {Buffer.INP: np.int8, Buffer.WGT: np.int8, Buffer.META: np.uint8, Buffer.ACC: np.int32, Buffer.TABLE: np.int8}
 
 
 class AluOp(enum.IntEnum):
@@ -97,11 +101,13 @@ FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.ALU: ("alu_op", "acc_addr", "rows", "cols", "operand", "shift", "addend"),
     Opcode.NOP: (),
     Opcode.BASIS_CONV: ("acc_addr", "inp_addr", "wgt_addr", "height", "width", "channels", "geometry"),
+    Opcode.LOAD_CODED: ("sram_addr", "dram_addr", "rows", "cols", "table_addr", "index_bits"),
 }
 #: Fields read as signed (immediates); all others are unsigned.
 SIGNED_FIELDS = {"operand"}
 QUEUE_OF = {
     Opcode.LOAD: Queue.LOAD,
+    Opcode.LOAD_CODED: Queue.LOAD,
     Opcode.STORE: Queue.STORE,
     Opcode.GEMM: Queue.COMPUTE,
     Opcode.GEMM_BLOCK: Queue.COMPUTE,

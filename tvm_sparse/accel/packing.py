@@ -9,6 +9,9 @@ A GEMM tile's weight is ``[k, n]`` (reduction x output), int8.
   column: ``WGT`` is ``[k * n_keep / m, n]`` and ``META`` the position of each
   kept value inside its group (``ceil(log2 m)`` bits, packed little-endian
   into bytes in the same row-major order; 2 bits per value for 2:4).
+* Weight sharing (any mode): ``WGT``'s values travel as ``index_bits``-bit
+  indices into the layer's table of int8 values, packed like N:M metadata;
+  ``LOAD_CODED`` expands them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from ..formats.nm import kept_positions, nm_violations, pack_bits, position_bits, unpack_bits
 from .isa import ProgramError
 
-__all__ = ["pack_bits", "pack_blocks", "pack_nm", "unpack_bits"]
+__all__ = ["code_values", "pack_bits", "pack_blocks", "pack_nm", "unpack_bits", "weight_table"]
 
 
 def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int) -> tuple[np.ndarray, bytes]:
@@ -46,3 +49,23 @@ def pack_nm(weight: np.ndarray, n_keep: int, m: int) -> tuple[np.ndarray, bytes]
     positions = kept_positions(groups.transpose(0, 2, 1), n_keep).transpose(0, 2, 1)  # [groups, n_keep, n]
     values = np.take_along_axis(groups, positions, axis=1).reshape(k // m * n_keep, n)
     return np.ascontiguousarray(values, dtype=np.int8), pack_bits(positions.reshape(-1, n), position_bits(m))
+
+
+def weight_table(values: np.ndarray, index_bits: int) -> np.ndarray | None:
+    """The shared-weight table of int8 ``values``: their distinct values, sorted, padded to ``2**index_bits``
+    entries; None when there are more distinct values than entries."""
+    distinct = np.unique(np.asarray(values, np.int8))
+    if distinct.size > 1 << index_bits:
+        return None
+    table = np.full(1 << index_bits, distinct[-1] if distinct.size else 0, np.int8)
+    table[: distinct.size] = distinct
+    return table
+
+
+def code_values(values: np.ndarray, table: np.ndarray, index_bits: int) -> bytes:
+    """``values`` (row-major) as packed ``index_bits``-bit indices into ``table`` (sorted, as :func:`weight_table` makes it)."""
+    flat = np.asarray(values, np.int8).ravel()
+    indices = np.searchsorted(table, flat)
+    if flat.size and (indices.max() >= table.size or (table[indices] != flat).any()):
+        raise ProgramError("a weight value is not in the layer's shared-weight table")
+    return pack_bits(indices, index_bits)

@@ -1,4 +1,5 @@
-"""Post-training int8 quantization of a device layer (symmetric, per output channel for weights).
+"""Post-training int8 quantization of a device layer (symmetric, per output channel for weights, or per
+tensor for shared-weight layers).
 
 A layer ``y = act(x @ W.T + b)`` runs on the device as::
 
@@ -46,8 +47,12 @@ class QuantizedLayer:
     shift: int
 
     @staticmethod
-    def from_float(weight: np.ndarray, bias: np.ndarray | None, input_absmax: float, output_absmax: float) -> QuantizedLayer:
+    def from_float(weight: np.ndarray, bias: np.ndarray | None, input_absmax: float, output_absmax: float, per_tensor: bool = False) -> QuantizedLayer:
+        """``per_tensor`` gives every output channel the layer's scale, so that a weight holding few distinct
+        values (a shared-weight codebook) keeps as few distinct int8 values."""
         absmax = np.abs(weight).max(axis=1)
+        if per_tensor:
+            absmax = np.full_like(absmax, absmax.max())
         weight_scale = np.where(absmax > 0, absmax / INT8_MAX, 1.0)
         w_q = np.clip(np.rint(weight / weight_scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
         s_x, s_y = scale_of(input_absmax), scale_of(output_absmax)

@@ -40,14 +40,14 @@ def run_report(placements=()) -> dict:
 def format_run_report(doc: dict) -> str:
     rows = [
         f"device {doc['device'] or '-'}: {doc['total_cycles']} cycles, {doc['total_energy_pj'] / 1e6:.3f} uJ",
-        f"{'layer':28s} {'runs on':7s} {'mode':6s} {'cycles':>10s} {'util':>6s} {'MACs issued':>12s} {'skipped':>12s} {'DRAM rd':>10s} {'meta rd':>8s} {'energy uJ':>9s}",
+        f"{'layer':28s} {'runs on':7s} {'mode':11s} {'cycles':>10s} {'util':>6s} {'MACs issued':>12s} {'skipped':>12s} {'DRAM rd':>10s} {'meta rd':>8s} {'energy uJ':>9s}",
     ]
     for layer in doc["layers"]:
         if layer["runs_on"] == "host":
-            rows.append(f"{layer['name'][:28]:28s} host    {'':6s} {'':>10s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})")
+            rows.append(f"{layer['name'][:28]:28s} host    {'':11s} {'':>10s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})")
             continue
         rows.append(
-            f"{layer['name'][:28]:28s} device  {layer['mode']:6s} {layer['cycles']:10d} {layer['pe_utilization']:6.1%} "
+            f"{layer['name'][:28]:28s} device  {layer['mode']:11s} {layer['cycles']:10d} {layer['pe_utilization']:6.1%} "
             f"{layer['macs_issued']:12d} {layer['macs_skipped']:12d} {layer['dram_read_bytes']:10d} "
             f"{layer['dram_read_metadata_bytes']:8d} {layer['energy_pj'] / 1e6:9.3f}"
         )

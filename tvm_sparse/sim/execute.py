@@ -49,12 +49,34 @@ def load(machine: Machine, ins: Instruction) -> Work:
     if ins.buffer not in Buffer._value2member_map_:
         raise DeviceFault(f"unknown buffer {ins.buffer}")
     buf = Buffer(ins.buffer)
+    if buf == Buffer.TABLE and machine.device.modes.weight_sharing is None:
+        raise DeviceFault(f"device {machine.device.name} has no weight-sharing table")
     dst = machine.region(buf, ins.sram_addr, ins.rows, ins.cols, ins.sram_stride or ins.cols)
     src = machine.dram_region(ins.dram_addr, ins.rows, ins.cols, ins.dram_stride, dst.dtype)
     dst[...] = src
     nbytes = dst.size * dst.itemsize
-    meta = nbytes if buf == Buffer.META else 0
+    meta = nbytes if buf in (Buffer.META, Buffer.TABLE) else 0
     return Work(dma_bytes=nbytes, dram_read_bytes=nbytes - meta, dram_read_metadata_bytes=meta, sram_write_bytes=nbytes)
+
+
+def load_coded(machine: Machine, ins: Instruction) -> Work:
+    """A weight tile sent as ``index_bits``-bit indices (packed little-endian), expanded through ``TABLE``."""
+    sharing = machine.device.modes.weight_sharing
+    if sharing is None:
+        raise DeviceFault(f"device {machine.device.name} has no weight-sharing table")
+    if ins.index_bits != sharing.index_bits:
+        raise DeviceFault(f"LOAD_CODED with {ins.index_bits}-bit indices on a device with {sharing.index_bits}-bit ones")
+    count = ins.rows * ins.cols
+    nbytes = _ceil(count * ins.index_bits, 8)
+    dst = machine.region(Buffer.WGT, ins.sram_addr, ins.rows, ins.cols)
+    packed = machine.dram_region(ins.dram_addr, 1, nbytes, nbytes, np.uint8)[0]
+    table = machine.region(Buffer.TABLE, ins.table_addr, 1, sharing.table_size - ins.table_addr)[0]
+    indices = unpack_bits(packed, ins.index_bits, count)
+    if count and indices.max() >= table.size:
+        raise DeviceFault(f"LOAD_CODED index {int(indices.max())} is past the table's {table.size} entries from {ins.table_addr}")
+    dst[...] = table[indices].reshape(ins.rows, ins.cols)
+    # every decoded value is one table read
+    return Work(dma_bytes=nbytes, dram_read_bytes=nbytes, sram_read_bytes=count, sram_write_bytes=count)
 
 
 def store(machine: Machine, ins: Instruction) -> Work:
@@ -257,6 +279,7 @@ def _round_shift(value: np.ndarray, shift) -> np.ndarray:
 
 _SEMANTICS = {
     Opcode.LOAD: load,
+    Opcode.LOAD_CODED: load_coded,
     Opcode.STORE: store,
     Opcode.GEMM: gemm,
     Opcode.GEMM_NM: gemm_nm,

@@ -14,7 +14,7 @@ class DeviceFault(TVMSparseError):
 
 
 class Machine:
-    """DRAM (a byte image) and the four on-chip buffers of a device."""
+    """DRAM (a byte image) and the on-chip buffers of a device (``TABLE`` is empty without weight sharing)."""
 
     def __init__(self, device: Device, dram: bytes):
         self.device = device
@@ -24,6 +24,7 @@ class Machine:
             Buffer.WGT: device.buffers.weight_bytes,
             Buffer.META: device.buffers.metadata_bytes,
             Buffer.ACC: device.buffers.accumulator_bytes // 4,
+            Buffer.TABLE: device.modes.weight_sharing.table_size if device.modes.weight_sharing else 0,
         }
         self.buffers = {buf: np.zeros(size, dtype=BUFFER_DTYPES[buf]) for buf, size in sizes.items()}
 

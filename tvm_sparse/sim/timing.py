@@ -1,6 +1,8 @@
 """What an instruction costs: cycles on its queue and energy by component.
 
-Cycles: a DMA moves ``dram_bytes_per_cycle`` per cycle after a fixed setup;
+Cycles: a DMA moves ``dram_bytes_per_cycle`` per cycle after a fixed setup
+(a coded weight load is priced by the index bytes it moves: the table lookup
+keeps pace with the DMA);
 a GEMM tile takes the PE cycles its mode needs (see :mod:`.execute`) after a
 fixed issue latency; the ALU processes ``output_lanes`` values per cycle.
 Energy (pJ, the device's per-action figures): a multiply per issued MAC whose
@@ -21,7 +23,7 @@ ALU_ISSUE_CYCLES = 1
 
 
 def cycles(device: Device, ins: Instruction, work: Work) -> int:
-    if ins.opcode in (Opcode.LOAD, Opcode.STORE):
+    if ins.opcode in (Opcode.LOAD, Opcode.LOAD_CODED, Opcode.STORE):
         return DMA_SETUP_CYCLES + math.ceil(work.dma_bytes / device.dram_bytes_per_cycle)
     if ins.opcode in (Opcode.GEMM, Opcode.GEMM_BLOCK, Opcode.GEMM_NM, Opcode.BASIS_CONV):
         return GEMM_ISSUE_CYCLES + work.pe_cycles

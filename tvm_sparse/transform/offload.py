@@ -28,7 +28,7 @@ from tvm import relax
 from ..accel.basis_program import BasisGeometry, emit_basis_layer
 from ..accel.builder import ProgramBuilder
 from ..accel.device import Device
-from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape
+from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing_table
 from ..schedule.choice import tuned
 from ..schedule.tasks import DeviceGemmTask
 from ..accel.layer import LayerHeader, encode_layer
@@ -46,6 +46,7 @@ class Placement:
     op: str  # matmul / conv2d
     target: str  # device / host
     mode: str = ""  # dense / nm / block on the device
+    weight_table: int = 0  # distinct values in the layer's shared-weight table (0: plain int8 weight loads)
     reason: str = ""  # why a layer stays on the host
     quantization_error: float | None = None  # relative L2 error of the layer's output on the first calibration sample
 
@@ -186,16 +187,14 @@ class OffloadToAccel:
         if stats is None:
             raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
         weight = layer.matrix()
-        quant = QuantizedLayer.from_float(weight, layer.bias, stats["input_absmax"], stats["output_absmax"])
+        quant, w_kn, mode, table = self._quantize_and_encode(weight, layer.bias, stats)
         self.quantized[layer.name] = quant
         if stats.get("rows") is not None:
             placement.quantization_error = _quantization_error(quant, weight, layer, stats["rows"])
         n, k = weight.shape
-        k_pad, n_pad, m = -(-k // GRANULE) * GRANULE, -(-n // GRANULE) * GRANULE, _rows(layer)
-        w_kn = np.zeros((k_pad, n_pad), np.int8)
-        w_kn[:k, :n] = quant.weight.T
-        mode = choose_mode(w_kn, self.device)
+        k_pad, n_pad, m = w_kn.shape[0], w_kn.shape[1], _rows(layer)
         placement.mode = mode
+        placement.weight_table = 0 if table is None else len(np.unique(table))
         bias = np.zeros(n_pad, np.int64)
         bias[:n] = quant.bias
         multiplier = np.zeros(n_pad, np.int64)
@@ -207,15 +206,33 @@ class OffloadToAccel:
         b.layer(layer.name)
         x_addr = b.reserve(m_pad * k_pad)  # the runtime writes the first m rows; padding rows stay zero
         out_addr = b.reserve(m_pad * n_pad)
-        emit_gemm_layer(b, self.device, x_addr, w_kn, bias, multiplier, quant.shift, out_addr, m_pad, mode, layer.relu, tiling)
+        emit_gemm_layer(b, self.device, x_addr, w_kn, bias, multiplier, quant.shift, out_addr, m_pad, mode, layer.relu, tiling, table)
         header = LayerHeader(
-            name=layer.name, mode=mode, input_shape=tuple(layer.x_shape), output_shape=_output_shape(layer),
+            name=layer.name, mode=mode if table is None else f"{mode}+table", input_shape=tuple(layer.x_shape), output_shape=_output_shape(layer),
             rows=m, reduction=k, reduction_padded=k_pad, outputs=n, outputs_padded=n_pad, relu=layer.relu,
             input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
             device=self.device.doc, conv=layer_geometry(layer),
         )
         return _run_on_device(layer, encode_layer(header, b.build()))
 
+
+    def _quantize_and_encode(self, weight: np.ndarray, bias, stats: dict):
+        """``(quantized layer, int8 [K, N] weight padded to the granule, mode, shared-weight table or None)``.
+
+        A weight with no more distinct values than the device's shared-weight table (plus zero), as a
+        codebook-quantized model has, is quantized with one scale so its int8 values stay shared; if they
+        then do not fit the table, the layer is quantized per channel and loads plain int8 weights."""
+        sharing = self.device.modes.weight_sharing
+        shareable = sharing is not None and np.unique(weight).size <= sharing.table_size + 1
+        for per_tensor in (True, False) if shareable else (False,):
+            quant = QuantizedLayer.from_float(weight, bias, stats["input_absmax"], stats["output_absmax"], per_tensor)
+            n, k = weight.shape
+            w_kn = np.zeros((-(-k // GRANULE) * GRANULE, -(-n // GRANULE) * GRANULE), np.int8)
+            w_kn[:k, :n] = quant.weight.T
+            mode = choose_mode(w_kn, self.device)
+            table = sharing_table(w_kn, mode, self.device) if per_tensor else None
+            if table is not None or not per_tensor:
+                return quant, w_kn, mode, table
 
     def _basis_emitter(self, layer: ConvLayer, index: int, placement: Placement):
         """A decomposed layer's basis convolution on the device's engine."""
