@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvm_sparse.cli import main
-from tvm_sparse.compress import codebook_quantize, compression_report, decode, encode, imbalance, prune_balanced
+from tvm_sparse.compress import codebook_quantize, compression_report, decode, encode, imbalance, prune_balanced, shared_values
 from tvm_sparse.compress.report import layer_compression
 from tvm_sparse.formats import FormatError
 from tvm_sparse.prune import prune_onnx, prune_unstructured
@@ -132,3 +132,11 @@ def test_analysis_reports_the_load_imbalance(tmp_path, capsys):
         layers = json.loads(capsys.readouterr().out)["layers"]
         imbalances.append([layer["profile"]["imbalance_16_units"] for layer in layers])
     assert all(value > 1.0 for value in imbalances[0]) and imbalances[1] == [1.0, 1.0]
+
+
+def test_shared_values_name_a_codebook_weight_with_uint8_indices(rng):
+    weight = codebook_quantize(rng.standard_normal((64, 48)).astype("float32"), 4).dequantize()
+    codebook, codes = shared_values(weight)
+    assert codes.dtype == np.uint8 and codebook.size <= 17  # 16 shared values and the pruned zeros
+    np.testing.assert_array_equal(codebook[codes], weight)
+    assert shared_values(rng.standard_normal(300).astype("float32")) is None  # 300 distinct values

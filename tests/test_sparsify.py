@@ -100,3 +100,27 @@ def test_rewritten_equals_original_property(m, n, k, block, density, seed):
     rng = np.random.default_rng(seed)
     model = linear_model(block_sparse(rng, (n, k), block, density), (m, k), bias=rng.standard_normal(n).astype("float32"))
     _compare(model, rng.standard_normal((m, k)).astype("float32"), sparsify=SparsifyWeights(format="bsr", block_shape=block))
+
+
+def _constant_dtypes(mod):
+    dtypes = set()
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, lambda e: dtypes.add(str(getattr(e.value, "dtype", ""))) if isinstance(e, tvm.ir.Constant) else None)
+    return dtypes
+
+
+@pytest.mark.parametrize("pattern, density, conv", [("block:16x1", 0.2, False), ("block:8x8", 0.3, True)])
+def test_shared_weights_are_decoded_through_the_codebook(rng, pattern, density, conv):
+    from tvm_sparse.testing import resnet
+
+    model = resnet(image=16, width=16, blocks=(1,), classes=10) if conv else mlp(batch=16, sizes=(128, 256, 64), gemm=True)
+    x = rng.standard_normal((1, 3, 16, 16) if conv else (16, 128)).astype("float32")
+    shared, _ = prune_onnx(model, pattern, density, codebook_bits=4)
+    sparsify = SparsifyWeights(format="bsr", block_shape=pattern.split(":")[1], shared_weights=True)
+    mod = sparsify(load_onnx(shared).mod)
+    assert "uint8" in _constant_dtypes(mod)  # the indices
+    _compare(shared, x, sparsify=sparsify)
+    # a weight with more distinct values than a uint8 index can name keeps float values
+    pruned, _ = prune_onnx(model, pattern, density)
+    assert "uint8" not in _constant_dtypes(sparsify(load_onnx(pruned).mod))

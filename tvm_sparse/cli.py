@@ -96,7 +96,7 @@ def _cmd_compile(args) -> None:
         else:
             if args.calibration:
                 raise CLIError("--calibration applies to sparse-accel targets only")
-            sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block)
+            sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block, shared_weights=args.shared_weights)
             exe = build(loaded.mod, target=target, sparsify=sparsify)
     if records is not None:
         print(records.report())
@@ -216,6 +216,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sparsify", action="store_true", help="compile every layer dense")
     p.add_argument("--format", choices=("auto", "bsr", "dense"), default="auto", help="auto follows the cost model")
     p.add_argument("--block", help="restrict the block shape, e.g. 16x1")
+    p.add_argument("--shared-weights", action="store_true",
+                   help="store block-sparse weights with at most 256 distinct values (prune --quant codebook:B) as uint8 indices + codebook")
     p.add_argument("--db", metavar="DIR", help="use the tuned schedules in this database (written by 'tvm-sparse tune')")
     p.set_defaults(func=_cmd_compile)
 

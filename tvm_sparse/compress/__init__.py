@@ -1,7 +1,7 @@
 """Compression next to the pruner: weight sharing, entropy coding, load-balanced pruning, the report."""
 
 from .balanced import imbalance, prune_balanced
-from .codebook import Codebook, codebook_quantize
+from .codebook import Codebook, codebook_quantize, shared_values
 from .huffman import HuffmanCoded, decode, encode
 from .report import CompressionReport, LayerCompression, compression_report
 
@@ -16,4 +16,5 @@ __all__ = [
     "encode",
     "imbalance",
     "prune_balanced",
+    "shared_values",
 ]

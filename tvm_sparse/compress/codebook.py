@@ -56,6 +56,16 @@ def codebook_quantize(weight: np.ndarray, bits: int, iterations: int = 30) -> Co
     return Codebook(int(bits), centroids.astype(np.float32), indices, mask)
 
 
+def shared_values(values: np.ndarray, max_entries: int = 256) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(codebook float32 [entries], codes uint8 of values' shape)`` with ``codebook[codes] == values``, when
+    ``values`` (a codebook-quantized weight, as the pruner writes it) holds at most ``max_entries`` (<= 256)
+    distinct values; None otherwise."""
+    codebook, codes = np.unique(np.asarray(values, np.float32), return_inverse=True)
+    if codebook.size > min(max_entries, 256):
+        return None
+    return codebook, codes.reshape(np.shape(values)).astype(np.uint8)
+
+
 def _clusters(ordered: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each centroid's cluster starts in the sorted values, and its size: in 1-D the boundaries are
     the midpoints between consecutive (sorted) centroids."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm.script import tirx as T
 
+from ..compress.codebook import shared_values
 from ..formats import BSRMatrix
 
 #: float32 lanes of the widest vector the kernels target (AVX-512).
@@ -57,21 +58,38 @@ class BSRKernelParams:
 
 @dataclass(frozen=True)
 class BSRKernelArgs:
-    """Constant tensors the kernel reads, in argument order after ``X``."""
+    """Constant tensors the kernel reads, in argument order after ``X``.
 
-    data: np.ndarray  # [num_blocks, c, r]
+    With a ``codebook`` (shared weights), ``data`` holds uint8 indices into it instead of the values.
+    """
+
+    data: np.ndarray  # [num_blocks, c, r] float32, or uint8 indices into ``codebook``
     indices: np.ndarray  # [num_blocks] int32
     indptr: np.ndarray  # [block_rows + 1] int32
+    codebook: np.ndarray | None = None  # float32 [entries]
 
     @staticmethod
-    def from_bsr(weight: BSRMatrix) -> BSRKernelArgs:
+    def from_bsr(weight: BSRMatrix, shared: bool = False) -> BSRKernelArgs:
+        """``shared``: store the block values as uint8 indices into their codebook (see :func:`has_shared_values`);
+        :func:`~.codebook_decode.codebook_decode_kernel` turns them into the kernel's ``data``."""
         r, c = weight.block_shape
         data = np.ascontiguousarray(weight.data.transpose(0, 2, 1), dtype="float32")
         indices = weight.indices.astype("int32")
         if weight.num_blocks == 0:  # zero-size buffers are not allowed; this block is never read
             data = np.zeros((1, c, r), "float32")
             indices = np.zeros(1, "int32")
-        return BSRKernelArgs(data, indices, weight.indptr.astype("int32"))
+        codebook = None
+        if shared:
+            coded = shared_values(data)
+            if coded is None:
+                raise ValueError("the weight holds more than 256 distinct values: it has no shared codebook")
+            codebook, data = coded
+        return BSRKernelArgs(data, indices, weight.indptr.astype("int32"), codebook)
+
+
+def has_shared_values(weight: BSRMatrix) -> bool:
+    """Whether ``weight``'s stored values are shared: at most 256 distinct ones, so uint8 indices name them."""
+    return weight.num_blocks > 0 and shared_values(weight.data) is not None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from ..kernels import (
     Im2Col,
     bsr_matmul_kernel,
 )
+from ..kernels.codebook_decode import codebook_decode_kernel
 from ..kernels.depthwise_conv import depthwise_conv_kernel
 from ..kernels.nm_matmul import NMKernelArgs, nm_matmul_kernel, padded_reduction
 from ..schedule.choice import tuned
@@ -88,17 +89,22 @@ def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
     return relax.const(bias)
 
 
-def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, rows: tuple) -> relax.Expr:
-    """Call a block kernel on ``x``; returns ``Y[*rows, out_channels]`` (padding columns cropped)."""
+def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, rows: tuple, shared: bool) -> relax.Expr:
+    """Call a block kernel on ``x``; returns ``Y[*rows, out_channels]`` (padding columns cropped). ``shared``
+    weights are constants of uint8 indices and a codebook, decoded by a kernel call ahead of it."""
     n_pad = weight.block_shape[0] * (len(weight.indptr) - 1)
-    args = BSRKernelArgs.from_bsr(weight)
-    return _kernel_call(rw, kernel, symbol, x, [args.data, args.indices, args.indptr], layer, n_pad, rows)
+    args = BSRKernelArgs.from_bsr(weight, shared)
+    data = relax.const(args.data)
+    if args.codebook is not None:
+        decode = rw.add_kernel(codebook_decode_kernel(args.data.shape, args.codebook.size), f"codebook_decode_{layer.name}")
+        data = rw.builder_.emit(relax.call_tir(decode, [data, relax.const(args.codebook)], relax.TensorType(args.data.shape, "float32")))
+    return _kernel_call(rw, kernel, symbol, x, [data, args.indices, args.indptr], layer, n_pad, rows)
 
 
 def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_args: list, layer: Layer, n_pad: int, rows: tuple) -> relax.Expr:
-    """Call ``kernel(x, *weight_args, bias, Y[*rows, n_pad])``; returns ``Y[*rows, out_channels]``."""
+    """Call ``kernel(x, *weight_args, bias, Y[*rows, n_pad])`` (arrays become constants); returns ``Y[*rows, out_channels]``."""
     bb = rw.builder_
-    consts = [relax.const(a) for a in weight_args] + [_bias_const(layer, n_pad)]
+    consts = [a if isinstance(a, relax.Expr) else relax.const(a) for a in weight_args] + [_bias_const(layer, n_pad)]
     gvar = rw.add_kernel(kernel, symbol)
     y = bb.emit(relax.call_tir(gvar, [x, *consts], relax.TensorType((*rows, n_pad), "float32")))
     if n_pad != layer.out_channels:
@@ -106,8 +112,9 @@ def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_
     return y
 
 
-def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None) -> Emitter:
-    """Emit ``layer`` as the block kernel on ``weight`` (sparse blocks, or full-width dense panels)."""
+def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None, shared: bool = False) -> Emitter:
+    """Emit ``layer`` as the block kernel on ``weight`` (sparse blocks, or full-width dense panels); ``shared``
+    stores the weight as indices into its shared values."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         bb = rw.builder_
@@ -120,7 +127,7 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
-        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", x2, layer, weight, (m,))
+        y = _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", x2, layer, weight, (m,), shared)
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
         return y
@@ -163,13 +170,14 @@ def conv_im2col(layer: ConvLayer) -> Im2Col:
     )
 
 
-def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None) -> Emitter:
+def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None, shared: bool = False) -> Emitter:
     """Emit an NHWC convolution as the block kernel on its im2col rows (``weight`` is the im2col matrix)."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
-        kernel = bsr_matmul_kernel(im2col.rows, weight, _kernel_params(params, im2col.rows, weight, im2col, layer.relu), im2col=im2col, relu=layer.relu)
-        return _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, tuple(layer.out_shape[:3]))
+        params_ = _kernel_params(params, im2col.rows, weight, im2col, layer.relu)
+        kernel = bsr_matmul_kernel(im2col.rows, weight, params_, im2col=im2col, relu=layer.relu)
+        return _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, tuple(layer.out_shape[:3]), shared)
 
     return emit
 
