@@ -3,7 +3,8 @@
 For each model (built with onnx.helper, generated weights): magnitude pruning
 (unstructured, load-balanced over 16 units) at the given density, then a
 k-means codebook of the given bits, then Huffman coding of the codebook
-indices and column gaps. Prints the per-stage bytes and the whole-model ratio
+indices and column gaps; and 16x16 block pruning with local quantization (8-bit
+values, a scale per block). Prints the per-stage bytes and the whole-model ratio
 (Deep Compression reports 35x for AlexNet and 49x for VGG16, whose
 fully-connected layers prune much further than these models' layers).
 
@@ -146,6 +147,10 @@ def main() -> None:
         print(f"  pruned, CSR            {pruned_report['sparse_bytes'] / 1e6:9.2f} MB  {dense / pruned_report['sparse_bytes']:6.1f}x")
         print(f"  + codebook             {total['quantized_bytes'] / 1e6:9.2f} MB  {dense / total['quantized_bytes']:6.1f}x")
         print(f"  + Huffman              {total['coded_bytes'] / 1e6:9.2f} MB  {total['compression_ratio']:6.1f}x")
+        local, _ = prune_onnx(model, "block:16x16", args.density, local_bits=8)
+        local_total = compression_report(local).totals()
+        print(f"  16x16 blocks, 8-bit with a scale per block (local quantization): {local_total['quantized_bytes'] / 1e6:.2f} MB "
+              f"({dense / local_total['quantized_bytes']:.1f}x), Huffman {local_total['coded_bytes'] / 1e6:.2f} MB ({local_total['compression_ratio']:.1f}x)")
     if args.device_layers:
         device_gain(args.device_layers)
     cpu_kernels(args.bits)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvm_sparse.cli import main
-from tvm_sparse.compress import codebook_quantize, compression_report, decode, encode, imbalance, prune_balanced, shared_values
+from tvm_sparse.compress import codebook_quantize, compression_report, decode, encode, imbalance, prune_balanced, quantize_blocks, shared_values
 from tvm_sparse.compress.report import layer_compression
 from tvm_sparse.formats import FormatError
 from tvm_sparse.prune import prune_onnx, prune_unstructured
@@ -116,6 +116,8 @@ def test_bad_compression_options(tmp_path, capsys):
         (["--pattern", "block:16x1", "--density", "0.5", "--balanced"], "balanced pruning applies to the unstructured"),
         (["--pattern", "unstructured", "--density", "0.5", "--quant", "codebook:9"], "codebook bits"),
         (["--pattern", "unstructured", "--density", "0.5", "--quant", "kmeans"], "use codebook:B"),
+        (["--pattern", "unstructured", "--density", "0.5", "--quant", "local:8"], "each block of a block pattern its own scale"),
+        (["--pattern", "block:16x16", "--density", "0.5", "--quant", "local:1"], "local quantization bits"),
     ]:
         assert main(["prune", str(path), "-o", str(tmp_path / "o.onnx"), *args]) == 1
         assert message in capsys.readouterr().err
@@ -140,3 +142,47 @@ def test_shared_values_name_a_codebook_weight_with_uint8_indices(rng):
     assert codes.dtype == np.uint8 and codebook.size <= 17  # 16 shared values and the pruned zeros
     np.testing.assert_array_equal(codebook[codes], weight)
     assert shared_values(rng.standard_normal(300).astype("float32")) is None  # 300 distinct values
+
+
+def test_local_quantization_scales_each_block(rng):
+    blocks = rng.standard_normal((4, 4)).astype("float32") * 10.0 ** rng.integers(-2, 2, size=(4, 4))  # ranges differ per block
+    weight = np.kron(blocks, np.ones((16, 16), np.float32)) * rng.standard_normal((64, 64)).astype("float32")
+    weight[:16, :16] = 0  # an empty block stays empty
+    local = quantize_blocks(weight, (16, 16), 4)
+    assert local.stored_blocks == 15 and np.abs(local.codes).max() <= 7
+    restored = local.dequantize()
+    assert not restored[:16, :16].any()
+    per_tensor_scale = np.abs(weight).max() / 7
+    per_tensor = np.clip(np.rint(weight / per_tensor_scale), -7, 7) * per_tensor_scale
+
+
+    def worst_block_error(approx):
+        return max(np.linalg.norm(approx[i:i + 16, j:j + 16] - weight[i:i + 16, j:j + 16]) / np.linalg.norm(weight[i:i + 16, j:j + 16])
+                   for i in range(0, 64, 16) for j in range(0, 64, 16) if i or j)
+
+    assert worst_block_error(restored) < 0.3 and worst_block_error(per_tensor) > 0.9  # one scale rounds small blocks to 0
+    np.testing.assert_array_equal(quantize_blocks(restored, (16, 16), 4).codes, local.codes)  # idempotent
+    odd = quantize_blocks(weight[:50, :37], (16, 16), 8)  # blocks past the edge
+    assert odd.dequantize().shape == (50, 37) and np.abs(odd.dequantize() - weight[:50, :37]).max() <= np.abs(weight).max() / 127
+
+
+def test_locally_quantized_model_and_its_report(tmp_path, rng, capsys):
+    model = mlp(batch=4, sizes=(64, 128, 32))
+    onnx.save(model, tmp_path / "m.onnx")
+    out = tmp_path / "p.onnx"
+    assert main(["prune", str(tmp_path / "m.onnx"), "-o", str(out), "--pattern", "block:16x16", "--density", "0.5", "--quant", "local:4"]) == 0
+    assert "4-bit values with a scale per 16x16 block" in capsys.readouterr().out
+    pruned = onnx.load(out)
+    weights = weight_matrices(pruned)
+    x = rng.standard_normal((4, 64)).astype("float32")
+    biases = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer if t.name.endswith(".bias")}
+    expected = np.maximum(x @ weights["fc0"].T + biases["fc0.bias"], 0) @ weights["fc1"].T + biases["fc1.bias"]
+    np.testing.assert_allclose(run_onnxruntime(pruned, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+    assert main(["analyze", str(out), "--compression", "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert [layer["local_bits"] for layer in layers] == [4, 4]
+    for layer, w in zip(layers, weights.values()):
+        nnz, stored_blocks = int(np.count_nonzero(w)), int(np.count_nonzero(quantize_blocks(w, (16, 16), 4).scales))
+        structure = layer["sparse_bytes"] - 4 * nnz
+        assert layer["quantized_bytes"] == -(-nnz * 4 // 8) + 4 * stored_blocks + structure
+        assert layer["coded_bytes"] < layer["quantized_bytes"]

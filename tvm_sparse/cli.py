@@ -56,13 +56,13 @@ def _cmd_prune(args) -> None:
     pattern = parse_pattern(args.pattern)
     if pattern.kind not in ("nm", "decompose") and args.density is None:
         raise CLIError(f"--density is required for pattern {pattern}")
-    bits = None
+    quant = {}
     if args.quant is not None:
         kind, _, value = args.quant.partition(":")
-        if kind != "codebook" or not value.isdigit():
-            raise CLIError(f"--quant {args.quant!r}: use codebook:B with B from 1 to 8 bits")
-        bits = int(value)
-    model, layers = prune_onnx(args.model, pattern, args.density, codebook_bits=bits, balanced_units=args.balanced)
+        if kind not in ("codebook", "local") or not value.isdigit():
+            raise CLIError(f"--quant {args.quant!r}: use codebook:B (B from 1 to 8 bits) or local:B (B from 2 to 16 bits)")
+        quant = {f"{kind}_bits": int(value)}
+    model, layers = prune_onnx(args.model, pattern, args.density, balanced_units=args.balanced, **quant)
     onnx.save(model, args.output)
     for layer in layers:
         note = f" ({layer.note})" if layer.note else ""
@@ -202,7 +202,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
     p.add_argument("--pattern", required=True, help="unstructured, block:RxC (e.g. block:16x1), nm:N:M, or decompose:rank=R[,coef-density=D][,coef-block=RxC][,quant=hybrid]")
     p.add_argument("--density", type=float, help="fraction of weights (or blocks) to keep")
-    p.add_argument("--quant", metavar="codebook:B", help="share each weight's nonzeros among 2^B values (k-means codebook, B = 1..8)")
+    p.add_argument("--quant", metavar="codebook:B|local:B",
+                   help="codebook:B shares each weight's nonzeros among 2^B values (k-means, B = 1..8); "
+                        "local:B (block patterns) gives each block B-bit values and its own scale")
     p.add_argument("--balanced", type=int, nargs="?", const=16, metavar="UNITS",
                    help="unstructured: the same nonzero count for each of UNITS processing units (rows dealt round-robin; default 16)")
     p.set_defaults(func=_cmd_prune)

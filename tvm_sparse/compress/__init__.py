@@ -1,11 +1,14 @@
-"""Compression next to the pruner: weight sharing, entropy coding, load-balanced pruning, the report."""
+"""Compression next to the pruner: weight sharing, local quantization, entropy coding, load-balanced
+pruning, the report."""
 
 from .balanced import imbalance, prune_balanced
 from .codebook import Codebook, codebook_quantize, shared_values
 from .huffman import HuffmanCoded, decode, encode
+from .local import BlockQuantized, quantize_blocks
 from .report import CompressionReport, LayerCompression, compression_report
 
 __all__ = [
+    "BlockQuantized",
     "Codebook",
     "CompressionReport",
     "HuffmanCoded",
@@ -16,5 +19,6 @@ __all__ = [
     "encode",
     "imbalance",
     "prune_balanced",
+    "quantize_blocks",
     "shared_values",
 ]

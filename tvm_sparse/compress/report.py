@@ -8,7 +8,9 @@ Per Gemm/MatMul/Conv weight, seen as its ``(out, in)`` matrix:
 * ``quantized_bytes``: the same with each nonzero a ``b``-bit codebook index
   plus the ``2^b``-entry float32 codebook, when the weight's nonzeros take at
   most 256 distinct values (a weight written by ``prune --quant codebook:b``);
-* ``coded_bytes``: the codebook indices (or float32 values) and the column
+  or, for a locally quantized weight (``prune --quant local:b``), each
+  nonzero a ``b``-bit integer plus a float32 scale per stored block;
+* ``coded_bytes``: the codebook indices (or integers, or float32 values) and the column
   gaps between consecutive nonzeros of a row Huffman-coded, with their code
   tables: the actual size of the coded streams, which :mod:`.huffman`
   decodes back exactly;
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import huffman
+from .local import quantize_blocks
 
 
 @dataclass
@@ -36,6 +39,7 @@ class LayerCompression:
     sparse_bytes: int
     quantized_bytes: int
     coded_bytes: int
+    local_bits: int | None = None  # bits of a locally quantized weight (a scale per block)
 
     @property
     def ratio(self) -> float:
@@ -47,7 +51,8 @@ def _codebook_bits(distinct: int) -> int | None:
     return None if distinct > 256 else max(1, int(np.ceil(np.log2(max(distinct, 2)))))
 
 
-def layer_compression(name: str, matrix: np.ndarray) -> LayerCompression:
+def layer_compression(name: str, matrix: np.ndarray, local: tuple[int, tuple[int, int]] | None = None) -> LayerCompression:
+    """``local``: the ``(bits, block shape)`` of a locally quantized weight."""
     rows, cols = matrix.shape
     mask = matrix != 0
     nnz = int(mask.sum())
@@ -56,7 +61,14 @@ def layer_compression(name: str, matrix: np.ndarray) -> LayerCompression:
     sparse = nnz * 4 + structure
     table, symbols = np.unique(matrix[mask], return_inverse=True)  # nonzeros row-major, as the CSR stores them
     bits = _codebook_bits(len(table))
-    if bits is None:
+    if local is not None:
+        bits = None
+        local_bits, block = local
+        blocks = quantize_blocks(matrix, block, local_bits)
+        scales = blocks.stored_blocks * 4
+        quantized = -(-nnz * local_bits // 8) + scales + structure
+        value_stream = huffman.encode(blocks.codes[mask].astype(np.int64) + (1 << (local_bits - 1))).nbytes + scales
+    elif bits is None:
         quantized = sparse
         value_stream = nnz * 4
     else:
@@ -68,7 +80,7 @@ def layer_compression(name: str, matrix: np.ndarray) -> LayerCompression:
     row_first = np.r_[0, np.cumsum(per_row)[:-1]][per_row > 0]
     gaps[row_first] = columns[row_first]
     coded = value_stream + huffman.encode(gaps).nbytes + (rows + 1) * 4
-    return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded)
+    return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded, local and local[0])
 
 
 @dataclass
@@ -89,10 +101,10 @@ class CompressionReport:
         return json.dumps(self.to_dict(), indent=1)
 
     def to_table(self) -> str:
-        rows = [f"{'layer':28s} {'shape':>12s} {'density':>8s} {'codebook':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"]
+        rows = [f"{'layer':28s} {'shape':>12s} {'density':>8s} {'quant.':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"]
         for layer in self.layers:
             shape = "x".join(map(str, layer.shape))
-            bits = f"{layer.codebook_bits}-bit" if layer.codebook_bits else "-"
+            bits = f"{layer.codebook_bits}-bit" if layer.codebook_bits else f"local {layer.local_bits}" if layer.local_bits else "-"
             rows.append(f"{layer.name[:28]:28s} {shape:>12s} {layer.density:8.3f} {bits:>8s} {layer.dense_bytes:11d} {layer.sparse_bytes:11d} "
                         f"{layer.quantized_bytes:11d} {layer.coded_bytes:11d} {layer.ratio:6.1f}x")
         t = self.totals()
@@ -103,6 +115,7 @@ class CompressionReport:
 
 def compression_report(model) -> CompressionReport:
     """The report of every Gemm/MatMul/Conv weight of an ONNX model (path, bytes or ModelProto)."""
-    from ..prune.onnx_model import weight_matrices
+    from ..prune.onnx_model import local_quantization, weight_matrices
 
-    return CompressionReport([layer_compression(name, matrix) for name, matrix in weight_matrices(model).items()])
+    local = local_quantization(model)
+    return CompressionReport([layer_compression(name, matrix, local.get(name)) for name, matrix in weight_matrices(model).items()])

@@ -10,13 +10,14 @@ is how the host and device kernels lay convolutions out. So ``nm:2:4`` keeps
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..compress import codebook_quantize, imbalance, prune_balanced
+from ..compress import codebook_quantize, imbalance, prune_balanced, quantize_blocks
 from ..formats import FormatError
 from ..frontend import read_onnx
 from .decompose import decompose_kernels, prune_coefficients, quantize_hybrid
@@ -77,8 +78,25 @@ def weight_matrices(model) -> dict[str, np.ndarray]:
     return {node.name or tensor.name: matrix for node, tensor, _, matrix in _weights(read_onnx(model))}
 
 
+def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
+    """``(bits, block shape)`` of each weight that ``prune_onnx(local_bits=...)`` quantized, by layer name."""
+    found = {}
+    for node, tensor, _, _ in _weights(read_onnx(model)):
+        try:
+            info = json.loads(tensor.doc_string)[LOCAL_QUANTIZATION] if tensor.doc_string else None
+            if info is not None:
+                found[node.name or tensor.name] = (int(info["bits"]), (int(info["block"][0]), int(info["block"][1])))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue  # another tool's doc string
+    return found
+
+
+#: Key of the JSON an initializer's ``doc_string`` carries when its values are locally quantized.
+LOCAL_QUANTIZATION = "tvm_sparse.local_quantization"
+
+
 def prune_onnx(model, pattern: Pattern | str, density: float | None = None, codebook_bits: int | None = None,
-               balanced_units: int | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
+               balanced_units: int | None = None, local_bits: int | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
     """Return a copy of ``model`` with every Gemm/MatMul (2-D) and Conv (4-D) initializer weight pruned to ``pattern``.
 
     ``decompose:...`` patterns instead rewrite every ungrouped ``k x k`` convolution (k > 1) into its
@@ -88,12 +106,18 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None, code
     count (:func:`~tvm_sparse.compress.prune_balanced`); ``codebook_bits`` then shares the remaining
     nonzeros of each weight among ``2^bits`` values (:func:`~tvm_sparse.compress.codebook_quantize`). The
     written weights are the dequantized values, so the model computes exactly with the quantized weights.
+
+    ``local_bits`` (block patterns only) instead quantizes each stored block with its own scale
+    (:func:`~tvm_sparse.compress.quantize_blocks`, Cambricon-S); the initializer's ``doc_string`` records
+    the bits and block shape for the compression report.
     """
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     pruned = onnx.ModelProto()
     pruned.CopyFrom(read_onnx(model))
     if balanced_units is not None and (pattern.kind != "unstructured" or density is None):
         raise FormatError(f"balanced pruning applies to the unstructured pattern with a density, not {pattern}")
+    if local_bits is not None and (pattern.kind != "block" or codebook_bits is not None):
+        raise FormatError(f"local quantization gives each block of a block pattern its own scale (not {pattern}, nor with a codebook)")
     if codebook_bits is not None and pattern.kind == "decompose":
         raise FormatError("codebook quantization applies to pruned weights; decompositions have quant=hybrid")
     if pattern.kind == "decompose":
@@ -112,7 +136,15 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None, code
             error = np.linalg.norm(shared - pruned_matrix) / max(np.linalg.norm(pruned_matrix), 1e-30)
             notes.append(f"codebook {codebook_bits}-bit, relative weight error {error:.2e}")
             pruned_matrix = shared
+        doc = ""
+        if local_bits is not None:
+            local = quantize_blocks(pruned_matrix, pattern.block_shape, local_bits).dequantize()
+            error = np.linalg.norm(local - pruned_matrix) / max(np.linalg.norm(pruned_matrix), 1e-30)
+            notes.append(f"{local_bits}-bit values with a scale per {pattern.block_shape[0]}x{pattern.block_shape[1]} block, relative weight error {error:.2e}")
+            pruned_matrix = local
+            doc = json.dumps({LOCAL_QUANTIZATION: {"bits": local_bits, "block": list(pattern.block_shape)}})
         tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(_from_matrix(node, pruned_matrix, weight)), tensor.name))
+        tensor.doc_string = doc
         report.append(
             PrunedLayer(
                 node.name or tensor.name,
