@@ -1,9 +1,11 @@
 """The timing model reproduces the analytical cases; the tiled layer program is bit-exact in every mode."""
 
+import json
+
 import numpy as np
 import pytest
 
-from tvm_sparse.accel import load_device
+from tvm_sparse.accel import Device, load_device
 from tvm_sparse.accel.gemm_program import DEFAULT_TILING, Tiling, gemm_program
 from tvm_sparse.sim import run
 
@@ -88,6 +90,25 @@ def test_two_of_four_metadata_is_two_bits_per_kept_value(rng):
     total = simulate(x, w, SPARSE, "nm", tiling=Tiling(rows=64, reduction=512, cols=64))
     kept = 512 * 64 // 2
     assert total.dram_read_metadata_bytes == kept * 2 // 8
+
+
+def test_lanes_of_a_column_group_wait_for_each_other(rng):
+    """Blocks narrower than the PE array (16x4 on 16 output lanes) share a column group that runs in lockstep:
+    the group takes a row pass per reduction chunk that any of its blocks needs. With the same block count,
+    an unbalanced placement (each lane group's blocks on other chunks) costs its imbalance in cycles: the
+    imbalance that load-balance-aware pruning (ESE) removes."""
+    doc = json.loads(SPARSE.to_json())
+    doc["name"], doc["sparse_modes"]["block"] = "narrow-blocks", {"block_rows": 16, "block_cols": 4, "index_bits": 16}
+    device = Device.from_dict(doc)
+    balanced, unbalanced = np.zeros((128, 16), np.int8), np.zeros((128, 16), np.int8)
+    for lane_group in range(4):
+        cols = slice(4 * lane_group, 4 * lane_group + 4)
+        balanced[0:32, cols] = int8(rng, 32, 4)  # every lane group: chunks 0 and 1
+        unbalanced[32 * lane_group : 32 * lane_group + 32, cols] = int8(rng, 32, 4)  # lane group g: chunks 2g, 2g+1
+    x = int8(rng, 64, 128)
+    even, uneven = simulate(x, balanced, device, "block"), simulate(x, unbalanced, device, "block")
+    assert even.macs_issued == uneven.macs_issued
+    assert uneven.gemm_cycles > 3.5 * even.gemm_cycles
 
 
 def test_activation_skipping_and_gating(rng):
