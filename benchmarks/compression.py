@@ -32,28 +32,26 @@ import time
 import numpy as np
 import onnxruntime as ort
 import tvm
-from tvm import relax
 
 from tvm_sparse import accel
-from tvm_sparse.accel.run_report import run_report
 from tvm_sparse.compress import codebook_quantize, compression_report
 from tvm_sparse.formats import BSRMatrix
 from tvm_sparse.kernels.bsr_matmul import BSRKernelArgs, bsr_matmul_kernel
 from tvm_sparse.kernels.codebook_decode import codebook_decode_kernel
 from tvm_sparse.prune import parse_pattern
 from tvm_sparse.prune.magnitude import prune_weight
-from tvm_sparse.target import host_target
 from tvm_sparse.prune import prune_onnx
-from tvm_sparse.testing import bert_encoder, resnet
+from tvm_sparse.target import host_target
+from tvm_sparse.testing import bert_encoder, median_seconds, resnet
+
+from accel_models import simulate  # this directory's device benchmark
 
 
-def simulate(model, device, x: np.ndarray) -> tuple[dict, float]:
+def simulate_against_onnxruntime(model, device, x: np.ndarray) -> tuple[dict, float]:
     """The device report of one run and the cosine similarity of the output with onnxruntime's."""
-    build = accel.compile(model, device, calibration={"x": x})
-    accel.reset_run()
-    out = relax.VirtualMachine(build.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    out, report, _, _ = simulate(model, device, x)
     reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    return run_report(build.placements), float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
+    return report, float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
 
 
 def device_gain(layers: int) -> None:
@@ -67,8 +65,8 @@ def device_gain(layers: int) -> None:
     print(f"\nBERT-base encoder ({layers} layers) on the simulated device, 4-bit codebook weights")
     for label, pattern, density in (("2:4", "nm:2:4", None), ("16x16 blocks, density 0.1", "block:16x16", 0.1)):
         model_cb, _ = prune_onnx(model, pattern, density, codebook_bits=4)
-        shared, shared_cos = simulate(model_cb, "sparse-accel", x)
-        plain, plain_cos = simulate(model_cb, plain_device, x)
+        shared, shared_cos = simulate_against_onnxruntime(model_cb, "sparse-accel", x)
+        plain, plain_cos = simulate_against_onnxruntime(model_cb, plain_device, x)
 
         def totals(report):
             device = [layer for layer in report["layers"] if layer["runs_on"] == "device"]
@@ -103,21 +101,18 @@ def cpu_kernels(bits: int) -> None:
             def float_values():
                 kernel(*tensors, y)
 
-            def shared_values():
+            def decode_then_kernel():
                 decode(codes, codebook, decoded)
-                kernel(x_tensor, decoded, *tensors[2:], y)
+                kernel(tensors[0], decoded, *tensors[2:], y)
 
-            x_tensor = tensors[0]
-            shared_values()
+            decode_then_kernel()
             np.testing.assert_allclose(y.numpy(), x @ bsr.to_dense().T, rtol=1e-4, atol=1e-4)
-            times = {f: [] for f in (float_values, shared_values)}
-            for _ in range(7):  # alternate, median of 7 rounds of 20 calls
-                for f in times:
-                    start = time.perf_counter()
-                    for _ in range(20):
-                        f()
-                    times[f].append((time.perf_counter() - start) / 20)
-            runs = {False: (float(np.median(times[float_values])), plain.data.nbytes), True: (float(np.median(times[shared_values])), shared.data.nbytes + shared.codebook.nbytes)}
+            times = {f: [] for f in (float_values, decode_then_kernel)}
+            for _ in range(7):  # alternate: 7 rounds of 20 calls each, the median round counts
+                for f, rounds in times.items():
+                    rounds.append(median_seconds(f, repeat=20, warmup=1))
+            runs = {False: (float(np.median(times[float_values])), plain.data.nbytes),
+                    True: (float(np.median(times[decode_then_kernel])), shared.data.nbytes + shared.codebook.nbytes)}
             (plain_s, plain_bytes), (shared_s, shared_bytes) = runs[False], runs[True]
             print(f"  {k}->{n} {block[0]}x{block[1]}: weight values {plain_bytes / 1e6:.2f} -> {shared_bytes / 1e6:.2f} MB "
                   f"({plain_bytes / shared_bytes:.1f}x smaller) | {plain_s * 1e3:.3f} -> {shared_s * 1e3:.3f} ms "

@@ -28,7 +28,7 @@ from .device import Device
 from .intrinsics import GEMM_OPS
 from .isa import AluOp, Buffer, Flag, Opcode, ProgramError
 from .lowering import TileOp, tile_operations
-from .packing import code_values, pack_blocks, pack_nm, weight_table
+from .packing import block_grid, code_values, nonzero_blocks, pack_blocks, pack_nm, weight_table
 from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
@@ -120,11 +120,9 @@ def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray |
     sharing = device.modes.weight_sharing
     if sharing is None:
         return None
-    if mode == "block":
-        br, bc = device.modes.block.block_rows, device.modes.block.block_cols
-        k, n = weight.shape
-        grid = weight.reshape(k // br, br, n // bc, bc).transpose(0, 2, 1, 3)
-        values = grid[np.abs(grid).sum(axis=(2, 3)) > 0]
+    if mode == "block":  # the stored blocks' values, without pack_blocks' per-tile limit on the block count
+        grid = block_grid(weight, device.modes.block.block_rows, device.modes.block.block_cols)
+        values = grid[nonzero_blocks(grid)]
     else:
         values = _pack(weight, mode, device)[0]
     return weight_table(values, sharing.index_bits)
@@ -136,6 +134,7 @@ class ProgramEmitter:
     def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int, table: np.ndarray | None = None):
         self.b, self.device, self.mode, self.relu, self.shift = b, device, mode, relu, shift
         self.table, self.table_addr = table, b.place(table) if table is not None else 0
+        self.index_bits = device.modes.weight_sharing.index_bits if table is not None else 0
         self.k, self.n = weight.shape
         self.x_addr, self.out_addr, self.params_addr = x_addr, out_addr, params_addr
         self.halves = 2 if tile.double_buffer else 1
@@ -161,11 +160,8 @@ class ProgramEmitter:
             values, meta = _pack(self.weight[k0 : k0 + rows, n0 : n0 + cols], self.mode, self.device)
             if values.size > self.wgt_half or len(meta) > self.meta_half:
                 raise ProgramError(f"weight tile at ({k0}, {n0}) does not fit {self.device.name}'s weight/metadata buffer")
-            if self.table is not None:
-                coded = code_values(values, self.table, self.device.modes.weight_sharing.index_bits)
-                addr = self.b.place(np.frombuffer(coded, np.uint8)) if values.size else 0
-            else:
-                addr = self.b.place(values) if values.size else 0
+            stored = values if self.table is None else np.frombuffer(code_values(values, self.table, self.index_bits), np.uint8)
+            addr = self.b.place(stored) if values.size else 0
             meta_addr = self.b.place(np.frombuffer(meta, np.uint8)) if meta else 0
             self.tiles[k0, n0] = (addr, values.shape[0], values.shape[1] if values.ndim == 2 else 0, meta_addr, len(meta))
         return self.tiles[k0, n0]
@@ -197,7 +193,8 @@ class ProgramEmitter:
         (m0, _), (_, n0) = op.origin(0), op.origin(1)
         (rows, red), (_, cols) = op.shape(0), op.shape(1)
         half = self.step % self.halves
-        sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half}
+        sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half,
+                Buffer.ACC: self.acc_params, Buffer.TABLE: 0}
         # a tile still in its half from an earlier step is not reloaded
         loads = [load for load in self.pending if self.resident.get((load.buf, half)) != load]
         if not loads:  # the GEMM waits on a load's token: reload the input tile to send it
@@ -210,11 +207,10 @@ class ProgramEmitter:
                 loads.insert(0, _Load(Buffer.TABLE, self.table_addr, 1, self.table.size, self.table.size))
         for i, load in enumerate(loads):
             flags = (Flag.POP_NEXT if i == 0 and self.step >= self.halves else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
-            sram_addr = {Buffer.ACC: self.acc_params, Buffer.TABLE: 0}.get(load.buf, sram.get(load.buf))
             if load.coded:
-                self.b.load_coded(sram_addr, load.dram, load.rows, load.cols, self.device.modes.weight_sharing.index_bits, flags=flags)
+                self.b.load_coded(sram[load.buf], load.dram, load.rows, load.cols, self.index_bits, flags=flags)
             else:
-                self.b.load(load.buf, sram_addr, load.dram, load.rows, load.cols, dram_stride=load.stride, flags=flags)
+                self.b.load(load.buf, sram[load.buf], load.dram, load.rows, load.cols, dram_stride=load.stride, flags=flags)
         self.pending = []
         acc = self.acc_of[m0, n0]
         first = (m0, n0) in self.fresh

@@ -21,16 +21,27 @@ import numpy as np
 from ..formats.nm import kept_positions, nm_violations, pack_bits, position_bits, unpack_bits
 from .isa import ProgramError
 
-__all__ = ["code_values", "pack_bits", "pack_blocks", "pack_nm", "unpack_bits", "weight_table"]
+__all__ = ["block_grid", "code_values", "nonzero_blocks", "pack_bits", "pack_blocks", "pack_nm", "unpack_bits", "weight_table"]
+
+
+def block_grid(weight: np.ndarray, block_rows: int, block_cols: int) -> np.ndarray:
+    """``weight[k, n]`` as its ``[k / block_rows, n / block_cols, block_rows, block_cols]`` blocks."""
+    k, n = weight.shape
+    if k % block_rows or n % block_cols:
+        raise ProgramError(f"a {k}x{n} weight tile is not a whole number of {block_rows}x{block_cols} blocks")
+    return weight.reshape(k // block_rows, block_rows, n // block_cols, block_cols).transpose(0, 2, 1, 3)
+
+
+def nonzero_blocks(grid: np.ndarray) -> np.ndarray:
+    """Which blocks of a :func:`block_grid` hold a nonzero (bool ``[k / block_rows, n / block_cols]``)."""
+    return np.abs(grid).sum(axis=(2, 3)) > 0
 
 
 def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int) -> tuple[np.ndarray, bytes]:
     """``(blocks[count, block_rows, block_cols], metadata)`` of the nonzero blocks of ``weight[k, n]``."""
-    k, n = weight.shape
-    if k % block_rows or n % block_cols:
-        raise ProgramError(f"a {k}x{n} weight tile is not a whole number of {block_rows}x{block_cols} blocks")
-    grid = weight.reshape(k // block_rows, block_rows, n // block_cols, block_cols).transpose(0, 2, 1, 3)
-    kb, nb = np.nonzero(np.abs(grid).sum(axis=(2, 3)))
+    n = weight.shape[1]
+    grid = block_grid(weight, block_rows, block_cols)
+    kb, nb = np.nonzero(nonzero_blocks(grid))
     if len(kb) >= 2**16:
         raise ProgramError(f"{len(kb)} blocks do not fit one tile's 16-bit block count")
     positions = np.concatenate([[len(kb)], kb * (n // block_cols) + nb]).astype("<u2")

@@ -59,28 +59,29 @@ def layer_compression(name: str, matrix: np.ndarray, local: tuple[int, tuple[int
     index_bytes = 2 if cols <= 1 << 16 else 4
     structure = nnz * index_bytes + (rows + 1) * 4
     sparse = nnz * 4 + structure
-    table, symbols = np.unique(matrix[mask], return_inverse=True)  # nonzeros row-major, as the CSR stores them
-    bits = _codebook_bits(len(table))
+    bits = local_bits = None
     if local is not None:
-        bits = None
         local_bits, block = local
         blocks = quantize_blocks(matrix, block, local_bits)
         scales = blocks.stored_blocks * 4
         quantized = -(-nnz * local_bits // 8) + scales + structure
         value_stream = huffman.encode(blocks.codes[mask].astype(np.int64) + (1 << (local_bits - 1))).nbytes + scales
-    elif bits is None:
-        quantized = sparse
-        value_stream = nnz * 4
     else:
-        quantized = -(-nnz * bits // 8) + (1 << bits) * 4 + structure
-        value_stream = huffman.encode(symbols).nbytes + len(table) * 4
+        table, symbols = np.unique(matrix[mask], return_inverse=True)  # nonzeros row-major, as the CSR stores them
+        bits = _codebook_bits(len(table))
+        if bits is None:
+            quantized = sparse
+            value_stream = nnz * 4
+        else:
+            quantized = -(-nnz * bits // 8) + (1 << bits) * 4 + structure
+            value_stream = huffman.encode(symbols).nbytes + len(table) * 4
     columns = np.nonzero(mask)[1]
     per_row = mask.sum(axis=1)
     gaps = np.diff(np.r_[0, columns])  # gap to the previous nonzero, restarting at each row
     row_first = np.r_[0, np.cumsum(per_row)[:-1]][per_row > 0]
     gaps[row_first] = columns[row_first]
     coded = value_stream + huffman.encode(gaps).nbytes + (rows + 1) * 4
-    return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded, local and local[0])
+    return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded, local_bits)
 
 
 @dataclass
@@ -115,7 +116,9 @@ class CompressionReport:
 
 def compression_report(model) -> CompressionReport:
     """The report of every Gemm/MatMul/Conv weight of an ONNX model (path, bytes or ModelProto)."""
+    from ..frontend import read_onnx
     from ..prune.onnx_model import local_quantization, weight_matrices
 
+    model = read_onnx(model)
     local = local_quantization(model)
     return CompressionReport([layer_compression(name, matrix, local.get(name)) for name, matrix in weight_matrices(model).items()])

@@ -70,26 +70,18 @@ class BSRKernelArgs:
 
     @staticmethod
     def from_bsr(weight: BSRMatrix, shared: bool = False) -> BSRKernelArgs:
-        """``shared``: store the block values as uint8 indices into their codebook (see :func:`has_shared_values`);
-        :func:`~.codebook_decode.codebook_decode_kernel` turns them into the kernel's ``data``."""
+        """``shared``: store the block values as uint8 indices into their codebook when they take at most 256
+        distinct values (else they stay float); :func:`~.codebook_decode.codebook_decode_kernel` turns the
+        indices into the kernel's ``data``."""
         r, c = weight.block_shape
         data = np.ascontiguousarray(weight.data.transpose(0, 2, 1), dtype="float32")
         indices = weight.indices.astype("int32")
         if weight.num_blocks == 0:  # zero-size buffers are not allowed; this block is never read
             data = np.zeros((1, c, r), "float32")
             indices = np.zeros(1, "int32")
-        codebook = None
-        if shared:
-            coded = shared_values(data)
-            if coded is None:
-                raise ValueError("the weight holds more than 256 distinct values: it has no shared codebook")
-            codebook, data = coded
+        coded = shared_values(data) if shared and weight.num_blocks else None
+        codebook, data = coded if coded is not None else (None, data)
         return BSRKernelArgs(data, indices, weight.indptr.astype("int32"), codebook)
-
-
-def has_shared_values(weight: BSRMatrix) -> bool:
-    """Whether ``weight``'s stored values are shared: at most 256 distinct ones, so uint8 indices name them."""
-    return weight.num_blocks > 0 and shared_values(weight.data) is not None
 
 
 @dataclass(frozen=True)

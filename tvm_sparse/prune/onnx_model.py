@@ -78,6 +78,10 @@ def weight_matrices(model) -> dict[str, np.ndarray]:
     return {node.name or tensor.name: matrix for node, tensor, _, matrix in _weights(read_onnx(model))}
 
 
+#: Key of the JSON an initializer's ``doc_string`` carries when its values are locally quantized.
+LOCAL_QUANTIZATION = "tvm_sparse.local_quantization"
+
+
 def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
     """``(bits, block shape)`` of each weight that ``prune_onnx(local_bits=...)`` quantized, by layer name."""
     found = {}
@@ -89,10 +93,6 @@ def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
         except (ValueError, KeyError, TypeError, IndexError):
             continue  # another tool's doc string
     return found
-
-
-#: Key of the JSON an initializer's ``doc_string`` carries when its values are locally quantized.
-LOCAL_QUANTIZATION = "tvm_sparse.local_quantization"
 
 
 def prune_onnx(model, pattern: Pattern | str, density: float | None = None, codebook_bits: int | None = None,

@@ -49,8 +49,8 @@ def load(machine: Machine, ins: Instruction) -> Work:
     if ins.buffer not in Buffer._value2member_map_:
         raise DeviceFault(f"unknown buffer {ins.buffer}")
     buf = Buffer(ins.buffer)
-    if buf == Buffer.TABLE and machine.device.modes.weight_sharing is None:
-        raise DeviceFault(f"device {machine.device.name} has no weight-sharing table")
+    if buf == Buffer.TABLE:
+        _weight_sharing(machine)
     dst = machine.region(buf, ins.sram_addr, ins.rows, ins.cols, ins.sram_stride or ins.cols)
     src = machine.dram_region(ins.dram_addr, ins.rows, ins.cols, ins.dram_stride, dst.dtype)
     dst[...] = src
@@ -59,11 +59,17 @@ def load(machine: Machine, ins: Instruction) -> Work:
     return Work(dma_bytes=nbytes, dram_read_bytes=nbytes - meta, dram_read_metadata_bytes=meta, sram_write_bytes=nbytes)
 
 
-def load_coded(machine: Machine, ins: Instruction) -> Work:
-    """A weight tile sent as ``index_bits``-bit indices (packed little-endian), expanded through ``TABLE``."""
+def _weight_sharing(machine: Machine):
+    """The device's weight-sharing mode; a fault on a device without the table."""
     sharing = machine.device.modes.weight_sharing
     if sharing is None:
         raise DeviceFault(f"device {machine.device.name} has no weight-sharing table")
+    return sharing
+
+
+def load_coded(machine: Machine, ins: Instruction) -> Work:
+    """A weight tile sent as ``index_bits``-bit indices (packed little-endian), expanded through ``TABLE``."""
+    sharing = _weight_sharing(machine)
     if ins.index_bits != sharing.index_bits:
         raise DeviceFault(f"LOAD_CODED with {ins.index_bits}-bit indices on a device with {sharing.index_bits}-bit ones")
     count = ins.rows * ins.cols

@@ -32,6 +32,7 @@ from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing
 from ..schedule.choice import tuned
 from ..schedule.tasks import DeviceGemmTask
 from ..accel.layer import LayerHeader, encode_layer
+from ..accel.packing import block_grid, nonzero_blocks
 from ..accel.quantize import QuantizedLayer, quantize
 from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
 from .decomposed_conv import decomposed_pairs, maps_major
@@ -93,8 +94,8 @@ def choose_mode(weight_kn: np.ndarray, device: Device) -> str:
         return "nm"
     block = device.modes.block
     if block is not None and k % block.block_rows == 0 and n % block.block_cols == 0:
-        grid = weight_kn.reshape(k // block.block_rows, block.block_rows, n // block.block_cols, block.block_cols)
-        if np.count_nonzero(np.abs(grid).sum(axis=(1, 3))) < 0.9 * grid.shape[0] * grid.shape[2]:
+        stored = nonzero_blocks(block_grid(weight_kn, block.block_rows, block.block_cols))
+        if np.count_nonzero(stored) < 0.9 * stored.size:
             return "block"
     return "dense"
 
@@ -214,7 +215,6 @@ class OffloadToAccel:
             device=self.device.doc, conv=layer_geometry(layer),
         )
         return _run_on_device(layer, encode_layer(header, b.build()))
-
 
     def _quantize_and_encode(self, weight: np.ndarray, bias, stats: dict):
         """``(quantized layer, int8 [K, N] weight padded to the granule, mode, shared-weight table or None)``.

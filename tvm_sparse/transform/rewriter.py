@@ -90,8 +90,9 @@ def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
 
 
 def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, rows: tuple, shared: bool) -> relax.Expr:
-    """Call a block kernel on ``x``; returns ``Y[*rows, out_channels]`` (padding columns cropped). ``shared``
-    weights are constants of uint8 indices and a codebook, decoded by a kernel call ahead of it."""
+    """Call a block kernel on ``x``; returns ``Y[*rows, out_channels]`` (padding columns cropped). With
+    ``shared``, a weight whose values fit a uint8 codebook is a constant of indices and the codebook, decoded
+    by a kernel call ahead of it."""
     n_pad = weight.block_shape[0] * (len(weight.indptr) - 1)
     args = BSRKernelArgs.from_bsr(weight, shared)
     data = relax.const(args.data)
@@ -114,7 +115,7 @@ def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_
 
 def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None, shared: bool = False) -> Emitter:
     """Emit ``layer`` as the block kernel on ``weight`` (sparse blocks, or full-width dense panels); ``shared``
-    stores the weight as indices into its shared values."""
+    stores a weight with at most 256 distinct values as indices into them."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         bb = rw.builder_

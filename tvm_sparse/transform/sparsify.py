@@ -15,7 +15,6 @@ from ..analysis.profile import CANDIDATE_NM
 from ..analysis.report import layer_decision
 from ..formats import BSRMatrix, NMMatrix, nm_violations, parse_block_shape
 from ..graph import ConvLayer, Layer, find_layers, weight_names
-from ..kernels.bsr_matmul import has_shared_values
 from ..kernels.nm_matmul import nm_kernel_available
 from .rewriter import (
     block_matmul_emitter,
@@ -83,9 +82,6 @@ class SparsifyWeights:
             return DENSE
         return choice
 
-    def _shared(self, weight: BSRMatrix) -> bool:
-        return self.shared_weights and has_shared_values(weight)
-
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)
         self.cost_model.nm_kernel = nm_kernel_available()
@@ -96,10 +92,10 @@ class SparsifyWeights:
                 choice = self.decide(layer)
                 if choice.format == "bsr" and isinstance(layer, ConvLayer):
                     weight = BSRMatrix.from_dense(layer.matrix(), choice.block_shape)
-                    plans[layer.output_var] = conv_emitter(layer, weight, "bsr_conv2d", self.kernel_params, self._shared(weight))
+                    plans[layer.output_var] = conv_emitter(layer, weight, "bsr_conv2d", self.kernel_params, self.shared_weights)
                 elif choice.format == "bsr":
                     weight = BSRMatrix.from_dense(layer.weight, choice.block_shape)
-                    plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params, self._shared(weight))
+                    plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params, self.shared_weights)
                 elif choice.format == "nm":
                     plans[layer.output_var] = nm_matmul_emitter(layer, NMMatrix.from_dense(layer.weight, *choice.nm))
                 else:
