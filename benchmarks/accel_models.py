@@ -11,7 +11,7 @@ For the CNN, the script also compares the original model on the dense device
 with its decomposed form (rank 4, 80% of the coefficients pruned) on the
 ESCALATE-like variant, over the 3x3 convolutions its engine runs.
 
-Run: ``python benchmarks/accel_models.py [--model resnet|bert|all] [--image 224]``.
+Run: ``python benchmarks/accel_models.py [--model resnet|bert|all] [--image 224] [--breakdown]``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,16 @@ def conv_cycles(report: dict, names: set) -> int:
     return sum(layer["cycles"] for layer in report["layers"] if layer["runs_on"] == "device" and any(layer["name"].startswith(n) for n in names))
 
 
-def decomposed(label: str, model, x: np.ndarray) -> None:
+def print_breakdown(dense: dict, sparse: dict, engine: set) -> None:
+    """Per engine layer: the dense convolution's cycles, and those of its combine and basis parts."""
+    for name in sorted(engine):
+        whole = conv_cycles(dense, {name})
+        parts = [layer for layer in sparse["layers"] if layer["runs_on"] == "device" and layer["name"].startswith(name)]
+        cells = " | ".join(f"{layer['name'][len(name) + 1:]} {layer['cycles']} ({layer['pe_utilization']:.0%} PE)" for layer in parts)
+        print(f"  {name}: dense {whole} cycles | {cells}")
+
+
+def decomposed(label: str, model, x: np.ndarray, breakdown: bool = False) -> None:
     """The original model on the dense device vs the decomposed one (rank 4, 80% of the coefficients pruned
     in 16x16 blocks) on the ESCALATE-like variant, over the 3x3 convolutions the engine runs."""
     pruned, layers = prune_onnx(model, "decompose:rank=4,coef-density=0.2,coef-block=16x16")
@@ -82,6 +91,8 @@ def decomposed(label: str, model, x: np.ndarray) -> None:
         f"compile {compile_s:.0f}s, simulated run {run_s:.1f}s",
         flush=True,
     )
+    if breakdown:
+        print_breakdown(dense, sparse, engine)
 
 
 def main() -> None:
@@ -89,6 +100,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("resnet", "bert", "all"), default="all")
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--breakdown", action="store_true", help="per decomposed layer: cycles of the dense conv, the combine and the basis parts")
     opts = parser.parse_args()
     rng = np.random.default_rng(0)
     if opts.model in ("bert", "all"):
@@ -97,7 +109,7 @@ def main() -> None:
     if opts.model in ("resnet", "all"):
         model, x = resnet(image=opts.image), rng.standard_normal((1, 3, opts.image, opts.image)).astype("float32")
         benchmark(f"ResNet-50 ({opts.image}x{opts.image})", model, x)
-        decomposed(f"ResNet-50 ({opts.image}x{opts.image})", model, x)
+        decomposed(f"ResNet-50 ({opts.image}x{opts.image})", model, x, opts.breakdown)
 
 
 if __name__ == "__main__":
