@@ -65,11 +65,13 @@ def conv_cycles(report: dict, names: set) -> int:
 
 
 def print_breakdown(dense: dict, sparse: dict, engine: set) -> None:
-    """Per engine layer: the dense convolution's cycles, and those of its combine and basis parts."""
+    """Per engine layer: the dense convolution's cycles, and those of its two parts in the order they run
+    (a 1x1 coefficient GEMM named ``combine``, or the basis step ``basis-first`` run under that name)."""
     for name in sorted(engine):
         whole = conv_cycles(dense, {name})
         parts = [layer for layer in sparse["layers"] if layer["runs_on"] == "device" and layer["name"].startswith(name)]
-        cells = " | ".join(f"{layer['name'][len(name) + 1:]} {layer['cycles']} ({layer['pe_utilization']:.0%} PE)" for layer in parts)
+        step = lambda layer: "coefficient GEMM" if layer["mode"] not in ("basis", "basis-first") else layer["mode"]
+        cells = " | ".join(f"{step(layer)} {layer['cycles']} ({layer['pe_utilization']:.0%} PE)" for layer in parts)
         print(f"  {name}: dense {whole} cycles | {cells}")
 
 
@@ -80,7 +82,7 @@ def decomposed(label: str, model, x: np.ndarray, breakdown: bool = False) -> Non
     reference = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     _, dense, _, _ = simulate(model, "sparse-accel-dense", x)
     out, sparse, compile_s, run_s = simulate(pruned, "sparse-accel-escalate", x)
-    engine = {layer["name"][: -len(".basis")] for layer in sparse["layers"] if layer.get("mode") == "basis"}
+    engine = {layer["name"].rsplit(".", 1)[0] for layer in sparse["layers"] if layer.get("mode") in ("basis", "basis-first")}
     dense_conv, sparse_conv = conv_cycles(dense, engine), conv_cycles(sparse, engine)
     cosine = float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
     print(
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("resnet", "bert", "all"), default="all")
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--breakdown", action="store_true", help="per decomposed layer: cycles of the dense conv, the combine and the basis parts")
+    parser.add_argument("--breakdown", action="store_true", help="per decomposed layer: cycles of the dense conv and of its two parts")
     opts = parser.parse_args()
     rng = np.random.default_rng(0)
     if opts.model in ("bert", "all"):

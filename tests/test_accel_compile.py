@@ -172,6 +172,47 @@ def test_decomposed_convolutions_on_the_escalate_engine(rng):
     assert "basis" in [mode for _, mode, _ in tvm_sparse.accel.last_run()]
 
 
+def strided_conv_bn(channels: int = 32, image: int = 12):
+    """One 3x3 stride-2 convolution with BatchNorm and ReLU (NCHW input)."""
+    g = GraphBuilder(seed=5)
+    y = g.conv_bn("x", "conv", channels, channels, 3, stride=2)
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, image, image])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, channels, image // 2, image // 2])],
+    )
+
+
+def basis_first_integer_model(quant, x_nhwc: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """Every channel of the quantized input convolved with each int8 basis kernel, requantized per kernel:
+    int8 maps ``[N, OH, OW, r * C]``, map ``j * C + c``."""
+    x_q = np.pad(quantize(x_nhwc, quant.input_scale).astype(np.int64), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    rank, taps = quant.weight.shape
+    k = int(round(taps**0.5))
+    n, h, w, c = x_nhwc.shape
+    oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    maps = []
+    for j, kernel in enumerate(quant.weight.reshape(rank, k, k).astype(np.int64)):
+        acc = sum(x_q[:, i : i + stride * oh : stride, l : l + stride * ow : stride] * kernel[i, l] for i in range(k) for l in range(k))
+        maps.append(np.clip((acc * quant.multiplier[j] + (1 << (quant.shift - 1))) >> quant.shift, -128, 127))
+    return np.concatenate(maps, axis=-1)
+
+
+def test_strided_decomposed_convolution_runs_basis_first(rng):
+    """A stride-2 decomposed layer: the basis kernels run first on the input channels (fewer MACs), then
+    the coefficients on the strided maps; both steps bit-exact against the integer model."""
+    model, _ = prune_onnx(strided_conv_bn(), "decompose:rank=4,coef-density=0.5,coef-block=16x16")
+    x = rng.standard_normal((1, 32, 12, 12)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel-escalate", calibration={"x": x})
+    assert [(p.name, p.mode) for p in build.placements] == [("conv.combine", "basis-first"), ("conv.basis", "block")]
+    got = run(build, x)
+    expand, coefficients = build.quantized["conv.combine"], build.quantized["conv.basis"]
+    maps = basis_first_integer_model(expand, x.transpose(0, 2, 3, 1), stride=2, padding=1).astype("float32") * np.float32(expand.output_scale)
+    y_q = coefficients.reference(quantize(maps.reshape(-1, maps.shape[-1]), coefficients.input_scale), relu=True)
+    np.testing.assert_array_equal(got, (y_q.astype("float32") * np.float32(coefficients.output_scale)).reshape(1, 6, 6, 32).transpose(0, 3, 1, 2))
+    (expected,) = run_onnxruntime(model, {"x": x})
+    assert cosine(got, expected) > 0.99
+
+
 def test_bert_style_encoder_within_quantization_tolerance(rng):
     """Attention projections and FFN of a pruned encoder layer on the device; softmax, LayerNorm, GELU
     and the attention matmuls on the host."""

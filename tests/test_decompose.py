@@ -7,9 +7,12 @@ from onnx import numpy_helper
 from conftest import run_executable, run_onnxruntime
 from test_conv import conv_model
 from tvm_sparse import analyze, build
+from tvm_sparse.accel.layer import basis_conv_float, expand_float
 from tvm_sparse.formats import FormatError
+from tvm_sparse.graph import ConvLayer
 from tvm_sparse.prune import decompose_kernels, energy_profile, parse_pattern, prune_coefficients, prune_onnx, quantize_hybrid
 from tvm_sparse.testing import resnet
+from tvm_sparse.transform.decomposed_conv import basis_first, basis_first_pays, maps_major, shared_basis
 
 
 def low_rank_weight(rng, o, i, k, rank):
@@ -142,3 +145,39 @@ def test_zero_filter_with_a_bias_is_not_dead(rng):
     x = rng.standard_normal((1, 16, 10, 10)).astype("float32")
     (expected,) = run_onnxruntime(model, {"x": x})
     np.testing.assert_allclose(run_executable(build(model), x), expected, rtol=1e-4, atol=1e-4)
+
+
+def _decomposed_pair(rng, channels_in, channels_out, rank, stride, image=8):
+    """(1x1 combine, basis) ConvLayers of a decomposed 3x3 convolution whose basis is scaled per output
+    channel (a folded BatchNorm), NHWC/OHWI as the graph reader gives them."""
+    kernels = rng.standard_normal((rank, 3, 3)).astype("float32")
+    scales = rng.uniform(-2, 2, channels_out).astype("float32")
+    out = (image - 1) // stride + 1
+    combine = ConvLayer("combine", None, None, (1, image, image, channels_in), rng.standard_normal((channels_out * rank, 1, 1, channels_in)).astype("float32"),
+                        out_shape=(1, image, image, channels_out * rank))
+    basis_weight = scales[:, None, None, None] * kernels.transpose(1, 2, 0)[None]
+    basis = ConvLayer("basis", None, None, (1, image, image, channels_out * rank), basis_weight.astype("float32"),
+                      strides=(stride, stride), padding=(1, 1, 1, 1), groups=channels_out, out_shape=(1, out, out, channels_out))
+    return combine, basis, kernels, scales
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_basis_first_order_computes_the_same_convolution(rng, stride):
+    combine, basis, kernels, scales = _decomposed_pair(rng, 6, 5, 3, stride)
+    found_kernels, found_scales = shared_basis(basis)
+    np.testing.assert_allclose(found_kernels * found_scales[0], kernels * scales[0], rtol=1e-5, atol=1e-6)
+    x = rng.standard_normal((1, 8, 8, 6)).astype("float32")
+    combined = x @ maps_major(combine, 3).matrix().T  # combine-first: maps j * O + o
+    expected = basis_conv_float(combined, basis.weight.transpose(0, 3, 1, 2), stride, 1)
+    got = expand_float(x, found_kernels, stride, 1) @ basis_first(combine, basis, (found_kernels, found_scales)).T
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_basis_first_is_chosen_where_it_issues_fewer_macs(rng):
+    assert basis_first_pays(*_decomposed_pair(rng, 16, 16, 4, stride=2)[:2])
+    assert not basis_first_pays(*_decomposed_pair(rng, 16, 16, 4, stride=1)[:2])  # a tie keeps ESCALATE's order
+    assert not basis_first_pays(*_decomposed_pair(rng, 64, 16, 4, stride=1)[:2])  # more inputs than outputs
+    assert basis_first_pays(*_decomposed_pair(rng, 16, 64, 4, stride=1)[:2])
+    _, basis, _, _ = _decomposed_pair(rng, 4, 4, 2, stride=1)
+    basis.weight[1, 0, 0, 0] += 1.0  # group 1 no longer a multiple of the basis
+    assert shared_basis(basis) is None

@@ -77,20 +77,34 @@ def decode_layer(blob: np.ndarray) -> tuple[LayerHeader, Program]:
     return LayerHeader(**fields), Program.from_bytes(data[4 + length :])
 
 
-def basis_conv_float(x: np.ndarray, basis: np.ndarray, stride: int, padding: int) -> np.ndarray:
+def basis_conv_float(x: np.ndarray, kernels: np.ndarray, stride: int, padding: int) -> np.ndarray:
     """A decomposed layer's basis convolution in float: ``x`` NHWC with basis-major maps (``j * O + o``),
-    ``basis`` ``[r, k, k]``; returns ``[N, OH, OW, O]``."""
+    ``kernels`` ``[O, r, k, k]`` (the shared basis, scaled per output channel); returns ``[N, OH, OW, O]``."""
     n, h, w, maps = x.shape
-    r, k, _ = basis.shape
-    channels = maps // r
+    channels, r, k, _ = kernels.shape
     oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
     padded = np.pad(x.reshape(n, h, w, r, channels), ((0, 0), (padding, padding), (padding, padding), (0, 0), (0, 0)))
     y = np.zeros((n, oh, ow, channels), np.float32)
     for i in range(k):
         for j in range(k):
             window = padded[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
-            y += np.einsum("nhwro,r->nhwo", window, basis[:, i, j])
+            y += np.einsum("nhwro,or->nhwo", window, kernels[:, :, i, j])
     return y
+
+
+def expand_float(x: np.ndarray, basis: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """A decomposed layer's basis-first step in float: every channel of NHWC ``x`` convolved with each kernel
+    of ``basis`` ``[r, k, k]``; returns ``[N, OH, OW, r * C]`` with map ``j * C + c``."""
+    n, h, w, c = x.shape
+    r, k, _ = basis.shape
+    oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    y = np.zeros((n, oh, ow, r, c), np.float32)
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+            y += window[:, :, :, None, :] * basis[None, None, None, :, i, j, None]
+    return y.reshape(n, oh, ow, r * c)
 
 
 def conv_geometry(fields: dict | None) -> ConvGeometry | None:

@@ -23,7 +23,7 @@ import tvm
 
 from ..sim import run
 from .device import Device
-from .layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, gemm_rows
+from .layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, expand_float, gemm_rows
 from .quantize import quantize
 
 _LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device, the blob)
@@ -57,12 +57,16 @@ def run_layer(x, blob, out) -> None:
 def calibrate_layer(x, weight, bias, info, out) -> None:
     """Float forward of a layer (weight ``[N, K]``), recording the input/output absolute maxima.
 
-    ``info`` is JSON bytes: the layer's index, ``relu``, ``reduction`` and ``conv`` geometry.
+    ``info`` is JSON bytes: the layer's index, ``relu``, ``reduction`` and ``conv`` geometry, or the
+    ``basis`` or ``expand`` geometry of a decomposed layer's step on the basis engine.
     """
     meta = json.loads(info.numpy().tobytes())
-    if meta.get("basis") is not None:  # a decomposed layer's basis convolution; weight is the basis [r, k, k]
+    if meta.get("basis") is not None:  # a decomposed layer's basis convolution; weight is [O, r, k, k]
         rows = x.numpy().reshape(-1, meta["reduction"])
         y = basis_conv_float(x.numpy(), weight.numpy(), meta["basis"]["stride"], meta["basis"]["padding"]) + bias.numpy()
+    elif meta.get("expand") is not None:  # a decomposed layer's basis-first step; weight is the basis [r, k, k]
+        rows = x.numpy().reshape(-1, meta["reduction"])
+        y = expand_float(x.numpy(), weight.numpy(), meta["expand"]["stride"], meta["expand"]["padding"])
     else:
         rows = gemm_rows(x.numpy(), meta["reduction"], conv_geometry(meta["conv"]))
         y = rows @ weight.numpy().T + bias.numpy()

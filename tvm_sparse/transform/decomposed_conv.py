@@ -12,6 +12,13 @@ says its (pruned) coefficients pay, else the dense one.
 
 Run it before ``SparsifyWeights`` and ``ConvKernels``; layers it does not
 pair are left to them.
+
+The same pair can also run in PENNI's order, the basis kernels first: every
+input channel convolved with each basis kernel (``C * r`` maps at the output
+resolution), then one 1x1 convolution with the coefficients. A strided layer
+issues fewer MACs so, since its coefficients then run on the strided maps;
+:func:`basis_first_pays` compares the two orders and :func:`basis_first`
+gives the operands.
 """
 
 from __future__ import annotations
@@ -59,6 +66,42 @@ def maps_major(combine: ConvLayer, rank: int) -> ConvLayer:
     order = np.arange(combine.out_channels).reshape(channels, rank).T.ravel()  # new channel -> old channel
     bias = None if combine.bias is None else combine.bias[order]
     return dataclasses.replace(combine, weight=np.ascontiguousarray(combine.weight[order]), bias=bias)
+
+
+def shared_basis(basis: ConvLayer, tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(kernels [r, k, k], scales [O])`` with ``basis.weight[o] == scales[o] * kernels`` (a folded BatchNorm
+    scales each output channel), or None when the groups do not share one basis."""
+    o, k, _, r = basis.weight.shape
+    rows = basis.weight.reshape(o, -1).astype(np.float64)
+    ref = rows[0]
+    norm = float(ref @ ref)
+    if norm == 0:
+        return None
+    scales = rows @ ref / norm
+    if np.linalg.norm(rows - np.outer(scales, ref)) > tolerance * np.linalg.norm(rows):
+        return None
+    return np.ascontiguousarray(basis.weight[0].transpose(2, 0, 1)), scales
+
+
+def basis_first_pays(combine: ConvLayer, basis: ConvLayer) -> bool:
+    """Whether the basis-first order issues fewer MACs than the combine-first one, counting only the
+    nonzero coefficients."""
+    _, h, w, c = combine.x_shape
+    _, oh, ow, o = basis.out_shape
+    _, k, _, r = basis.weight.shape
+    nonzeros = np.count_nonzero(combine.weight)
+    combine_first = h * w * nonzeros + oh * ow * o * r * k * k
+    basis_first = oh * ow * (c * r * k * k + nonzeros)
+    return basis_first < combine_first
+
+
+def basis_first(combine: ConvLayer, basis: ConvLayer, kernels_and_scales) -> np.ndarray:
+    """The coefficients of the basis-first order, ``[O, r * C]``: column ``j * C + c`` multiplies input
+    channel ``c`` convolved with basis kernel ``j``; each output channel's basis scale is folded in."""
+    kernels, scales = kernels_and_scales
+    r, o, c = kernels.shape[0], basis.out_channels, combine.x_shape[3]
+    maps = maps_major(combine, r).matrix()  # [r * O, C], row j * O + o
+    return np.ascontiguousarray((maps.reshape(r, o, c).transpose(1, 0, 2).reshape(o, r * c) * scales[:, None]).astype(combine.weight.dtype))
 
 
 @tvm.transform.module_pass(opt_level=0, name="DecomposedConvKernels")

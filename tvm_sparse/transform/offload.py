@@ -12,12 +12,22 @@ the host CPU. Two stages:
   pattern, block-sparse when zero blocks pay, else dense), tiled to the
   buffers, and compiled to a program carried by the module as a constant.
 
+A decomposed convolution (a 1x1 coefficient convolution feeding a basis
+convolution, see :mod:`.decomposed_conv`) runs on a device with the basis
+engine in the order that issues fewer MACs: combine-first (ESCALATE: the
+coefficient GEMM, then ``BASIS_CONV``; placements ``combine`` then ``basis``)
+or, typically for strided layers, basis-first (PENNI: ``BASIS_CONV`` of each
+basis kernel on the input channels, placement mode ``basis-first`` under the
+1x1 layer's name, then the coefficient GEMM on the strided maps, under the
+basis layer's name).
+
 :attr:`OffloadToAccel.placements` lists every weight-carrying layer with where
 it runs and why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -25,17 +35,17 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..accel.basis_program import BasisGeometry, emit_basis_layer
+from ..accel.basis_program import BasisGeometry, emit_basis_layer, emit_expand_layer
 from ..accel.builder import ProgramBuilder
 from ..accel.device import Device
 from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing_table
-from ..schedule.choice import tuned
-from ..schedule.tasks import DeviceGemmTask
 from ..accel.layer import LayerHeader, encode_layer
 from ..accel.packing import block_grid, nonzero_blocks
 from ..accel.quantize import QuantizedLayer, quantize
 from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
-from .decomposed_conv import decomposed_pairs, maps_major
+from ..schedule.choice import tuned
+from ..schedule.tasks import DeviceGemmTask
+from .decomposed_conv import basis_first, basis_first_pays, decomposed_pairs, maps_major, shared_basis
 from .rewriter import MatmulRewriter, rewrite_layers
 
 
@@ -46,7 +56,7 @@ class Placement:
     name: str
     op: str  # matmul / conv2d
     target: str  # device / host
-    mode: str = ""  # dense / nm / block on the device
+    mode: str = ""  # dense / nm / block / basis / basis-first on the device
     weight_table: int = 0  # distinct values in the layer's shared-weight table (0: plain int8 weight loads)
     reason: str = ""  # why a layer stays on the host
     quantization_error: float | None = None  # relative L2 error of the layer's output on the first calibration sample
@@ -120,21 +130,26 @@ class OffloadToAccel:
         def plan(func):
             plans, absorbed = {}, set()
             layers = find_layers(func, names)
-            combines, bases = self._decomposed_pairs(layers, use_counts(func))
+            pairs = self._engine_pairs(layers, use_counts(func))
             for index, layer in enumerate(layers):
                 op = "conv2d" if isinstance(layer, ConvLayer) else "matmul"
-                basis = id(layer) in bases
-                if id(layer) in combines:  # its maps go basis-major, as the basis convolution reads them
-                    layer = maps_major(layer, combines[id(layer)])
-                reason = "" if basis else _host_reason(layer)
+                pair = pairs.get(id(layer))
+                step = pair.step(layer) if pair else None
+                if pair and step is None:  # the pair's coefficient GEMM
+                    layer = pair.coefficient_layer()
+                reason = "" if step else _host_reason(layer)
                 if reason:
                     self.placements.append(Placement(layer.name, op, "host", reason=reason))
                     continue
                 placement = Placement(layer.name, op, "device")
                 if self.stage == "calibrate":
-                    emit = self._calibration_emitter(layer, index, basis)
+                    emit = self._calibration_emitter(layer, index, step, pair)
+                elif step == "basis":
+                    emit = self._basis_emitter(pair, index, placement)
+                elif step == "basis-first":
+                    emit = self._basis_first_emitter(pair, index, placement)
                 else:
-                    emit = (self._basis_emitter if basis else self._device_emitter)(layer, index, placement)
+                    emit = self._device_emitter(layer, index, placement)
                 self.placements.append(placement)
                 plans[layer.output_var] = emit
                 absorbed.update(layer.absorbed_vars)
@@ -142,43 +157,48 @@ class OffloadToAccel:
 
         return rewrite_layers(mod, plan)
 
-    def _decomposed_pairs(self, layers, uses) -> tuple[dict, set]:
-        """Decomposed layers the device's basis engine runs: {id(1x1 conv): rank}, {id(basis conv)}."""
+    def _engine_pairs(self, layers, uses) -> dict:
+        """Decomposed layers the device's basis engine runs: ``{id(layer): EnginePair}`` for both layers."""
         mode = self.device.modes.decomposed_conv
-        combines, bases = {}, set()
+        pairs = {}
         if mode is None:
-            return combines, bases
+            return pairs
         for combine, basis in decomposed_pairs(layers, uses):
             o, kh, kw, rank = basis.weight.shape
-            pads = set(basis.padding)
             if (
                 kh != kw
                 or kh not in mode.kernel_sizes
                 or rank > mode.max_basis
                 or basis.strides[0] != basis.strides[1]
                 or basis.dilation != (1, 1)
-                or len(pads) != 1
+                or len(set(basis.padding)) != 1
                 or str(basis.weight.dtype) != "float32"
-                or not _shared_basis(basis.weight)
+                or (shared := shared_basis(basis)) is None
             ):
                 continue
-            combines[id(combine)] = rank
-            bases.add(id(basis))
-        return combines, bases
+            # basis-first moves the 1x1 convolution's bias behind the zero padding: only without one
+            first = basis_first_pays(combine, basis) and (combine.bias is None or not combine.bias.any())
+            pairs[id(combine)] = pairs[id(basis)] = EnginePair(combine, basis, *shared, first)
+        return pairs
 
-    def _calibration_emitter(self, layer: Layer, index: int, basis: bool = False):
-        if basis:  # the float reference needs the shared basis [r, k, k] and the geometry
-            weight = np.ascontiguousarray(layer.weight[0].transpose(2, 0, 1))
+    def _calibration_emitter(self, layer: Layer, index: int, step: str | None = None, pair: EnginePair | None = None):
+        shape = _output_shape(layer)
+        if step == "basis":  # the float reference: the basis scaled per output channel [O, r, k, k], the geometry
+            weight = np.ascontiguousarray(layer.weight.transpose(0, 3, 1, 2))
             info = {"index": index, "relu": layer.relu, "reduction": layer.x_shape[3], "conv": None,
                     "basis": {"stride": layer.strides[0], "padding": layer.padding[0]}}
+        elif step == "basis-first":
+            weight, shape = pair.kernels, pair.maps_shape
+            info = {"index": index, "relu": False, "reduction": layer.x_shape[3], "conv": None,
+                    "expand": {"stride": pair.basis.strides[0], "padding": pair.basis.padding[0]}}
         else:
             weight = layer.matrix()
             info = {"index": index, "relu": layer.relu, "reduction": weight.shape[1], "conv": layer_geometry(layer)}
-        bias = layer.bias if layer.bias is not None else np.zeros(layer.out_channels, "float32")
+        bias = layer.bias if layer.bias is not None and step != "basis-first" else np.zeros(shape[-1], "float32")
 
         def emit(rw: MatmulRewriter) -> relax.Expr:
             args = [rw.visit_expr(layer.x), relax.const(weight), relax.const(bias.astype("float32")), relax.const(np.frombuffer(json.dumps(info).encode(), np.uint8).copy())]
-            out = relax.TensorType(_output_shape(layer), "float32")
+            out = relax.TensorType(shape, "float32")
             return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.calibrate_layer", args, out))
 
         return emit
@@ -234,15 +254,12 @@ class OffloadToAccel:
             if table is not None or not per_tensor:
                 return quant, w_kn, mode, table
 
-    def _basis_emitter(self, layer: ConvLayer, index: int, placement: Placement):
-        """A decomposed layer's basis convolution on the device's engine."""
-        stats = self.calibration.get(index)
-        if stats is None:
-            raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
-        o, k, _, rank = layer.weight.shape
-        quant = QuantizedLayer.from_float(layer.matrix(), layer.bias, stats["input_absmax"], stats["output_absmax"])
-        self.quantized[layer.name] = quant
+    def _basis_emitter(self, pair: EnginePair, index: int, placement: Placement):
+        """A decomposed layer's basis convolution (combine-first) on the device's engine."""
+        layer = pair.basis
+        quant = self._engine_quantization(layer, index)
         placement.mode = "basis"
+        o, k, _, rank = layer.weight.shape
         n, h, w, maps = layer.x_shape
         g = BasisGeometry(n, h, w, o, rank, k, layer.strides[0], layer.padding[0])
         b = ProgramBuilder(self.device.name)
@@ -255,35 +272,90 @@ class OffloadToAccel:
             raise ValueError(f"layer {layer.name}: the quantized basis differs between channels")
         basis_q = quant.weight[0].reshape(k, k, rank).transpose(2, 0, 1)
         emit_basis_layer(b, self.device, g, x_addr, basis_q, quant.bias, quant.multiplier * signs, quant.shift, out_addr, layer.relu)
-        rows = n * h * w
         header = LayerHeader(
             name=layer.name, mode="basis", input_shape=tuple(layer.x_shape), output_shape=tuple(layer.out_shape),
-            rows=rows, reduction=maps, reduction_padded=maps, outputs=o, outputs_padded=o, relu=layer.relu,
+            rows=n * h * w, reduction=maps, reduction_padded=maps, outputs=o, outputs_padded=o, relu=layer.relu,
             input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
             device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
         )
         return _run_on_device(layer, encode_layer(header, b.build()))
 
+    def _basis_first_emitter(self, pair: EnginePair, index: int, placement: Placement):
+        """A decomposed layer's basis-first step on the device's engine: the input channels convolved with
+        each basis kernel, requantized per kernel."""
+        layer = pair.combine
+        rank, k, _ = pair.kernels.shape
+        quant = self._engine_quantization(layer, index, pair.kernels.reshape(rank, k * k))
+        placement.mode = "basis-first"
+        n, h, w, c = layer.x_shape
+        g = BasisGeometry(n, h, w, c, rank, k, pair.basis.strides[0], pair.basis.padding[0])
+        b = ProgramBuilder(self.device.name)
+        b.layer(layer.name)
+        x_addr = b.reserve(n * h * w * c)
+        out_addr = b.reserve(int(np.prod(pair.maps_shape)))
+        emit_expand_layer(b, self.device, g, x_addr, quant.weight.reshape(rank, k, k), quant.multiplier, quant.shift, out_addr)
+        header = LayerHeader(
+            name=layer.name, mode="basis-first", input_shape=tuple(layer.x_shape), output_shape=pair.maps_shape,
+            rows=n * h * w, reduction=c, reduction_padded=c, outputs=rank * c, outputs_padded=rank * c, relu=False,
+            input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
+            device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
+        )
+        return _run_on_device(layer, encode_layer(header, b.build()), pair.maps_shape)
 
-def _run_on_device(layer: Layer, blob: np.ndarray):
-    """The emitter of a device layer: the runtime entry point on the layer's input and its program blob."""
+    def _engine_quantization(self, layer: Layer, index: int, weight: np.ndarray | None = None) -> QuantizedLayer:
+        stats = self.calibration.get(index)
+        if stats is None:
+            raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
+        bias = None if weight is not None else layer.bias
+        quant = QuantizedLayer.from_float(layer.matrix() if weight is None else weight, bias, stats["input_absmax"], stats["output_absmax"])
+        self.quantized[layer.name] = quant
+        return quant
+
+
+@dataclass(frozen=True)
+class EnginePair:
+    """A decomposed convolution on the basis engine: its two layers, the shared basis and the order."""
+
+    combine: ConvLayer  # the 1x1 coefficient convolution, as in the graph
+    basis: ConvLayer  # the basis convolution, as in the graph
+    kernels: np.ndarray  # the shared basis [r, k, k]
+    scales: np.ndarray  # [O]: basis.weight[o] == scales[o] * kernels
+    basis_first: bool
+
+    @property
+    def maps_shape(self) -> tuple[int, ...]:
+        """The basis-first maps ``[N, OH, OW, r * C]``."""
+        return (*self.basis.out_shape[:3], self.kernels.shape[0] * self.combine.x_shape[3])
+
+    def step(self, layer: ConvLayer) -> str | None:
+        """What the device runs for ``layer`` on the engine (``basis`` / ``basis-first``), None for the
+        pair's coefficient GEMM."""
+        if layer is self.combine:
+            return "basis-first" if self.basis_first else None
+        return None if self.basis_first else "basis"
+
+    def coefficient_layer(self) -> ConvLayer:
+        """The coefficient GEMM as a 1x1 convolution: on the maps-major combine-first input, or on the
+        basis-first maps with the basis scales folded in (bias, ReLU and output of the basis layer)."""
+        if not self.basis_first:
+            return maps_major(self.combine, self.kernels.shape[0])
+        coefficients = basis_first(self.combine, self.basis, (self.kernels, self.scales))
+        o, maps = coefficients.shape
+        return dataclasses.replace(
+            self.basis, weight=coefficients.reshape(o, 1, 1, maps), x_shape=self.maps_shape,
+            strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+        )
+
+
+def _run_on_device(layer: Layer, blob: np.ndarray, shape: tuple[int, ...] | None = None):
+    """The emitter of a device layer: the runtime entry point on the layer's input and its program blob
+    (``shape``: the output's, when not the layer's)."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
-        out = relax.TensorType(_output_shape(layer), "float32")
+        out = relax.TensorType(shape or _output_shape(layer), "float32")
         return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
 
     return emit
-
-
-def _shared_basis(weight: np.ndarray, tolerance: float = 1e-5) -> bool:
-    """Whether every group's kernels are a multiple of the first group's (one basis, scaled per channel)."""
-    rows = weight.reshape(weight.shape[0], -1).astype(np.float64)
-    ref = rows[0]
-    norm = float(ref @ ref)
-    if norm == 0:
-        return False
-    residual = rows - np.outer(rows @ ref / norm, ref)
-    return bool(np.linalg.norm(residual) <= tolerance * np.linalg.norm(rows))
 
 
 def _quantization_error(quant: QuantizedLayer, weight: np.ndarray, layer: Layer, rows: np.ndarray) -> float:
