@@ -9,6 +9,11 @@
   conv2d on the original weights;
 * the same convolution with 8x8 channel blocks at density 0.1.
 
+The convolutions run on NCHW input (the compiled model converts to NHWC and
+back around the layer) and on NHWC input as a channels-last exporter writes it
+(no conversion left); torch's time is the faster of its NCHW and
+channels-last runs.
+
 Each line prints the MACs removed (dense MACs / executed MACs) next to the
 measured speedup. Run: ``python benchmarks/structured_sparsity.py``.
 """
@@ -63,16 +68,18 @@ def nm_matmuls() -> None:
             )
 
 
-def conv_layer_model(batch: int, weight: np.ndarray) -> object:
+def conv_layer_model(batch: int, weight: np.ndarray, channels_last: bool = False) -> object:
+    """The 3x3 convolution on NCHW input, or on NHWC input as a channels-last exporter writes it (Transposes
+    around the NCHW Conv, which cancel the compiler's layout conversion)."""
     g = GraphBuilder(seed=0)
     w = g.const("conv.weight", weight)
-    y = g.node("Conv", ["x", w], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    x = g.node("Transpose", ["x"], perm=[0, 3, 1, 2]) if channels_last else "x"
+    y = g.node("Conv", [x, w], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    y = g.node("Transpose", [y], perm=[0, 2, 3, 1]) if channels_last else y
     y = g.node("Identity", [y], name="y")
-    c = weight.shape[1]
-    return g.model(
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, c, 28, 28])],
-        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [batch, weight.shape[0], 28, 28])],
-    )
+    c, o = weight.shape[1], weight.shape[0]
+    shape = lambda channels: [batch, 28, 28, channels] if channels_last else [batch, channels, 28, 28]
+    return g.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, shape(c))], [helper.make_tensor_value_info(y, TensorProto.FLOAT, shape(o))])
 
 
 def executed_macs(model) -> int:
@@ -94,18 +101,19 @@ def convolutions() -> None:
             median_seconds(lambda: torch.nn.functional.conv2d(xt, wt, padding=1)),
             median_seconds(lambda: torch.nn.functional.conv2d(xt.contiguous(memory_format=torch.channels_last), wt.contiguous(memory_format=torch.channels_last), padding=1)),
         )
-        original = conv_layer_model(batch, weight)
-        dense_macs = executed_macs(original)
-        for label, make in variants.items():
-            model, _ = make(original)
-            vm = relax.VirtualMachine(build(model), tvm.cpu())
-            xtvm = tvm.runtime.tensor(x)
-            t = median_seconds(lambda: vm["main"](xtvm))
-            print(
-                f"conv 3x3 256->256 28x28 batch {batch}, {label}: ours {t * 1e3:7.3f} ms | torch dense conv2d {t_torch * 1e3:7.3f} ms "
-                f"({t_torch / t:4.2f}x) | MACs removed {dense_macs / executed_macs(model):.1f}x",
-                flush=True,
-            )
+        for layout in ("NCHW", "NHWC"):
+            original = conv_layer_model(batch, weight, channels_last=layout == "NHWC")
+            xtvm = tvm.runtime.tensor(x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+            dense_macs = executed_macs(original)
+            for label, make in variants.items():
+                model, _ = make(original)
+                vm = relax.VirtualMachine(build(model), tvm.cpu())
+                t = median_seconds(lambda: vm["main"](xtvm))
+                print(
+                    f"conv 3x3 256->256 28x28 batch {batch} {layout} input, {label}: ours {t * 1e3:7.3f} ms | torch dense conv2d {t_torch * 1e3:7.3f} ms "
+                    f"({t_torch / t:4.2f}x) | MACs removed {dense_macs / executed_macs(model):.1f}x",
+                    flush=True,
+                )
 
 
 def main() -> None:

@@ -4,10 +4,15 @@ Each is pruned, compiled for the host CPU and compared with onnxruntime on the s
 
 import numpy as np
 import pytest
+import tvm
 from conftest import run_executable, run_onnxruntime
 from onnx import TensorProto, helper
+from tvm import relax
+from tvm.script import relax as R
 
 import tvm_sparse
+from tvm_sparse.frontend import load_model
+from tvm_sparse.prepare import FoldTransposes, prepare_passes
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import GraphBuilder
 
@@ -44,6 +49,39 @@ def test_channels_last_cnn_with_unfolded_batchnorm(rng, opset):
     out = g.node("Identity", [g.linear(x, "head", 32, 10, gemm=True)], name="y")
     model = g.model([_value("x", [2, 12, 12, 16])], [_value(out, [2, 10])], opset=opset)
     _check(model, rng.standard_normal((2, 12, 12, 16)).astype("float32"), pattern="block:8x8", density=0.5)
+
+
+def test_channels_last_transposes_cancel_the_layout_conversion(rng):
+    """NHWC in and out around an NCHW Conv: after ConvertLayout, the model's transposes and the conversion's
+    cancel, so the compiled graph has none left; results still match onnxruntime."""
+    g = GraphBuilder(13)
+    x = g.conv(g.node("Transpose", ["x"], perm=[0, 3, 1, 2]), "conv", 16, 32, 3)
+    out = g.node("Transpose", [g.node("Relu", [x])], perm=[0, 2, 3, 1], name="y")
+    model = g.model([_value("x", [1, 10, 10, 16])], [_value(out, [1, 10, 10, 32])])
+    mod = tvm.transform.Sequential(prepare_passes())(load_model(model).mod)
+    permutes = []
+    relax.analysis.post_order_visit(mod["main"].body, lambda e: permutes.append(e) if isinstance(e, relax.Call) and e.op.same_as(tvm.ir.Op.get("relax.permute_dims")) else None)
+    assert not permutes
+    _check(model, rng.standard_normal((1, 10, 10, 16)).astype("float32"), pattern="block:8x8", density=0.5)
+
+
+def test_fold_transposes_composes_chains():
+    @tvm.script.ir_module
+    class Chain:
+        @R.function
+        def main(x: R.Tensor((2, 3, 4, 5), "float32")):
+            with R.dataflow():
+                a = R.permute_dims(x, [0, 3, 1, 2])
+                b = R.nn.relu(R.permute_dims(R.permute_dims(a, [0, 2, 3, 1]), [0, 1, 2, 3]))
+                c = R.permute_dims(R.permute_dims(b, [3, 2, 1, 0]), [1, 0, 2, 3])
+                R.output(c)
+            return c
+
+    folded = FoldTransposes()(Chain)
+    x = np.arange(120, dtype="float32").reshape(2, 3, 4, 5)
+    run = lambda mod: relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(run(folded), x.transpose(2, 3, 1, 0))
+    assert folded["main"].script().count("permute_dims") == 1
 
 
 @pytest.mark.parametrize("opset, fused_layer_norm", [(13, False), (17, True), (18, False)])

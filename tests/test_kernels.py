@@ -27,6 +27,8 @@ def _run(func, args):
         (5, 33, 17, (1, 1), 0.1, None),
         (9, 64, 40, (32, 32), 1.0, None),  # fully dense
         (24, 48, 64, (16, 1), 0.2, BSRKernelParams(3)),
+        (26, 48, 64, (16, 1), 0.2, BSRKernelParams(4, pack_in_tile=True)),  # rows packed per tile, with a tail
+        (26, 48, 64, (8, 8), 0.4, BSRKernelParams(4, weight_major=True)),
         (4, 32, 700, (16, 700), 1.0, None),  # the packed-dense form: one block per 16 rows
     ],
 )
@@ -86,7 +88,8 @@ def conv2d_nhwc_reference(x, w_ohwi, strides, padding, dilation, groups):
         ((1, 8, 8, 32), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1, (16, 4), 0.3),  # block-sparse weight
     ],
 )
-def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, strides, padding, dilation, groups, block, density):
+@pytest.mark.parametrize("pack_in_tile", [True, False])
+def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, strides, padding, dilation, groups, block, density, pack_in_tile):
     im2col = Im2Col(shape, kernel, strides, padding, dilation, groups)
     w = rng.standard_normal((out_channels, *kernel, shape[3] // groups)).astype("float32")
     matrix = im2col.weight_matrix(w)
@@ -99,7 +102,8 @@ def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, str
     n_pad = block[0] * (len(bsr.indptr) - 1)
     x = rng.standard_normal(shape).astype("float32")
     bias = rng.standard_normal(n_pad).astype("float32")
-    kernel_func = bsr_matmul_kernel(im2col.rows, bsr, im2col=im2col, relu=True)
+    params = BSRKernelParams(BSRKernelParams.default(block, im2col=True).rows_per_tile, pack_in_tile=pack_in_tile)
+    kernel_func = bsr_matmul_kernel(im2col.rows, bsr, params, im2col=im2col, relu=True)
     y = _run(kernel_func, [x, args.data, args.indices, args.indptr, bias, np.zeros((shape[0], *im2col.out_hw, n_pad), "float32")])
     y = y.reshape(im2col.rows, n_pad)
     expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, groups) + bias[:out_channels]

@@ -44,16 +44,21 @@ class BSRKernelParams:
     #: walk the parallel (row tile, block row) pairs block row first (a weight panel stays in cache)
     #: instead of row tile first (a packed input tile does)
     weight_major: bool = False
+    #: pack each row tile inside the parallel loop, just before its block rows use it, into a per-tile
+    #: scratch buffer (the packed input never makes a round trip to memory; ``weight_major`` is moot)
+    pack_in_tile: bool = False
 
     @staticmethod
     def default(block_shape: tuple[int, int], im2col: bool = False) -> BSRKernelParams:
         """Eight accumulator vectors of up to 16 lanes, the sweet spot measured on AVX-512; sixteen
         half-width ones for narrow blocks on im2col rows, where they also halve the packing overhead
-        (measured 1.5 vs 2.2 ms on a 28x28 3x3 256->256 convolution with 8x8 blocks at density 0.1)."""
+        (measured 1.5 vs 2.2 ms on a 28x28 3x3 256->256 convolution with 8x8 blocks at density 0.1).
+        Im2col rows are packed per tile (the same convolution at batch 8: 7.0 vs 15.6 ms, and 4-30%
+        faster on dense convolutions); matmul rows are packed first (per tile is faster on some shapes
+        and slower on others: a tuning knob)."""
         r, _ = block_shape
-        if im2col and r <= VECTOR_LANES // 2:
-            return BSRKernelParams(rows_per_tile=16)
-        return BSRKernelParams(rows_per_tile=8 if r <= VECTOR_LANES else max(1, 128 // r))
+        rows = 16 if im2col and r <= VECTOR_LANES // 2 else 8 if r <= VECTOR_LANES else max(1, 128 // r)
+        return BSRKernelParams(rows_per_tile=rows, pack_in_tile=im2col)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ def bsr_matmul_kernel(
     y_shape = (im2col.input_shape[0], *im2col.out_hw, n_pad) if im2col is not None else (m, n_pad)
 
     @T.macro
-    def row_tile(X_tiles, data, indices, indptr, B, Y, t, br, rows):
+    def row_tile(X_tiles, data, indices, indptr, B, Y, t, br, rows, xt):
         acc = T.decl_buffer((rows, r), "float32", scope="local")
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
@@ -178,7 +183,7 @@ def bsr_matmul_kernel(
             for cc in column_loop(c):
                 for mm in T.unroll(rows):
                     for lane in T.vectorized(r):
-                        acc[mm, lane] = acc[mm, lane] + X_tiles[t, k0 + cc, mm] * data[j, cc, lane]
+                        acc[mm, lane] = acc[mm, lane] + X_tiles[xt, k0 + cc, mm] * data[j, cc, lane]
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
                 Y[t * mt + mm, br * r + lane] = T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]
@@ -187,11 +192,10 @@ def bsr_matmul_kernel(
         x_shape = (m, k_pad)
 
         @T.macro
-        def pack_rows(X, X_tiles):
-            for t in T.parallel(row_tiles):
-                for kk in range(k_pad):
-                    for mm in T.unroll(mt):
-                        X_tiles[t, kk, mm] = X[T.min(t * mt + mm, m - 1), kk]
+        def pack_tile(X, X_tiles, t, xt):
+            for kk in range(k_pad):
+                for mm in T.unroll(mt):
+                    X_tiles[xt, kk, mm] = X[T.min(t * mt + mm, m - 1), kk]
 
     else:
         x_shape = im2col.input_shape
@@ -226,18 +230,17 @@ def bsr_matmul_kernel(
             return T.min(T.max(input_w(row, kw), 0), width - 1)
 
         @T.macro
-        def pack_rows(X, X_tiles):
-            for t in T.parallel(row_tiles):
-                for g, kh, kw in T.grid(groups, kernel_h, kernel_w):
-                    for ci in range(group_channels):
-                        for mm in T.unroll(mt):
-                            X_tiles[t, ((g * kernel_h + kh) * kernel_w + kw) * group_channels + ci, mm] = T.if_then_else(
-                                inside(t * mt + mm, kh, kw),
-                                X[image(t * mt + mm), clamp_h(t * mt + mm, kh), clamp_w(t * mt + mm, kw), g * group_channels + ci],
-                                T.float32(0),
-                            )
-                for kk, mm in T.grid(k_pad - k, mt):
-                    X_tiles[t, k + kk, mm] = T.float32(0)
+        def pack_tile(X, X_tiles, t, xt):
+            for g, kh, kw in T.grid(groups, kernel_h, kernel_w):
+                for ci in range(group_channels):
+                    for mm in T.unroll(mt):
+                        X_tiles[xt, ((g * kernel_h + kh) * kernel_w + kw) * group_channels + ci, mm] = T.if_then_else(
+                            inside(t * mt + mm, kh, kw),
+                            X[image(t * mt + mm), clamp_h(t * mt + mm, kh), clamp_w(t * mt + mm, kw), g * group_channels + ci],
+                            T.float32(0),
+                        )
+            for kk, mm in T.grid(k_pad - k, mt):
+                X_tiles[xt, k + kk, mm] = T.float32(0)
 
     @T.prim_func
     def kernel(
@@ -250,15 +253,28 @@ def bsr_matmul_kernel(
     ):
         T.func_attr({"tirx.noalias": True})
         Y = T.decl_buffer((m, n_pad), "float32", data=Y_out.data)
-        X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
-        pack_rows(X, X_tiles)
-        for w in T.parallel(full_tiles * block_rows):
-            if params.weight_major:
-                row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles, w // full_tiles, mt)
-            else:
-                row_tile(X_tiles, data, indices, indptr, B, Y, w // block_rows, w % block_rows, mt)
-        if tail > 0:
-            for br in T.parallel(block_rows):
-                row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles, br, tail)
+        if params.pack_in_tile:
+            for t in T.parallel(full_tiles):
+                X_tile = T.alloc_buffer((1, k_pad, mt), "float32")
+                pack_tile(X, X_tile, t, 0)
+                for br in range(block_rows):
+                    row_tile(X_tile, data, indices, indptr, B, Y, t, br, mt, 0)
+            if tail > 0:
+                X_last = T.alloc_buffer((1, k_pad, mt), "float32")
+                pack_tile(X, X_last, full_tiles, 0)
+                for br in T.parallel(block_rows):
+                    row_tile(X_last, data, indices, indptr, B, Y, full_tiles, br, tail, 0)
+        else:
+            X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
+            for t in T.parallel(row_tiles):
+                pack_tile(X, X_tiles, t, t)
+            for w in T.parallel(full_tiles * block_rows):
+                if params.weight_major:
+                    row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles, w // full_tiles, mt, w % full_tiles)
+                else:
+                    row_tile(X_tiles, data, indices, indptr, B, Y, w // block_rows, w % block_rows, mt, w // block_rows)
+            if tail > 0:
+                for br in T.parallel(block_rows):
+                    row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles, br, tail, full_tiles)
 
     return kernel.with_attr("global_symbol", name)

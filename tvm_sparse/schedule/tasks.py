@@ -134,11 +134,12 @@ class BlockMatmulTask:
         return _workload(self.m, self.key["k"], self.key["n"], self.key)
 
     def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
-        return [_sample_knobs(sch, {"rows_per_tile": ROWS_PER_TILE_CHOICES, "weight_major": (0, 1)})]
+        return [_sample_knobs(sch, {"rows_per_tile": ROWS_PER_TILE_CHOICES, "weight_major": (0, 1), "pack_in_tile": (0, 1)})]
 
     def decode(self, sch: s_tir.Schedule) -> BSRKernelParams:
         knobs = _knobs(sch)
-        return BSRKernelParams(knobs["rows_per_tile"], bool(knobs["weight_major"]))
+        pack_in_tile = bool(knobs["pack_in_tile"])  # packing per tile has one walk order: weight_major is moot
+        return BSRKernelParams(knobs["rows_per_tile"], bool(knobs["weight_major"]) and not pack_in_tile, pack_in_tile)
 
     def default(self) -> BSRKernelParams:
         return BSRKernelParams.default(self.weight.block_shape, im2col=self.im2col is not None)
@@ -150,7 +151,7 @@ class BlockMatmulTask:
         r, c = self.weight.block_shape
         tiles = -(-self.m // params.rows_per_tile)
         block_rows = len(self.weight.indptr) - 1
-        return [params.rows_per_tile, params.weight_major, params.rows_per_tile * -(-r // 16), tiles, tiles * block_rows,
+        return [params.rows_per_tile, params.weight_major, params.pack_in_tile, params.rows_per_tile * -(-r // 16), tiles, tiles * block_rows,
                 self.m % params.rows_per_tile, r, c, self.weight.block_density, self.m, *self.weight.shape]
 
     def kernel(self, params: BSRKernelParams) -> tvm.tirx.PrimFunc:
