@@ -4,9 +4,15 @@ For one GEMM layer and one convolution (as its im2col GEMM), every valid
 point of the device design space (tile sizes that divide the layer, both loop
 orders, single/double buffering; tilings that do not fit the buffers are
 rejected) is simulated to find the optimum. Then MetaSchedule searches the
-same space with a budget of 15% of its size, with the XGBoost cost model and
-with random replay, over several seeds, and the script prints how many
-trials each needed to come within 5% of the optimum.
+same space with a budget of 15% of its size, over several seeds, and the
+script prints how many trials each search needed to come within 5% of the
+optimum:
+
+* ``xgb``: the XGBoost cost model, trained from scratch on this layer alone;
+* ``xgb+transfer``: the same search, with the cost model first trained by
+  tuning two other layers (as ``tvm_sparse.tune`` shares one model across a
+  model's layers); only the trials on this layer count;
+* ``random``: random replay of the design space.
 
 The simulator is deterministic, so measurements are memoised across the
 searches (the exhaustive pass measured every point already).
@@ -28,7 +34,7 @@ import tvm_sparse
 from tvm_sparse.accel import load_device
 from tvm_sparse.accel.gemm_program import Tiling
 from tvm_sparse.schedule.tasks import DeviceGemmTask
-from tvm_sparse.tune.search import search
+from tvm_sparse.tune.search import SharedCostModel, search
 
 
 class MemoisedTask(DeviceGemmTask):
@@ -79,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=0.15, help="trials as a fraction of the space size")
+    parser.add_argument("--transfer-trials", type=int, default=24, help="trials on each of the other layers before the transferred search")
     parser.add_argument("--round", type=int, default=4, help="candidates measured per search round (the cost model retrains between rounds)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -86,6 +93,11 @@ def main() -> None:
     layers = [
         layer("GEMM (BERT-style projection, 30% of 16x16 blocks)", 64, 512, 256, "block", 0.3, rng),
         layer("conv 3x3 32->32 on 14x14 (im2col GEMM)", 196, 288, 32, "dense", 1.0, rng),
+    ]
+    # the layers the transferred cost model learns on first (other shapes, other modes)
+    others = [
+        layer("transfer: GEMM 128x256x512, 50% of 16x16 blocks", 128, 256, 512, "block", 0.5, rng),
+        layer("transfer: conv 3x3 16->64 on 28x28 (im2col GEMM)", 784, 144, 64, "dense", 1.0, rng),
     ]
     for task in layers:
         start = time.perf_counter()
@@ -102,23 +114,29 @@ def main() -> None:
         print(f"  budget {budget} trials ({args.budget:.0%} of the space); goal: within 5% of the optimum ({goal * 1e6:.2f} us), "
               f"which {near} tilings ({near / len(points):.1%}) reach", flush=True)
         summary = {}
-        for strategy in ("xgb", "random"):
+        for strategy in ("xgb", "xgb+transfer", "random"):
             reached = []
             for seed in range(args.seeds):
+                shared = None
+                if strategy == "xgb+transfer":
+                    shared = SharedCostModel(args.round)
+                    for other in others:
+                        with tempfile.TemporaryDirectory() as work:
+                            search(other, target, ms.database.MemoryDatabase(), args.transfer_trials, work, seed=seed, trials_per_round=args.round, shared=shared)
                 with tempfile.TemporaryDirectory() as work:
-                    stats = search(task, target, ms.database.MemoryDatabase(), budget, work, strategy=strategy, seed=seed, trials_per_round=args.round)
+                    stats = search(task, target, ms.database.MemoryDatabase(), budget, work, strategy=strategy.split("+")[0], seed=seed,
+                                   trials_per_round=args.round, shared=shared)
                 hit = trials_to_reach(stats.history, goal)
                 reached.append(hit)
                 best_found = min(stats.history) if stats.history else float("inf")
-                print(f"    {strategy:6s} seed {seed}: best {best_found / costs[best]:.3f}x the optimum, within 5% after {hit if hit else 'never'} trials", flush=True)
+                print(f"    {strategy:12s} seed {seed}: best {best_found / costs[best]:.3f}x the optimum, within 5% after {hit if hit else 'never'} trials", flush=True)
             summary[strategy] = reached
+        means = {strategy: np.mean([h or budget for h in reached]) for strategy, reached in summary.items()}
         for strategy, reached in summary.items():
-            hits = [h for h in reached if h is not None]
-            mean = np.mean([h if h is not None else budget for h in reached])
-            print(f"  {strategy:6s}: reached the goal in {len(hits)}/{len(reached)} seeds, mean trials {mean:.1f} (misses count as the budget)")
-        xgb_mean = np.mean([h or budget for h in summary["xgb"]])
-        random_mean = np.mean([h or budget for h in summary["random"]])
-        print(f"  xgb needs {random_mean / xgb_mean:.2f}x fewer trials than random on average")
+            hits = sum(h is not None for h in reached)
+            print(f"  {strategy:12s}: reached the goal in {hits}/{len(reached)} seeds, mean trials {means[strategy]:.1f} (misses count as the budget)")
+        for strategy in ("xgb", "xgb+transfer"):
+            print(f"  {strategy} needs {means['random'] / means[strategy]:.2f}x fewer trials than random on average")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from tvm_sparse.target import host_target
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import TunedSchedules, extract_tasks, tune
 from tvm_sparse.tune.database import META_FILE, open_database
-from tvm_sparse.tune.search import recorded_trials, search
+from tvm_sparse.tune.search import SharedCostModel, recorded_trials, search
 
 DEVICE = load_device("sparse-accel")
 
@@ -122,6 +122,22 @@ def test_simulator_runner_reports_the_simulators_cycles(tmp_path, rng):
     assert stats.measured + stats.failed == 4 and stats.wrong == 0
     assert all(task.check(t) is None for t in [stats.best])
     assert stats.best_seconds == task.measure(stats.best)
+
+
+def test_one_cost_model_learns_across_device_tasks(tmp_path, rng):
+    """A shared cost model keeps each task's measurements as its own group and predicts for a new task
+    from the first round (no random warm-up), on features that do not depend on the layer's size."""
+    target = tvm_sparse.accel.target("sparse-accel")
+    shared = SharedCostModel(trials_per_round=4)
+    first = DeviceGemmTask(64, rng.integers(-128, 128, size=(128, 64)).astype(np.int8), "dense", DEVICE)
+    second = DeviceGemmTask(32, rng.integers(-128, 128, size=(256, 32)).astype(np.int8), "dense", DEVICE)
+    search(first, target, ms.database.MemoryDatabase(), 8, str(tmp_path), trials_per_round=4, shared=shared)
+    assert shared.model.data_size >= 4 and shared.model.booster is not None
+    search(second, target, ms.database.MemoryDatabase(), 4, str(tmp_path), trials_per_round=4, shared=shared)
+    assert len(shared.model.data) == 2  # one normalisation group per task
+    # the same tiling, relative to a layer twice as large in every dimension, gives the same tile fractions
+    small, large = DeviceGemmTask(64, np.ones((128, 64), np.int8), "dense", DEVICE), DeviceGemmTask(128, np.ones((256, 128), np.int8), "dense", DEVICE)
+    assert small.features(Tiling(32, 64, 32))[:5] == large.features(Tiling(64, 128, 64))[:5]
 
 
 def test_device_fit_check_rejects_tiles_before_measurement():

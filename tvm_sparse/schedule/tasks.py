@@ -298,16 +298,21 @@ class DeviceGemmTask:
         return Tiling(tm, tk, tn, bool(knobs["double_buffer"]), bool(knobs["rows_outer"]))
 
     def features(self, tiling: Tiling) -> list[float]:
-        """The knobs, the tile counts and buffer occupancy they imply, and the roofline estimate."""
+        """Scale-free features, so that a cost model trained on other layers transfers: the knobs, the tile as
+        fractions of the layer, buffer occupancy, and the roofline estimate against the layer's ideal (PE
+        cycles on the stored weights, DRAM bytes moving each operand once) and the tile count per ideal cycle."""
         k, n = self.weight.shape
         tile = tiling.fitted(self.rows, k, n)
         halves = 2 if tile.double_buffer else 1
         bufs = self.device.buffers
         estimate = estimate_cost(self.rows, k, n, self.stored_bytes, tile, self.device)
-        cycles, traffic = estimate if estimate is not None else (0.0, 0)
-        return [tile.rows, tile.reduction, tile.cols, tile.double_buffer, tile.rows_outer, self.rows // tile.rows, k // tile.reduction,
-                n // tile.cols, halves * tile.rows * tile.reduction / bufs.input_bytes, halves * tile.reduction * tile.cols / bufs.weight_bytes,
-                halves * tile.rows * tile.cols * 4 / bufs.accumulator_bytes, np.log2(max(cycles, 1)), np.log2(max(traffic, 1))]
+        cycles, traffic = estimate if estimate is not None else (float("inf"), float("inf"))
+        ideal_cycles = max(1.0, self.rows * self.stored_bytes / self.device.pe_array.macs_per_cycle)
+        ideal_traffic = self.rows * k + self.stored_bytes + self.rows * n
+        tiles = -(-self.rows // tile.rows) * -(-k // tile.reduction) * -(-n // tile.cols)
+        return [tile.double_buffer, tile.rows_outer, tile.rows / self.rows, tile.reduction / k, tile.cols / n,
+                halves * tile.rows * tile.reduction / bufs.input_bytes, halves * tile.reduction * tile.cols / bufs.weight_bytes,
+                halves * tile.rows * tile.cols * 4 / bufs.accumulator_bytes, ideal_cycles / cycles, ideal_traffic / traffic, tiles / ideal_cycles]
 
     def check(self, tiling: Tiling) -> str | None:
         """Why the device cannot run ``tiling`` (None if it can): rejected before measurement."""

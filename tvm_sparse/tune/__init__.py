@@ -3,7 +3,8 @@
 ``tune(model, target, trials, work_dir)`` compiles the model once to find its
 kernels (the tasks: :mod:`tvm_sparse.schedule.tasks`), then searches each
 task's design space with MetaSchedule's evolutionary search and XGBoost cost
-model, measuring candidates on the host (wall time) or on the simulator
+model (one model for the run, so what it learns on one task guides the
+next), measuring candidates on the host (wall time) or on the simulator
 (cycles over the clock). Records go to a MetaSchedule JSON database in
 ``work_dir``; ``tvm_sparse.build(..., tuning_db=work_dir)`` uses them.
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ..schedule.choice import schedules_from
 from .database import DatabaseError, TunedSchedules, open_database
-from .search import SearchStats, best_recorded, record_default, recorded_trials, search
+from .search import SearchStats, SharedCostModel, best_recorded, record_default, recorded_trials, search
 
 __all__ = ["DatabaseError", "TaskResult", "TunedSchedules", "extract_tasks", "tune"]
 
@@ -112,6 +113,7 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
     database = open_database(work_dir, create=True)
     tasks = extract_tasks(model, tgt, calibration) if tasks is None else tasks
     bar = _Progress(len(tasks)) if progress else None
+    shared = SharedCostModel() if strategy == "xgb" else None  # one cost model learns across the tasks
     results = []
     for index, task in enumerate(tasks):
         recorded = recorded_trials(database, task)
@@ -123,7 +125,7 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
         if left > 0:
             if bar:
                 bar.start(index, task.describe(), left, best_recorded(database, task))
-            result.stats = search(task, tgt, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None)
+            result.stats = search(task, tgt, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None, shared=shared)
         result.best_seconds = best_recorded(database, task)
         if bar:
             if result.stats is None:

@@ -34,7 +34,7 @@ from tvm.s_tir.meta_schedule import _ffi_api as ms_ffi
 from tvm.s_tir.meta_schedule.logging import get_logging_func
 
 from ..accel.isa import ProgramError
-from ..schedule.tasks import DeviceGemmTask, WrongResult
+from ..schedule.tasks import TASK_ATTR, DeviceGemmTask, WrongResult
 
 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
@@ -132,18 +132,35 @@ def _make_fit_check(task: DeviceGemmTask):
     return FitsTheDevice()
 
 
-def _make_knob_features(task):
+def _make_knob_features(tasks: dict):
     @derived_object
     class KnobFeatures(ms.feature_extractor.PyFeatureExtractor):
-        """Features of a candidate: its knobs and what they imply (``task.features``)."""
+        """Features of a candidate: its knobs and what they imply (``task.features`` of the context's task)."""
 
         def extract_from(self, context, candidates):
+            task = tasks[str(context.mod["main"].attrs[TASK_ATTR])]
             return [
                 tvm.runtime.tensor(np.array([task.features(task.decode(c.sch))], dtype="float32"))
                 for c in candidates
             ]
 
     return KnobFeatures()
+
+
+class SharedCostModel:
+    """MetaSchedule's XGBoost cost model over the tasks' own features, shared by the searches of several
+    tasks: what it learns on one layer carries to the next (the device features are scale-free), as
+    MetaSchedule shares one model across the tasks of a tuning run."""
+
+    def __init__(self, trials_per_round: int = 8):
+        self.tasks: dict = {}  # task key (the workload's TASK_ATTR) -> task
+        self.model = ms.cost_model.XGBModel(
+            extractor=_make_knob_features(self.tasks), num_warmup_samples=trials_per_round, verbose_eval=1 << 30,
+            adaptive_training=False, num_tuning_cores=1,
+        )
+
+    def register(self, task) -> None:
+        self.tasks[str(task.workload().attrs[TASK_ATTR])] = task
 
 
 def _space(task):
@@ -207,18 +224,23 @@ def search(
     seed: int = 0,
     trials_per_round: int = 8,
     on_result: Callable[[SearchStats], None] | None = None,
+    shared: SharedCostModel | None = None,
 ) -> SearchStats:
     """Measure up to ``trials`` candidates of ``task`` and commit them to ``database``.
 
     ``strategy`` is ``"xgb"`` (MetaSchedule's evolutionary search guided by
-    its XGBoost cost model) or ``"random"`` (random replay of the design
-    space, the baseline). ``on_result`` is called after each measurement.
+    its XGBoost cost model; ``shared``: a model already trained on other
+    tasks, which this search goes on training) or ``"random"`` (random replay
+    of the design space, the baseline). ``on_result`` is called after each
+    measurement.
     """
     stats = SearchStats()
     artifacts: dict = {}
     if strategy == "xgb":
         search_strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32, genetic_num_iters=2)
-        cost_model = ms.cost_model.XGBModel(extractor=_make_knob_features(task), num_warmup_samples=trials_per_round, verbose_eval=1 << 30, adaptive_training=False, num_tuning_cores=1)
+        shared = shared or SharedCostModel(trials_per_round)
+        shared.register(task)
+        cost_model = shared.model
     elif strategy == "random":
         search_strategy, cost_model = ms.search_strategy.ReplayTrace(), ms.cost_model.RandomModel()
     else:
