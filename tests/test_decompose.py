@@ -169,7 +169,7 @@ def test_basis_first_order_computes_the_same_convolution(rng, stride):
     x = rng.standard_normal((1, 8, 8, 6)).astype("float32")
     combined = x @ maps_major(combine, 3).matrix().T  # combine-first: maps j * O + o
     expected = basis_conv_float(combined, basis.weight.transpose(0, 3, 1, 2), stride, 1)
-    got = expand_float(x, found_kernels, stride, 1) @ basis_first(combine, basis, (found_kernels, found_scales)).T
+    got = expand_float(x, found_kernels, stride, 1) @ basis_first(combine, basis, found_scales).T
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 

@@ -95,11 +95,12 @@ def basis_first_pays(combine: ConvLayer, basis: ConvLayer) -> bool:
     return basis_first < combine_first
 
 
-def basis_first(combine: ConvLayer, basis: ConvLayer, kernels_and_scales) -> np.ndarray:
+def basis_first(combine: ConvLayer, basis: ConvLayer, scales: np.ndarray) -> np.ndarray:
     """The coefficients of the basis-first order, ``[O, r * C]``: column ``j * C + c`` multiplies input
-    channel ``c`` convolved with basis kernel ``j``; each output channel's basis scale is folded in."""
-    kernels, scales = kernels_and_scales
-    r, o, c = kernels.shape[0], basis.out_channels, combine.x_shape[3]
+    channel ``c`` convolved with basis kernel ``j``; each output channel's basis scale (``scales``, from
+    :func:`shared_basis`) is folded in."""
+    o, _, _, r = basis.weight.shape
+    c = combine.x_shape[3]
     maps = maps_major(combine, r).matrix()  # [r * O, C], row j * O + o
     return np.ascontiguousarray((maps.reshape(r, o, c).transpose(1, 0, 2).reshape(o, r * c) * scales[:, None]).astype(combine.weight.dtype))
 

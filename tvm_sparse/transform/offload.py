@@ -204,9 +204,7 @@ class OffloadToAccel:
         return emit
 
     def _device_emitter(self, layer: Layer, index: int, placement: Placement):
-        stats = self.calibration.get(index)
-        if stats is None:
-            raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
+        stats = self._stats(layer, index)
         weight = layer.matrix()
         quant, w_kn, mode, table = self._quantize_and_encode(weight, layer.bias, stats)
         self.quantized[layer.name] = quant
@@ -257,7 +255,7 @@ class OffloadToAccel:
     def _basis_emitter(self, pair: EnginePair, index: int, placement: Placement):
         """A decomposed layer's basis convolution (combine-first) on the device's engine."""
         layer = pair.basis
-        quant = self._engine_quantization(layer, index)
+        quant = self._engine_quantization(layer, index, layer.matrix(), layer.bias)
         placement.mode = "basis"
         o, k, _, rank = layer.weight.shape
         n, h, w, maps = layer.x_shape
@@ -267,7 +265,7 @@ class OffloadToAccel:
         x_addr = b.reserve(n * h * w * maps)
         out_addr = b.reserve(int(np.prod(layer.out_shape)))
         # Per-channel scaling (e.g. a folded BatchNorm) lives in the weight scales; a sign in the multiplier.
-        signs = np.where((quant.weight.astype(np.int64) @ quant.weight[0].astype(np.int64)) < 0, -1, 1)
+        signs = np.where(pair.scales < 0, -1, 1)
         if not np.array_equal(quant.weight, signs[:, None] * quant.weight[:1]):
             raise ValueError(f"layer {layer.name}: the quantized basis differs between channels")
         basis_q = quant.weight[0].reshape(k, k, rank).transpose(2, 0, 1)
@@ -285,7 +283,7 @@ class OffloadToAccel:
         each basis kernel, requantized per kernel."""
         layer = pair.combine
         rank, k, _ = pair.kernels.shape
-        quant = self._engine_quantization(layer, index, pair.kernels.reshape(rank, k * k))
+        quant = self._engine_quantization(layer, index, pair.kernels.reshape(rank, k * k), None)
         placement.mode = "basis-first"
         n, h, w, c = layer.x_shape
         g = BasisGeometry(n, h, w, c, rank, k, pair.basis.strides[0], pair.basis.padding[0])
@@ -302,14 +300,18 @@ class OffloadToAccel:
         )
         return _run_on_device(layer, encode_layer(header, b.build()), pair.maps_shape)
 
-    def _engine_quantization(self, layer: Layer, index: int, weight: np.ndarray | None = None) -> QuantizedLayer:
+    def _engine_quantization(self, layer: Layer, index: int, weight: np.ndarray, bias: np.ndarray | None) -> QuantizedLayer:
+        """Per-channel quantization of a basis-engine step's ``weight`` (one row per output channel)."""
+        stats = self._stats(layer, index)
+        quant = QuantizedLayer.from_float(weight, bias, stats["input_absmax"], stats["output_absmax"])
+        self.quantized[layer.name] = quant
+        return quant
+
+    def _stats(self, layer: Layer, index: int) -> dict:
         stats = self.calibration.get(index)
         if stats is None:
             raise ValueError(f"no calibration statistics for layer {layer.name} (index {index})")
-        bias = None if weight is not None else layer.bias
-        quant = QuantizedLayer.from_float(layer.matrix() if weight is None else weight, bias, stats["input_absmax"], stats["output_absmax"])
-        self.quantized[layer.name] = quant
-        return quant
+        return stats
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,7 @@ class EnginePair:
         basis-first maps with the basis scales folded in (bias, ReLU and output of the basis layer)."""
         if not self.basis_first:
             return maps_major(self.combine, self.kernels.shape[0])
-        coefficients = basis_first(self.combine, self.basis, (self.kernels, self.scales))
+        coefficients = basis_first(self.combine, self.basis, self.scales)
         o, maps = coefficients.shape
         return dataclasses.replace(
             self.basis, weight=coefficients.reshape(o, 1, 1, maps), x_shape=self.maps_shape,

@@ -12,9 +12,10 @@ it lacks for kernels it cannot schedule itself:
   before they are measured;
 * a feature extractor over each task's knobs and what they imply (CPU:
   accumulator registers, parallel work items, tail rows of the generated
-  kernel, whose loops MetaSchedule never sees; device: tile counts, buffer
-  occupancy, the roofline estimate of cycles and traffic), for the XGBoost
-  cost model. (MetaSchedule's per-store features of the tiled device TIR
+  kernel, whose loops MetaSchedule never sees; device: the tile as fractions
+  of the layer, buffer occupancy, the roofline estimate of cycles and traffic
+  against the layer's ideal), for the XGBoost cost model (one model can serve
+  several tasks: :class:`SharedCostModel`). (MetaSchedule's per-store features of the tiled device TIR
   cannot see double buffering, an annotation, nor the buffer sizes.)
 """
 
