@@ -33,12 +33,18 @@ _RELU = tvm.ir.Op.get("relax.nn.relu")
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 
 
-def weight_key(weight: np.ndarray) -> str:
-    """A content hash identifying a weight independently of its orientation."""
+def weight_key(weight: np.ndarray, occurrence: int = 0) -> str:
+    """A content hash identifying a layer's weight as the layer multiplies it.
+
+    A weight shared by several layers (tied embeddings) gets one key per use:
+    ``occurrence`` counts the earlier layers, in program order, that use the same
+    values in the same orientation.
+    """
     canon = np.ascontiguousarray(weight)
     digest = hashlib.sha1(canon.tobytes())
     digest.update(str((canon.shape, canon.dtype.str)).encode())
-    return digest.hexdigest()[:20]
+    key = digest.hexdigest()[:20]
+    return key if occurrence == 0 else f"{key}#{occurrence}"
 
 
 @dataclass
@@ -143,6 +149,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
     uses = use_counts(func)
     layers: list[Layer] = []
     convs = 0  # convolutions found so far (names by position when weights changed)
+    seen: dict = {}  # weight key -> layers found so far that use it
     by_output: dict = {}  # the var holding a layer's result so far -> the layer
     for binding in bindings(func):
         if not isinstance(binding, relax.VarBinding):
@@ -151,7 +158,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
         bound[var] = value
         if not isinstance(value, tvm.ir.Call):
             continue
-        layer = _layer_of(var, value, bound, names, len(layers), convs)
+        layer = _layer_of(var, value, bound, names, len(layers), convs, seen)
         if layer is not None:
             layers.append(layer)
             convs += isinstance(layer, ConvLayer)
@@ -175,20 +182,28 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
     return layers
 
 
-def _layer_of(var, call, bound, names, index, conv_index) -> Layer | None:
+def _name(names: dict, seen: dict, weight: np.ndarray) -> str | None:
+    """The model's name for the next layer using ``weight`` (as its ``(out, in)`` / OIHW array)."""
+    key = weight_key(weight)
+    occurrence = seen.get(key, 0)
+    seen[key] = occurrence + 1
+    return names.get(weight_key(weight, occurrence)) or names.get(key)
+
+
+def _layer_of(var, call, bound, names, index, conv_index, seen) -> Layer | None:
     if call.op.same_as(_MATMUL):
         weight = _matmul_weight(call.args[1], bound)
         if weight is None:
             return None
         x = call.args[0]
-        return LinearLayer(names.get(weight_key(weight), f"matmul_{index}"), var, x, static_shape(x), weight)
+        return LinearLayer(_name(names, seen, weight) or f"matmul_{index}", var, x, static_shape(x), weight)
     if call.op.same_as(_CONV2D):
         attrs = call.attrs
         weight = _const_array(call.args[1])
         if weight is None or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
             return None
         x = call.args[0]
-        name = names.get(weight_key(weight.transpose(0, 3, 1, 2))) or names.get(f"{CONV_ORDER_PREFIX}{conv_index}", f"conv2d_{index}")
+        name = _name(names, seen, weight.transpose(0, 3, 1, 2)) or names.get(f"{CONV_ORDER_PREFIX}{conv_index}", f"conv2d_{index}")
         return ConvLayer(
             name, var, x, static_shape(x), weight,
             strides=tuple(int(v) for v in attrs.strides),
