@@ -135,3 +135,81 @@ def test_depthwise_conv_matches_numpy(rng, shape, kernel, strides, padding, dila
     y = _run(depthwise_conv_kernel(im2col, relu=True), [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), bias, out])
     expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, channels) + bias
     np.testing.assert_allclose(y, np.maximum(expected, 0), rtol=1e-4, atol=1e-4)
+
+
+def _sym(name):
+    return tvm.tirx.Var(name, "int64")
+
+
+@pytest.mark.parametrize(
+    "block, params",
+    [
+        ((16, 1), BSRKernelParams(8)),
+        ((8, 8), BSRKernelParams(8, weight_major=True)),
+        ((16, 1), BSRKernelParams(6, pack_in_tile=True)),  # a tile that is not a power of two
+        ((16, 40), BSRKernelParams(16)),  # packed dense
+    ],
+)
+def test_bsr_kernel_with_symbolic_rows_runs_at_every_size(rng, block, params):
+    """One kernel for a symbolic row count: every tail length (0 to MT-1) and a single row."""
+    n, k = 48, 40
+    w = block_sparse(rng, (n, k), block, 0.4)
+    bsr = BSRMatrix.from_dense(w, block)
+    args = BSRKernelArgs.from_bsr(bsr)
+    r, c = block
+    n_pad, k_pad = r * (len(bsr.indptr) - 1), -(-k // c) * c
+    lib = tvm.compile(bsr_matmul_kernel(_sym("m"), bsr, params, relu=True), target=host_target())
+    bias = rng.standard_normal(n_pad).astype("float32")
+    for m in [1, 2, 3, params.rows_per_tile, 2 * params.rows_per_tile - 1, 3 * params.rows_per_tile + 5, 37]:
+        x = np.zeros((m, k_pad), "float32")
+        x[:, :k] = rng.standard_normal((m, k))
+        y = tvm.runtime.tensor(np.full((m, n_pad), np.nan, "float32"))
+        lib["bsr_matmul"](*[tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, bias)], y)
+        expected = np.maximum(x[:, :k] @ w.T + bias[:n], 0)
+        np.testing.assert_allclose(y.numpy()[:, :n], expected, rtol=1e-4, atol=1e-4, err_msg=f"m={m}")
+
+
+@pytest.mark.parametrize("pack_in_tile", [True, False])
+def test_conv_with_symbolic_batch_and_image_size(rng, pack_in_tile):
+    """An im2col convolution over an ``[N, H, W, C]`` image with ``N``, ``H``, ``W`` symbolic."""
+    batch, height, width = _sym("n"), _sym("h"), _sym("w")
+    kernel, strides, padding = (3, 3), (2, 2), (1, 1)
+    im2col = Im2Col((batch, height, width, 8), kernel, strides, padding)
+    w = rng.standard_normal((24, *kernel, 8)).astype("float32")
+    bsr = BSRMatrix.from_dense(im2col.weight_matrix(w), (16, 72))
+    args = BSRKernelArgs.from_bsr(bsr)
+    params = BSRKernelParams(16, pack_in_tile=pack_in_tile)
+    lib = tvm.compile(bsr_matmul_kernel(im2col.rows, bsr, params, im2col=im2col), target=host_target())
+    bias = np.zeros(32, "float32")
+    for shape in [(1, 9, 9, 8), (3, 6, 11, 8), (2, 1, 1, 8)]:
+        x = rng.standard_normal(shape).astype("float32")
+        oh, ow = ((shape[1] + 1) // 2, (shape[2] + 1) // 2)
+        y = tvm.runtime.tensor(np.zeros((shape[0], oh, ow, 32), "float32"))
+        lib["bsr_matmul"](*[tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, bias)], y)
+        expected = conv2d_nhwc_reference(x, w, strides, padding, (1, 1), 1)
+        np.testing.assert_allclose(y.numpy()[..., :24], expected, rtol=1e-4, atol=1e-4, err_msg=str(shape))
+
+
+def test_batch_matmul_and_depthwise_with_symbolic_sizes(rng):
+    """Attention's two matmuls over a symbolic sequence length, and a depthwise convolution over a
+    symbolic image: one kernel each, run at several sizes."""
+    heads, seq = _sym("bh"), _sym("s")
+    scores = tvm.compile(batch_matmul_kernel(heads, seq, seq, 16, True), target=host_target())
+    context = tvm.compile(batch_matmul_kernel(heads, seq, 16, seq, False), target=host_target())
+    for b, s in [(1, 1), (3, 7), (2, 19)]:
+        q, kt, v = (rng.standard_normal((b, s, 16)).astype("float32") for _ in range(3))
+        y = tvm.runtime.tensor(np.zeros((b, s, s), "float32"))
+        scores["batch_matmul"](tvm.runtime.tensor(q), tvm.runtime.tensor(kt), y)
+        np.testing.assert_allclose(y.numpy(), q @ kt.transpose(0, 2, 1), rtol=1e-4, atol=1e-4)
+        out = tvm.runtime.tensor(np.zeros((b, s, 16), "float32"))
+        context["batch_matmul"](y, tvm.runtime.tensor(v), out)
+        np.testing.assert_allclose(out.numpy(), y.numpy() @ v, rtol=1e-4, atol=1e-4)
+    im2col = Im2Col((_sym("n"), _sym("h"), _sym("w"), 20), (3, 3), (2, 2), (1, 1), groups=20)
+    depthwise = tvm.compile(depthwise_conv_kernel(im2col), target=host_target())
+    w = rng.standard_normal((20, 3, 3, 1)).astype("float32")
+    for shape in [(1, 5, 5, 20), (2, 8, 3, 20)]:
+        x = rng.standard_normal(shape).astype("float32")
+        out = tvm.runtime.tensor(np.zeros((shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, 20), "float32"))
+        args = [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), np.zeros(20, "float32")]
+        depthwise["depthwise_conv2d"](*[tvm.runtime.tensor(a) for a in args], out)
+        np.testing.assert_allclose(out.numpy(), conv2d_nhwc_reference(x, w, (2, 2), (1, 1), (1, 1), 20), rtol=1e-4, atol=1e-4)

@@ -54,6 +54,21 @@ def test_nm_kernel_matches_numpy(rng, m, n, k, pattern):
 
 
 @needs_avx512
+def test_nm_kernel_with_symbolic_rows_runs_at_every_size(rng):
+    n, k = 40, 64
+    w = prune_weight(rng.standard_normal((n, k)).astype("float32"), "nm:2:4")
+    nm = NMMatrix.from_dense(w, 2, 4)
+    args = NMKernelArgs.from_nm(nm)
+    lib = tvm.compile(nm_matmul_kernel(tvm.tirx.Var("m", "int64"), nm, rows_per_tile=8), target=host_target())
+    bias = rng.standard_normal(48).astype("float32")
+    for m in (1, 7, 8, 13, 31):
+        x = rng.standard_normal((m, k)).astype("float32")
+        y = tvm.runtime.tensor(np.full((m, 48), np.nan, "float32"))
+        lib["nm_matmul"](*[tvm.runtime.tensor(a) for a in (x, args.positions, args.values, bias)], y)
+        np.testing.assert_allclose(y.numpy()[:, :n], x @ w.T + bias[:n], rtol=1e-4, atol=1e-4, err_msg=f"m={m}")
+
+
+@needs_avx512
 @pytest.mark.parametrize("gemm, x_shape", [(True, (8, 64)), (False, (2, 5, 64))])
 def test_nm_layers_are_rewritten_and_match_onnxruntime(rng, gemm, x_shape):
     w = prune_weight(rng.standard_normal((48, 64)).astype("float32"), "nm:2:4")

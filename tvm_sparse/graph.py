@@ -25,6 +25,8 @@ from tvm import relax
 WEIGHT_NAMES_ATTR = "tvm_sparse.weight_names"
 #: ``weight_names`` also maps ``conv#<i>`` to the name of the model's i-th convolution.
 CONV_ORDER_PREFIX = "conv#"
+#: The size a symbolic dimension stands for where a number is needed, unless it leads an input (then 1).
+DIM_HINT = 128
 
 _MATMUL = tvm.ir.Op.get("relax.matmul")
 _PERMUTE = tvm.ir.Op.get("relax.permute_dims")
@@ -54,11 +56,12 @@ class Layer:
     name: str
     op_var: relax.Var  # the binding of the matmul / conv2d
     x: relax.Expr  # the activation operand
-    x_shape: tuple[int, ...] | None  # None when not fully static
+    x_shape: tuple | None  # ints, and int64 expressions for symbolic dims; None when the rank is unknown
     weight: np.ndarray
     bias: np.ndarray | None = None  # (out_channels,), when fused
     relu: bool = False  # when fused
     fused_vars: list = field(default_factory=list)  # bindings of the fused epilogue, in order
+    hints: dict = field(default_factory=dict)  # symbolic dimension -> the size it stands for (dim_hints)
 
     @property
     def output_var(self) -> relax.Var:
@@ -74,6 +77,12 @@ class Layer:
     def out_channels(self) -> int:
         return self.weight.shape[0]
 
+    @property
+    def static(self) -> bool:
+        """Whether every dimension of the layer's input (and output) is known at compile time."""
+        shapes = [self.x_shape, getattr(self, "out_shape", ())]
+        return all(shape is not None and all(isinstance(d, int) for d in shape) for shape in shapes)
+
     def matrix(self) -> np.ndarray:
         """The ``(out, in)`` matrix the layer multiplies (a convolution's in order ``(kh, kw, i)``)."""
         return self.weight.reshape(self.out_channels, -1)
@@ -84,9 +93,20 @@ class LinearLayer(Layer):
     """``out = x @ weight.T`` with ``weight`` as ``(out_features, in_features)``."""
 
     @property
-    def rows(self) -> int | None:
-        """Rows of the flattened activation (batch dims multiplied), if static."""
-        return int(np.prod(self.x_shape[:-1])) if self.x_shape else None
+    def rows(self):
+        """Rows of the flattened activation (batch dims multiplied): an int, or an int64 expression when
+        a dimension is symbolic; None when the rank is unknown."""
+        if not self.x_shape:
+            return None
+        rows = 1
+        for d in self.x_shape[:-1]:
+            rows = rows * d
+        return rows
+
+    @property
+    def rows_hint(self) -> int | None:
+        """:attr:`rows` with symbolic dimensions at their hints (:func:`dim_hints`)."""
+        return None if self.rows is None else representative(self.rows, self.hints)
 
 
 @dataclass
@@ -97,17 +117,45 @@ class ConvLayer(Layer):
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
-    out_shape: tuple[int, ...] | None = None
+    out_shape: tuple | None = None  # as ``x_shape``
+
+
+def shape_of(expr) -> tuple | None:
+    """The shape of ``expr``: ints for static dimensions, int64 ``tirx`` expressions for symbolic ones;
+    None when the rank is unknown."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if not isinstance(shape, relax.ShapeExpr):
+        return None
+    return tuple(int(d) if isinstance(d, tvm.tirx.IntImm) else d for d in shape.values)
+
+
+def dim_hints(func: relax.Function) -> dict:
+    """The size each symbolic dimension of ``func``'s inputs stands for where a number is needed
+    (tuning records, kernel parameters): 1 for the leading (batch) axis of an input, else
+    :data:`DIM_HINT` (a typical sequence length or image side)."""
+    hints: dict = {}
+    for param in func.params:
+        for axis, d in enumerate(shape_of(param) or ()):
+            if isinstance(d, tvm.tirx.Var):
+                hints[d] = min(hints.get(d, DIM_HINT), 1 if axis == 0 else DIM_HINT)
+    return hints
+
+
+def representative(dim, hints: dict) -> int:
+    """``dim`` (an int or an expression of symbolic dimensions) evaluated at the ``hints``
+    (:func:`dim_hints`; a variable without one counts as :data:`DIM_HINT`)."""
+    if isinstance(dim, int):
+        return dim
+    analyzer = tvm.sym.Analyzer()
+    for var in tvm.tirx.analysis.undefined_vars(dim):
+        analyzer.bind(var, tvm.tirx.const(hints.get(var, DIM_HINT), "int64"))
+    return int(analyzer.simplify(dim))
 
 
 def static_shape(expr) -> tuple[int, ...] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if shape is None:
-        return None
-    try:
-        return tuple(int(s) for s in shape)
-    except (TypeError, ValueError):  # symbolic dimension
-        return None
+    """The shape of ``expr`` if every dimension is static, else None."""
+    shape = shape_of(expr)
+    return shape if shape is not None and all(isinstance(d, int) for d in shape) else None
 
 
 def _const_array(expr) -> np.ndarray | None:
@@ -150,6 +198,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
     layers: list[Layer] = []
     convs = 0  # convolutions found so far (names by position when weights changed)
     seen: dict = {}  # weight key -> layers found so far that use it
+    hints = dim_hints(func)
     by_output: dict = {}  # the var holding a layer's result so far -> the layer
     for binding in bindings(func):
         if not isinstance(binding, relax.VarBinding):
@@ -160,6 +209,7 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
             continue
         layer = _layer_of(var, value, bound, names, len(layers), convs, seen)
         if layer is not None:
+            layer.hints = hints
             layers.append(layer)
             convs += isinstance(layer, ConvLayer)
             by_output[var] = layer
@@ -196,7 +246,7 @@ def _layer_of(var, call, bound, names, index, conv_index, seen) -> Layer | None:
         if weight is None:
             return None
         x = call.args[0]
-        return LinearLayer(_name(names, seen, weight) or f"matmul_{index}", var, x, static_shape(x), weight)
+        return LinearLayer(_name(names, seen, weight) or f"matmul_{index}", var, x, shape_of(x), weight)
     if call.op.same_as(_CONV2D):
         attrs = call.attrs
         weight = _const_array(call.args[1])
@@ -205,12 +255,12 @@ def _layer_of(var, call, bound, names, index, conv_index, seen) -> Layer | None:
         x = call.args[0]
         name = _name(names, seen, weight.transpose(0, 3, 1, 2)) or names.get(f"{CONV_ORDER_PREFIX}{conv_index}", f"conv2d_{index}")
         return ConvLayer(
-            name, var, x, static_shape(x), weight,
+            name, var, x, shape_of(x), weight,
             strides=tuple(int(v) for v in attrs.strides),
             padding=tuple(int(v) for v in attrs.padding),
             dilation=tuple(int(v) for v in attrs.dilation),
             groups=int(attrs.groups),
-            out_shape=static_shape(var),
+            out_shape=shape_of(var),
         )
     return None
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from .bsr_matmul import VECTOR_LANES as LANES
+from .rows import Dim, is_static, own_vars
+
 ROWS_PER_TILE = 8
 
 
-def batch_matmul_kernel(batch: int, m: int, n: int, k: int, transpose_b: bool, name: str = "batch_matmul"):
-    """``name(A[batch, m, k], B[batch, k, n] or B[batch, n, k], Y[batch, m, n])``."""
-    panels = -(-n // LANES)
-    mt = min(ROWS_PER_TILE, m)
-    row_tiles = -(-m // mt)
+def batch_matmul_kernel(batch: Dim, m: Dim, n: Dim, k: Dim, transpose_b: bool, name: str = "batch_matmul"):
+    """``name(A[batch, m, k], B[batch, k, n] or B[batch, n, k], Y[batch, m, n])``; any size may be symbolic."""
+    batch, m, n, k = own_vars((batch, m, n, k))
+    panels = (n + LANES - 1) // LANES
+    mt = min(ROWS_PER_TILE, m) if is_static(m) else ROWS_PER_TILE
+    row_tiles = (m + mt - 1) // mt
     b_shape = (batch, n, k) if transpose_b else (batch, k, n)
 
     @T.prim_func

@@ -24,6 +24,7 @@ Layout and register tiling (``W`` is ``(N, K)``, blocks are ``r x c``):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from tvm.script import tirx as T
 
 from ..compress.codebook import shared_values
 from ..formats import BSRMatrix
+from .rows import Dim, is_static, own_vars, row_tiling
 
 #: float32 lanes of the widest vector the kernels target (AVX-512).
 VECTOR_LANES = 16
@@ -96,25 +98,25 @@ class Im2Col:
     Row ``(n, oh, ow)`` of ``X`` is the receptive field of one output pixel,
     column ``(group, kh, kw, c)`` one weight tap: with the weight as
     ``[O, groups * KH * KW * C/groups]`` (block-diagonal over groups), the
-    convolution is ``X @ W.T``. Padding reads as zeros.
+    convolution is ``X @ W.T``. Padding reads as zeros. ``N``, ``H`` and ``W``
+    may be symbolic (``tirx`` expressions).
     """
 
-    input_shape: tuple[int, int, int, int]  # N, H, W, C
+    input_shape: tuple  # N, H, W, C
     kernel: tuple[int, int]
     strides: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)  # top, left (bottom/right follow from the output size)
+    padding: tuple[int, int] = (0, 0)  # top, left
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
-    output_hw: tuple[int, int] | None = None  # defaults to symmetric padding
+    padding_end: tuple[int, int] | None = None  # bottom, right (default: as top, left)
 
     @property
-    def out_hw(self) -> tuple[int, int]:
-        if self.output_hw is not None:
-            return self.output_hw
+    def out_hw(self) -> tuple:
         _, h, w, _ = self.input_shape
+        end = self.padding_end or self.padding
         return tuple(
-            (size + 2 * pad - dil * (k - 1) - 1) // s + 1
-            for size, pad, dil, k, s in zip((h, w), self.padding, self.dilation, self.kernel, self.strides)
+            (size + before + after - dil * (k - 1) - 1) // s + 1
+            for size, before, after, dil, k, s in zip((h, w), self.padding, end, self.dilation, self.kernel, self.strides)
         )
 
     @property
@@ -139,7 +141,7 @@ class Im2Col:
 
 
 def bsr_matmul_kernel(
-    m: int,
+    m: Dim,
     weight: BSRMatrix,
     params: BSRKernelParams | None = None,
     name: str = "bsr_matmul",
@@ -150,11 +152,15 @@ def bsr_matmul_kernel(
 
     ``X`` is the ``[m, Kp]`` matrix, or with ``im2col`` the NHWC image whose
     patches form it (``m`` must then be ``im2col.rows``, and ``Y`` is the
-    NHWC output ``[N, OH, OW, Np]``). The bias is always
-    an argument (zeros for layers without one): it initialises the
-    accumulators, so it costs nothing; ``relu`` clamps the result at the
-    store. ``Kp``/``Np`` are ``K``/``N`` rounded up to the block shape; the
-    caller pads ``X`` and crops ``Y`` when the block does not divide the weight.
+    NHWC output ``[N, OH, OW, Np]``). ``m`` (and the image's ``N, H, W``) may
+    be symbolic (a ``tirx`` expression of int64 variables): one kernel then
+    serves every size (see :mod:`.rows`). The bias is always an argument
+    (zeros for layers without one): it initialises the accumulators, so it
+    costs nothing; ``relu`` clamps the result at the store. ``Kp``/``Np`` are
+    ``K``/``N`` rounded up to the block shape; the caller pads ``X`` and crops
+    ``Y`` when the block does not divide the weight.
+
+    Raises ``ValueError`` when ``im2col`` does not describe an ``m x K`` matrix.
     """
     r, c = weight.block_shape
     n_pad = (len(weight.indptr) - 1) * r
@@ -163,17 +169,22 @@ def bsr_matmul_kernel(
     block_rows = len(weight.indptr) - 1
     num_stored = max(weight.num_blocks, 1)
     params = params or BSRKernelParams.default((r, c))
-    mt = min(params.rows_per_tile, m)
-    full_tiles, tail = divmod(m, mt)
-    row_tiles = full_tiles + (tail > 0)
+    if im2col is not None:
+        if is_static(m) and is_static(im2col.rows) and int(im2col.rows) != int(m) or im2col.columns != k:
+            raise ValueError(f"im2col gives a {im2col.rows}x{im2col.columns} matrix, the kernel multiplies {m}x{k}")
+        im2col = dataclasses.replace(im2col, input_shape=own_vars(im2col.input_shape))
+        m = im2col.rows
+    else:
+        (m,) = own_vars((m,), "m")
+    mt, full_tiles, tails = row_tiling(m, params.rows_per_tile)
+    has_tail = bool(tails)
+    row_tiles = full_tiles + has_tail
     column_loop = T.unroll if c <= 16 else T.serial  # wide blocks (packed dense) keep a loop
-    if im2col is not None and (im2col.rows != m or im2col.columns != k):
-        raise ValueError(f"im2col gives a {im2col.rows}x{im2col.columns} matrix, the kernel multiplies {m}x{k}")
     # A convolution writes its NHWC output directly (the same memory as the [m, Np] matrix).
     y_shape = (im2col.input_shape[0], *im2col.out_hw, n_pad) if im2col is not None else (m, n_pad)
 
     @T.macro
-    def row_tile(X_tiles, data, indices, indptr, B, Y, t, br, rows, xt):
+    def row_tile(X_tiles, data, indices, indptr, B, Y, row0, br, rows, xt, x0):
         acc = T.decl_buffer((rows, r), "float32", scope="local")
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
@@ -183,10 +194,26 @@ def bsr_matmul_kernel(
             for cc in column_loop(c):
                 for mm in T.unroll(rows):
                     for lane in T.vectorized(r):
-                        acc[mm, lane] = acc[mm, lane] + X_tiles[xt, k0 + cc, mm] * data[j, cc, lane]
+                        acc[mm, lane] = acc[mm, lane] + X_tiles[xt, k0 + cc, x0 + mm] * data[j, cc, lane]
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
-                Y[t * mt + mm, br * r + lane] = T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]
+                Y[row0 + mm, br * r + lane] = T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]
+
+    @T.macro
+    def tail_tile(X_tiles, data, indices, indptr, B, Y, xt, i):
+        # The i-th tile of the rows past the full tiles (if there is one, and the row count takes it).
+        if i < len(tails):
+            if tails[i].when:
+                for br in T.parallel(block_rows):
+                    row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles * mt + tails[i].offset, br, tails[i].rows, xt, tails[i].offset)
+
+    @T.macro
+    def tail_tiles(X_tiles, data, indices, indptr, B, Y, xt):
+        tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 0)
+        tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 1)
+        tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 2)
+        tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 3)
+        tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 4)
 
     if im2col is None:
         x_shape = (m, k_pad)
@@ -258,23 +285,21 @@ def bsr_matmul_kernel(
                 X_tile = T.alloc_buffer((1, k_pad, mt), "float32")
                 pack_tile(X, X_tile, t, 0)
                 for br in range(block_rows):
-                    row_tile(X_tile, data, indices, indptr, B, Y, t, br, mt, 0)
-            if tail > 0:
+                    row_tile(X_tile, data, indices, indptr, B, Y, t * mt, br, mt, 0, 0)
+            if has_tail:
                 X_last = T.alloc_buffer((1, k_pad, mt), "float32")
                 pack_tile(X, X_last, full_tiles, 0)
-                for br in T.parallel(block_rows):
-                    row_tile(X_last, data, indices, indptr, B, Y, full_tiles, br, tail, 0)
+                tail_tiles(X_last, data, indices, indptr, B, Y, 0)
         else:
             X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
             for t in T.parallel(row_tiles):
                 pack_tile(X, X_tiles, t, t)
             for w in T.parallel(full_tiles * block_rows):
                 if params.weight_major:
-                    row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles, w // full_tiles, mt, w % full_tiles)
+                    row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles * mt, w // full_tiles, mt, w % full_tiles, 0)
                 else:
-                    row_tile(X_tiles, data, indices, indptr, B, Y, w // block_rows, w % block_rows, mt, w // block_rows)
-            if tail > 0:
-                for br in T.parallel(block_rows):
-                    row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles, br, tail, full_tiles)
+                    row_tile(X_tiles, data, indices, indptr, B, Y, w // block_rows * mt, w % block_rows, mt, w // block_rows, 0)
+            if has_tail:
+                tail_tiles(X_tiles, data, indices, indptr, B, Y, full_tiles)
 
     return kernel.with_attr("global_symbol", name)

@@ -13,19 +13,24 @@ are skipped (a uniform branch per tap). Parallel over output rows.
 
 from __future__ import annotations
 
+import dataclasses
+
 from tvm.script import tirx as T
 
 from .bsr_matmul import VECTOR_LANES, Im2Col
+from .rows import own_vars
 
 
 def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d", maps_major: bool = False):
     """``name(X[N, H, W, C], weight[KH, KW, G, O], bias[O], Y[N, OH, OW, O])`` with ``O = groups``, ``G = C / O``.
 
-    ``im2col`` describes the convolution (one output channel per group). With
+    ``im2col`` describes the convolution (one output channel per group; ``N``, ``H``, ``W`` may be
+    symbolic). With
     ``maps_major`` the input channels are ordered ``(j, o)`` instead of the
     grouped convolution's ``(o, j)``, so that every load is contiguous (the
     producer's channels are permuted at compile time to match).
     """
+    im2col = dataclasses.replace(im2col, input_shape=own_vars(im2col.input_shape))
     batch, height, width, in_channels = im2col.input_shape
     channels = im2col.groups  # output channels
     if in_channels % channels:

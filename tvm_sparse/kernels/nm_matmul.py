@@ -25,6 +25,7 @@ from tvm.target.codegen import target_has_features
 
 from ..formats import NMMatrix
 from .bsr_matmul import VECTOR_LANES
+from .rows import Dim, own_vars, row_tiling
 
 ROWS_PER_TILE = 8
 PERMUTE = "llvm.x86.avx512.permvar.sf.512"
@@ -70,10 +71,11 @@ def padded_reduction(k: int) -> int:
     return -(-k // VECTOR_LANES) * VECTOR_LANES
 
 
-def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bool = False, rows_per_tile: int = ROWS_PER_TILE):
+def nm_matmul_kernel(m: Dim, weight: NMMatrix, name: str = "nm_matmul", relu: bool = False, rows_per_tile: int = ROWS_PER_TILE):
     """Return the PrimFunc ``name(X[m, Kp], positions, values, bias[Np], Y[m, Np])``.
 
     ``rows_per_tile`` rows of ``X`` share each chunk's value and position vectors (the kernel's knob).
+    ``m`` may be symbolic (one kernel for every row count, see :mod:`.rows`).
     ``Kp``/``Np`` are ``K``/``N`` rounded up to 16; the caller pads ``X`` with
     zero columns and crops ``Y``.
     """
@@ -81,9 +83,10 @@ def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bo
     n_pad, k_pad = -(-rows // VECTOR_LANES) * VECTOR_LANES, padded_reduction(cols)
     panels, chunks = n_pad // VECTOR_LANES, k_pad // VECTOR_LANES
     slots = VECTOR_LANES // weight.m * weight.n
-    mt = min(rows_per_tile, m)
-    full_tiles, tail = divmod(m, mt)
-    row_tiles = full_tiles + (tail > 0)
+    (m,) = own_vars((m,), "m")
+    mt, full_tiles, tails = row_tiling(m, rows_per_tile)
+    has_tail = bool(tails)
+    row_tiles = full_tiles + has_tail
     lanes = VECTOR_LANES
 
     def vec(base):
@@ -93,17 +96,25 @@ def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bo
         return T.max(value, T.Broadcast(T.float32(0), lanes)) if relu else value
 
     @T.macro
-    def row_tile(X_tiles, P, V, B, Y, t, p, count):
+    def row_tile(X_tiles, P, V, B, Y, t, p, count, x0):
         acc = T.decl_buffer((mt, lanes), "float32", scope="local")
         for mm in T.unroll(count):
             acc[mm, vec(0)] = B[vec(p * lanes)]
         for kc in range(chunks):
             for mm in T.unroll(count):
                 for s in T.unroll(slots):
-                    gathered = T.call_llvm_pure_intrin("float32x16", T.llvm_lookup_intrinsic_id(PERMUTE), X_tiles[t, kc, mm, vec(0)], P[p, kc, s, vec(0)])
+                    gathered = T.call_llvm_pure_intrin("float32x16", T.llvm_lookup_intrinsic_id(PERMUTE), X_tiles[t, kc, x0 + mm, vec(0)], P[p, kc, s, vec(0)])
                     acc[mm, vec(0)] = acc[mm, vec(0)] + gathered * V[p, kc, s, vec(0)]
         for mm in T.unroll(count):
-            Y[t * mt + mm, vec(p * lanes)] = finish(acc[mm, vec(0)])
+            Y[t * mt + x0 + mm, vec(p * lanes)] = finish(acc[mm, vec(0)])
+
+    @T.macro
+    def tail_tile(X_tiles, P, V, B, Y, i):
+        # The i-th tile of the rows past the full tiles (if there is one, and the row count takes it).
+        if i < len(tails):
+            if tails[i].when:
+                for p in T.parallel(panels):
+                    row_tile(X_tiles, P, V, B, Y, full_tiles, p, tails[i].rows, tails[i].offset)
 
     @T.prim_func
     def kernel(
@@ -120,9 +131,12 @@ def nm_matmul_kernel(m: int, weight: NMMatrix, name: str = "nm_matmul", relu: bo
                 for mm in T.unroll(mt):
                     X_tiles[t, kc, mm, vec(0)] = X[T.min(t * mt + mm, m - 1), vec(kc * lanes)]
         for w in T.parallel(full_tiles * panels):
-            row_tile(X_tiles, P, V, B, Y, w // panels, w % panels, mt)
-        if tail > 0:
-            for p in T.parallel(panels):
-                row_tile(X_tiles, P, V, B, Y, full_tiles, p, tail)
+            row_tile(X_tiles, P, V, B, Y, w // panels, w % panels, mt, 0)
+        if has_tail:
+            tail_tile(X_tiles, P, V, B, Y, 0)
+            tail_tile(X_tiles, P, V, B, Y, 1)
+            tail_tile(X_tiles, P, V, B, Y, 2)
+            tail_tile(X_tiles, P, V, B, Y, 3)
+            tail_tile(X_tiles, P, V, B, Y, 4)
 
     return kernel.with_attr("global_symbol", name)

@@ -1,4 +1,4 @@
-"""``ConvKernels``: give every static float32 NHWC convolution a vectorized, parallel kernel.
+"""``ConvKernels``: give every float32 NHWC convolution a vectorized, parallel kernel.
 
 TVM 0.27 lowers ``relax.nn.conv2d`` on the CPU to a naive loop nest. The host
 pipeline converts convolutions to NHWC with OHWI weights (TVM's
@@ -45,7 +45,7 @@ def _plannable(layer) -> bool:
 
 @tvm.transform.module_pass(opt_level=0, name="ConvKernels")
 class ConvKernels:
-    """Lower every static float32 NHWC/OHWI conv2d with a constant weight to the project's kernels."""
+    """Lower every float32 NHWC/OHWI conv2d (static or symbolic shapes) with a constant weight to the project's kernels."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)

@@ -1,7 +1,7 @@
 """``DenseMatmulKernels``: give the matmuls left dense a vectorized, parallel kernel.
 
 TVM 0.27 lowers ``relax.matmul`` on the CPU to a naive loop nest (hundreds of
-times slower than BLAS). This pass replaces every static float32 matmul with:
+times slower than BLAS). This pass replaces every float32 matmul (static or symbolic shapes) with:
 
 * a constant weight: the block kernel on full-width 16-row panels, i.e. the
   weight pre-packed at compile time as ``[N/16, K, 16]``;
@@ -15,10 +15,11 @@ Run it after ``SparsifyWeights`` so that it sees only the layers left dense.
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from ..formats import BSRMatrix
-from ..graph import bindings, find_linear_layers, static_shape, weight_names
+from ..graph import bindings, find_linear_layers, shape_of, weight_names
 from ..kernels.batch_matmul import LANES, batch_matmul_kernel
 from .rewriter import MatmulRewriter, block_matmul_emitter, rewrite_layers
 
@@ -35,7 +36,7 @@ def _transposed_source(expr, bound):
     producer = bound.get(expr) if isinstance(expr, relax.Var) else None
     if not (isinstance(producer, tvm.ir.Call) and producer.op.same_as(_PERMUTE)):
         return None
-    shape = static_shape(producer.args[0])
+    shape = shape_of(producer.args[0])
     axes = producer.attrs.axes
     if shape is None or axes is None or len(shape) < 2:
         return None
@@ -46,7 +47,7 @@ def _transposed_source(expr, bound):
 def _batched_emitter(a, b, a_shape, b_shape, transpose_b, out_shape) -> callable:
     batch = 1
     for d in a_shape[:-2]:
-        batch *= d
+        batch = batch * d
     m, k = a_shape[-2:]
     n = b_shape[-2] if transpose_b else b_shape[-1]
 
@@ -66,20 +67,20 @@ def _plan_activation_matmul(var, call, bound):
     a, b = call.args
     if not (_is_f32(a) and _is_f32(b)) or any(isinstance(x, tvm.ir.Constant) for x in (a, b)):
         return None
-    a_shape, b_shape, out_shape = static_shape(a), static_shape(b), static_shape(var)
+    a_shape, b_shape, out_shape = shape_of(a), shape_of(b), shape_of(var)
     if None in (a_shape, b_shape, out_shape) or len(a_shape) < 2 or len(b_shape) < 2:
         return None
-    if a_shape[:-2] != b_shape[:-2]:  # broadcasting batch dims: leave to the default lowering
+    if not tvm_ffi.structural_equal(a_shape[:-2], b_shape[:-2]):  # broadcasting batch dims: leave to the default lowering
         return None
     source = _transposed_source(b, bound)
-    if source is not None and out_shape[-1] >= LANES // 2:
-        return _batched_emitter(a, source, a_shape, static_shape(source), True, out_shape)
+    if source is not None and not (isinstance(out_shape[-1], int) and out_shape[-1] < LANES // 2):
+        return _batched_emitter(a, source, a_shape, shape_of(source), True, out_shape)
     return _batched_emitter(a, b, a_shape, b_shape, False, out_shape)
 
 
 @tvm.transform.module_pass(opt_level=0, name="DenseMatmulKernels")
 class DenseMatmulKernels:
-    """Lower every remaining static float32 matmul to the project's dense CPU kernels."""
+    """Lower every remaining float32 matmul to the project's dense CPU kernels."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)

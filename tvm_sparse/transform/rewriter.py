@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from ..formats import BSRMatrix, NMMatrix
-from ..graph import ConvLayer, Layer, LinearLayer
+from ..graph import ConvLayer, Layer, LinearLayer, representative, shape_of
 from ..kernels import (
     VECTOR_LANES,
     BSRKernelArgs,
@@ -50,7 +52,7 @@ class MatmulRewriter(relax.PyExprMutator):
         if emit is None:
             return super().visit_var_binding_(binding)
         out = emit(self)
-        if isinstance(binding.var, relax.DataflowVar) and isinstance(out, relax.Var) and _shape(out) != _shape(binding.var):
+        if isinstance(binding.var, relax.DataflowVar) and isinstance(out, relax.Var) and not _same_shape(out, binding.var):
             # A rewrite that changes the value's shape (channel shrinking): later uses read the new var.
             self.set_var_remap(binding.var, out)
             return
@@ -67,19 +69,21 @@ class MatmulRewriter(relax.PyExprMutator):
         return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
 
 
-def _kernel_params(params: BSRKernelParams | None, m: int, weight: BSRMatrix, im2col: Im2Col | None = None, relu: bool = False) -> BSRKernelParams:
+def _kernel_params(params: BSRKernelParams | None, layer: Layer, weight: BSRMatrix, im2col: Im2Col | None = None) -> BSRKernelParams:
     """Explicit parameters, else the build's tuning records, else the shipped record for this shape, else
-    the default."""
+    the default. A symbolic shape is looked up at its hint (:func:`~tvm_sparse.graph.dim_hints`)."""
     if params is not None:
         return params
-    task = BlockMatmulTask(m, weight, im2col, relu)
+    if im2col is not None:
+        im2col = dataclasses.replace(im2col, input_shape=tuple(representative(d, layer.hints) for d in im2col.input_shape))
+    m = layer.rows_hint if im2col is None else im2col.rows
+    task = BlockMatmulTask(m, weight, im2col, layer.relu)
     k_n = weight.shape[1], weight.shape[0]
     return tuned(task) or KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or task.default()
 
 
-def _shape(expr) -> tuple | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    return None if shape is None else tuple(int(d) for d in shape)
+def _same_shape(a: relax.Expr, b: relax.Expr) -> bool:
+    return tvm_ffi.structural_equal(shape_of(a), shape_of(b))
 
 
 def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
@@ -123,7 +127,7 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         c = weight.block_shape[1]
         k_pad = -(-k // c) * c
         m = layer.rows
-        kernel = bsr_matmul_kernel(m, weight, _kernel_params(params, m, weight, relu=layer.relu), relu=layer.relu)
+        kernel = bsr_matmul_kernel(m, weight, _kernel_params(params, layer, weight), relu=layer.relu)
         x = rw.visit_expr(layer.x)
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
@@ -148,7 +152,7 @@ def nm_matmul_emitter(layer: LinearLayer, weight: NMMatrix) -> Emitter:
         if k_pad != k:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
         args = NMKernelArgs.from_nm(weight)
-        task = NMMatmulTask(m, weight, layer.relu)
+        task = NMMatmulTask(layer.rows_hint, weight, layer.relu)
         kernel = nm_matmul_kernel(m, weight, relu=layer.relu, rows_per_tile=tuned(task) or task.default())
         y = _kernel_call(rw, kernel, f"nm_matmul_{layer.name}", x2, [args.positions, args.values], layer, n_pad, (m,))
         if len(layer.x_shape) != 2:
@@ -167,7 +171,7 @@ def conv_im2col(layer: ConvLayer) -> Im2Col:
         padding=layer.padding[:2],
         dilation=layer.dilation,
         groups=layer.groups,
-        output_hw=layer.out_shape[1:3],
+        padding_end=layer.padding[2:],
     )
 
 
@@ -176,7 +180,7 @@ def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKern
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
-        params_ = _kernel_params(params, im2col.rows, weight, im2col, layer.relu)
+        params_ = _kernel_params(params, layer, weight, im2col)
         kernel = bsr_matmul_kernel(im2col.rows, weight, params_, im2col=im2col, relu=layer.relu)
         return _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, tuple(layer.out_shape[:3]), shared)
 
