@@ -223,3 +223,97 @@ def test_bert_style_encoder_within_quantization_tolerance(rng):
     assert len(on_device) == 6 and {p.mode for p in on_device} == {"block"}  # q, k, v, output, two FFN layers
     (expected,) = run_onnxruntime(model, {"x": x})
     assert cosine(run(build, x), expected) > 0.99
+
+
+def token_encoder(vocab: int = 50, seq: int = 16, hidden: int = 32, heads: int = 2, ffn: int = 64):
+    """A one-layer BERT-style encoder on int64 inputs: token ids and token-type ids into embedding tables,
+    and an attention mask turned into the additive score bias ``(1 - mask) * -10000``."""
+    g = GraphBuilder(seed=11)
+    dh = hidden // heads
+    x = g.node("Gather", [g.const("word_emb", g.weight((vocab, hidden), 1.0)), "input_ids"], axis=0)
+    types = g.node("Gather", [g.const("type_emb", g.weight((2, hidden), 1.0)), "token_type_ids"], axis=0)
+    x = g.layer_norm(g.node("Add", [g.node("Add", [x, types]), g.const("pos_emb", g.weight((1, seq, hidden), 1.0))]), "emb.ln", hidden)
+    mask = g.node("Cast", [g.node("Unsqueeze", ["attention_mask", g.const("axes", np.array([1, 2], "int64"))])], to=TensorProto.FLOAT)
+    one, neg = g.const("one", np.array(1.0, "float32")), g.const("neg", np.array(-10000.0, "float32"))
+    score_bias = g.node("Mul", [g.node("Sub", [one, mask]), neg])
+    split = g.const("shape.split", np.array([1, seq, heads, dh], "int64"))
+    merge = g.const("shape.merge", np.array([1, seq, hidden], "int64"))
+
+    def heads_of(name, perm):
+        return g.node("Transpose", [g.node("Reshape", [g.linear(x, name, hidden, hidden), split])], perm=perm)
+
+    q, k, v = heads_of("query", [0, 2, 1, 3]), heads_of("key", [0, 2, 3, 1]), heads_of("value", [0, 2, 1, 3])
+    scores = g.node("Add", [g.node("Mul", [g.node("MatMul", [q, k]), g.const("scale", np.array(dh**-0.5, "float32"))]), score_bias])
+    ctx = g.node("Reshape", [g.node("Transpose", [g.node("MatMul", [g.node("Softmax", [scores], axis=-1), v])], perm=[0, 2, 1, 3]), merge])
+    x = g.layer_norm(g.node("Add", [g.linear(ctx, "attn_out", hidden, hidden), x]), "ln1", hidden)
+    x = g.layer_norm(g.node("Add", [g.linear(g.gelu(g.linear(x, "ffn_in", hidden, ffn)), "ffn_out", ffn, hidden), x]), "ln2", hidden)
+    y = g.node("Identity", [x], name="y")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [1, seq]) for n in ("input_ids", "token_type_ids", "attention_mask")]
+    return g.model(inputs, [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, seq, hidden])])
+
+
+def embedding_gemm(vocab: int = 20, dim: int = 32, out: int = 16, tokens: int = 6, index_op: str | None = None):
+    """``Gemm(Gather(table, ids))`` on int64 ids; ``index_op`` computes the indices from the ids first."""
+    g = GraphBuilder(seed=12)
+    ids = "ids" if index_op is None else g.node(index_op, ["ids", g.const("one", np.array(1, "int64"))])
+    e = g.node("Gather", [g.const("emb", g.weight((vocab, dim), 1.0)), ids], axis=0)
+    y = g.node("Identity", [g.linear(e, "fc", dim, out, gemm=True)], name="y")
+    return g.model([helper.make_tensor_value_info("ids", TensorProto.INT64, [tokens])], [helper.make_tensor_value_info(y, TensorProto.FLOAT, [tokens, out])])
+
+
+def run_inputs(exe, feeds: dict, names) -> np.ndarray:
+    return relax.VirtualMachine(exe, tvm.cpu())["main"](*[tvm.runtime.tensor(feeds[n]) for n in names]).numpy()
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_embedding_of_int64_ids_runs_on_the_host_and_its_gemm_on_the_device(rng, calibrated):
+    model = embedding_gemm()
+    ids = np.array([3, 19, 0, -1, 7, -20], np.int64)  # ONNX Gather takes negative indices from the end
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"ids": ids} if calibrated else None)
+    assert [(p.name, p.target) for p in build.placements] == [("fc", "device")]
+    (expected,) = run_onnxruntime(model, {"ids": ids})
+    assert cosine(run_inputs(build.executable, {"ids": ids}, ["ids"]), expected) > 0.99
+    exe = tvm_sparse.build(model, target="sparse-accel", calibration={"ids": ids.astype("float32")} if calibrated else None)
+    assert cosine(run_inputs(exe, {"ids": ids}, ["ids"]), expected) > 0.99
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_bert_style_encoder_on_token_ids_and_attention_mask(rng, calibrated):
+    model = token_encoder()
+    names = ("input_ids", "token_type_ids", "attention_mask")
+    feeds = {"input_ids": rng.integers(0, 50, (1, 16)), "token_type_ids": (np.arange(16) >= 8).astype(np.int64)[None],
+             "attention_mask": (np.arange(16) < 12).astype(np.int64)[None]}  # the last 4 tokens are padding
+    exe = tvm_sparse.build(model, target="sparse-accel", calibration=feeds if calibrated else None)
+    tvm_sparse.accel.reset_run()
+    (expected,) = run_onnxruntime(model, feeds)
+    assert cosine(run_inputs(exe, feeds, names), expected) > 0.99
+    assert len(tvm_sparse.accel.last_run()) == 6  # q, k, v, output, two FFN layers; the gathers ran on the host
+
+
+@pytest.mark.parametrize(
+    "calibration, message",
+    [
+        ({"ids": np.array([0.5, 1, 2, 3, 4, 5])}, "calibration input ids: the input is int64, but the values given are not all whole numbers"),
+        ({"ids": np.arange(5)}, "calibration input ids: shape (5,), expected (6,)"),
+        ({"ids": np.arange(6)[None]}, "calibration input ids: shape (1, 6), expected (6,)"),
+        ({"ids": np.array([0, 1, 2, 3, 4, 20])}, "calibration input ids: values must lie in [-20, 20) (it indexes a table of 20 rows), got 0..20"),
+        ({"ids": np.array(["a"] * 6)}, "calibration input ids: dtype <U1 is not numeric"),
+        ({"ids": np.arange(6), "mask": np.ones(6)}, "names unknown input(s) ['mask']"),
+        ([np.arange(6)], "calibration sample 0 is a ndarray; expected a dict"),
+        ([], "calibration: no samples given"),
+    ],
+)
+def test_bad_calibration_samples_are_one_clear_error(calibration, message):
+    with pytest.raises(tvm_sparse.ModelError) as err:
+        tvm_sparse.accel.compile(embedding_gemm(), "sparse-accel", calibration=calibration)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ids_that_become_indices_through_arithmetic_need_calibration_samples():
+    model = embedding_gemm(index_op="Add")  # the table is indexed by ids + 1
+    with pytest.raises(tvm_sparse.ModelError, match=r"input ids \(int64\) reaches an index through other computation.*--calibration ids=FILE.npy"):
+        tvm_sparse.accel.compile(model, "sparse-accel")
+    ids = np.array([0, 4, 18, 2, 9, 1], np.int64)
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"ids": ids})
+    (expected,) = run_onnxruntime(model, {"ids": ids})
+    assert cosine(run_inputs(build.executable, {"ids": ids}, ["ids"]), expected) > 0.99

@@ -4,8 +4,9 @@
    convolutions, constant folding).
 2. Calibration: a build where every device-capable layer runs in float and
    records its input/output ranges is run on the calibration inputs (the
-   user's, or by default 4 samples of standard-normal noise of the input
-   shapes, seeded; pass real data for real accuracy).
+   user's, checked and kept in each input's dtype, or by default 4 generated
+   samples: see :mod:`tvm_sparse.accel.calibration`; pass real data for real
+   accuracy).
 3. Deployment: :class:`~tvm_sparse.transform.OffloadToAccel` quantizes each
    device layer, encodes and tiles it, and compiles it to a program; the
    rest of the model goes through the host CPU pipeline.
@@ -15,20 +16,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import tvm
 from tvm import relax
 
 from ..build import cpu_pipeline
 from ..prepare import prepare
-from ..errors import ModelError
 from ..frontend import load_model
 from ..target import host_target
 from ..transform.offload import OffloadToAccel
 from . import runtime
+from .calibration import calibration_inputs
 from .device import Device
-
-DEFAULT_CALIBRATION_SAMPLES = 4
 
 
 @dataclass
@@ -53,34 +51,17 @@ class AccelBuild:
         return "\n".join(rows)
 
 
-def _calibration_inputs(mod: tvm.IRModule, calibration) -> list[list[np.ndarray]]:
-    params = mod["main"].params
-    if calibration is not None:
-        samples = [calibration] if isinstance(calibration, dict) else list(calibration)
-        names = [p.name for p in params]
-        out = []
-        for sample in samples:
-            missing = [n for n in names if n not in sample]
-            if missing:
-                raise ModelError(f"calibration sample lacks input(s) {missing} (the model's inputs: {names})")
-            out.append([np.asarray(sample[n], dtype="float32") for n in names])
-        return out
-    rng = np.random.default_rng(0)
-    shapes = []
-    for p in params:
-        try:
-            shapes.append(tuple(int(d) for d in p.ty.shape))
-        except (TypeError, ValueError):
-            raise ModelError(f"input {p.name} has a dynamic shape: pass calibration samples") from None
-    return [[rng.standard_normal(s).astype("float32") for s in shapes] for _ in range(DEFAULT_CALIBRATION_SAMPLES)]
-
-
 def build_for_device(model, device: Device, calibration=None, fast_math: bool = True) -> AccelBuild:
-    """Compile ``model`` for ``device``; ``calibration`` is a dict of input arrays or a list of them."""
+    """Compile ``model`` for ``device``.
+
+    ``calibration`` is a dict ``{input name: array}`` or a list of them, or
+    ``None`` for generated samples (:func:`~tvm_sparse.accel.calibration.calibration_inputs`,
+    which names the ``ModelError`` it raises for bad samples).
+    """
     mod = load_model(model).mod
     host = host_target()
     prepared = prepare(mod)
-    samples = _calibration_inputs(prepared, calibration)
+    samples = calibration_inputs(prepared, calibration)
 
     runtime.CALIBRATION.clear()
     calibrate = OffloadToAccel(device, "calibrate")
