@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -201,3 +202,58 @@ def test_prune_decompose_from_the_cli(tmp_path, capsys):
     assert sum(n.op_type == "Conv" for n in onnx.load(out).graph.node) > sum(n.op_type == "Conv" for n in onnx.load(model_path).graph.node)
     assert _cli("prune", model_path, "-o", out, "--pattern", "decompose:rank=x") == 1
     assert "decompose:rank=x" in capsys.readouterr().err
+
+
+def _tvm_sparse(cwd, *args) -> subprocess.CompletedProcess:
+    """The ``tvm-sparse`` command as a user runs it, in ``cwd``."""
+    command = str(Path(sys.executable).with_name("tvm-sparse"))
+    return subprocess.run([command, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_prune_command_prunes_quantized_and_tied_weights_in_place(tmp_path):
+    """An int8 weight behind DequantizeLinear and a weight shared by three layers, through the installed command."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((64, 32)).astype("float32")
+    w += np.sign(w)  # no value quantizes to zero
+    scale = (np.abs(w).max(axis=0) / 100).astype("float32")
+    q = np.clip(np.rint(w / scale) + 3, -128, 127).astype("int8")
+    e = rng.standard_normal((48, 32)).astype("float32")
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=1), helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("Gemm", ["h", "E"], ["s"], transB=1, name="enc"), helper.make_node("MatMul", ["s", "E"], ["c"], name="readout"),
+             helper.make_node("Gemm", ["c", "E"], ["y"], transB=1, name="head")]
+    inits = [numpy_helper.from_array(q, "w_q"), numpy_helper.from_array(scale, "w_scale"), numpy_helper.from_array(np.full(32, 3, "int8"), "w_zero"),
+             numpy_helper.from_array(e, "E")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 48])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    done = _tvm_sparse(tmp_path, "prune", "m.onnx", "-o", "p.onnx", "--pattern", "block:8x1", "--density", "0.25")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["proj: 32x64 density 1.000 -> 0.250", "enc: 48x32 density 1.000 -> 0.250 (shared with readout, head)",
+                                        "wrote p.onnx (2 weights pruned to block:8x1)"]
+    pruned = onnx.load(tmp_path / "p.onnx")
+    onnx.checker.check_model(pruned)
+    stored = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    assert stored["w_q"].dtype == np.int8 and np.mean(stored["w_q"] != 3) == 0.25  # pruned to the zero point
+    done = _tvm_sparse(tmp_path, "analyze", "p.onnx", "--json")
+    assert done.returncode == 0, done.stderr
+    layers = json.loads(done.stdout)["layers"]
+    assert [(row["name"], row["density"]) for row in layers] == [("proj", 0.25), ("enc", 0.25), ("readout", 0.25), ("head", 0.25)]
+
+
+def test_prune_command_names_the_layers_it_cannot_prune(tmp_path):
+    model = mlp(batch=2, sizes=(16, 8))
+    model.graph.input.append(helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [8, 4]))
+    model.graph.node.append(helper.make_node("MatMul", [model.graph.output[0].name, "w_in"], ["z"], name="late"))
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4]))
+    onnx.save(model, tmp_path / "some.onnx")
+    done = _tvm_sparse(tmp_path, "prune", "some.onnx", "-o", "p.onnx", "--pattern", "unstructured", "--density", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["tvm-sparse prune: warning: left unpruned: late (MatMul): its weight 'w_in' is a graph input, not a constant"]
+    assert done.stdout.splitlines()[-1] == "wrote p.onnx (1 weights pruned to unstructured; 1 layer(s) left unpruned, see the warnings)"
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4, 4]) for n in ("x", "w")], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])])
+    onnx.save(helper.make_model(graph), tmp_path / "none.onnx")
+    done = _tvm_sparse(tmp_path, "prune", "none.onnx", "-o", "q.onnx", "--pattern", "unstructured", "--density", "0.5")
+    assert done.returncode == 1 and done.stdout == "" and not (tmp_path / "q.onnx").exists()
+    assert done.stderr.splitlines() == ["tvm-sparse prune: error: nothing to prune: no layer's weight can be pruned "
+                                        "(fc (MatMul): its weight 'w' is a graph input, not a constant)"]

@@ -49,9 +49,12 @@ def _sparsity_maps(args) -> None:
 
 
 def _cmd_prune(args) -> None:
+    import warnings
+
     import onnx
 
     from .prune import parse_pattern, prune_onnx
+    from .prune.onnx_model import UnprunedLayer
 
     pattern = parse_pattern(args.pattern)
     if pattern.kind not in ("nm", "decompose") and args.density is None:
@@ -62,12 +65,18 @@ def _cmd_prune(args) -> None:
         if kind not in ("codebook", "local") or not value.isdigit():
             raise CLIError(f"--quant {args.quant!r}: use codebook:B (B from 1 to 8 bits) or local:B (B from 2 to 16 bits)")
         quant = {f"{kind}_bits": int(value)}
-    model, layers = prune_onnx(args.model, pattern, args.density, balanced_units=args.balanced, **quant)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnprunedLayer)
+        model, layers = prune_onnx(args.model, pattern, args.density, balanced_units=args.balanced, **quant)
     onnx.save(model, args.output)
     for layer in layers:
         note = f" ({layer.note})" if layer.note else ""
         print(f"{layer.name}: {'x'.join(map(str, layer.shape))} density {layer.density_before:.3f} -> {layer.density_after:.3f}{note}")
-    print(f"wrote {args.output} ({len(layers)} weights pruned to {pattern})")
+    for warning in caught:
+        print(f"tvm-sparse prune: warning: {warning.message}", file=sys.stderr)
+    unpruned = sum(issubclass(w.category, UnprunedLayer) for w in caught)
+    left = f"; {unpruned} layer(s) left unpruned, see the warnings" if unpruned else ""
+    print(f"wrote {args.output} ({len(layers)} weights pruned to {pattern}{left})")
 
 
 def _cmd_compile(args) -> None:
@@ -197,7 +206,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma-separated layers for the sparsity maps (default: the four largest)")
     p.set_defaults(func=_cmd_analyze)
 
-    p = sub.add_parser("prune", help="prune the Gemm/MatMul/Conv weights of an ONNX model, or decompose its convolutions")
+    p = sub.add_parser("prune", help="prune the Gemm/MatMul/Conv/ConvTranspose/Einsum weights of an ONNX model, or decompose its convolutions")
     p.add_argument("model", help="ONNX model")
     p.add_argument("-o", "--output", required=True, help="pruned ONNX model to write")
     p.add_argument("--pattern", required=True, help="unstructured, block:RxC (e.g. block:16x1), nm:N:M, or decompose:rank=R[,coef-density=D][,coef-block=RxC][,quant=hybrid]")

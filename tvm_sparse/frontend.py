@@ -8,16 +8,12 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import tvm
-from onnx import numpy_helper
 
 from .errors import ModelError
 from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, weight_key
-
-#: The graph-level ops whose weights tvm-sparse looks at, by ONNX op type.
-_WEIGHT_OPS = ("Gemm", "MatMul", "Conv")
+from .onnx_weights import densify, find_weights
 
 
 @dataclass
@@ -64,22 +60,24 @@ def _check_supported(proto: onnx.ModelProto) -> None:
 
 
 def _weight_names(proto: onnx.ModelProto) -> dict[str, str]:
-    """Map the content key of each Gemm/MatMul/Conv initializer to its node name, and ``conv#<i>`` to
-    the name of the i-th Conv (weights folded with a BatchNorm no longer match their key)."""
-    inits = {t.name: t for t in proto.graph.initializer}
+    """Map each layer's weight key to its node name, and ``conv#<i>`` to the name of the i-th Conv (weights
+    folded with a BatchNorm no longer match their key).
+
+    The key is :func:`~tvm_sparse.graph.weight_key` of the weight as the Relax layer multiplies it
+    (:meth:`~tvm_sparse.onnx_weights.OnnxLayer.layer_weight`), with the count of earlier layers whose
+    weight has the same key as its occurrence, so each user of a shared weight keeps its own name.
+    """
     names = {}
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     for i, node in enumerate(convs):
         names[f"{CONV_ORDER_PREFIX}{i}"] = node.name or f"conv_{i}"
-    for i, node in enumerate(proto.graph.node):
-        if node.op_type not in _WEIGHT_OPS or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        weight = numpy_helper.to_array(inits[node.input[1]])
-        if weight.ndim != (4 if node.op_type == "Conv" else 2):
-            continue
-        label = node.name or f"{node.op_type.lower()}_{i}"
-        for oriented in (weight, weight.T) if weight.ndim == 2 else (weight,):  # matmul keys: both orientations
-            names[weight_key(np.ascontiguousarray(oriented))] = label
+    seen: dict[str, int] = {}
+    for layer in find_weights(proto).layers:
+        weight = layer.layer_weight()
+        key = weight_key(weight)
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
+        names[weight_key(weight, occurrence)] = layer.name
     return names
 
 
@@ -94,7 +92,7 @@ def load_onnx(model) -> LoadedModel:
     """Import an ONNX model into Relax (weights as constants)."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    proto = read_onnx(model)
+    proto = densify(read_onnx(model))  # sparse initializers and Constant sparse_value: TVM reads neither
     _check_supported(proto)
     init_names = {t.name for t in proto.graph.initializer}
     inputs = [vi for vi in proto.graph.input if vi.name not in init_names]

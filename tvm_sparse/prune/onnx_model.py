@@ -1,4 +1,9 @@
-"""Pruning the Gemm/MatMul and Conv weights of an ONNX model.
+"""Pruning the weights of an ONNX model's Gemm, MatMul, Conv, ConvTranspose and Einsum layers.
+
+Weights are found, read and written back by :mod:`tvm_sparse.onnx_weights`, so
+each is pruned once, in its own storage (initializer, Constant, sparse
+initializer, float16 behind a Cast, int8 behind a DequantizeLinear), and a
+weight shared by several layers is pruned as its first layer multiplies it.
 
 A weight is pruned as the ``(out, in)`` matrix its kernels multiply: a
 linear layer's ``(out_features, in_features)``, a convolution's
@@ -11,6 +16,7 @@ is how the host and device kernels lay convolutions out. So ``nm:2:4`` keeps
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +24,10 @@ import onnx
 from onnx import numpy_helper
 
 from ..compress import codebook_quantize, imbalance, prune_balanced, quantize_blocks
+from ..errors import ModelError
 from ..formats import FormatError
 from ..frontend import read_onnx
+from ..onnx_weights import LAYER_OPS, ModelWeights, OnnxLayer, SkippedLayer, find_weights
 from .decompose import decompose_kernels, prune_coefficients, quantize_hybrid
 from .magnitude import Pattern, parse_pattern, prune_weight
 
@@ -30,52 +38,33 @@ class PrunedLayer:
     shape: tuple[int, ...]  # of the (out, in) matrix pruned; the conv weight for decompositions
     density_before: float
     density_after: float
-    note: str = ""  # decompositions: rank, energy kept and the relative errors
+    note: str = ""  # quantization, rounding to the storage, the other layers sharing the weight; decompositions: rank, energy, errors
 
 
-def _weight_orientation(node: onnx.NodeProto) -> bool:
-    """True when the node's weight is stored (out, in), i.e. a Gemm with transB=1."""
-    if node.op_type != "Gemm":
-        return False
-    return any(a.name == "transB" and a.i == 1 for a in node.attribute)
+class UnprunedLayer(UserWarning):
+    """A layer :func:`prune_onnx` left as it was (its weight is a graph input, computed at run time, ...)."""
 
 
-def _as_matrix(node: onnx.NodeProto, weight: np.ndarray) -> np.ndarray | None:
-    """The ``(out, in)`` matrix of a node's weight (see the module docstring), or None if not prunable."""
-    if node.op_type == "Conv":
-        return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(weight.shape[0], -1) if weight.ndim == 4 else None
-    if weight.ndim != 2:
-        return None
-    return weight if _weight_orientation(node) else weight.T
+def _prunable(model: onnx.ModelProto, ops: tuple[str, ...]) -> ModelWeights:
+    """The model's layers; warns :class:`UnprunedLayer` for each layer of ``ops`` whose weight cannot be pruned."""
+    found = find_weights(model)
+    for layer in found.skipped:
+        if layer.op_type in ops:
+            warnings.warn(UnprunedLayer(f"left unpruned: {layer}"), stacklevel=3)
+    return found
 
 
-def _from_matrix(node: onnx.NodeProto, matrix: np.ndarray, like: np.ndarray) -> np.ndarray:
-    if node.op_type == "Conv":
-        o, i, kh, kw = like.shape
-        return matrix.reshape(o, kh, kw, i).transpose(0, 3, 1, 2)
-    return matrix if _weight_orientation(node) else matrix.T
-
-
-def _weights(model: onnx.ModelProto):
-    """``(node, initializer, weight, (out, in) matrix)`` for each float Gemm/MatMul/Conv weight, once each."""
-    inits = {t.name: t for t in model.graph.initializer}
-    done = set()
-    for node in model.graph.node:
-        if node.op_type not in ("Gemm", "MatMul", "Conv") or len(node.input) < 2:
-            continue
-        tensor = inits.get(node.input[1])
-        if tensor is None or tensor.name in done:
-            continue
-        weight = numpy_helper.to_array(tensor)
-        matrix = _as_matrix(node, weight) if np.issubdtype(weight.dtype, np.floating) else None
-        if matrix is not None:
-            done.add(tensor.name)
-            yield node, tensor, weight, matrix
+def _nothing_to_prune(skipped: list[SkippedLayer], what: str) -> ModelError:
+    if not skipped:
+        return ModelError(f"nothing to prune: the model has no {what}")
+    shown = "; ".join(map(str, skipped[:4])) + (f"; and {len(skipped) - 4} more" if len(skipped) > 4 else "")
+    return ModelError(f"nothing to prune: no layer's weight can be pruned ({shown})")
 
 
 def weight_matrices(model) -> dict[str, np.ndarray]:
-    """The ``(out, in)`` matrix of every prunable weight of an ONNX model, by layer (node) name."""
-    return {node.name or tensor.name: matrix for node, tensor, _, matrix in _weights(read_onnx(model))}
+    """The float32 ``(out, in)`` matrix of every weight of an ONNX model, by the name of its first layer
+    (see :meth:`~tvm_sparse.onnx_weights.OnnxLayer.matrix`)."""
+    return {w.layers[0].name: w.layers[0].matrix() for w in find_weights(read_onnx(model)).weights}
 
 
 #: Key of the JSON an initializer's ``doc_string`` carries when its values are locally quantized.
@@ -85,11 +74,12 @@ LOCAL_QUANTIZATION = "tvm_sparse.local_quantization"
 def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
     """``(bits, block shape)`` of each weight that ``prune_onnx(local_bits=...)`` quantized, by layer name."""
     found = {}
-    for node, tensor, _, _ in _weights(read_onnx(model)):
+    for weight in find_weights(read_onnx(model)).weights:
+        doc = weight.storage.doc_string
         try:
-            info = json.loads(tensor.doc_string)[LOCAL_QUANTIZATION] if tensor.doc_string else None
+            info = json.loads(doc)[LOCAL_QUANTIZATION] if doc else None
             if info is not None:
-                found[node.name or tensor.name] = (int(info["bits"]), (int(info["block"][0]), int(info["block"][1])))
+                found[weight.layers[0].name] = (int(info["bits"]), (int(info["block"][0]), int(info["block"][1])))
         except (ValueError, KeyError, TypeError, IndexError):
             continue  # another tool's doc string
     return found
@@ -97,7 +87,14 @@ def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
 
 def prune_onnx(model, pattern: Pattern | str, density: float | None = None, codebook_bits: int | None = None,
                balanced_units: int | None = None, local_bits: int | None = None) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
-    """Return a copy of ``model`` with every Gemm/MatMul (2-D) and Conv (4-D) initializer weight pruned to ``pattern``.
+    """Return a copy of ``model`` with the weight of every Gemm, MatMul, Conv (1-D to 3-D), ConvTranspose and
+    matmul Einsum pruned to ``pattern``, and a report per pruned weight.
+
+    Each weight is pruned once, as the ``(out, in)`` matrix of its first layer, and stored back in its own
+    storage and element type (see :mod:`tvm_sparse.onnx_weights`). A layer whose weight cannot be pruned
+    (a graph input, computed at run time, ...) is left as it is with an :class:`UnprunedLayer` warning;
+    when no weight can be pruned, :class:`~tvm_sparse.errors.ModelError` is raised. Bad patterns and
+    option combinations raise :class:`~tvm_sparse.formats.FormatError`.
 
     ``decompose:...`` patterns instead rewrite every ungrouped ``k x k`` convolution (k > 1) into its
     decomposed form (see :mod:`.decompose`), in standard ONNX ops.
@@ -108,8 +105,9 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None, code
     written weights are the dequantized values, so the model computes exactly with the quantized weights.
 
     ``local_bits`` (block patterns only) instead quantizes each stored block with its own scale
-    (:func:`~tvm_sparse.compress.quantize_blocks`, Cambricon-S); the initializer's ``doc_string`` records
-    the bits and block shape for the compression report.
+    (:func:`~tvm_sparse.compress.quantize_blocks`, Cambricon-S); the weight tensor's ``doc_string`` records
+    the bits and block shape for the compression report. Weights stored as float16 or integers are rounded to
+    that storage (the report's note gives the error).
     """
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     pruned = onnx.ModelProto()
@@ -122,39 +120,61 @@ def prune_onnx(model, pattern: Pattern | str, density: float | None = None, code
         raise FormatError("codebook quantization applies to pruned weights; decompositions have quant=hybrid")
     if pattern.kind == "decompose":
         return pruned, decompose_onnx(pruned, pattern)
+    found = _prunable(pruned, LAYER_OPS)
+    if not found.weights:
+        raise _nothing_to_prune(found.skipped, "Gemm, MatMul, Conv, ConvTranspose or Einsum with a constant weight")
     report = []
-    for node, tensor, weight, matrix in _weights(pruned):
-        notes = []
-        if balanced_units is not None:
-            pruned_matrix = prune_balanced(matrix, density, balanced_units)
-            notes.append(f"imbalance over {balanced_units} units {imbalance(prune_weight(matrix, pattern, density), balanced_units):.2f} -> "
-                         f"{imbalance(pruned_matrix, balanced_units):.2f}")
-        else:
-            pruned_matrix = prune_weight(matrix, pattern, density)
-        if codebook_bits is not None:
-            shared = codebook_quantize(pruned_matrix, codebook_bits).dequantize()
-            error = np.linalg.norm(shared - pruned_matrix) / max(np.linalg.norm(pruned_matrix), 1e-30)
-            notes.append(f"codebook {codebook_bits}-bit, relative weight error {error:.2e}")
-            pruned_matrix = shared
-        doc = ""
-        if local_bits is not None:
-            local = quantize_blocks(pruned_matrix, pattern.block_shape, local_bits).dequantize()
-            error = np.linalg.norm(local - pruned_matrix) / max(np.linalg.norm(pruned_matrix), 1e-30)
-            notes.append(f"{local_bits}-bit values with a scale per {pattern.block_shape[0]}x{pattern.block_shape[1]} block, relative weight error {error:.2e}")
-            pruned_matrix = local
-            doc = json.dumps({LOCAL_QUANTIZATION: {"bits": local_bits, "block": list(pattern.block_shape)}})
-        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(_from_matrix(node, pruned_matrix, weight)), tensor.name))
-        tensor.doc_string = doc
-        report.append(
-            PrunedLayer(
-                node.name or tensor.name,
-                pruned_matrix.shape,
-                float(np.count_nonzero(weight) / weight.size),
-                float(np.count_nonzero(pruned_matrix) / pruned_matrix.size),
-                "; ".join(notes),
-            )
-        )
+    for weight in found.weights:
+        layer = weight.layers[0]  # the first user's (out, in) orientation
+        matrix = layer.matrix()
+        pruned_matrix, notes, doc = _prune_matrix(matrix, pattern, density, codebook_bits, balanced_units, local_bits)
+        layer.write_matrix(pruned_matrix)
+        weight.storage.doc_string = doc
+        stored = layer.matrix()
+        if not np.array_equal(stored, pruned_matrix):
+            notes.append(f"rounded to its {layer.storage_label()}, relative weight error {_relative_error(stored, pruned_matrix):.2e}")
+        if len(weight.layers) > 1:
+            notes.append(f"shared with {', '.join(other.name for other in weight.layers[1:])}")
+        report.append(PrunedLayer(layer.name, stored.shape, _density(matrix), _density(stored), "; ".join(notes)))
     return pruned, report
+
+
+def _density(array: np.ndarray) -> float:
+    return float(np.count_nonzero(array) / array.size)
+
+
+def _relative_error(approximation: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.linalg.norm(approximation - exact) / max(np.linalg.norm(exact), 1e-30))
+
+
+def _prune_matrix(matrix: np.ndarray, pattern: Pattern, density: float | None, codebook_bits: int | None,
+                  balanced_units: int | None, local_bits: int | None) -> tuple[np.ndarray, list[str], str]:
+    """The pruned (and quantized) ``(out, in)`` matrix, notes for the report, and the storage's doc string."""
+    notes = []
+    if balanced_units is not None:
+        pruned = prune_balanced(matrix, density, balanced_units)
+        notes.append(f"imbalance over {balanced_units} units {imbalance(prune_weight(matrix, pattern, density), balanced_units):.2f} -> "
+                     f"{imbalance(pruned, balanced_units):.2f}")
+    else:
+        pruned = prune_weight(matrix, pattern, density)
+    if codebook_bits is not None:
+        shared = codebook_quantize(pruned, codebook_bits).dequantize()
+        notes.append(f"codebook {codebook_bits}-bit, relative weight error {_relative_error(shared, pruned):.2e}")
+        pruned = shared
+    doc = ""
+    if local_bits is not None:
+        local = quantize_blocks(pruned, pattern.block_shape, local_bits).dequantize()
+        notes.append(f"{local_bits}-bit values with a scale per {pattern.block_shape[0]}x{pattern.block_shape[1]} block, "
+                     f"relative weight error {_relative_error(local, pruned):.2e}")
+        pruned = local
+        doc = json.dumps({LOCAL_QUANTIZATION: {"bits": local_bits, "block": list(pattern.block_shape)}})
+    return pruned, notes, doc
+
+
+def _decomposable(layer: OnnxLayer) -> bool:
+    """An ungrouped Conv with square k x k kernels, k > 1."""
+    shape = layer.operand().shape
+    return layer.op_type == "Conv" and len(shape) == 4 and shape[2] == shape[3] > 1 and _attribute(layer.node, "group", 1) == 1
 
 
 def _attribute(node: onnx.NodeProto, name: str, default):
@@ -167,48 +187,73 @@ def _attribute(node: onnx.NodeProto, name: str, default):
 def decompose_onnx(model: onnx.ModelProto, pattern: Pattern) -> list[PrunedLayer]:
     """Rewrite, in place, each ungrouped square ``k x k`` Conv (k > 1) with a constant weight into
     ESCALATE's order: a 1x1 Conv with the coefficients (``O * r`` maps, map ``o * r + j``), then a Conv
-    with ``O`` groups whose kernels are the shared basis (the original strides, pads, dilations, bias)."""
+    with ``O`` groups whose kernels are the shared basis (the original strides, pads, dilations, bias).
+    The new weights are float initializers of the convolution's type; what only fed the old ones is removed.
+
+    Raises :class:`ModelError` when no convolution can be decomposed.
+    """
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
+    found = _prunable(model, ("Conv",))
+    layers = {layer.index: layer for layer in found.layers if _decomposable(layer)}
+    if not layers:
+        raise _nothing_to_prune([s for s in found.skipped if s.op_type == "Conv"], "ungrouped k x k convolution (k > 1) with a constant weight")
     report, nodes = [], []
-    for node in graph.node:
-        weight_init = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        weight = numpy_helper.to_array(weight_init) if weight_init is not None else None
-        if weight is None or weight.ndim != 4 or weight.shape[2] != weight.shape[3] or weight.shape[2] < 2 or _attribute(node, "group", 1) != 1:
+    for index, node in enumerate(graph.node):
+        layer = layers.get(index)
+        if layer is None:
             nodes.append(node)
             continue
+        weight, dtype = layer.values(), layer.operand().dtype
         d = decompose_kernels(weight, pattern.rank, pattern.energy or 0.99)
         if pattern.coefficient_density is not None:
             d = prune_coefficients(d, pattern.coefficient_density, pattern.coefficient_block)
         if pattern.hybrid_quantization:
             d = quantize_hybrid(d)
         o, i, k, _ = weight.shape
-        name = node.name or node.output[0]
+        name = layer.name
         coeff_name, basis_name, maps = f"{name}.coefficients", f"{name}.basis", f"{name}.maps"
         coeff = d.coefficients.transpose(0, 2, 1).reshape(o * d.rank, i, 1, 1)
         basis = np.broadcast_to(d.basis[None], (o, d.rank, k, k))
-        graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(coeff, weight.dtype), coeff_name), numpy_helper.from_array(np.ascontiguousarray(basis, weight.dtype), basis_name)])
+        graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(coeff).astype(dtype), coeff_name),
+                                  numpy_helper.from_array(np.ascontiguousarray(basis).astype(dtype), basis_name)])
         nodes.append(onnx.helper.make_node("Conv", [node.input[0], coeff_name], [maps], name=f"{name}.combine", kernel_shape=[1, 1]))
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.name in ("strides", "pads", "dilations", "auto_pad")}
         inputs = [maps, basis_name] + list(node.input[2:3])
         nodes.append(onnx.helper.make_node("Conv", inputs, list(node.output), name=f"{name}.basis", kernel_shape=[k, k], group=o, **attrs))
-        error = d.relative_error(weight)
         report.append(
             PrunedLayer(
                 name,
                 weight.shape,
-                float(np.count_nonzero(weight) / weight.size),
-                float(np.count_nonzero(d.coefficients) / d.coefficients.size),
-                f"rank {d.rank} of {k * k}, energy {d.energy:.3f}, weight error {error:.3g}, output error {output_error(weight, d.weight()):.3g}",
+                _density(weight),
+                _density(d.coefficients),
+                f"rank {d.rank} of {k * k}, energy {d.energy:.3f}, weight error {d.relative_error(weight):.3g}, "
+                f"output error {output_error(weight, d.weight()):.3g}",
             )
         )
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for n in graph.node for name in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _drop_unused(graph)
     return report
+
+
+#: Ops that only compute constants from their inputs here: dropped when nothing reads them.
+_CONSTANT_OPS = ("Constant", "Identity", "Transpose", "Cast", "DequantizeLinear")
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove the constant-computing nodes and the initializers nothing reads (and those initializers' graph inputs)."""
+    while True:
+        used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+        dead = [i for i, n in enumerate(graph.node) if n.op_type in _CONSTANT_OPS and not any(out in used for out in n.output)]
+        if not dead:
+            break
+        for i in reversed(dead):
+            del graph.node[i]
+    dropped = {t.name for t in graph.initializer if t.name not in used} | {s.values.name for s in graph.sparse_initializer if s.values.name not in used}
+    for tensors, name_of in ((graph.initializer, lambda t: t.name), (graph.sparse_initializer, lambda s: s.values.name), (graph.input, lambda vi: vi.name)):
+        kept = [t for t in tensors if name_of(t) not in dropped]
+        del tensors[:]
+        tensors.extend(kept)
 
 
 def output_error(weight: np.ndarray, approximation: np.ndarray, size: int = 12, seed: int = 0) -> float:
