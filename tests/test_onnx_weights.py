@@ -17,8 +17,7 @@ from tvm_sparse.frontend import load_onnx
 from tvm_sparse.graph import find_layers, weight_names
 from tvm_sparse.onnx_weights import densify, find_weights
 from tvm_sparse.prepare import prepare
-from tvm_sparse.prune import prune_onnx
-from tvm_sparse.prune.onnx_model import UnprunedLayer
+from tvm_sparse.prune import UnprunedLayer, prune_onnx
 
 K, N = 32, 24  # MatMul weight [K, N]: in_features x out_features
 DENSITY = 0.25

@@ -53,8 +53,7 @@ def _cmd_prune(args) -> None:
 
     import onnx
 
-    from .prune import parse_pattern, prune_onnx
-    from .prune.onnx_model import UnprunedLayer
+    from .prune import UnprunedLayer, parse_pattern, prune_onnx
 
     pattern = parse_pattern(args.pattern)
     if pattern.kind not in ("nm", "decompose") and args.density is None:

@@ -2,12 +2,13 @@
 
 from .decompose import Decomposition, decompose_kernels, energy_profile, prune_coefficients, quantize_hybrid
 from .magnitude import Pattern, parse_pattern, prune_blocks, prune_nm, prune_unstructured, prune_weight
-from .onnx_model import PrunedLayer, prune_onnx
+from .onnx_model import PrunedLayer, UnprunedLayer, prune_onnx
 
 __all__ = [
     "Decomposition",
     "Pattern",
     "PrunedLayer",
+    "UnprunedLayer",
     "decompose_kernels",
     "energy_profile",
     "parse_pattern",
