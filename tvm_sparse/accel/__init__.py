@@ -6,9 +6,11 @@ from .runtime import last_run, reset_run
 from .target import target
 
 
-def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True) -> AccelBuild:
-    """Compile ``model`` for a device (name, JSON path or :class:`Device`); returns the executable and the partition."""
-    return build_for_device(model, load_device(device), calibration, fast_math)
+def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True, input_shapes=None) -> AccelBuild:
+    """Compile ``model`` for a device (name, JSON path or :class:`Device`); returns the executable and the partition.
+
+    ``calibration`` and ``input_shapes``: see :func:`build_for_device`."""
+    return build_for_device(model, load_device(device), calibration, fast_math, input_shapes)
 
 
 __all__ = ["DEFAULT_DEVICE", "AccelBuild", "Device", "DeviceError", "compile", "last_run", "load_device", "reset_run", "shipped_devices", "target"]

@@ -22,6 +22,7 @@ from tvm import relax
 from ..build import cpu_pipeline
 from ..prepare import prepare
 from ..frontend import load_model
+from ..input_shapes import specialize
 from ..target import host_target
 from ..transform.offload import OffloadToAccel
 from . import runtime
@@ -51,14 +52,16 @@ class AccelBuild:
         return "\n".join(rows)
 
 
-def build_for_device(model, device: Device, calibration=None, fast_math: bool = True) -> AccelBuild:
+def build_for_device(model, device: Device, calibration=None, fast_math: bool = True, input_shapes=None) -> AccelBuild:
     """Compile ``model`` for ``device``.
 
     ``calibration`` is a dict ``{input name: array}`` or a list of them, or
     ``None`` for generated samples (:func:`~tvm_sparse.accel.calibration.calibration_inputs`,
-    which names the ``ModelError`` it raises for bad samples).
+    which names the ``ModelError`` it raises for bad samples). ``input_shapes``
+    (``{input name: shape}``) sets the listed inputs' symbolic dimensions
+    (:func:`~tvm_sparse.input_shapes.specialize`).
     """
-    mod = load_model(model).mod
+    mod = specialize(load_model(model).mod, input_shapes)
     host = host_target()
     prepared = prepare(mod)
     samples = calibration_inputs(prepared, calibration)
