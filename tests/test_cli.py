@@ -204,6 +204,185 @@ def test_prune_decompose_from_the_cli(tmp_path, capsys):
     assert "decompose:rank=x" in capsys.readouterr().err
 
 
+def _token_model(vocab: int = 12, dim: int = 16, out: int = 8, tokens: int = 5):
+    """``Gemm(Gather(table, ids))`` on int64 token ids."""
+    from tvm_sparse.testing import GraphBuilder
+
+    g = GraphBuilder(seed=21)
+    e = g.node("Gather", [g.const("emb", g.weight((vocab, dim), 1.0)), "ids"], axis=0)
+    y = g.node("Identity", [g.linear(e, "fc", dim, out, gemm=True)], name="y")
+    return g.model([helper.make_tensor_value_info("ids", TensorProto.INT64, [tokens])], [helper.make_tensor_value_info(y, TensorProto.FLOAT, [tokens, out])])
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_token_ids_compile_and_run_for_sparse_accel(tmp_path, capsys, calibrated):
+    model, lib = tmp_path / "tokens.onnx", tmp_path / "tokens.so"
+    onnx.save(_token_model(), model)
+    ids = np.array([0, 11, 4, -3, 7], np.int64)
+    np.save(tmp_path / "ids.npy", ids)
+    calibration = ["--calibration", f"ids={tmp_path / 'ids.npy'}"] if calibrated else []
+    assert _cli("compile", model, "-o", lib, "--target", "sparse-accel", *calibration) == 0
+    assert "fc                               matmul  device" in capsys.readouterr().out
+    assert json.loads((tmp_path / "tokens.so.json").read_text())["inputs"] == [{"name": "ids", "shape": [5], "dtype": "int64", "index_range": [-12, 12]}]
+    assert _cli("run", lib, "--input", f"ids={tmp_path / 'ids.npy'}", "--output-dir", tmp_path / "out", "--repeat", 1, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["y"]["file"] == str(tmp_path / "out" / "y.npy")
+    (expected,) = run_onnxruntime(onnx.load(model), {"ids": ids})
+    got = np.load(tmp_path / "out" / "y.npy")
+    assert (got * expected).sum() / np.linalg.norm(got) / np.linalg.norm(expected) > 0.99
+    np.save(tmp_path / "far.npy", np.array([0, 1, 2, 3, 12], np.int64))  # past the table: out-of-bounds reads if run
+    assert _cli("run", lib, "--input", f"ids={tmp_path / 'far.npy'}") == 1
+    err = capsys.readouterr().err
+    assert "input ids: values must lie in [-12, 12) (it indexes a table of 12 rows), got 0..12" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_token_id_calibration_is_one_line(tmp_path, capsys):
+    model = tmp_path / "tokens.onnx"
+    onnx.save(_token_model(), model)
+    np.save(tmp_path / "ids.npy", np.array([0.5, 1, 2, 3, 4]))
+    assert _cli("compile", model, "-o", tmp_path / "t.so", "--target", "sparse-accel", "--calibration", f"ids={tmp_path / 'ids.npy'}") == 1
+    err = capsys.readouterr().err
+    assert "calibration input ids: the input is int64, but the values given are not all whole numbers" in err and len(err.strip().splitlines()) == 1
+
+
+def test_outputs_with_unsafe_names_go_to_distinct_files(tmp_path, capsys):
+    """tf2onnx names (``dense/BiasAdd:0``), a name that would leave the directory, and two that collide once made safe."""
+    w = np.arange(32, dtype="float32").reshape(4, 8) / 32
+    names = ["dense/BiasAdd:0", "dense_BiasAdd_0", "../escape", "Dense_BiasAdd_0"]
+    nodes = [helper.make_node("Gemm", ["input_1:0", "dense/kernel:0"], [names[0]], transB=1)]
+    nodes += [helper.make_node("Relu", [names[0]], [names[1]]), helper.make_node("Neg", [names[0]], [names[2]]), helper.make_node("Abs", [names[2]], [names[3]])]
+    graph = helper.make_graph(nodes, "tf", [helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in names], [numpy_helper.from_array(w, "dense/kernel:0")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "tf.onnx")
+    x = np.linspace(-1, 1, 8, dtype="float32")[None]
+    np.save(tmp_path / "x.npy", x)
+    assert _cli("compile", tmp_path / "tf.onnx", "-o", tmp_path / "tf.so") == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert _cli("run", tmp_path / "tf.so", "--input", f"input_1:0={tmp_path / 'x.npy'}", "--output-dir", out, "--repeat", 1, "--json") == 0
+    files = {name: entry["file"] for name, entry in json.loads(capsys.readouterr().out)["outputs"].items()}
+    assert files == {name: str(out / file) for name, file in zip(names, ["dense_BiasAdd_0.npy", "dense_BiasAdd_0_1.npy", "_escape.npy", "Dense_BiasAdd_0_2.npy"])}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npy") == ["x.npy"]  # nothing written outside DIR
+    for name, expected in zip(names, run_onnxruntime(model, {"input_1:0": x})):
+        np.testing.assert_allclose(np.load(files[name]), expected, rtol=1e-5, atol=1e-6)
+    assert _cli("run", tmp_path / "tf.so", "--input", f"input_1:0={tmp_path / 'x.npy'}", "--output-dir", out, "--repeat", 1) == 0
+    assert f"dense/BiasAdd:0: shape (1, 4) float32 -> {out / 'dense_BiasAdd_0.npy'}" in capsys.readouterr().out
+
+
+def test_input_names_holding_equals_signs(tmp_path, capsys):
+    nodes = [helper.make_node("Sub", ["a=b", "a"], ["d"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("a=b", "a")]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("d", TensorProto.FLOAT, [2, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "eq.onnx")
+    np.save(tmp_path / "five.npy", np.full((2, 3), 5, "float32"))
+    np.save(tmp_path / "two.npy", np.full((2, 3), 2, "float32"))
+    assert _cli("compile", tmp_path / "eq.onnx", "-o", tmp_path / "eq.so") == 0
+    for order in (1, -1):
+        items = [f"a={tmp_path / 'two.npy'}", f"a=b={tmp_path / 'five.npy'}"][::order]
+        assert _cli("run", tmp_path / "eq.so", *[a for item in items for a in ("--input", item)], "--output-dir", tmp_path, "--repeat", 1) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), np.full((2, 3), 3, "float32"))
+    capsys.readouterr()
+    assert _cli("run", tmp_path / "eq.so", "--input", f"a={tmp_path / 'two.npy'}", "--input", f"a={tmp_path / 'five.npy'}") == 1
+    assert "input a given twice" in capsys.readouterr().err
+
+
+def _batch_model(path):
+    """``Gemm(x, W) + z`` with a symbolic ``batch`` dimension shared by both inputs."""
+    w = np.linspace(-1, 1, 16 * 8, dtype="float32").reshape(8, 16)
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1), helper.make_node("Add", ["h", "z"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16]), helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 8])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return model
+
+
+def test_symbolic_dimensions_are_recorded_and_run_at_any_size(tmp_path, capsys, rng):
+    model = _batch_model(tmp_path / "b.onnx")
+    lib = tmp_path / "b.so"
+    assert _cli("compile", tmp_path / "b.onnx", "-o", lib) == 0
+    assert [spec["shape"] for spec in json.loads((tmp_path / "b.so.json").read_text())["inputs"]] == [["batch", 16], ["batch", 8]]
+    for batch in (1, 5):
+        feeds = {"x": rng.standard_normal((batch, 16)).astype("float32"), "z": rng.standard_normal((batch, 8)).astype("float32")}
+        for name, value in feeds.items():
+            np.save(tmp_path / f"{name}.npy", value)
+        assert _cli("run", lib, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"z={tmp_path / 'z.npy'}", "--output-dir", tmp_path, "--repeat", 1) == 0
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    np.save(tmp_path / "z3.npy", np.zeros((3, 8), "float32"))
+    np.save(tmp_path / "x15.npy", np.zeros((5, 15), "float32"))
+    np.save(tmp_path / "x64.npy", np.zeros((5, 16), "float64"))
+    for x, z, message in [("x15", "z", "input x: shape (5, 15), expected (batch, 16)"), ("x64", "z", "input x: dtype float64, expected float32"),
+                          ("x", "z3", "input z: dimension batch is 3, but 5 in input x")]:
+        assert _cli("run", lib, "--input", f"x={tmp_path / x}.npy", "--input", f"z={tmp_path / z}.npy") == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["q=2,16"], "--input-shape: no input named 'q' (the model's inputs: x, z)"),
+        (["x=0,16"], "--input-shape x=0,16: dimensions must be positive integers"),
+        (["x=2,a"], "--input-shape x=2,a: dimensions must be positive integers"),
+        (["x"], "--input-shape expects NAME=D1,D2,..."),
+        (["x=2"], "--input-shape: x has 2 dimensions (batch, 16), got 1"),
+        (["x=2,15"], "--input-shape: dimension 1 of x is static (16), got 15"),
+        (["x=2,16", "z=3,8"], "--input-shape: dimension batch is 2 in x but 3 in z"),
+        (["x=2,16", "x=3,16"], "--input-shape: input x given twice"),
+    ],
+)
+def test_input_shape_is_checked(tmp_path, capsys, items, message):
+    _batch_model(tmp_path / "b.onnx")
+    options = [a for item in items for a in ("--input-shape", item)]
+    for command in (["compile", tmp_path / "b.onnx", "-o", tmp_path / "b.so"], ["analyze", tmp_path / "b.onnx"], ["tune", tmp_path / "b.onnx", "--db", tmp_path / "db"]):
+        assert _cli(*command, *options) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_input_shape_specialises_a_sparse_accel_compile(tmp_path, capsys, rng):
+    model = _batch_model(tmp_path / "b.onnx")
+    lib = tmp_path / "b.so"
+    assert _cli("compile", tmp_path / "b.onnx", "-o", lib, "--target", "sparse-accel", "--input-shape", "x=4,16") == 0
+    assert "device" in capsys.readouterr().out
+    assert [spec["shape"] for spec in json.loads((tmp_path / "b.so.json").read_text())["inputs"]] == [[4, 16], [4, 8]]  # batch is shared
+    feeds = {"x": rng.standard_normal((4, 16)).astype("float32"), "z": rng.standard_normal((4, 8)).astype("float32")}
+    for name, value in feeds.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    assert _cli("run", lib, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"z={tmp_path / 'z.npy'}", "--output-dir", tmp_path, "--repeat", 1) == 0
+    got, (expected,) = np.load(tmp_path / "y.npy"), run_onnxruntime(model, feeds)
+    assert (got * expected).sum() / np.linalg.norm(got) / np.linalg.norm(expected) > 0.99
+
+
+def _takes_input_shapes(func) -> bool:
+    import inspect
+
+    return "input_shapes" in inspect.signature(func).parameters
+
+
+@pytest.mark.skipif(not _takes_input_shapes(__import__("tvm_sparse").build), reason="tvm_sparse.build does not take input_shapes yet")
+def test_input_shape_specialises_a_host_compile(tmp_path, capsys, rng):
+    model = _batch_model(tmp_path / "b.onnx")
+    lib = tmp_path / "b.so"
+    assert _cli("compile", tmp_path / "b.onnx", "-o", lib, "--input-shape", "x=3,16") == 0
+    assert [spec["shape"] for spec in json.loads((tmp_path / "b.so.json").read_text())["inputs"]] == [[3, 16], [3, 8]]
+    feeds = {"x": rng.standard_normal((3, 16)).astype("float32"), "z": rng.standard_normal((3, 8)).astype("float32")}
+    for name, value in feeds.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    assert _cli("run", lib, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"z={tmp_path / 'z.npy'}", "--output-dir", tmp_path, "--repeat", 1) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-5)
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), "float32"))
+    assert _cli("run", lib, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"z={tmp_path / 'z.npy'}") == 1
+    assert "input x: shape (4, 16), expected (3, 16)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not _takes_input_shapes(__import__("tvm_sparse").analyze), reason="tvm_sparse.analyze does not take input_shapes yet")
+def test_input_shape_reaches_analyze(tmp_path, capsys):
+    _batch_model(tmp_path / "b.onnx")
+    assert _cli("analyze", tmp_path / "b.onnx", "--json", "--input-shape", "x=3,16") == 0
+    assert len(json.loads(capsys.readouterr().out)["layers"]) == 1
+
+
 def _tvm_sparse(cwd, *args) -> subprocess.CompletedProcess:
     """The ``tvm-sparse`` command as a user runs it, in ``cwd``."""
     command = str(Path(sys.executable).with_name("tvm-sparse"))

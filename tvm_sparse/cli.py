@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
+import re
 import sys
 import time
 
 import numpy as np
 
-from .errors import TVMSparseError
+from .errors import ModelError, TVMSparseError
 
 
 class CLIError(TVMSparseError):
@@ -19,11 +21,18 @@ class CLIError(TVMSparseError):
 
 def _cmd_analyze(args) -> None:
     from .analysis import analyze
+    from .frontend import load_model
 
     if args.compression:
         from .compress import compression_report
 
+        if args.input_shape:
+            raise CLIError("--input-shape does not apply to --compression (it reports the weights alone)")
         report = compression_report(args.model)
+    elif args.input_shape:
+        loaded = load_model(args.model)
+        shapes = _parse_input_shapes(args.input_shape, loaded.mod)
+        report = analyze(loaded.mod, min_speedup=args.min_speedup, **_input_shapes_argument(analyze, shapes))
     else:
         report = analyze(args.model, min_speedup=args.min_speedup)
     print(report.dumps() if args.json else report.to_table())
@@ -90,6 +99,7 @@ def _cmd_compile(args) -> None:
 
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
+    shapes = _parse_input_shapes(args.input_shape, loaded.mod)
     start = time.perf_counter()
     partition = None
     records = TunedSchedules.open(args.db, target) if args.db else None
@@ -97,19 +107,19 @@ def _cmd_compile(args) -> None:
         if is_accel_target(target):
             from .accel import compile as accel_compile
 
-            calibration = _parse_inputs(args.calibration, "--calibration") if args.calibration else None
-            result = accel_compile(loaded.mod, device_of(target), calibration)
+            calibration = _parse_inputs(args.calibration, "--calibration", loaded.input_names) if args.calibration else None
+            result = accel_compile(loaded.mod, device_of(target), calibration, **_input_shapes_argument(accel_compile, shapes))
             exe, partition = result.executable, result.to_dict()
             print(result.to_table())
         else:
             if args.calibration:
                 raise CLIError("--calibration applies to sparse-accel targets only")
             sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block, shared_weights=args.shared_weights)
-            exe = build(loaded.mod, target=target, sparsify=sparsify)
+            exe = build(loaded.mod, target=target, sparsify=sparsify, **_input_shapes_argument(build, shapes))
     if records is not None:
         print(records.report())
     exe.export_library(args.output)
-    write_metadata(args.output, loaded, partition)
+    write_metadata(args.output, loaded, partition, shapes)
     print(f"wrote {args.output} in {time.perf_counter() - start:.1f}s")
 
 
@@ -122,9 +132,11 @@ def _cmd_tune(args) -> int:
         raise CLIError(f"--trials must be at least 1, got {args.trials}")
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
-    calibration = _parse_inputs(args.calibration, "--calibration") if args.calibration else None
+    shapes = _parse_input_shapes(args.input_shape, loaded.mod)
+    calibration = _parse_inputs(args.calibration, "--calibration", loaded.input_names) if args.calibration else None
     try:
-        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed)
+        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed,
+                       **_input_shapes_argument(tune, shapes))
     except KeyboardInterrupt:
         print(f"\ninterrupted: the measurements so far are in {args.db}; run the same command again to resume", file=sys.stderr)
         return 130
@@ -136,17 +148,95 @@ def _cmd_tune(args) -> int:
     return 0
 
 
-def _parse_inputs(items: list[str], option: str = "--input") -> dict[str, np.ndarray]:
+def _split_assignment(item: str, names, valid) -> tuple[str, str]:
+    """``NAME=VALUE`` split after the known input name it starts with (names may hold ``=``, ``:`` or ``/``);
+    when several do, the one whose value is ``valid``. Items that start with no known name split at the first ``=``."""
+    matches = [n for n in names or () if item.startswith(n + "=")]
+    usable = [n for n in matches if valid(item[len(n) + 1 :])]
+    if len(usable) > 1:
+        raise CLIError(f"{item!r} is ambiguous: it could name input {' or '.join(repr(n) for n in usable)}")
+    if usable or matches:
+        name = (usable or sorted(matches, key=len))[-1]
+        return name, item[len(name) + 1 :]
+    name, _, value = item.partition("=")
+    return name, value
+
+
+def _parse_inputs(items: list[str], option: str = "--input", names=None) -> dict[str, np.ndarray]:
+    """``NAME=FILE.npy`` items as arrays by name; ``names`` (the model's inputs) lets names hold ``=``."""
     inputs = {}
     for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
+        name, path = _split_assignment(item, names, os.path.isfile)
+        if "=" not in item or not name or not path:
             raise CLIError(f"{option} expects NAME=FILE.npy, got {item!r}")
+        if name in inputs:
+            raise CLIError(f"{option}: input {name} given twice")
         try:
             inputs[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise CLIError(f"input {name}: cannot read {path} ({err})") from None
     return inputs
+
+
+def _parse_dims(text: str) -> tuple[int, ...] | None:
+    parts = text.split(",")
+    return tuple(int(p) for p in parts) if all(p.strip().isdigit() and int(p) > 0 for p in parts) else None
+
+
+def _parse_input_shapes(items: list[str] | None, mod) -> dict[str, tuple[int, ...]] | None:
+    """``--input-shape NAME=D1,D2,...`` items as ``{name: shape}``, checked against ``mod``'s inputs."""
+    from .input_shapes import symbolic_bindings
+
+    if not items:
+        return None
+    names = [p.name for p in mod["main"].params]
+    shapes = {}
+    for item in items:
+        name, dims = _split_assignment(item, names, lambda value: _parse_dims(value) is not None)
+        if "=" not in item or not name or not dims:
+            raise CLIError(f"--input-shape expects NAME=D1,D2,... (e.g. x=1,128,768), got {item!r}")
+        if _parse_dims(dims) is None:
+            raise CLIError(f"--input-shape {item}: dimensions must be positive integers separated by commas")
+        if name in shapes:
+            raise CLIError(f"--input-shape: input {name} given twice")
+        shapes[name] = _parse_dims(dims)
+    try:
+        symbolic_bindings(mod, shapes, "--input-shape")
+    except ModelError as err:
+        raise CLIError(str(err)) from None
+    return shapes
+
+
+def _input_shapes_argument(func, shapes: dict | None) -> dict:
+    """The ``input_shapes`` keyword for ``func`` when shapes were given; an error when ``func`` takes none."""
+    if not shapes:
+        return {}
+    if "input_shapes" not in inspect.signature(func).parameters:
+        raise CLIError(f"--input-shape: {func.__name__}() does not take input_shapes in this version of tvm-sparse")
+    return {"input_shapes": shapes}
+
+
+_UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _output_files(names: list[str]) -> dict[str, str]:
+    """A distinct, portable ``.npy`` file name for each output name.
+
+    Characters other than ASCII letters, digits, ``.``, ``_`` and ``-`` become
+    ``_`` (``dense/BiasAdd:0`` -> ``dense_BiasAdd_0.npy``), leading dots are
+    dropped, and a name that then collides with an earlier one (ignoring case,
+    for case-insensitive file systems) gets ``_1``, ``_2``, ...
+    """
+    files, taken = {}, set()
+    for name in names:
+        stem = _UNSAFE_FILE_CHARACTERS.sub("_", name).lstrip(".")[:200] or "output"
+        candidate, count = stem, 0
+        while candidate.lower() in taken:
+            count += 1
+            candidate = f"{stem}_{count}"
+        taken.add(candidate.lower())
+        files[name] = f"{candidate}.npy"
+    return files
 
 
 def _cmd_run(args) -> None:
@@ -156,28 +246,30 @@ def _cmd_run(args) -> None:
     from .testing import median_seconds
 
     lib = load_library(args.library)
-    feeds = lib.check_inputs(_parse_inputs(args.input or []))
+    names = [spec["name"] for spec in lib.meta["inputs"]] if lib.meta else None
+    feeds = lib.check_inputs(_parse_inputs(args.input or [], "--input", names))
     reset_run()
     outputs = lib.run(feeds)  # also the warm-up of the timed runs
     device = run_report(lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
     repeat = max(args.repeat, 1)
     median_ms = median_seconds(lambda: lib.run(feeds), repeat=repeat, warmup=0) * 1e3
+    files = {}
     if args.output_dir:
         os.makedirs(args.output_dir, exist_ok=True)
+        files = {name: os.path.join(args.output_dir, file) for name, file in _output_files(list(outputs)).items()}
         for name, value in outputs.items():
-            np.save(os.path.join(args.output_dir, f"{name}.npy"), value)
+            np.save(files[name], value)
     if args.json:
-        summary = {
-            "median_latency_ms": median_ms,
-            "repeat": repeat,
-            "outputs": {n: {"shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()},
-        }
+        described = {n: {"shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()}
+        for name, path in files.items():
+            described[name]["file"] = path
+        summary = {"median_latency_ms": median_ms, "repeat": repeat, "outputs": described}
         if args.report:
             summary.update(device)  # device, total_cycles, total_energy_pj, layers
         print(json.dumps(summary, indent=2))
     else:
         for name, value in outputs.items():
-            print(f"{name}: shape {tuple(value.shape)} {value.dtype}")
+            print(f"{name}: shape {tuple(value.shape)} {value.dtype}" + (f" -> {files[name]}" if name in files else ""))
         print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
         if args.report:
             print(format_run_report(device))
@@ -203,6 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", action="store_true", help="report bytes per weight: dense, sparse, quantized, entropy-coded (JSON: compression_ratio)")
     p.add_argument("--figures", metavar="DIR", help="write DIR/sparsity_maps.png (needs matplotlib: the plot extra)")
     p.add_argument("--layers", help="comma-separated layers for the sparsity maps (default: the four largest)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...", help="give input NAME this shape, setting its symbolic dimensions (repeat per input)")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("prune", help="prune the Gemm/MatMul/Conv/ConvTranspose/Einsum weights of an ONNX model, or decompose its convolutions")
@@ -229,6 +322,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-weights", action="store_true",
                    help="store block-sparse weights with at most 256 distinct values (prune --quant codebook:B) as uint8 indices + codebook")
     p.add_argument("--db", metavar="DIR", help="use the tuned schedules in this database (written by 'tvm-sparse tune')")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...", help="give input NAME this shape, setting its symbolic dimensions (repeat per input)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("tune", help="autotune the model's kernels (MetaSchedule, XGBoost cost model) into a database")
@@ -241,12 +335,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("xgb", "random"), default="xgb", help="evolutionary search with the XGBoost cost model, or random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON summary per task")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...", help="give input NAME this shape, setting its symbolic dimensions (repeat per input)")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("run", help="run a compiled library on .npy inputs")
     p.add_argument("library", help="library written by 'tvm-sparse compile'")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one per model input")
-    p.add_argument("--output-dir", help="write each output as DIR/<name>.npy")
+    p.add_argument("--output-dir", help="write each output as DIR/<name>.npy (characters unsafe in file names become _)")
     p.add_argument("--repeat", type=int, default=10, help="timed runs (median reported)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--report", action="store_true", help="sparse-accel: print the per-layer device report of the first run")
