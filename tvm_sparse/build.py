@@ -10,6 +10,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
 from .accel.target import device_of, is_accel_target
+from .analysis.slow_path import CountModelFlops, ReportDefaultSchedules
 from .errors import TVMSparseError, tvm_rejection
 from .frontend import load_model
 from .prepare import prepare_passes
@@ -22,15 +23,17 @@ from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, S
 def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
     """The Relax-level part of the host pipeline, in order (run them to inspect the rewritten graph).
 
-    :func:`prepare_passes`, the sparse rewrite, the dense kernels. ``fast_math``
-    replaces exp/erf/tanh/softmax by TVM's vectorizable polynomial
+    :func:`prepare_passes`, the sparse rewrite, the dense kernels, then a
+    warning for every compute-heavy operator none of them took
+    (:mod:`~tvm_sparse.analysis.slow_path`). ``fast_math``
+    replaces float32 exp/erf/tanh/softmax by TVM's vectorizable polynomial
     approximations (relative error ~1e-6); libm's scalar calls are otherwise
     the slowest part of a transformer on the CPU.
     """
-    passes = prepare_passes() + [DecomposedConvKernels(), ShrinkChannels()]
+    passes = prepare_passes() + [CountModelFlops(), DecomposedConvKernels(), ShrinkChannels()]
     if sparsify is not None:
         passes.append(sparsify)
-    passes += [DenseMatmulKernels(), ConvKernels()]
+    passes += [DenseMatmulKernels(), ConvKernels(), ReportDefaultSchedules()]
     if fast_math:
         passes.append(relax.transform.FastMathTransform())
     return passes
@@ -62,6 +65,7 @@ def build(
     fast_math: bool = True,
     calibration=None,
     tuning_db=None,
+    input_shapes=None,
 ) -> relax.Executable:
     """Compile an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
 
@@ -90,6 +94,12 @@ def build(
         A directory written by :func:`tvm_sparse.tune`: kernels with a record
         for this target use the tuned schedule, the others their default (the
         build logs which). An unusable database is skipped with a warning.
+    input_shapes
+        ``{input name: full shape}``: compile for these sizes of the listed
+        inputs' symbolic dimensions (a ``ModelError`` names an unknown input,
+        a wrong rank or a static dimension given another size). Without it,
+        symbolic dimensions stay symbolic: the library runs at any size, on
+        the same kernels.
 
     Returns
     -------
@@ -102,14 +112,14 @@ def build(
 
         source = TunedSchedules.open(tuning_db, tgt)
         with schedules_from(source):
-            exe = build(model, tgt, sparsify, fast_math, calibration)
+            exe = build(model, tgt, sparsify, fast_math, calibration, input_shapes=input_shapes)
         logging.getLogger("tvm_sparse").log(logging.WARNING if source.untuned else logging.INFO, source.report())
         return exe
     if is_accel_target(tgt):
         from .accel.compile import build_for_device  # it builds on this module's host pipeline
 
-        return build_for_device(model, device_of(tgt), calibration, fast_math).executable
-    loaded = load_model(model)
+        return build_for_device(model, device_of(tgt), calibration, fast_math, input_shapes).executable
+    loaded = load_model(model, input_shapes)
     if sparsify is True:
         sparsify = SparsifyWeights()
     elif sparsify is False:

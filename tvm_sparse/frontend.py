@@ -6,12 +6,15 @@ import contextlib
 import io
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import onnx
 import tvm
 
 from .errors import ModelError
+from .input_shapes import specialize
+from .normalize import normalize
 from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, weight_key
 from .onnx_weights import densify, find_weights
 
@@ -88,11 +91,14 @@ def _tensor_info(value_info) -> tuple[tuple, str]:
     return dims, dtype
 
 
-def load_onnx(model) -> LoadedModel:
-    """Import an ONNX model into Relax (weights as constants)."""
+def load_onnx(model, input_shapes: Mapping | None = None) -> LoadedModel:
+    """Import an ONNX model into Relax (weights as constants), normalised first
+    (:func:`~tvm_sparse.normalize.normalize`); ``input_shapes`` fixes symbolic input dimensions
+    (:func:`~tvm_sparse.input_shapes.specialize`, whose errors it raises)."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    proto = densify(read_onnx(model))  # sparse initializers and Constant sparse_value: TVM reads neither
+    original = densify(read_onnx(model))  # sparse initializers and Constant sparse_value: TVM reads neither
+    proto = normalize(original, input_shapes)
     _check_supported(proto)
     init_names = {t.name for t in proto.graph.initializer}
     inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
@@ -107,27 +113,30 @@ def load_onnx(model) -> LoadedModel:
     except Exception as err:
         msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelError(f"the ONNX importer rejected the model: {msg}") from None
-    mod = mod.with_attr(WEIGHT_NAMES_ATTR, _weight_names(proto))
+    mod = specialize(mod, input_shapes).with_attr(WEIGHT_NAMES_ATTR, _weight_names(original))  # as prune names them
     return LoadedModel(
         mod=mod,
         input_names=[vi.name for vi in inputs],
-        input_shapes=shapes,
+        input_shapes={name: _param_shape(p) for name, p in zip(shapes, mod["main"].params)},
         input_dtypes=dtypes,
         output_names=[o.name for o in proto.graph.output],
     )
 
 
-def load_model(model) -> LoadedModel:
-    """Accept an ONNX path/bytes/ModelProto or a Relax IRModule."""
+def _param_shape(param) -> tuple:
+    """A parameter's shape: ints, and the names of symbolic dimensions."""
+    return tuple(int(s) if isinstance(s, tvm.tirx.IntImm) else str(s) for s in param.ty.shape)
+
+
+def load_model(model, input_shapes: Mapping | None = None) -> LoadedModel:
+    """Accept an ONNX path/bytes/ModelProto or a Relax IRModule; ``input_shapes`` as in :func:`load_onnx`."""
     if isinstance(model, tvm.IRModule):
         if "main" not in [gv.name_hint for gv in model.get_global_vars()]:
             raise ModelError("the IRModule has no 'main' function")
+        model = specialize(model, input_shapes)
         main = model["main"]
         names = [p.name for p in main.params]
-        shapes, dtypes = {}, {}
-        for p in main.params:
-            ty = p.ty
-            shapes[p.name] = tuple(int(s) if isinstance(s, tvm.tirx.IntImm) else str(s) for s in ty.shape)
-            dtypes[p.name] = str(ty.dtype)
+        shapes = {p.name: _param_shape(p) for p in main.params}
+        dtypes = {p.name: str(p.ty.dtype) for p in main.params}
         return LoadedModel(model, names, shapes, dtypes, ["output"])
-    return load_onnx(model)
+    return load_onnx(model, input_shapes)

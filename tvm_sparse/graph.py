@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
 WEIGHT_NAMES_ATTR = "tvm_sparse.weight_names"
@@ -76,6 +77,12 @@ class Layer:
     @property
     def out_channels(self) -> int:
         return self.weight.shape[0]
+
+    @property
+    def kernel_ready(self) -> bool:
+        """Whether the project's CPU kernels can run the layer: a float32 weight and known input (and
+        output) ranks; sizes may be symbolic."""
+        return str(self.weight.dtype) == "float32" and self.x_shape is not None and getattr(self, "out_shape", ()) is not None
 
     @property
     def static(self) -> bool:
@@ -277,6 +284,53 @@ def _matmul_weight(expr, bound) -> np.ndarray | None:
         if src is not None and src.ndim == 2 and (axes is None or [int(a) for a in axes] == [1, 0]):
             return src
     return None
+
+
+@dataclass
+class ActivationMatmul:
+    """``a @ b`` of two float32 activations with the same batch dimensions (attention's scores and
+    context): the product the batched kernel runs."""
+
+    var: relax.Var
+    a: relax.Expr
+    b: relax.Expr
+    a_shape: tuple
+    b_shape: tuple
+    out_shape: tuple
+    transposed_b: relax.Expr | None  # ``b``'s input when ``b`` swaps its last two axes (folded into the kernel)
+
+
+def find_activation_matmuls(func: relax.Function) -> list[ActivationMatmul]:
+    """The matmuls of ``func`` whose operands are both float32 activations of rank >= 2 with equal
+    batch dimensions (broadcasting ones are not), in program order."""
+    bound, found = {}, []
+    for binding in bindings(func):
+        bound[binding.var] = value = binding.value
+        if not (isinstance(value, tvm.ir.Call) and value.op.same_as(_MATMUL)):
+            continue
+        a, b = value.args
+        if any(isinstance(x, tvm.ir.Constant) or str(getattr(x.ty, "dtype", "")) != "float32" for x in (a, b)):
+            continue
+        a_shape, b_shape, out_shape = shape_of(a), shape_of(b), shape_of(binding.var)
+        if None in (a_shape, b_shape, out_shape) or len(a_shape) < 2 or len(b_shape) < 2:
+            continue
+        if _matmul_weight(b, bound) is not None or not tvm_ffi.structural_equal(list(a_shape[:-2]), list(b_shape[:-2])):
+            continue
+        found.append(ActivationMatmul(binding.var, a, b, a_shape, b_shape, out_shape, _last_axes_swapped(b, bound)))
+    return found
+
+
+def _last_axes_swapped(expr, bound):
+    """If ``expr`` is ``permute_dims`` swapping only the last two axes, its input."""
+    producer = bound.get(expr) if isinstance(expr, relax.Var) else None
+    if not (isinstance(producer, tvm.ir.Call) and producer.op.same_as(_PERMUTE)):
+        return None
+    shape = shape_of(producer.args[0])
+    axes = producer.attrs.axes
+    if shape is None or axes is None or len(shape) < 2:
+        return None
+    expected = list(range(len(shape) - 2)) + [len(shape) - 1, len(shape) - 2]
+    return producer.args[0] if [int(a) for a in axes] == expected else None
 
 
 def weight_names(mod: tvm.IRModule) -> dict:

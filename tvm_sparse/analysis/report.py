@@ -12,6 +12,7 @@ from ..prepare import prepare
 from ..prune.decompose import energy_profile
 from .cost_model import DENSE, CPUCostModel, FormatChoice
 from .profile import WeightProfile, profile_weight
+from .slow_path import HeavyOp, default_schedule_report, heavy_ops, model_flops
 
 SUPPORTED_DTYPES = ("float32",)
 
@@ -49,9 +50,16 @@ class SparsityReport:
 
     target: str
     layers: list[LayerReport] = field(default_factory=list)
+    #: compute-heavy operators no project kernel takes (TVM's default lowering), and the model's FLOPs
+    default_schedule: list[HeavyOp] = field(default_factory=list)
+    model_flops: int = 0
 
     def to_json(self) -> dict:
-        return {"target": self.target, "layers": [layer.to_json() for layer in self.layers]}
+        return {
+            "target": self.target,
+            "layers": [layer.to_json() for layer in self.layers],
+            "default_schedule_ops": [op.to_json(self.model_flops) for op in self.default_schedule],
+        }
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
@@ -77,6 +85,8 @@ class SparsityReport:
         lines += [fmt.format(*r) for r in rows]
         if not rows:
             lines.append("(no layer with a constant weight)")
+        if self.default_schedule:
+            lines.append("warning: " + default_schedule_report(self.default_schedule, self.model_flops))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -120,17 +130,18 @@ def decomposition_summary(layer: ConvLayer) -> dict | None:
     return {"energy": [round(float(e), 4) for e in energy], "rank_95": rank, "predicted_gain": round(gain, 2)}
 
 
-def analyze(model, target: str = "llvm", min_speedup: float = 1.1) -> SparsityReport:
+def analyze(model, target: str = "llvm", min_speedup: float = 1.1, input_shapes=None) -> SparsityReport:
     """Analyze an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
 
     Returns a :class:`SparsityReport` with one row per matmul/Gemm whose weight
     is a constant: its density, the structure its zeros follow, the format the
     cost model picks for ``target`` and the predicted speedup over dense.
+    ``input_shapes`` fixes symbolic input dimensions as in :func:`~tvm_sparse.build`.
     """
-    loaded = load_model(model)
+    loaded = load_model(model, input_shapes)
     mod = prepare(loaded.mod)
     cost_model = CPUCostModel(min_speedup=min_speedup, nm_kernel=nm_kernel_available())
-    report = SparsityReport(target=str(target))
+    report = SparsityReport(target=str(target), default_schedule=heavy_ops(mod, served=True), model_flops=model_flops(mod))
     for layer in find_layers(mod["main"], weight_names(mod)):
         profile, choice, note = layer_decision(layer, cost_model)
         conv = isinstance(layer, ConvLayer)

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from .bsr_matmul import ACCUMULATOR_REGISTERS_16
 from .bsr_matmul import VECTOR_LANES as LANES
+from .isa import VectorISA, vector_isa
 from .rows import Dim, is_static, own_vars
 
-ROWS_PER_TILE = 8
+
+def rows_per_tile(isa: VectorISA) -> int:
+    """Rows of ``A`` per register tile: 8 x 16 lanes on AVX-512, 6 (12 accumulator registers) on AVX2."""
+    return 8 if isa.registers >= 32 else ACCUMULATOR_REGISTERS_16 // isa.registers_for(LANES)
 
 
 def batch_matmul_kernel(batch: Dim, m: Dim, n: Dim, k: Dim, transpose_b: bool, name: str = "batch_matmul"):
     """``name(A[batch, m, k], B[batch, k, n] or B[batch, n, k], Y[batch, m, n])``; any size may be symbolic."""
     batch, m, n, k = own_vars((batch, m, n, k))
     panels = (n + LANES - 1) // LANES
-    mt = min(ROWS_PER_TILE, m) if is_static(m) else ROWS_PER_TILE
+    tile = rows_per_tile(vector_isa())
+    mt = min(tile, m) if is_static(m) else tile
     row_tiles = (m + mt - 1) // mt
     b_shape = (batch, n, k) if transpose_b else (batch, k, n)
 

@@ -32,10 +32,13 @@ from tvm.script import tirx as T
 
 from ..compress.codebook import shared_values
 from ..formats import BSRMatrix
-from .rows import Dim, is_static, own_vars, row_tiling
+from .isa import VectorISA, vector_isa
+from .rows import MAX_TAIL_TILES, Dim, is_static, own_vars, row_tiling
 
-#: float32 lanes of the widest vector the kernels target (AVX-512).
+#: float32 lanes of the widest vector the kernels target (AVX-512); on narrower ISAs LLVM splits it.
 VECTOR_LANES = 16
+#: Accumulator registers of a register tile on a 16-register ISA (AVX2).
+ACCUMULATOR_REGISTERS_16 = 12
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,24 @@ class BSRKernelParams:
     pack_in_tile: bool = False
 
     @staticmethod
-    def default(block_shape: tuple[int, int], im2col: bool = False) -> BSRKernelParams:
-        """Eight accumulator vectors of up to 16 lanes, the sweet spot measured on AVX-512; sixteen
+    def default(block_shape: tuple[int, int], im2col: bool = False, isa: VectorISA | None = None) -> BSRKernelParams:
+        """The default for ``isa`` (default: the current target's).
+
+        AVX-512: eight accumulator vectors of up to 16 lanes, the sweet spot measured there; sixteen
         half-width ones for narrow blocks on im2col rows, where they also halve the packing overhead
         (measured 1.5 vs 2.2 ms on a 28x28 3x3 256->256 convolution with 8x8 blocks at density 0.1).
-        Im2col rows are packed per tile (the same convolution at batch 8: 7.0 vs 15.6 ms, and 4-30%
-        faster on dense convolutions); matmul rows are packed first (per tile is faster on some shapes
-        and slower on others: a tuning knob)."""
+        With 16 registers (AVX2): as many rows as keep twelve accumulator registers, leaving the
+        others to the weight vectors and the broadcast (the 6x16 tile of AVX2 GEMM kernels for
+        16-row blocks). Im2col rows are packed per tile (the same convolution at batch 8: 7.0 vs
+        15.6 ms, and 4-30% faster on dense convolutions); matmul rows are packed first (per tile is
+        faster on some shapes and slower on others: a tuning knob)."""
+        isa = isa or vector_isa()
         r, _ = block_shape
-        rows = 16 if im2col and r <= VECTOR_LANES // 2 else 8 if r <= VECTOR_LANES else max(1, 128 // r)
-        return BSRKernelParams(rows_per_tile=rows, pack_in_tile=im2col)
+        if isa.registers >= 32:
+            rows = 16 if im2col and r <= VECTOR_LANES // 2 else 8 if r <= VECTOR_LANES else max(1, 128 // r)
+        else:
+            rows = max(1, ACCUMULATOR_REGISTERS_16 // isa.registers_for(r))
+        return BSRKernelParams(rows_per_tile=min(rows, 1 << MAX_TAIL_TILES), pack_in_tile=im2col)
 
 
 @dataclass(frozen=True)

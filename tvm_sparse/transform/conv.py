@@ -34,13 +34,6 @@ def is_depthwise(layer: ConvLayer) -> bool:
     return layer.groups == layer.out_channels and layer.x_shape[3] % layer.groups == 0
 
 
-def _plannable(layer) -> bool:
-    return (
-        isinstance(layer, ConvLayer)
-        and layer.x_shape is not None
-        and layer.out_shape is not None
-        and str(layer.weight.dtype) == "float32"
-    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="ConvKernels")
@@ -53,7 +46,7 @@ class ConvKernels:
         def plan(func):
             plans, absorbed = {}, set()
             for layer in find_layers(func, names):
-                if not _plannable(layer):
+                if not (isinstance(layer, ConvLayer) and layer.kernel_ready):
                     continue
                 if is_depthwise(layer):
                     plans[layer.output_var] = depthwise_conv_emitter(layer)

@@ -1,0 +1,233 @@
+"""Exported ONNX graphs brought into the form TVM's importer and the project's passes take.
+
+Exporters write graphs that compute the same thing in many shapes. Before the
+model reaches TVM's importer:
+
+1. the input dimensions the user fixes (``input_shapes``) are written into
+   the graph, so that everything that depends on them folds;
+2. a float16/bfloat16 model computes in float32 (its weights are widened, its
+   casts to half precision become casts to float32, its half-precision inputs
+   and outputs keep their type through a cast at the boundary);
+3. shape computations that are constant once the input shapes are known
+   (``Shape -> Gather -> Cast -> Slice -> Concat -> Reshape`` chains, with a
+   symbolic batch too) and constant subgraphs are folded by onnxslim
+   (constant folding, symbolic shape inference, dead-node elimination; its
+   pattern fusions are off, they emit ops TVM does not import);
+4. ``Einsum`` nodes that are matrix products become ``Transpose``/``Reshape``
+   + ``MatMul`` (TVM's einsum lowers to a naive loop nest).
+
+The model's inputs stay what they were (names, order, types), so a compiled
+library is called the same way as the ONNX model.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+_HALF = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+_LOG = logging.getLogger("tvm_sparse")
+
+
+def normalize(proto: onnx.ModelProto, input_shapes: Mapping | None = None) -> onnx.ModelProto:
+    """A copy of ``proto`` normalised as the module docstring says (``proto`` is not modified).
+
+    ``input_shapes`` maps input names to full shapes; sizes are written only
+    over symbolic or unknown dimensions of inputs of the same rank (the Relax
+    module is checked against ``input_shapes`` after import, which names any
+    mismatch). A model that onnxslim cannot process is imported unfolded,
+    with a warning.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    if input_shapes:
+        _fix_input_dims(model, input_shapes)
+    inputs = [_copy(vi) for vi in model.graph.input]
+    _compute_in_float32(model)
+    model = _fold(model)
+    _restore_inputs(model, inputs)
+    _einsum_as_matmul(model)
+    return model
+
+
+def _copy(value_info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    out = onnx.ValueInfoProto()
+    out.CopyFrom(value_info)
+    return out
+
+
+def _fix_input_dims(model: onnx.ModelProto, input_shapes: Mapping) -> None:
+    for vi in model.graph.input:
+        shape = input_shapes.get(vi.name)
+        dims = vi.type.tensor_type.shape.dim
+        if shape is None or len(dims) != len(shape):
+            continue
+        for dim, size in zip(dims, shape):
+            if not dim.HasField("dim_value") and isinstance(size, int | np.integer) and size > 0:
+                dim.dim_value = int(size)  # clears dim_param
+
+
+def _compute_in_float32(model: onnx.ModelProto) -> None:
+    """Widen half-precision weights, casts and interfaces to float32 in place."""
+    graph = model.graph
+    tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    half = [t for t in tensors if t.data_type in _HALF]
+    if not half and not any(_half_cast(n) for n in graph.node) and not _half_interface(graph):
+        return
+    for tensor in half:
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type in ("Cast", "RandomNormal", "RandomUniform", "EyeLike", "RandomNormalLike", "RandomUniformLike") and attr.name in ("to", "dtype") and attr.i in _HALF:
+                attr.i = TensorProto.FLOAT
+    boundary = []
+    for vi in graph.input:
+        if vi.type.tensor_type.elem_type in _HALF:
+            inner = f"{vi.name}__float32"
+            _rename_uses(graph, vi.name, inner)
+            boundary.append(helper.make_node("Cast", [vi.name], [inner], to=TensorProto.FLOAT, name=f"{vi.name}__widen"))
+    for vi in graph.output:
+        elem = vi.type.tensor_type.elem_type
+        if elem in _HALF:
+            inner = f"{vi.name}__float32"
+            _rename_producer(graph, vi.name, inner)
+            graph.node.append(helper.make_node("Cast", [inner], [vi.name], to=elem, name=f"{vi.name}__narrow"))
+    for node in reversed(boundary):
+        graph.node.insert(0, node)
+    for vi in graph.value_info:
+        if vi.type.tensor_type.elem_type in _HALF:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT
+
+
+def _half_cast(node: onnx.NodeProto) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i in _HALF for a in node.attribute)
+
+
+def _half_interface(graph: onnx.GraphProto) -> bool:
+    return any(vi.type.tensor_type.elem_type in _HALF for vi in [*graph.input, *graph.output])
+
+
+def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+
+
+def _rename_producer(graph: onnx.GraphProto, old: str, new: str) -> None:
+    _rename_uses(graph, old, new)
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+
+
+def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant and shape folding by onnxslim; the model unchanged (with a warning) if it fails."""
+    import onnxslim
+
+    try:
+        logging.getLogger("onnxslim").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folded = onnxslim.slim(model, skip_optimizations=["graph_fusion"])
+    except Exception as err:  # onnxslim raises whatever its passes raise
+        warnings.warn(f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})", stacklevel=3)
+        return model
+    return folded if folded is not None else model
+
+
+def _restore_inputs(model: onnx.ModelProto, inputs: list) -> None:
+    """Put back the model's inputs (folding drops unused ones), in their order, with the shapes given."""
+    by_name: dict = {}
+    for vi in inputs:
+        by_name.setdefault(vi.name, vi)
+    initializers = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in inputs if vi.name not in initializers]
+    ordered = [by_name[name] for name in dict.fromkeys(names)]
+    del model.graph.input[:]
+    model.graph.input.extend(ordered)
+
+
+def _einsum_as_matmul(model: onnx.ModelProto) -> None:
+    """Rewrite each two-operand ``Einsum`` that is a (batched) matrix product into ``MatMul``."""
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        rewritten = _einsum_nodes(node, constants, graph) if node.op_type == "Einsum" else None
+        nodes.extend(rewritten or [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _einsum_nodes(node: onnx.NodeProto, constants: dict, graph: onnx.GraphProto) -> list | None:
+    """``Transpose``/``Reshape``/``MatMul`` nodes computing ``node``, or None if it is not a matrix product.
+
+    Subscripts are *batch* (in both operands and the output), *left*/*right* (in one operand and the
+    output) and *contracted* (in both operands only). With a constant operand ``W`` (either side), the
+    product is ``X[left..., contracted] @ W[contracted, right]``: ``X`` is transposed to that order
+    (its contracted subscripts merged by a ``Reshape``), ``W`` is rearranged at compile time, and
+    the product's right dimensions are split back. Two activations multiply as
+    ``A[batch..., l, c] @ B[batch..., c, r]`` (one left, contracted and right subscript). The result
+    is transposed to the output's order if it differs.
+    """
+    equation = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "equation"), b"")
+    equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
+    if len(node.input) != 2 or "->" not in equation or "." in equation:
+        return None
+    lhs, out = equation.split("->")
+    terms = lhs.split(",")
+    if len(terms) != 2 or any(len(set(t)) != len(t) for t in (*terms, out)):
+        return None
+    (x, a), (w, b) = zip(node.input, terms)
+    if x in constants and w not in constants:
+        (x, a), (w, b) = (w, b), (x, a)
+    batch = [s for s in a if s in b and s in out]
+    contracted = [s for s in a if s in b and s not in out]
+    left = [s for s in a if s not in b]
+    right = [s for s in b if s not in a]
+    if not contracted or set(left + right + batch) != set(out):
+        return None
+    name = node.name or node.output[0]
+    nodes: list = []
+
+    def transposed(operand: str, subscripts: str, order: list) -> str:
+        perm = [subscripts.index(s) for s in order]
+        if perm == list(range(len(perm))):
+            return operand
+        nodes.append(helper.make_node("Transpose", [operand], [f"{name}__{operand}_T"], perm=perm, name=f"{name}__{operand}_T"))
+        return f"{name}__{operand}_T"
+
+    def reshaped(operand: str, shape: list, label: str) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}__{label}_shape"))
+        nodes.append(helper.make_node("Reshape", [operand, f"{name}__{label}_shape"], [f"{name}__{label}"], name=f"{name}__{label}"))
+        return f"{name}__{label}"
+
+    if w in constants and not batch:
+        weight = numpy_helper.to_array(constants[w]).transpose([b.index(s) for s in contracted + right])
+        right_shape = list(weight.shape[len(contracted) :])
+        const = f"{name}__weight"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight.reshape(-1, int(np.prod(right_shape)))), const))
+        operand = transposed(x, a, left + contracted)
+        if len(contracted) > 1:
+            operand = reshaped(operand, [0] * len(left) + [-1], "merged")
+        product, order = f"{name}__product", left + right
+        nodes.append(helper.make_node("MatMul", [operand, const], [product], name=name))
+        if len(right) > 1:
+            product = reshaped(product, [0] * len(left) + right_shape, "split")
+    elif len(left) == len(contracted) == len(right) == 1:
+        product, order = f"{name}__product", batch + left + right
+        nodes.append(helper.make_node("MatMul", [transposed(x, a, batch + left + contracted), transposed(w, b, batch + contracted + right)], [product], name=name))
+    else:
+        return None
+    if order == list(out):
+        nodes[-1].output[0] = node.output[0]
+    else:
+        nodes.append(helper.make_node("Transpose", [product], [node.output[0]], perm=[order.index(s) for s in out], name=f"{name}__out"))
+    return nodes
