@@ -121,7 +121,9 @@ class _TensorStorage:
         return numpy_helper.to_array(self.tensor)
 
     def write(self, array: np.ndarray) -> None:
+        doc = self.tensor.doc_string
         self.tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), self.tensor.name))
+        self.tensor.doc_string = doc
 
     @property
     def doc_string(self) -> str:
