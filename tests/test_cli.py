@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import run_onnxruntime
+from conftest import block_sparse, run_executable, run_onnxruntime
 from tvm_sparse.cli import main
 from tvm_sparse.testing import mlp
 
@@ -140,21 +140,26 @@ def test_unknown_target_and_bad_prune_arguments(tmp_path, capsys):
     assert "density must be in (0, 1]" in capsys.readouterr().err
 
 
-def test_float16_weights_stay_dense(tmp_path, rng):
-    from tvm_sparse import analyze
+def test_float16_weights_are_analyzed_and_run_in_float32(tmp_path, rng):
+    """A half-precision model computes in float32: its pruned weight gets the block-sparse kernel."""
+    from tvm_sparse import analyze, build
 
-    w = rng.standard_normal((16, 8)).astype("float16")
+    w = (block_sparse(rng, (16, 64), (16, 1), 0.1)).astype("float16")
     nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="half")]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [4, 64])],
         initializer=[numpy_helper.from_array(w, "W")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     (row,) = analyze(model).layers
-    assert row.choice.format == "dense" and "float16" in row.note
+    assert row.name == "half" and row.choice.format == "bsr" and not row.note
+    x = rng.standard_normal((4, 16)).astype("float16")
+    y = run_executable(build(model), x)
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(y.astype("float32"), x.astype("float32") @ w.astype("float32"), rtol=2e-3, atol=2e-3)
 
 
 def test_sparse_accel_compile_and_run_report(tmp_path, capsys, rng):
