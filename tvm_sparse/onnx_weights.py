@@ -271,12 +271,10 @@ class OnnxLayer:
         return w if self.out_first else np.ascontiguousarray(w.T)
 
     def layer_weight(self) -> np.ndarray:
-        """The weight as the compiled layer multiplies it, in the node's element type: ``(out, in)`` for a
-        matmul, the stored layout for a convolution (OI[D]HW; ConvTranspose: IO[D]HW)."""
-        operand = self.operand()
-        if self.is_conv or self.out_first:
-            return operand
-        return np.ascontiguousarray(operand.T)
+        """The float32 weight as the compiled layer multiplies it (the frontend computes in float32):
+        ``(out, in)`` for a matmul, the stored layout for a convolution (OI[D]HW; ConvTranspose: IO[D]HW)."""
+        w = self.values()
+        return w if self.is_conv or self.out_first else np.ascontiguousarray(w.T)
 
     def write(self, values: np.ndarray) -> None:
         """Store ``values`` (the operand's shape, any float type) as this layer's weight, in the weight's own
