@@ -359,13 +359,6 @@ def test_input_shape_specialises_a_sparse_accel_compile(tmp_path, capsys, rng):
     assert (got * expected).sum() / np.linalg.norm(got) / np.linalg.norm(expected) > 0.99
 
 
-def _takes_input_shapes(func) -> bool:
-    import inspect
-
-    return "input_shapes" in inspect.signature(func).parameters
-
-
-@pytest.mark.skipif(not _takes_input_shapes(__import__("tvm_sparse").build), reason="tvm_sparse.build does not take input_shapes yet")
 def test_input_shape_specialises_a_host_compile(tmp_path, capsys, rng):
     model = _batch_model(tmp_path / "b.onnx")
     lib = tmp_path / "b.so"
@@ -381,7 +374,6 @@ def test_input_shape_specialises_a_host_compile(tmp_path, capsys, rng):
     assert "input x: shape (4, 16), expected (3, 16)" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not _takes_input_shapes(__import__("tvm_sparse").analyze), reason="tvm_sparse.analyze does not take input_shapes yet")
 def test_input_shape_reaches_analyze(tmp_path, capsys):
     _batch_model(tmp_path / "b.onnx")
     assert _cli("analyze", tmp_path / "b.onnx", "--json", "--input-shape", "x=3,16") == 0

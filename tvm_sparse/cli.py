@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import re
@@ -30,9 +29,8 @@ def _cmd_analyze(args) -> None:
             raise CLIError("--input-shape does not apply to --compression (it reports the weights alone)")
         report = compression_report(args.model)
     elif args.input_shape:
-        loaded = load_model(args.model)
-        shapes = _parse_input_shapes(args.input_shape, loaded.mod)
-        report = analyze(loaded.mod, min_speedup=args.min_speedup, **_input_shapes_argument(analyze, shapes))
+        shapes = _parse_input_shapes(args.input_shape, load_model(args.model).mod)
+        report = analyze(args.model, min_speedup=args.min_speedup, input_shapes=shapes)
     else:
         report = analyze(args.model, min_speedup=args.min_speedup)
     print(report.dumps() if args.json else report.to_table())
@@ -100,6 +98,8 @@ def _cmd_compile(args) -> None:
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
     shapes = _parse_input_shapes(args.input_shape, loaded.mod)
+    if shapes:  # specialised before the graph is folded, so shape computations fold with the sizes
+        loaded = load_model(args.model, shapes)
     start = time.perf_counter()
     partition = None
     records = TunedSchedules.open(args.db, target) if args.db else None
@@ -108,14 +108,14 @@ def _cmd_compile(args) -> None:
             from .accel import compile as accel_compile
 
             calibration = _parse_inputs(args.calibration, "--calibration", loaded.input_names) if args.calibration else None
-            result = accel_compile(loaded.mod, device_of(target), calibration, **_input_shapes_argument(accel_compile, shapes))
+            result = accel_compile(loaded.mod, device_of(target), calibration)
             exe, partition = result.executable, result.to_dict()
             print(result.to_table())
         else:
             if args.calibration:
                 raise CLIError("--calibration applies to sparse-accel targets only")
             sparsify = False if args.no_sparsify else SparsifyWeights(format=args.format, block_shape=args.block, shared_weights=args.shared_weights)
-            exe = build(loaded.mod, target=target, sparsify=sparsify, **_input_shapes_argument(build, shapes))
+            exe = build(loaded.mod, target=target, sparsify=sparsify)
     if records is not None:
         print(records.report())
     exe.export_library(args.output)
@@ -133,10 +133,11 @@ def _cmd_tune(args) -> int:
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
     shapes = _parse_input_shapes(args.input_shape, loaded.mod)
+    if shapes:
+        loaded = load_model(args.model, shapes)
     calibration = _parse_inputs(args.calibration, "--calibration", loaded.input_names) if args.calibration else None
     try:
-        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed,
-                       **_input_shapes_argument(tune, shapes))
+        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the measurements so far are in {args.db}; run the same command again to resume", file=sys.stderr)
         return 130
@@ -205,15 +206,6 @@ def _parse_input_shapes(items: list[str] | None, mod) -> dict[str, tuple[int, ..
     except ModelError as err:
         raise CLIError(str(err)) from None
     return shapes
-
-
-def _input_shapes_argument(func, shapes: dict | None) -> dict:
-    """The ``input_shapes`` keyword for ``func`` when shapes were given; an error when ``func`` takes none."""
-    if not shapes:
-        return {}
-    if "input_shapes" not in inspect.signature(func).parameters:
-        raise CLIError(f"--input-shape: {func.__name__}() does not take input_shapes in this version of tvm-sparse")
-    return {"input_shapes": shapes}
 
 
 _UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")

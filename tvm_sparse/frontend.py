@@ -62,20 +62,24 @@ def _check_supported(proto: onnx.ModelProto) -> None:
         raise ModelError(f"unsupported ONNX op(s): {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
 
 
-def _weight_names(proto: onnx.ModelProto) -> dict[str, str]:
+def _weight_names(original: onnx.ModelProto, imported: onnx.ModelProto) -> dict[str, str]:
     """Map each layer's weight key to its node name, and ``conv#<i>`` to the name of the i-th Conv (weights
     folded with a BatchNorm no longer match their key).
 
     The key is :func:`~tvm_sparse.graph.weight_key` of the weight as the Relax layer multiplies it
     (:meth:`~tvm_sparse.onnx_weights.OnnxLayer.layer_weight`), with the count of earlier layers whose
     weight has the same key as its occurrence, so each user of a shared weight keeps its own name.
+    Names and weights come from the ``original`` graph (as ``prune`` names them), the order from the
+    ``imported`` one (normalisation may reorder nodes; the importer emits them in its order).
     """
+    position = {output: i for i, node in enumerate(imported.graph.node) for output in node.output}
     names = {}
-    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    convs = [n for n in imported.graph.node if n.op_type == "Conv"]
     for i, node in enumerate(convs):
         names[f"{CONV_ORDER_PREFIX}{i}"] = node.name or f"conv_{i}"
     seen: dict[str, int] = {}
-    for layer in find_weights(proto).layers:
+    layers = find_weights(original).layers
+    for layer in sorted(layers, key=lambda layer: position.get(layer.node.output[0], layer.index)):
         weight = layer.layer_weight()
         key = weight_key(weight)
         occurrence = seen.get(key, 0)
@@ -113,7 +117,7 @@ def load_onnx(model, input_shapes: Mapping | None = None) -> LoadedModel:
     except Exception as err:
         msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelError(f"the ONNX importer rejected the model: {msg}") from None
-    mod = specialize(mod, input_shapes).with_attr(WEIGHT_NAMES_ATTR, _weight_names(original))  # as prune names them
+    mod = specialize(mod, input_shapes).with_attr(WEIGHT_NAMES_ATTR, _weight_names(original, proto))
     return LoadedModel(
         mod=mod,
         input_names=[vi.name for vi in inputs],

@@ -62,13 +62,25 @@ def _copy(value_info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
 
 
 def _fix_input_dims(model: onnx.ModelProto, input_shapes: Mapping) -> None:
+    """Write the given sizes over symbolic or unknown dimensions; a named dimension (``batch``) takes
+    its size in every input that has it."""
+    named: dict = {}
     for vi in model.graph.input:
         shape = input_shapes.get(vi.name)
         dims = vi.type.tensor_type.shape.dim
-        if shape is None or len(dims) != len(shape):
-            continue
-        for dim, size in zip(dims, shape):
-            if not dim.HasField("dim_value") and isinstance(size, int | np.integer) and size > 0:
+        if shape is not None and len(dims) == len(shape):
+            for dim, size in zip(dims, shape):
+                if dim.dim_param and isinstance(size, int | np.integer) and size > 0:
+                    named.setdefault(dim.dim_param, int(size))
+    for vi in model.graph.input:
+        shape = input_shapes.get(vi.name)
+        dims = vi.type.tensor_type.shape.dim
+        sizes = list(shape) if shape is not None and len(dims) == len(shape) else [None] * len(dims)
+        for dim, size in zip(dims, sizes):
+            if dim.HasField("dim_value"):
+                continue
+            size = size if isinstance(size, int | np.integer) and size > 0 else named.get(dim.dim_param)
+            if size is not None:
                 dim.dim_value = int(size)  # clears dim_param
 
 

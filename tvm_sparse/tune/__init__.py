@@ -39,13 +39,14 @@ class _Collector:
         return None
 
 
-def extract_tasks(model, target=None, calibration=None) -> list:
-    """The distinct tuning tasks of ``model`` on ``target`` (one per kernel shape and weight structure)."""
+def extract_tasks(model, target=None, calibration=None, input_shapes=None) -> list:
+    """The distinct tuning tasks of ``model`` on ``target`` (one per kernel shape and weight structure;
+    a symbolic size at its hint, :func:`~tvm_sparse.graph.dim_hints`)."""
     from ..build import build
 
     collector = _Collector()
     with schedules_from(collector):
-        build(model, target, calibration=calibration)
+        build(model, target, calibration=calibration, input_shapes=input_shapes)
     return list(collector.tasks.values())
 
 
@@ -95,12 +96,13 @@ class _Progress:
 
 
 def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tuning", calibration=None, strategy: str = "xgb",
-         seed: int = 0, progress: bool = True, tasks: list | None = None) -> list[TaskResult]:
+         seed: int = 0, progress: bool = True, tasks: list | None = None, input_shapes=None) -> list[TaskResult]:
     """Tune every kernel of ``model`` for ``target`` with up to ``trials`` measurements per task.
 
     ``target`` is what :func:`tvm_sparse.build` takes (the host CPU by
     default, or ``"sparse-accel"``); ``calibration`` is passed to the build
-    for device targets. Records are committed to the MetaSchedule database in
+    for device targets, ``input_shapes`` to every build (as in
+    :func:`tvm_sparse.build`). Records are committed to the MetaSchedule database in
     ``work_dir`` as they are measured, so Ctrl-C loses at most the batch in
     flight and a second call resumes. ``tasks`` overrides the extracted tasks.
     Returns one :class:`TaskResult` per task.
@@ -111,7 +113,7 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
         raise ValueError(f"trials must be at least 1, got {trials}")
     tgt = resolve_target(target)
     database = open_database(work_dir, create=True)
-    tasks = extract_tasks(model, tgt, calibration) if tasks is None else tasks
+    tasks = extract_tasks(model, tgt, calibration, input_shapes) if tasks is None else tasks
     bar = _Progress(len(tasks)) if progress else None
     shared = SharedCostModel() if strategy == "xgb" else None  # one cost model learns across the tasks
     results = []
