@@ -1,19 +1,206 @@
 """The passes that normalise an imported model before the project's rewrites.
 
-``FoldTransposes`` is the one TVM 0.27 lacks: ``ConvertLayout`` moves
-convolutions to NHWC and puts ``permute_dims`` at the edges of each NHWC
-region, so a model that is channels-last already (an exporter that wraps an
-NCHW graph in ``Transpose`` ops) would carry two full-tensor transposes per
-edge that cancel.
+TVM's graph-level passes are applied only where they are correct:
+
+* ``ConvertLayout`` runs only on modules with a ``conv2d`` (the project's conv
+  kernels want NHWC/OHWI), and the calls it gets wrong are taken out of its
+  reach first (:class:`ConvertConvLayout`).
+* ``FoldConstant`` legalizes every call it visits, and ops whose legalization
+  emits bindings of its own (``dynamic_strided_slice``, ...) leave calls to
+  PrimFuncs the pass never adds; TVM runs it after ``LegalizeOps`` only. Before
+  legalization the project folds the bindings that depend on constants alone
+  (:class:`FoldCompileTimeBindings`).
+* ``FoldBatchnormToConv2D`` and ``DecomposeOpsForInference`` apply a batch
+  norm's running statistics; one in training mode uses its batch's, so it is
+  legalized before them (:class:`LegalizeTrainingBatchNorm`).
+
+``FoldTransposes`` is the one TVM 0.27 lacks: ``ConvertLayout`` puts
+``permute_dims`` at the edges of each NHWC region, so a model that is
+channels-last already (an exporter that wraps an NCHW graph in ``Transpose``
+ops) would carry two full-tensor transposes per edge that cancel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+from .canonicalize import canonicalize_passes
 from .errors import tvm_rejection
+
+#: The layouts convolutions are moved to: channels contiguous for the kernels (conv1d, conv3d and the
+#: transposed ones then become conv2d or GEMMs: :mod:`~tvm_sparse.canonicalize`).
+CONV_LAYOUT = {
+    "relax.nn.conv2d": ["NHWC", "OHWI"],
+    "relax.nn.conv1d": ["NWC", "OWI"],
+    "relax.nn.conv3d": ["NDHWC", "ODHWI"],
+    "relax.nn.conv1d_transpose": ["NWC", "IOW"],
+    "relax.nn.conv2d_transpose": ["NHWC", "IOHW"],
+}
+
+#: Ops whose layout inference in TVM 0.27 is wrong whatever the input layout: ``stack`` inserts an
+#: axis ``S`` that no conversion maps back (and divides by zero on 0-d inputs), ``dropout`` gives its
+#: (output, mask) tuple a single layout, ``rms_norm`` keeps its axes while moving its data.
+_WRONG_LAYOUT_INFERENCE = ("relax.stack", "relax.nn.dropout", "relax.nn.rms_norm")
+
+#: Ops whose legalization takes channels-first layouts only: without a layout of their own in
+#: :data:`CONV_LAYOUT` (which a later pass then takes care of), they would follow their input to NHWC.
+_CHANNELS_FIRST_ONLY = ("relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose")
+
+
+def _layout_unsafe(call: relax.Call) -> bool:
+    """Whether ``ConvertLayout`` would get ``call`` wrong."""
+    name = call.op.name
+    return name in _WRONG_LAYOUT_INFERENCE or (name in _CHANNELS_FIRST_ONLY and name not in CONV_LAYOUT)
+
+
+def _functions(mod: tvm.IRModule):
+    return [(gvar, func) for gvar, func in mod.functions_items() if isinstance(func, relax.Function)]
+
+
+def _calls(mod: tvm.IRModule, op_name: str) -> list[relax.Call]:
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op_name:
+            found.append(expr)
+
+    for _, func in _functions(mod):
+        relax.analysis.post_order_visit(func, visit)
+    return found
+
+
+@relax.expr_functor.mutator
+class _LegalizeCalls(relax.PyExprMutator):
+    """Legalize (TVM's ``FLegalize``) the operator calls ``select`` picks, leave the others."""
+
+    def __init__(self, mod: tvm.IRModule, select: Callable[[relax.Call], bool]):
+        super().__init__(mod)
+        self.select = select
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and self.select(call):
+            return self.builder_.normalize(call.op.get_attr("FLegalize")(self.builder_, call))
+        return call
+
+    def transform(self) -> tvm.IRModule:
+        for gvar, func in _functions(self.builder_.get()):
+            self.builder_.update_func(gvar, self.visit_expr(func))
+        return self.builder_.get()
+
+
+def _legalize_calls(mod: tvm.IRModule, select: Callable[[relax.Call], bool]) -> tvm.IRModule:
+    return _LegalizeCalls(mod, select).transform()
+
+
+@tvm.transform.module_pass(opt_level=0, name="LegalizeTrainingBatchNorm")
+class LegalizeTrainingBatchNorm:
+    """Lower ``batch_norm`` calls in training mode now, with TVM's legalization (batch statistics),
+    so that the inference-only BatchNorm passes cannot apply the running statistics to them."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if not any(bool(call.attrs.training) for call in _calls(mod, "relax.nn.batch_norm")):
+            return mod
+        return _legalize_calls(mod, lambda call: call.op.name == "relax.nn.batch_norm" and bool(call.attrs.training))
+
+
+@relax.expr_functor.mutator
+class _LayoutSafeForm(relax.PyExprMutator):
+    """Rewrite what ``ConvertLayout`` misreads into equivalent forms it reads right.
+
+    Its squeeze layout inference indexes the axes unnormalised (a negative axis writes out of bounds),
+    and a ``match_cast`` whose value is not a variable (``match_cast(t[0])``, as the importer writes
+    after ``unique``) gets an unknown layout.
+    """
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.squeeze" and call.attrs.axis is not None:
+            rank = len(call.args[0].ty.shape)
+            return relax.op.squeeze(call.args[0], [int(a) % rank for a in call.attrs.axis])
+        return call
+
+    def visit_match_cast_(self, binding: relax.MatchCast) -> None:
+        value = self.visit_expr(binding.value)
+        if not isinstance(value, relax.Var):
+            value = self.builder_.emit(value)
+        self.builder_.emit_normalized(relax.MatchCast(binding.var, value, binding.ty))
+
+    def transform(self) -> tvm.IRModule:
+        for gvar, func in _functions(self.builder_.get()):
+            self.builder_.update_func(gvar, self.visit_expr(func))
+        return self.builder_.get()
+
+
+@tvm.transform.module_pass(opt_level=0, name="ConvertConvLayout")
+class ConvertConvLayout:
+    """TVM's ``ConvertLayout`` to :data:`CONV_LAYOUT`, on modules that have a convolution.
+
+    The model keeps its own layout at its inputs and outputs. Calls whose layout
+    it would get wrong (:func:`_layout_unsafe`) are legalized first: a
+    ``call_tir`` is opaque to the conversion, which hands it its inputs in the
+    model's layout.
+    """
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if not any(_calls(mod, op) for op in CONV_LAYOUT):
+            return mod
+        mod = _legalize_calls(mod, _layout_unsafe)
+        mod = _LayoutSafeForm(mod).transform()
+        return relax.transform.ConvertLayout(CONV_LAYOUT)(mod)
+
+
+@relax.expr_functor.mutator
+class _Substitute(relax.PyExprMutator):
+    """Replace uses of variables by expressions."""
+
+    def __init__(self, values: dict):
+        super().__init__()
+        self.values = values
+
+    def visit_var_(self, var: relax.Var) -> relax.Expr:
+        return self.values.get(var, var)
+
+    def visit_dataflow_var_(self, var: relax.Var) -> relax.Expr:
+        return self.values.get(var, var)
+
+
+def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+    wanted = set(relax.analysis.computable_at_compile_time(func))
+    if not wanted or not isinstance(func.body, relax.SeqExpr):
+        return func
+    bindings = [b for block in func.body.blocks for b in block.bindings if b.var in wanted]
+    if not bindings:
+        return func
+    bb = relax.BlockBuilder()
+    with bb.function("fold", []):
+        with bb.dataflow():
+            for binding in bindings:
+                bb.emit_normalized(binding)
+            out = bb.emit_output(relax.Tuple([b.var for b in bindings]))
+        bb.emit_func_output(out)
+    scratch = tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
+    scratch[tvm.ir.GlobalVar("fold")] = bb.get()["fold"]
+    folded = relax.transform.FoldConstant()(scratch)["fold"].body.blocks[-1].bindings[-1].value
+    values = {b.var: v for b, v in zip(bindings, folded.fields) if isinstance(v, tvm.ir.GenericConst)}
+    if not values:
+        return func
+    return relax.analysis.remove_all_unused(_Substitute(values).visit_expr(func))
+
+
+@tvm.transform.module_pass(opt_level=0, name="FoldCompileTimeBindings")
+class FoldCompileTimeBindings:
+    """TVM's ``FoldConstant`` on the bindings that depend on constants alone (weight arithmetic,
+    weight transposes), evaluated in a function of their own; the rest of the module is untouched."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in _functions(mod):
+            mod[gvar] = _fold_compile_time(func, mod)
+        return mod
 
 
 def _axes(call: relax.Call) -> list[int]:
@@ -44,25 +231,26 @@ class FoldTransposes:
     """Fold ``permute_dims(permute_dims(x, a), b)`` into one (or none), and drop identity ones."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = relax.analysis.remove_all_unused(rewrite_call(_OUTER, _fold, func))
+        for gvar, func in _functions(mod):
+            mod[gvar] = relax.analysis.remove_all_unused(rewrite_call(_OUTER, _fold, func))
         return mod
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
     """Normalise an imported model: BatchNorm folded into convolutions, NHWC/OHWI convolutions, constants folded.
 
-    Convolutions are moved to NHWC with OHWI weights (TVM's ``ConvertLayout``;
+    Convolutions are moved to NHWC with OHWI weights (:class:`ConvertConvLayout`;
     the model's own layout is kept at its inputs and outputs) so that channels
     are contiguous for the kernels; transposes that then cancel are folded away.
     """
     return [
+        LegalizeTrainingBatchNorm(),
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
-        relax.transform.FoldConstant(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-        relax.transform.FoldConstant(),
+        FoldCompileTimeBindings(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
+        ConvertConvLayout(),
+        FoldCompileTimeBindings(),
+        *canonicalize_passes(),  # conv1d/conv3d/transposed convs/weight-first matmuls into the kernels' forms
         FoldTransposes(),  # a channels-last model's own transposes cancel ConvertLayout's
     ]
 
