@@ -12,6 +12,7 @@ from tvm.s_tir import dlight
 from .accel.target import device_of, is_accel_target
 from .analysis.slow_path import CountModelFlops, ReportDefaultSchedules
 from .errors import TVMSparseError, tvm_rejection
+from .fast_math import FastMath
 from .frontend import load_model
 from .prepare import prepare_passes
 from .schedule.choice import schedules_from
@@ -35,7 +36,7 @@ def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> li
         passes.append(sparsify)
     passes += [DenseMatmulKernels(), ConvKernels(), ReportDefaultSchedules()]
     if fast_math:
-        passes.append(relax.transform.FastMathTransform())
+        passes.append(FastMath())
     return passes
 
 

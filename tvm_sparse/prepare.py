@@ -28,23 +28,16 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from .canonicalize import canonicalize_passes
 from .errors import tvm_rejection
 
-#: The layouts convolutions are moved to: channels contiguous for the kernels (conv1d, conv3d and the
-#: transposed ones then become conv2d or GEMMs: :mod:`~tvm_sparse.canonicalize`).
-CONV_LAYOUT = {
-    "relax.nn.conv2d": ["NHWC", "OHWI"],
-    "relax.nn.conv1d": ["NWC", "OWI"],
-    "relax.nn.conv3d": ["NDHWC", "ODHWI"],
-    "relax.nn.conv1d_transpose": ["NWC", "IOW"],
-    "relax.nn.conv2d_transpose": ["NHWC", "IOHW"],
-}
+#: The layouts convolutions are moved to: channels contiguous for the kernels.
+CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
-#: Ops whose layout inference in TVM 0.27 is wrong whatever the input layout: ``stack`` inserts an
-#: axis ``S`` that no conversion maps back (and divides by zero on 0-d inputs), ``dropout`` gives its
-#: (output, mask) tuple a single layout, ``rms_norm`` keeps its axes while moving its data.
-_WRONG_LAYOUT_INFERENCE = ("relax.stack", "relax.nn.dropout", "relax.nn.rms_norm")
+#: Ops whose layout inference in TVM 0.27 is wrong: ``stack`` inserts an axis ``S`` that no
+#: conversion maps back (and divides by zero on 0-d inputs), ``dropout`` gives its (output, mask)
+#: tuple a single layout, ``rms_norm`` keeps its axes while moving its data, ``scatter_nd`` moves its
+#: data and updates apart.
+_WRONG_LAYOUT_INFERENCE = ("relax.stack", "relax.nn.dropout", "relax.nn.rms_norm", "relax.scatter_nd")
 
 #: Ops whose legalization takes channels-first layouts only: without a layout of their own in
 #: :data:`CONV_LAYOUT` (which a later pass then takes care of), they would follow their input to NHWC.
@@ -163,19 +156,19 @@ class _Substitute(relax.PyExprMutator):
         self.values = values
 
     def visit_var_(self, var: relax.Var) -> relax.Expr:
-        return self.values.get(var, var)
+        return self.values[var] if var in self.values else super().visit_var_(var)
 
     def visit_dataflow_var_(self, var: relax.Var) -> relax.Expr:
-        return self.values.get(var, var)
+        return self.values[var] if var in self.values else super().visit_dataflow_var_(var)
 
 
-def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+def _folded_values(func: relax.Function, mod: tvm.IRModule) -> dict:
+    """The constants and shapes that FoldConstant makes of the bindings computable at compile time,
+    by variable: the bindings are evaluated in a function of their own."""
     wanted = set(relax.analysis.computable_at_compile_time(func))
-    if not wanted or not isinstance(func.body, relax.SeqExpr):
-        return func
     bindings = [b for block in func.body.blocks for b in block.bindings if b.var in wanted]
     if not bindings:
-        return func
+        return {}
     bb = relax.BlockBuilder()
     with bb.function("fold", []):
         with bb.dataflow():
@@ -186,7 +179,18 @@ def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Functio
     scratch = tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
     scratch[tvm.ir.GlobalVar("fold")] = bb.get()["fold"]
     folded = relax.transform.FoldConstant()(scratch)["fold"].body.blocks[-1].bindings[-1].value
-    values = {b.var: v for b, v in zip(bindings, folded.fields) if isinstance(v, tvm.ir.GenericConst)}
+    return {b.var: v for b, v in zip(bindings, folded.fields) if isinstance(v, (tvm.ir.GenericConst, relax.ShapeExpr))}
+
+
+def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+    if not isinstance(func.body, relax.SeqExpr):
+        return func
+    values = _folded_values(func, mod)
+    # As FoldConstant does, shapes bound to variables go to their uses (legalization wants them in place).
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.ShapeExpr):
+                values.setdefault(binding.var, binding.value)
     if not values:
         return func
     return relax.analysis.remove_all_unused(_Substitute(values).visit_expr(func))
@@ -198,9 +202,10 @@ class FoldCompileTimeBindings:
     weight transposes), evaluated in a function of their own; the rest of the module is untouched."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        folded = mod.clone()
         for gvar, func in _functions(mod):
-            mod[gvar] = _fold_compile_time(func, mod)
-        return mod
+            folded[gvar] = _fold_compile_time(func, mod)
+        return folded
 
 
 def _axes(call: relax.Call) -> list[int]:
@@ -231,9 +236,10 @@ class FoldTransposes:
     """Fold ``permute_dims(permute_dims(x, a), b)`` into one (or none), and drop identity ones."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        folded = mod.clone()
         for gvar, func in _functions(mod):
-            mod[gvar] = relax.analysis.remove_all_unused(rewrite_call(_OUTER, _fold, func))
-        return mod
+            folded[gvar] = relax.analysis.remove_all_unused(rewrite_call(_OUTER, _fold, func))
+        return folded
 
 
 def prepare_passes() -> list[tvm.transform.Pass]:
@@ -250,7 +256,6 @@ def prepare_passes() -> list[tvm.transform.Pass]:
         FoldCompileTimeBindings(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
         ConvertConvLayout(),
         FoldCompileTimeBindings(),
-        *canonicalize_passes(),  # conv1d/conv3d/transposed convs/weight-first matmuls into the kernels' forms
         FoldTransposes(),  # a channels-last model's own transposes cancel ConvertLayout's
     ]
 

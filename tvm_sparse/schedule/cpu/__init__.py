@@ -2,12 +2,13 @@
 
 from tvm.s_tir.dlight.cpu import GEMV, Reduction
 
+from .guard import Declining
 from .injective import Injective
 
 
 def default_rules():
     """Rules tried in order on every unscheduled PrimFunc; the first that applies wins."""
-    return [Injective(), Reduction(), GEMV()]
+    return [Injective(), Declining(Reduction()), Declining(GEMV())]
 
 
-__all__ = ["GEMV", "Injective", "Reduction", "default_rules"]
+__all__ = ["GEMV", "Declining", "Injective", "Reduction", "default_rules"]

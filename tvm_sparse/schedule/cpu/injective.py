@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+from tvm import relax, s_tir, tirx
+from tvm.ir import Call, Op
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base.common_schedules import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -11,6 +12,23 @@ from tvm.target.codegen import llvm_get_vector_width
 
 #: Below this many elements a function runs on one thread: forking costs more.
 MIN_PARALLEL_ELEMENTS = 16384
+
+
+def _vector_safe(op: Op) -> bool:
+    """Whether LLVM code generation takes ``op`` on vectors. TVM scalarizes the ops not marked
+    ``TVectorizable``; of the marked ones, those whose only lowering is the scalar libm call
+    (cosh, sinh) reach code generation as vectors and fail."""
+    if not op.get_attr("TVectorizable") or op.get_attr("default.FLowerIntrinsic") is None:
+        return True
+    return any(op.get_attr(key) is not None for key in ("llvm.FLowerIntrinsic", "llvm.FLegalize", "default.FLegalize"))
+
+
+def _vectorizable(block: s_tir.SBlock) -> bool:
+    if not isinstance(block.body, tirx.BufferStore):
+        return True
+    ops = []
+    relax.analysis.post_order_visit(block.body.value, lambda e: ops.append(e.op) if isinstance(e, Call) else None)
+    return all(_vector_safe(op) for op in ops if isinstance(op, Op))
 
 
 def _lanes(extent: int, max_lanes: int) -> int:
@@ -43,11 +61,10 @@ class Injective(CPUScheduleRule):
             sch.parallel(fused)
             return sch
         extent = int(extent)
-        dtype_bits = 32
-        writes = sch.get(remaining[0].block_rv).writes
-        if writes:
-            dtype_bits = max(8, writes[0].source.dtype.bits)
-        lanes = _lanes(extent, max(1, llvm_get_vector_width(target) // dtype_bits))
+        block = sch.get(remaining[0].block_rv)
+        dtype_bits = max(8, block.writes[0].source.dtype.bits) if block.writes else 32
+        max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
+        lanes = _lanes(extent, max_lanes)
         outer = fused
         if lanes > 1:
             outer, inner = sch.split(fused, [None, lanes])

@@ -1,0 +1,160 @@
+"""Every ONNX backend node test through tvm-sparse and through plain TVM, against the expected outputs.
+
+    python benchmarks/onnx_node_suite.py [--jobs 2] [--timeout 120] [-k REGEX] [--json results.json]
+
+Each (case, backend) runs in a worker process; a worker that crashes (SIGFPE,
+segfault) or exceeds the timeout is killed, the item is counted as failed and
+a fresh worker takes the next item. Prints how many cases pass under both
+backends, under TVM only, under tvm-sparse only and under neither, then the
+"TVM only" cases with tvm-sparse's failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+
+from tvm_sparse.testing.onnx_nodes import BACKENDS, check_case, node_cases
+
+PASS = "pass"
+
+
+def _worker() -> None:
+    """Answer ``case<TAB>backend`` lines on stdin with one JSON line each (``PASS`` or the failure)."""
+    reply = os.fdopen(os.dup(1), "w")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # TVM and the importer print diagnostics; the replies have their own descriptor
+    cases = node_cases()
+    for line in sys.stdin:
+        name, backend = line.rstrip("\n").split("\t")
+        reply.write(json.dumps(check_case(cases[name], backend) or PASS) + "\n")
+        reply.flush()
+
+
+class _Worker:
+    """One worker process, started on first use and again after it dies."""
+
+    def __init__(self):
+        self.proc = None
+
+    def ask(self, name: str, backend: str, timeout: float) -> str:
+        if self.proc is None:
+            env = dict(os.environ, TVM_NUM_THREADS="1")
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                text=True,
+                start_new_session=True,
+            )
+        self.proc.stdin.write(f"{name}\t{backend}\n")
+        self.proc.stdin.flush()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            line = self.proc.stdout.readline() if sel.select(timeout) else None
+        if line:
+            return json.loads(line)
+        code = self.stop()
+        if line is None:
+            return f"timeout after {timeout:.0f} s"
+        return f"crash ({signal.Signals(-code).name})" if code < 0 else f"worker exited with status {code}"
+
+    def stop(self) -> int | None:
+        """Kill the worker (if any) and return its exit status."""
+        if self.proc is None:
+            return None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code, self.proc = self.proc.wait(), None
+        return code
+
+
+def run_suite(names: list[str], jobs: int, timeout: float, progress=None) -> dict[str, dict[str, str]]:
+    """``{case: {backend: PASS or why it failed}}`` for every case in ``names``."""
+    todo = queue.Queue()
+    for name in names:
+        todo.put(name)
+    results: dict[str, dict[str, str]] = {}
+    lock = threading.Lock()
+
+    def serve():
+        worker = _Worker()
+        try:
+            while True:
+                try:
+                    name = todo.get_nowait()
+                except queue.Empty:
+                    return
+                outcome = {backend: worker.ask(name, backend, timeout) for backend in BACKENDS}
+                with lock:
+                    results[name] = outcome
+                    if progress:
+                        progress(len(results), len(names))
+        finally:
+            worker.stop()
+
+    threads = [threading.Thread(target=serve) for _ in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def summarize(results: dict[str, dict[str, str]]) -> str:
+    """The pass/fail table of the two backends and the cases that only plain TVM passes."""
+    groups = {"both": [], "TVM only": [], "tvm-sparse only": [], "neither": []}
+    for name, outcome in sorted(results.items()):
+        tvm_ok, ours_ok = outcome["tvm"] == PASS, outcome["tvm-sparse"] == PASS
+        key = "both" if tvm_ok and ours_ok else "TVM only" if tvm_ok else "tvm-sparse only" if ours_ok else "neither"
+        groups[key].append(name)
+    lines = [f"{len(results)} node test cases", "", "| passed by | cases |", "|---|---|"]
+    lines += [f"| {key} | {len(names)} |" for key, names in groups.items()]
+    for key in ("TVM only", "tvm-sparse only"):
+        if groups[key]:
+            lines += ["", f"{key}:"]
+            failing = "tvm-sparse" if key == "TVM only" else "tvm"
+            lines += [f"  {name}: {results[name][failing]}" for name in groups[key]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case and backend (default 120)")
+    parser.add_argument("-k", metavar="REGEX", help="only the cases whose name matches")
+    parser.add_argument("--json", metavar="FILE", help="also write {case: {backend: outcome}} to FILE")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker()
+        return
+    names = sorted(node_cases())
+    if args.k:
+        names = [n for n in names if re.search(args.k, n)]
+
+    def progress(done, total):
+        if done % 50 == 0 or done == total:
+            print(f"  {done}/{total}", file=sys.stderr, flush=True)
+
+    results = run_suite(names, args.jobs, args.timeout, progress)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+    print(summarize(results))
+
+
+if __name__ == "__main__":
+    main()
