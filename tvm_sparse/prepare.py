@@ -28,10 +28,18 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
+from .canonicalize import canonicalize_passes
 from .errors import tvm_rejection
 
-#: The layouts convolutions are moved to: channels contiguous for the kernels.
-CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
+#: The layouts convolutions are moved to: channels contiguous for the kernels (conv1d, conv3d and the
+#: transposed ones then become conv2d or GEMMs: :mod:`~tvm_sparse.canonicalize`).
+CONV_LAYOUT = {
+    "relax.nn.conv2d": ["NHWC", "OHWI"],
+    "relax.nn.conv1d": ["NWC", "OWI"],
+    "relax.nn.conv3d": ["NDHWC", "ODHWI"],
+    "relax.nn.conv1d_transpose": ["NWC", "IOW"],
+    "relax.nn.conv2d_transpose": ["NHWC", "IOHW"],
+}
 
 #: Ops whose layout inference in TVM 0.27 is wrong: ``stack`` inserts an axis ``S`` that no
 #: conversion maps back (and divides by zero on 0-d inputs), ``dropout`` gives its (output, mask)
@@ -256,6 +264,7 @@ def prepare_passes() -> list[tvm.transform.Pass]:
         FoldCompileTimeBindings(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
         ConvertConvLayout(),
         FoldCompileTimeBindings(),
+        *canonicalize_passes(),  # conv1d/conv3d/transposed convs/weight-first matmuls into the kernels' forms
         FoldTransposes(),  # a channels-last model's own transposes cancel ConvertLayout's
     ]
 
