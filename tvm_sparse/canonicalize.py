@@ -6,10 +6,10 @@ to a naive loop nest. After :class:`~tvm_sparse.prepare.ConvertConvLayout`
 has made convolutions channels-last, these passes rewrite:
 
 * :class:`ConvTransposeAsGemm`: NHWC ``conv2d_transpose`` (and NWC
-  ``conv1d_transpose``) with a constant float32 weight into
-  ``cols = matmul(x, Wmat.T)`` (a linear layer: the dense or block-sparse
-  kernel, exact MACs) and a col2im kernel that adds the bias and applies a
-  following ReLU (:mod:`tvm_sparse.kernels.col2im`);
+  ``conv1d_transpose``) with a constant float32 weight into the GEMM
+  ``cols = x @ Wmat.T``, written as a 1x1 ``conv2d`` (the conv kernels, dense
+  or block-sparse; exact MACs), and a col2im kernel that adds the bias and
+  applies a following ReLU (:mod:`tvm_sparse.kernels.col2im`);
 * :class:`ConvAsConv2d`: NWC ``conv1d`` and NDHWC ``conv3d`` whose kernel
   (or input) has depth 1 into NHWC ``conv2d`` through reshapes that copy
   nothing, so a chain of them stays channels-last;
@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
-from .graph import WEIGHT_NAMES_ATTR, bindings, shape_of, use_counts, weight_key, weight_names
+from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, ConvLayer, bindings, find_layers, shape_of, use_counts, weight_key, weight_names
 from .kernels.col2im import Col2Im, col2im_kernel
 
 _ADD = tvm.ir.Op.get("relax.add")
@@ -209,7 +210,8 @@ def _gemm_col2im_emitter(name: str, call, out_shape, geometry: Col2Im, wmat: np.
         x = visit(call.args[0])
         if len(out_shape) == 3:  # NWC as NHWC of height 1
             x = bb.emit(relax.op.reshape(x, geometry.input_shape))
-        cols = bb.emit(relax.op.matmul(x, relax.const(np.ascontiguousarray(wmat.T))))
+        pointwise = relax.const(wmat.reshape(*wmat.shape[:1], 1, 1, wmat.shape[1]))  # OHWI
+        cols = bb.emit(relax.op.nn.conv2d(x, pointwise, data_layout="NHWC", kernel_layout="OHWI", out_layout="NHWC"))
         bias = epilogue.bias if epilogue.bias is not None else np.zeros(geometry.out_channels, "float32")
         gvar = rewriter.add_kernel(col2im_kernel(geometry, relu=epilogue.relu), f"col2im_{name}")
         y_shape = out_shape if len(out_shape) == 4 else (out_shape[0], 1, *out_shape[1:])
@@ -238,6 +240,24 @@ def _nchw_emitter(call) -> Emit:
     return emit
 
 
+def _numbered_without(mod: tvm.IRModule, names: dict, gemm_keys: set) -> dict:
+    """``names`` with the ``conv#i`` entries (the i-th Conv of the model, for convolutions found by position)
+    renumbered so that the GEMMs, convolutions of the graph but not of the model, take no number."""
+    numbered = {key: name for key, name in names.items() if not key.startswith(CONV_ORDER_PREFIX)}
+    for _, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        convs = [layer for layer in find_layers(func, names) if isinstance(layer, ConvLayer)]
+        taken = 0
+        for position, layer in enumerate(convs):
+            if weight_key(layer.weight.transpose(0, 3, 1, 2)) in gemm_keys:
+                continue
+            if f"{CONV_ORDER_PREFIX}{taken}" in names:
+                numbered[f"{CONV_ORDER_PREFIX}{position}"] = names[f"{CONV_ORDER_PREFIX}{taken}"]
+            taken += 1
+    return numbered
+
+
 @tvm.transform.module_pass(opt_level=0, name="ConvTransposeAsGemm")
 class ConvTransposeAsGemm:
     """Rewrite channels-last transposed convolutions with a constant float32 weight as GEMM + col2im.
@@ -246,9 +266,10 @@ class ConvTransposeAsGemm:
     layout; NWC ``conv1d_transpose`` as height 1; any stride, padding, output padding, dilation and
     groups; symbolic ``N``, ``H``, ``W``) becomes
 
-    * ``cols[N, H, W, R] = matmul(x, Wmat.T)``, a linear layer whose ``(R, C)`` weight
-      (:meth:`~tvm_sparse.kernels.col2im.Col2Im.weight_matrix`) the graph passes run dense or
-      block-sparse (a grouped layer's zeros make it block-sparse where that pays);
+    * ``cols[N, H, W, R]``, the 1x1 NHWC convolution of ``x`` by ``Wmat``
+      (:meth:`~tvm_sparse.kernels.col2im.Col2Im.weight_matrix`, ``R x C``): a GEMM that the graph
+      passes run dense or block-sparse like any convolution (its ``(O, KH*KW*I)`` matrix is ``Wmat``;
+      a grouped layer's zeros make it block-sparse where that pays);
     * ``y = col2im(cols, bias)`` with a following per-channel bias ``add`` and ``relu`` fused.
 
     The layer's name (``weight_names``) follows its weight to ``Wmat``. Channels-last transposed
@@ -275,14 +296,16 @@ class ConvTransposeAsGemm:
                 geometry = _col2im_geometry(call, x_shape, weight)
                 wmat = geometry.weight_matrix(weight)
                 name = names.get(weight_key(weight if len(x_shape) == 4 else weight[:, :, 0]), f"conv_transpose_{index}")
-                renamed[weight_key(wmat)] = name
+                renamed[weight_key(wmat[:, :, None, None])] = name  # as a convolution's OIHW weight
                 epilogue = _epilogue(var, uses, consumers, dtype, len(out_shape), -1, geometry.out_channels)
                 plans[epilogue.vars[-1] if epilogue.vars else var] = _gemm_col2im_emitter(name, call, out_shape, geometry, wmat, epilogue, rewriter)
                 absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
             return plans, absorbed
 
         mod = _rewrite(mod, plan)
-        return mod.with_attr(WEIGHT_NAMES_ATTR, {**names, **renamed}) if names and renamed else mod
+        if not (names and renamed):
+            return mod
+        return mod.with_attr(WEIGHT_NAMES_ATTR, _numbered_without(mod, {**names, **renamed}, set(renamed)))
 
 
 # --- conv1d and depth-1 conv3d as conv2d ---------------------------------------------------------------------
@@ -336,15 +359,24 @@ def _conv3d_view(call, x_shape, out_shape) -> _Conv2dView | None:
     return _Conv2dView((n * depth, h, w, c), weight, *spatial, depth_stride=stride)
 
 
-def _conv2d_emitter(call, view: _Conv2dView, out_shape, epilogue: _Epilogue) -> Emit:
+def _conv2d_emitter(call, view: _Conv2dView, out_shape, epilogue: _Epilogue, end, emitted: dict) -> Emit:
+    """Emit the conv2d and its epilogue, bound (reshaped back) to ``end``. ``emitted`` maps the ends of the
+    layers emitted so far to their 4-D values: a layer that reads one directly in the shape it wants
+    skips the reshape pair between them (and :class:`~tvm_sparse.transform.ShrinkChannels` sees the chain)."""
+
     def emit(bb: relax.BlockBuilder, visit) -> relax.Expr:
-        x = visit(call.args[0])
-        if view.depth_stride > 1:
-            x = bb.emit(relax.op.strided_slice(x, axes=[1], begin=[0], end=[shape_of(call.args[0])[1]], strides=[view.depth_stride]))
-        x4 = bb.emit(relax.op.reshape(x, view.x_shape))
+        x4 = emitted.get(call.args[0])
+        if x4 is None or not tvm_ffi.structural_equal(shape_of(x4), view.x_shape) or view.depth_stride > 1:
+            x = visit(call.args[0])
+            if view.depth_stride > 1:
+                x = bb.emit(relax.op.strided_slice(x, axes=[1], begin=[0], end=[shape_of(call.args[0])[1]], strides=[view.depth_stride]))
+            x4 = bb.emit(relax.op.reshape(x, view.x_shape))
         attrs = call.attrs
         y = bb.emit(relax.op.nn.conv2d(x4, visit(view.weight), view.strides, view.padding, view.dilation, int(attrs.groups), "NHWC", "OHWI", "NHWC", attrs.out_dtype or None))
-        return relax.op.reshape(epilogue.apply(bb, y), out_shape)
+        y = epilogue.apply(bb, y)
+        if isinstance(end, relax.DataflowVar):  # its readers are in the same dataflow block
+            emitted[end] = y
+        return relax.op.reshape(y, out_shape)
 
     return emit
 
@@ -367,7 +399,7 @@ class ConvAsConv2d:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         def plan(func, _rewriter):
-            plans, absorbed = {}, set()
+            plans, absorbed, emitted = {}, set(), {}
             uses, consumers = use_counts(func), _consumers(func)
             for var, call in _call_bindings(func, _CONV1D, _CONV3D):
                 x_shape, out_shape = shape_of(call.args[0]), shape_of(var)
@@ -377,7 +409,8 @@ class ConvAsConv2d:
                 if view is None:
                     continue
                 epilogue = _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), -1, int(out_shape[-1]))
-                plans[epilogue.vars[-1] if epilogue.vars else var] = _conv2d_emitter(call, view, out_shape, epilogue)
+                end = epilogue.vars[-1] if epilogue.vars else var
+                plans[end] = _conv2d_emitter(call, view, out_shape, epilogue, end, emitted)
                 absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
             return plans, absorbed
 
