@@ -126,9 +126,9 @@ class _Exporter(GraphBuilder):
         return self.op("Concat", [dims, self.constant(extra, scope)], f"{scope}/Concat", axis=0)
 
     def torch_linear(self, x: str, scope: str, prefix: str, d_in: int, d_out: int, weight: str | None = None, output: str | None = None) -> str:
-        """``nn.Linear`` on a 3-D input as torch exports it: ``MatMul`` then ``Add(bias, .)``. Its ``[out, in]``
-        ``weight`` (a new one if not given) is transposed by a ``Transpose`` node, or with constant folding by the
-        exporter into a fresh ``onnx::MatMul_<n>`` initializer."""
+        """``nn.Linear`` on a 3-D input as torch exports it: ``MatMul`` then ``Add(bias, .)``. With constant folding
+        its weight is a fresh ``onnx::MatMul_<n>`` initializer (``[in, out]``, transposed at export); without, a
+        ``Transpose`` of the ``[out, in]`` parameter: ``weight`` if given (a tied weight), else ``{prefix}.weight``."""
         if self.constant_folding:
             self.matmul_weights += 1
             w = self.const(f"onnx::MatMul_{1500 + self.matmul_weights}", self.weight((d_in, d_out)))
@@ -220,7 +220,8 @@ def torch_bert(vocab: int = 200, hidden: int = 64, heads: int = 4, ffn: int = 12
 
     def gelu(x, scope):  # x * (1 + erf(x / sqrt(2))) * 0.5
         erf = g.op("Erf", [g.op("Div", [x, g.constant(np.sqrt(2.0), scope)], f"{scope}/Div")], f"{scope}/Erf")
-        return g.op("Mul", [g.op("Mul", [x, g.op("Add", [erf, g.constant(1.0, scope)], f"{scope}/Add")], f"{scope}/Mul"), g.constant(0.5, scope)], f"{scope}/Mul")
+        y = g.op("Mul", [x, g.op("Add", [erf, g.constant(1.0, scope)], f"{scope}/Add")], f"{scope}/Mul")
+        return g.op("Mul", [y, g.constant(0.5, scope)], f"{scope}/Mul")
 
     x = layer_norm(x, f"{e}/LayerNorm", "bert.embeddings.LayerNorm")
     mask = g.op("Cast", [g.unsqueeze(g.unsqueeze("attention_mask", 1, "/bert"), 2, "/bert")], "/bert/Cast", to=TensorProto.FLOAT)
@@ -261,10 +262,12 @@ def torch_bert(vocab: int = 200, hidden: int = 64, heads: int = 4, ffn: int = 12
         pooler = [g.const("bert.pooler.dense.weight", g.weight((hidden, hidden))), g.const("bert.pooler.dense.bias", g.weight((hidden,), 0.1))]
         pooled = g.op("Gemm", [first, *pooler], "/bert/pooler/dense/Gemm", alpha=1.0, beta=1.0, transB=1)
         g.op("Tanh", [pooled], "/bert/pooler/activation/Tanh", output="pooler_output")
-        outputs = [_tensor("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden]), _tensor("pooler_output", TensorProto.FLOAT, ["batch", hidden])]
+        outputs = [_tensor("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden]),
+                   _tensor("pooler_output", TensorProto.FLOAT, ["batch", hidden])]
     inputs = [_tensor(n, TensorProto.INT64, ["batch", "sequence"]) for n in ("input_ids", "attention_mask")]
     model = _model(g, inputs, outputs, 17, _TORCH, "main_graph")
-    return ExportedModel("torch_bert_mlm_tied" if mlm else "torch_bert", model, ({"batch": 1, "sequence": 7}, {"batch": 3, "sequence": 32}), token_inputs(vocab))
+    sizes = ({"batch": 1, "sequence": 7}, {"batch": 3, "sequence": 32})
+    return ExportedModel("torch_bert_mlm_tied" if mlm else "torch_bert", model, sizes, token_inputs(vocab))
 
 
 def tf2onnx_cnn(image: int = 32, width: int = 16, classes: int = 10, seed: int = 0) -> ExportedModel:
@@ -346,7 +349,7 @@ def keras2onnx_cnn(image: int = 30, width: int = 16, classes: int = 10, seed: in
     return ExportedModel("keras2onnx_cnn", model, ({"N": 1}, {"N": 3}), float_inputs)
 
 
-def torch_audio_cnn(width: int = 16, classes: int = 8, seed: int = 0) -> ExportedModel:
+def torch_audio_cnn(width: int = 16, classes: int = 8, mels: int | None = None, n_fft: int = 64, hop: int = 16, seed: int = 0) -> ExportedModel:
     """An M5-style 1-D CNN on raw audio as ``torch.onnx.export`` (torch 2.1, opset 17, eval mode) writes it.
 
     Input ``waveform`` ``[batch, 1, samples]`` (both symbolic). Four 1-D
@@ -354,10 +357,33 @@ def torch_audio_cnn(width: int = 16, classes: int = 8, seed: int = 0) -> Exporte
     torch folded into ``onnx::Conv_<n>`` weights, ``Relu``, ``MaxPool`` over
     time, the mean over time (``ReduceMean``), a ``Gemm(transB=1)``
     classifier and ``LogSoftmax``; the output keeps torch's numeric name.
+
+    With ``mels``, an nnAudio-style log-mel front end replaces the first
+    layer: the STFT as two strided 1-D ``Conv`` with fixed windowed DFT
+    kernels after a reflect ``Pad`` (``center=True``), the power
+    ``real^2 + imag^2`` (``Pow``, ``Add``), the filterbank as
+    ``MatMul(mel_basis, power)`` (the constant on the left) and ``Log``.
     """
     g = _Exporter(seed, "_output_0")
-    layers = [(1, width, 40, 8, 16), (width, width, 3, 1, 1), (width, 2 * width, 3, 1, 1), (2 * width, 2 * width, 3, 1, 1)]
     x = "waveform"
+    if mels:
+        bins = n_fft // 2 + 1
+        x = g.op("Pad", [x, g.constant([0, 0, n_fft // 2, 0, 0, n_fft // 2], "/stft")], "/stft/Pad", mode="reflect")
+        phase = 2 * np.pi * np.outer(np.arange(bins), np.arange(n_fft)) / n_fft
+        window = np.hanning(n_fft + 1)[:-1]
+        power = []
+        for name, kernel in (("wcos", np.cos(phase)), ("wsin", -np.sin(phase))):
+            w = g.const(f"stft.{name}", (kernel * window)[:, None, :].astype(np.float32))
+            y = g.op("Conv", [x, w], "/stft/Conv", dilations=[1], group=1, kernel_shape=[n_fft], pads=[0, 0], strides=[hop])
+            power.append(g.op("Pow", [y, g.constant(2.0, "")], "/Pow"))
+        centers = np.linspace(0, bins - 1, mels + 2)
+        mel_basis = np.maximum(0, 1 - np.abs(np.arange(bins)[None] - centers[1:-1, None]) / (centers[1] - centers[0]))
+        x = g.op("MatMul", [g.const("mel_basis", mel_basis.astype(np.float32)), g.op("Add", power, "/Add")], "/MatMul")
+        x = g.op("Log", [g.op("Add", [x, g.constant(1e-6, "")], "/Add")], "/Log")
+        layers = [(mels, width, 3, 1, 1)]
+    else:
+        layers = [(1, width, 40, 8, 16)]
+    layers += [(width, width, 3, 1, 1), (width, 2 * width, 3, 1, 1), (2 * width, 2 * width, 3, 1, 1)]
     for i, (c_in, c_out, kernel, stride, pad) in enumerate(layers, start=1):
         w, b = g.folded_conv(c_in, c_out, (kernel,))
         x = g.op("Conv", [x, g.const(f"onnx::Conv_{100 + 2 * i}", w), g.const(f"onnx::Conv_{101 + 2 * i}", b)], f"/conv{i}/Conv",
@@ -371,7 +397,8 @@ def torch_audio_cnn(width: int = 16, classes: int = 8, seed: int = 0) -> Exporte
     g.op("LogSoftmax", [x], "/LogSoftmax", output="63", axis=1)
     model = _model(g, [_tensor("waveform", TensorProto.FLOAT, ["batch", 1, "samples"])], [_tensor("63", TensorProto.FLOAT, ["batch", classes])],
                    17, _TORCH, "main_graph")
-    return ExportedModel("torch_audio_cnn", model, ({"batch": 1, "samples": 1600}, {"batch": 2, "samples": 4000}), float_inputs)
+    sizes = ({"batch": 1, "samples": 1600}, {"batch": 2, "samples": 4000})
+    return ExportedModel("torch_audio_mel_cnn" if mels else "torch_audio_cnn", model, sizes, float_inputs)
 
 
 def torch_conv_decoder(latent: int = 16, width: int = 16, size: int = 8, seed: int = 0) -> ExportedModel:
@@ -384,36 +411,38 @@ def torch_conv_decoder(latent: int = 16, width: int = 16, size: int = 8, seed: i
     """
     g = _Exporter(seed, "_output_0")
     d = "/decoder/decoder"
-    x = g.op("Conv", ["z", g.const("decoder.0.weight", g.conv_weight((2 * width, latent, 3, 3))), g.const("decoder.0.bias", g.weight((2 * width,), 0.1))],
-             f"{d}.0/Conv", dilations=[1, 1], group=1, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
-    x = g.op("Relu", [x], f"{d}.1/Relu")
-    x = g.op("ConvTranspose", [x, g.const("decoder.2.weight", g.weight((2 * width, width, 4, 4), (2 * width * 4) ** -0.5)), g.const("decoder.2.bias", g.weight((width,), 0.1))],
-             f"{d}.2/ConvTranspose", dilations=[1, 1], group=1, kernel_shape=[4, 4], pads=[1, 1, 1, 1], strides=[2, 2])
-    x = g.op("Relu", [x], f"{d}.3/Relu")
-    x = g.op("ConvTranspose", [x, g.const("decoder.4.weight", g.weight((width, 3, 3, 3), (width * 2) ** -0.5)), g.const("decoder.4.bias", g.weight((3,), 0.1))],
-             f"{d}.4/ConvTranspose", dilations=[1, 1], group=1, kernel_shape=[3, 3], output_padding=[1, 1], pads=[1, 1, 1, 1], strides=[2, 2])
+
+    def layer(x, op, index, shape, scale, **attrs):  # weight [out, in, k, k] (Conv) or [in, out, k, k] (ConvTranspose)
+        w = g.const(f"decoder.{index}.weight", g.weight(shape, scale))
+        b = g.const(f"decoder.{index}.bias", g.weight((shape[0 if op == "Conv" else 1],), 0.1))
+        k = shape[-1]
+        return g.op(op, [x, w, b], f"{d}.{index}/{op}", dilations=[1, 1], group=1, kernel_shape=[k, k], pads=[1, 1, 1, 1], **attrs)
+
+    x = g.op("Relu", [layer("z", "Conv", 0, (2 * width, latent, 3, 3), np.sqrt(2 / (9 * latent)), strides=[1, 1])], f"{d}.1/Relu")
+    x = g.op("Relu", [layer(x, "ConvTranspose", 2, (2 * width, width, 4, 4), (8 * width) ** -0.5, strides=[2, 2])], f"{d}.3/Relu")
+    x = layer(x, "ConvTranspose", 4, (width, 3, 3, 3), (2 * width) ** -0.5, output_padding=[1, 1], strides=[2, 2])
     g.op("Sigmoid", [x], f"{d}.5/Sigmoid", output="image")
-    model = _model(g, [_tensor("z", TensorProto.FLOAT, ["batch", latent, size, size])], [_tensor("image", TensorProto.FLOAT, ["batch", 3, 4 * size, 4 * size])],
-                   17, _TORCH, "main_graph")
+    model = _model(g, [_tensor("z", TensorProto.FLOAT, ["batch", latent, size, size])],
+                   [_tensor("image", TensorProto.FLOAT, ["batch", 3, 4 * size, 4 * size])], 17, _TORCH, "main_graph")
     return ExportedModel("torch_conv_decoder", model, ({"batch": 1}, {"batch": 2}), float_inputs)
 
 
-def torch_squeezenet(image: int = 36, width: int = 16, fires=(1, 1), classes: int = 10, seed: int = 0) -> ExportedModel:
+def torch_squeezenet(image: int = 38, width: int = 16, fires=(1,), classes: int = 10, seed: int = 0) -> ExportedModel:
     """torchvision's ``squeezenet1_1`` as torch 1.x's ``torch.onnx.export`` (opset 11) wrote it.
 
-    A 3x3 stride-2 stem; ``MaxPool`` with ``ceil_mode=1`` (the default
-    36x36 input makes the ceil matter at the second pool); fire
+    A 3x3 stride-2 stem; ``MaxPool`` with ``ceil_mode=1`` (on the default
+    38x38 input the ceil makes the pool's output 9x9 instead of 8x8); fire
     modules (squeeze 1x1, expand 1x1 and 3x3 ``Concat``-ed on channels), the
     classifier's ``Dropout`` left in before the final 1x1 convolution,
     ``GlobalAveragePool`` and ``Flatten``; batch symbolic. ``width=64,
-    fires=(2, 2, 4), image=224, classes=1000`` is the real network.
+    fires=(2, 2, 4), image=224, classes=1000`` has squeezenet1_1's layers and
+    widths, but for its last two fires (64/256 there, 48/192 here).
     """
     g = _Exporter(seed, "_output_0")
 
     def conv(x, scope, prefix, c_in, c_out, kernel, stride=1, pad=0):
-        y = g.op("Conv", [x, g.const(f"{prefix}.weight", g.conv_weight((c_out, c_in, kernel, kernel))), g.const(f"{prefix}.bias", g.weight((c_out,), 0.1))],
-                 f"{scope}/Conv", dilations=[1, 1], group=1, kernel_shape=[kernel, kernel], pads=[pad] * 4, strides=[stride, stride])
-        return y
+        w, b = g.const(f"{prefix}.weight", g.conv_weight((c_out, c_in, kernel, kernel))), g.const(f"{prefix}.bias", g.weight((c_out,), 0.1))
+        return g.op("Conv", [x, w, b], f"{scope}/Conv", dilations=[1, 1], group=1, kernel_shape=[kernel, kernel], pads=[pad] * 4, strides=[stride, stride])
 
     def pool(x, index):
         return g.op("MaxPool", [x], f"/features/features.{index}/MaxPool", ceil_mode=1, kernel_shape=[3, 3], pads=[0, 0, 0, 0], strides=[2, 2])
@@ -450,6 +479,7 @@ def fp16_cnn(image: int = 16, width: int = 16, classes: int = 10, seed: int = 0)
     float32 with the float16 weights widened: what a float32 computation of
     the converted model gives.
     """
+
     def build(half: bool) -> onnx.ModelProto:
         g = _Exporter(seed, "_output_0")
         dtype = np.float16 if half else np.float32
@@ -501,7 +531,8 @@ def qdq_cnn(image: int = 16, width: int = 16, classes: int = 10, seed: int = 0) 
                                          g.const(f"{name}.weight_zero_point", np.zeros(len(w), np.int8))],
                     f"{name}.weight_DequantizeLinear", output=f"{name}.weight_DequantizeLinear_Output", axis=0)
         b_scale = (scale * x_scale).astype(np.float32)
-        dq_b = g.op("DequantizeLinear", [g.const(f"{name}.bias_quantized", np.rint(b / b_scale).astype(np.int32)), g.const(f"{name}.bias_quantized_scale", b_scale),
+        dq_b = g.op("DequantizeLinear", [g.const(f"{name}.bias_quantized", np.rint(b / b_scale).astype(np.int32)),
+                                         g.const(f"{name}.bias_quantized_scale", b_scale),
                                          g.const(f"{name}.bias_quantized_zero_point", np.zeros(len(b), np.int32))],
                     f"{name}.bias_quantized_DequantizeLinear", output=f"{name}.bias", axis=0)
         return dq_w, dq_b
@@ -683,8 +714,8 @@ def zoo_mnist_constants(seed: int = 0) -> ExportedModel:
     x = conv(x, 87, 88, 112, 114, 8, 16)
     x = g.op("MaxPool", [x], "Pooling160", auto_pad="NOTSET", kernel_shape=[3, 3], pads=[0, 0, 0, 0], strides=[3, 3])
     x = g.op("Reshape", [x, parameter("Pooling160_Output_0_reshape0_shape", np.array([1, 256], np.int64))], "Times212_reshape0")
-    w = g.op("Reshape", [parameter("Parameter193", g.weight((16, 4, 4, 10), 256**-0.5)), parameter("Parameter193_reshape1_shape", np.array([256, 10], np.int64))],
-             "Times212_reshape1")
+    w = parameter("Parameter193", g.weight((16, 4, 4, 10), 256**-0.5))
+    w = g.op("Reshape", [w, parameter("Parameter193_reshape1_shape", np.array([256, 10], np.int64))], "Times212_reshape1")
     x = g.op("MatMul", [x, w], "Times212")
     g.op("Add", [x, parameter("Parameter194", g.weight((1, 10), 0.1))], "Plus214")
     model = _model(g, [_tensor("Input3", TensorProto.FLOAT, [1, 1, 28, 28])], [_tensor("Plus214_Output_0", TensorProto.FLOAT, [1, 10])],
@@ -710,8 +741,8 @@ def sparse_initializer_mlp(features: int = 64, hidden: int = 128, classes: int =
     def sparse(name, w, coordinates):
         flat = np.flatnonzero(w)
         indices = np.stack(np.unravel_index(flat, w.shape), axis=1) if coordinates else flat
-        return helper.make_sparse_tensor(numpy_helper.from_array(w.reshape(-1)[flat], name), numpy_helper.from_array(indices.astype(np.int64), f"{name}_indices"),
-                                         list(w.shape))
+        values, indices = numpy_helper.from_array(w.reshape(-1)[flat], name), numpy_helper.from_array(indices.astype(np.int64), f"{name}_indices")
+        return helper.make_sparse_tensor(values, indices, list(w.shape))
 
     w1 = sparse("fc1.weight", pruned(features, hidden), coordinates=False)
     x = g.op("Add", [g.const("fc1.bias", g.weight((hidden,), 0.1)), g.op("MatMul", ["input", "fc1.weight"], "/fc1/MatMul")], "/fc1/Add")
@@ -725,6 +756,6 @@ def sparse_initializer_mlp(features: int = 64, hidden: int = 128, classes: int =
 
 def exported_models() -> list[ExportedModel]:
     """The whole corpus at its default (test) sizes."""
-    return [torch_bert(), torch_bert(mlm=True), tf2onnx_cnn(), keras2onnx_cnn(), torch_audio_cnn(), torch_conv_decoder(), torch_squeezenet(), fp16_cnn(), qdq_cnn(),
-            tf2onnx_einsum_encoder(), torch_gpt2_tied(head="matmul"),
+    return [torch_bert(), torch_bert(mlm=True), tf2onnx_cnn(), keras2onnx_cnn(), torch_audio_cnn(), torch_audio_cnn(mels=16), torch_conv_decoder(),
+            torch_squeezenet(), fp16_cnn(), qdq_cnn(), tf2onnx_einsum_encoder(), torch_gpt2_tied(head="matmul"),
             torch_gpt2_tied(head="gemm", position_ids=True), zoo_mnist_constants(), sparse_initializer_mlp()]
