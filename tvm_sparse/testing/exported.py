@@ -279,9 +279,10 @@ def tf2onnx_cnn(image: int = 32, width: int = 16, classes: int = 10, seed: int =
     explicit pads, asymmetric ``[0, 0, 1, 1]`` on the stride-2 convolution;
     a ``BatchNormalization`` left unfolded after one convolution and folded
     into another; ``MaxPool``; the ``Transpose`` back to NHWC before Keras'
-    ``Flatten``, which is ``Shape -> Cast -> Slice -> Concat -> Cast ->
-    Reshape`` (batch symbolic); dense layers as ``MatMul`` + ``Add``;
-    ``Softmax``; output ``Identity:0``.
+    ``Flatten``, which is ``Shape -> Gather -> Cast -> Slice -> Concat ->
+    Cast -> Reshape`` (batch symbolic; the ``Gather`` permutes the NCHW shape
+    as tf2onnx's transpose optimizer writes it); dense layers as ``MatMul``
+    + ``Add``; ``Softmax``; output ``Identity:0``.
     """
     g = _Exporter(seed, ":0")
 
@@ -300,9 +301,10 @@ def tf2onnx_cnn(image: int = 32, width: int = 16, classes: int = 10, seed: int =
     x = conv(x, "conv2d_1", width, 2 * width, 2, [0, 0, 1, 1])  # SAME at stride 2 pads after, not before
     x = g.op("MaxPool", [x], "model/max_pooling2d/MaxPool", kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0])
     x = conv(x, "conv2d_2", 2 * width, 2 * width, 1, [1, 1, 1, 1], *g.folded_conv(2 * width, 2 * width, (3, 3)))
+    f = "model/flatten"  # tf2onnx moved the Transpose below Shape: Gather picks the NHWC dims out of the NCHW shape
+    shape = g.op("Gather", [g.op("Shape", [x], f"{f}/Shape"), g.const(f"{f}/Shape__29:0", np.array([0, 2, 3, 1], np.int64))], f"{f}/Shape__30", axis=0)
     x = g.op("Transpose", [x], "model/conv2d_2/Relu__28", perm=[0, 2, 3, 1])
-    f = "model/flatten"
-    batch = g.op("Slice", [g.op("Cast", [g.op("Shape", [x], f"{f}/Shape")], f"{f}/Shape__30", to=TensorProto.INT32),
+    batch = g.op("Slice", [g.op("Cast", [shape], f"{f}/Shape__31", to=TensorProto.INT32),
                            g.const(f"{f}/strided_slice/stack:0", np.array([0], np.int64)), g.const(f"{f}/strided_slice/stack_1:0", np.array([1], np.int64)),
                            g.const(f"{f}/strided_slice/stack_2:0", np.array([0], np.int64))], f"{f}/strided_slice")
     shape = g.op("Concat", [batch, g.const(f"{f}/Const:0", np.array([-1], np.int32))], f"{f}/Reshape/shape", axis=0)
