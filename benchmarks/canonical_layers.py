@@ -10,18 +10,16 @@
   64 -> 128, k 3; 128 -> 128, k 3), Relu between;
 * ``weight-first``: ``Relu(MatMul(W[512, 256], x[8, 256, 196]) + b)``.
 
-Each engine runs in a process of its own (their thread pools spin after
-each call and would steal each other's cores), 2 threads, median of 20
-runs, best of 3 rounds. Run: ``python benchmarks/canonical_layers.py
-[--case NAME ...]``.
+Each engine runs in processes of its own (their thread pools spin after
+each call and would steal each other's cores), 2 threads, alternating over
+rounds; the time is the median of the rounds' medians (:mod:`engines`).
+Run: ``python benchmarks/canonical_layers.py [--case NAME ...] [--rounds R]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -29,7 +27,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-THREADS = 2
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engines import load_outputs, machine, time_engines  # noqa: E402
+
+import tvm_sparse  # noqa: E402
 
 
 def _model(nodes, inits, x_shape, out_shape) -> onnx.ModelProto:
@@ -112,56 +113,24 @@ CASES = {
 }
 
 
-def _time(engine: str, path: str) -> dict:
-    """In this process: load the model in ``engine``, check nothing, return ``{"ms": best median, "y": output}``."""
-    from tvm_sparse.testing import median_seconds
-
-    model = onnx.load(path)
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(1).standard_normal(shape).astype("float32")
-    if engine == "onnxruntime":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        run = lambda: session.run(None, {"x": x})[0]  # noqa: E731
-    else:
-        import tvm
-        from tvm import relax
-
-        import tvm_sparse
-
-        vm = relax.VirtualMachine(tvm_sparse.build(model), tvm.cpu())
-        xt = tvm.runtime.tensor(x)
-        run = lambda: vm["main"](xt).numpy()  # noqa: E731
-    ms = min(median_seconds(run, 20) for _ in range(3)) * 1e3
-    return {"ms": ms, "y": run().tolist()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", nargs="*", choices=sorted(CASES), default=sorted(CASES))
-    parser.add_argument("--engine", choices=("onnxruntime", "tvm-sparse"), help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if args.engine:  # a child process: one engine, one model
-        print(json.dumps(_time(args.engine, args.model)))
-        return
-    env = dict(os.environ, TVM_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.case:
-            path = os.path.join(tmp, f"{case}.onnx")
-            onnx.save(CASES[case](), path)
-            results = {}
-            for engine in ("onnxruntime", "tvm-sparse"):
-                out = subprocess.run([sys.executable, __file__, "--engine", engine, "--model", path], capture_output=True, text=True, env=env)
-                if out.returncode:
-                    sys.exit(f"{case} on {engine} failed: {out.stderr.strip().splitlines()[-1]}")
-                results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
-            ort_ms, ours = results["onnxruntime"]["ms"], results["tvm-sparse"]["ms"]
-            ref, y = np.asarray(results["onnxruntime"]["y"]), np.asarray(results["tvm-sparse"]["y"])
+            model = CASES[case]()
+            path, lib, inputs = (os.path.join(tmp, f"{case}.{ext}") for ext in ("onnx", "so", "npz"))
+            onnx.save(model, path)
+            tvm_sparse.build(model).export_library(lib)
+            shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+            np.savez(inputs, x=np.random.default_rng(1).standard_normal(shape).astype("float32"))
+            seconds = time_engines({"onnxruntime": f"ort:{path}", "tvm-sparse": f"tvm:{lib}"}, inputs, rounds=args.rounds, outputs_dir=tmp)
+            (ref,), (y,) = load_outputs(os.path.join(tmp, "onnxruntime.npz")), load_outputs(os.path.join(tmp, "tvm-sparse.npz"))
             error = float(np.abs(y - ref).max() / np.abs(ref).max())
+            ort_ms, ours = seconds["onnxruntime"] * 1e3, seconds["tvm-sparse"] * 1e3
             print(f"{case:20s} onnxruntime {ort_ms:7.3f} ms | tvm-sparse {ours:7.3f} ms | ratio {ours / ort_ms:5.2f} | max rel. error {error:.1e}", flush=True)
 
 

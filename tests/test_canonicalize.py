@@ -56,7 +56,6 @@ DIMS = ["N", 8, "H", "W"]  # symbolic batch and image
 @pytest.mark.parametrize(
     "c_out, kernel, attrs, relu, sizes",
     [
-        (16, (3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]), True, [(1, 5, 5), (2, 7, 4)]),
         (5, (3, 3), dict(strides=[3, 3], pads=[0, 1, 2, 0]), False, [(1, 4, 6), (3, 2, 3)]),  # odd channels, asymmetric pads
         (8, (4, 4), dict(strides=[2, 2], auto_pad="SAME_UPPER"), True, [(1, 6, 6), (2, 3, 5)]),
         (8, (3, 2), dict(dilations=[2, 3], pads=[2, 1, 0, 1]), False, [(1, 6, 5), (2, 9, 3)]),  # stride 1, dilation
@@ -72,18 +71,11 @@ def test_conv_transpose_matches_onnxruntime(rng, c_out, kernel, attrs, relu, siz
 
 
 def test_decoder_block_matches_onnxruntime(rng):
-    """Conv -> Relu -> ConvTranspose (no bias) -> ConvTranspose (bias, Relu), a decoder's upsampling path."""
+    """Conv -> Relu -> ConvTranspose (no bias; stride 2, pads, output padding) -> Relu, as in a decoder."""
     g = GraphBuilder(seed=4)
     y = g.node("Relu", [g.conv("x", "enc", 4, 16, 3)])
-    y = conv_transpose(g, y, 16, 8, (3, 3), bias=False, strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])
-    y = g.node("Relu", [conv_transpose(g, y, 8, 3, (3, 3), strides=[2, 2], pads=[0, 0, 1, 1])])
-    check(onnx_model(g, [1, 4, 6, 6], y), [(1, 4, 6, 6)], rng)
-
-
-def test_conv_transpose_1d_matches_onnxruntime(rng):
-    g = GraphBuilder(seed=5)
-    y = conv_transpose(g, "x", 8, 12, (4,), strides=[2], pads=[1, 1])
-    check(onnx_model(g, ["N", 8, "L"], y), [(1, 8, 9), (2, 8, 16)], rng)
+    y = g.node("Relu", [conv_transpose(g, y, 16, 8, (3, 3), bias=False, strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])])
+    check(onnx_model(g, ["N", 4, "H", "W"], y), [(1, 4, 6, 6), (2, 4, 3, 5)], rng)
 
 
 def test_conv_transpose_layers_keep_their_names():
@@ -106,13 +98,13 @@ def test_pruned_conv_transpose_runs_block_sparse(rng):
     mask[:16, :16] = 1
     w = g.const("w", g.weight((64, 64, 3, 3)) * mask[:, :, None, None].astype("float32"))
     g.nodes.append(helper.make_node("ConvTranspose", ["x", w], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]))
-    model = onnx_model(g, [1, 64, 6, 6], "y")
+    model = onnx_model(g, ["N", 64, "H", "W"], "y")
     mod = load_model(model).mod
     with host_target():
         for p in graph_passes(SparsifyWeights()):
             mod = p(mod)
     assert any(gvar.name_hint.startswith("bsr_conv2d") for gvar in mod.get_global_vars())
-    check(model, [(1, 64, 6, 6)], rng)
+    check(model, [(1, 64, 6, 6), (2, 64, 3, 4)], rng)
 
 
 def test_conv_transpose_with_a_weight_input_falls_back(rng):
@@ -134,40 +126,56 @@ def conv1d(g, x, c_in, c_out, kernel, **attrs):
 
 
 def test_conv1d_stack_matches_onnxruntime(rng):
-    """Strided, dilated and grouped Conv1d layers on a symbolic length, channels-last between them."""
+    """Strided, dilated and grouped Conv1d layers, then a 1-D ConvTranspose, on a symbolic length: channels-last
+    from the first layer to the last."""
     g = GraphBuilder(seed=7)
     y = g.node("Relu", [conv1d(g, "x", 2, 16, 9, strides=[4], pads=[4, 4])])
     y = g.node("Relu", [conv1d(g, y, 16, 24, 3, pads=[2, 2], dilations=[2])])
     y = conv1d(g, y, 24, 8, 3, pads=[1, 0], group=4)
-    model = onnx_model(g, [1, 2, "L"], y)
+    model = onnx_model(g, [1, 2, "L"], conv_transpose(g, y, 8, 12, (4,), strides=[2], pads=[1, 1]))
     check(model, [(1, 2, 64), (1, 2, 37)], rng)
     ops = []
     tvm.relax.analysis.post_order_visit(prepare(load_model(model).mod)["main"], lambda e: ops.append(e.op.name) if isinstance(e, tvm.ir.Call) else None)
     # one transpose and one reshape at each end: the layers read each other's NHWC outputs
-    assert (ops.count("relax.permute_dims"), ops.count("relax.reshape"), ops.count("relax.nn.conv2d")) == (2, 2, 3)
+    assert (ops.count("relax.permute_dims"), ops.count("relax.reshape"), ops.count("relax.nn.conv2d")) == (2, 2, 4)
 
 
-@pytest.mark.parametrize("kernel, pads, shape", [((1, 3, 3), [0, 1, 1, 0, 1, 1], [1, 4, 3, 6, 6]), ((3, 3, 3), [1, 1, 1, 1, 1, 1], [2, 4, 1, 5, 5])])
-def test_conv3d_of_depth_one_matches_onnxruntime(rng, kernel, pads, shape):
+@pytest.mark.parametrize("kernel, pads, depth", [((1, 3, 3), [0, 1, 1, 0, 1, 1], 3), ((3, 3, 3), [1, 1, 1, 1, 1, 1], 1)])
+def test_conv3d_of_depth_one_matches_onnxruntime(rng, kernel, pads, depth):
+    """A depth-1 kernel, or a depth-1 input whose one output slice reads the middle tap (symbolic N, H, W)."""
     g = GraphBuilder(seed=8)
     w = g.const("w", g.weight((8, 4, *kernel), 0.3))
     y = g.node("Relu", [g.node("Conv", ["x", w], kernel_shape=list(kernel), pads=pads)])
-    check(onnx_model(g, shape, y), [shape], rng)
+    check(onnx_model(g, ["N", 4, depth, "H", "W"], y), [(1, 4, depth, 6, 6), (2, 4, depth, 5, 3)], rng)
 
 
-@pytest.mark.parametrize("x_shape, sizes", [(["N", 12, "M"], [(1, 12, 5), (3, 12, 17)]), ([12], [(12,)])])
-def test_weight_first_matmul_matches_onnxruntime(rng, x_shape, sizes):
-    """``MatMul(W, x)`` (+ a per-row bias, Relu) runs as a linear layer with weight ``W``."""
+def test_weight_first_matmul_on_a_vector_matches_onnxruntime(rng):
+    """``MatMul(W, x)`` with a 1-D ``x`` (+ bias, Relu) is ``x @ W^T``: no transpose at all."""
     g = GraphBuilder(seed=9)
-    w = g.weight((20, 12))
-    y = g.node("MatMul", [g.const("W", w), "x"], name="proj")
-    bias = g.weight((20, 1) if len(x_shape) > 1 else (20,), 0.5)
-    y = g.node("Relu", [g.node("Add", [y, g.const("b", bias)])])
-    model = onnx_model(g, x_shape, y)
-    check(model, sizes, rng)
+    y = g.node("MatMul", [g.const("W", g.weight((20, 12))), "x"])
+    model = onnx_model(g, [12], g.node("Relu", [g.node("Add", [y, g.const("b", g.weight((20,), 0.5))])]))
+    check(model, [(12,)], rng)
     (layer,) = find_layers(prepare(load_model(model).mod)["main"])
-    np.testing.assert_array_equal(layer.weight, w)
     assert layer.bias is not None and layer.relu
+
+
+def test_weight_first_matmuls_are_linear_layers(rng):
+    """Conv1d -> MatMul(W1, .) + b -> Relu -> MatMul(W2, .) on [N, C, L]: linear layers with weights W1 (bias
+    and Relu fused) and W2, whose transposes cancel against each other and the convolution's layout conversion."""
+    g = GraphBuilder(seed=12)
+    w1, w2 = g.weight((24, 16)), g.weight((8, 24))
+    y = g.node("Relu", [conv1d(g, "x", 4, 16, 3, pads=[1, 1])])
+    y = g.node("Relu", [g.node("Add", [g.node("MatMul", [g.const("W1", w1), y]), g.const("b1", g.weight((24, 1)))])])
+    model = onnx_model(g, ["N", 4, "L"], g.node("MatMul", [g.const("W2", w2), y]))
+    check(model, [(1, 4, 10), (2, 4, 7)], rng)
+    main = prepare(load_model(model).mod)["main"]
+    _, first, second = find_layers(main)
+    np.testing.assert_array_equal(first.weight, w1)
+    np.testing.assert_array_equal(second.weight, w2)
+    assert first.bias is not None and first.relu
+    ops = []
+    tvm.relax.analysis.post_order_visit(main, lambda e: ops.append(e.op.name) if isinstance(e, tvm.ir.Call) else None)
+    assert ops.count("relax.permute_dims") == 2
 
 
 def test_col2im_rejects_a_wrong_weight():

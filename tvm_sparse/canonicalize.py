@@ -33,6 +33,7 @@ import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
+from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, ConvLayer, bindings, find_layers, shape_of, use_counts, weight_key, weight_names
 from .kernels.col2im import Col2Im, col2im_kernel
@@ -359,24 +360,15 @@ def _conv3d_view(call, x_shape, out_shape) -> _Conv2dView | None:
     return _Conv2dView((n * depth, h, w, c), weight, *spatial, depth_stride=stride)
 
 
-def _conv2d_emitter(call, view: _Conv2dView, out_shape, epilogue: _Epilogue, end, emitted: dict) -> Emit:
-    """Emit the conv2d and its epilogue, bound (reshaped back) to ``end``. ``emitted`` maps the ends of the
-    layers emitted so far to their 4-D values: a layer that reads one directly in the shape it wants
-    skips the reshape pair between them (and :class:`~tvm_sparse.transform.ShrinkChannels` sees the chain)."""
-
+def _conv2d_emitter(call, view: _Conv2dView, out_shape, epilogue: _Epilogue) -> Emit:
     def emit(bb: relax.BlockBuilder, visit) -> relax.Expr:
-        x4 = emitted.get(call.args[0])
-        if x4 is None or not tvm_ffi.structural_equal(shape_of(x4), view.x_shape) or view.depth_stride > 1:
-            x = visit(call.args[0])
-            if view.depth_stride > 1:
-                x = bb.emit(relax.op.strided_slice(x, axes=[1], begin=[0], end=[shape_of(call.args[0])[1]], strides=[view.depth_stride]))
-            x4 = bb.emit(relax.op.reshape(x, view.x_shape))
+        x = visit(call.args[0])
+        if view.depth_stride > 1:
+            x = bb.emit(relax.op.strided_slice(x, axes=[1], begin=[0], end=[shape_of(call.args[0])[1]], strides=[view.depth_stride]))
+        x4 = bb.emit(relax.op.reshape(x, view.x_shape))
         attrs = call.attrs
         y = bb.emit(relax.op.nn.conv2d(x4, visit(view.weight), view.strides, view.padding, view.dilation, int(attrs.groups), "NHWC", "OHWI", "NHWC", attrs.out_dtype or None))
-        y = epilogue.apply(bb, y)
-        if isinstance(end, relax.DataflowVar):  # its readers are in the same dataflow block
-            emitted[end] = y
-        return relax.op.reshape(y, out_shape)
+        return relax.op.reshape(epilogue.apply(bb, y), out_shape)
 
     return emit
 
@@ -399,7 +391,7 @@ class ConvAsConv2d:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         def plan(func, _rewriter):
-            plans, absorbed, emitted = {}, set(), {}
+            plans, absorbed = {}, set()
             uses, consumers = use_counts(func), _consumers(func)
             for var, call in _call_bindings(func, _CONV1D, _CONV3D):
                 x_shape, out_shape = shape_of(call.args[0]), shape_of(var)
@@ -409,8 +401,7 @@ class ConvAsConv2d:
                 if view is None:
                     continue
                 epilogue = _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), -1, int(out_shape[-1]))
-                end = epilogue.vars[-1] if epilogue.vars else var
-                plans[end] = _conv2d_emitter(call, view, out_shape, epilogue, end, emitted)
+                plans[epilogue.vars[-1] if epilogue.vars else var] = _conv2d_emitter(call, view, out_shape, epilogue)
                 absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
             return plans, absorbed
 
@@ -465,6 +456,36 @@ class WeightFirstMatmul:
         return _rewrite(mod, plan)
 
 
+# --- reshape pairs --------------------------------------------------------------------------------------------
+
+
+_INNER_RESHAPE = is_op("relax.reshape")(wildcard(), wildcard())
+_RESHAPE_PAIR = is_op("relax.reshape")(_INNER_RESHAPE, wildcard())
+
+
+def _fold_reshapes(expr: relax.Expr, matches: dict) -> relax.Expr:
+    source = matches[_INNER_RESHAPE].args[0]
+    shape = shape_of(expr)
+    if shape is None:
+        return expr
+    return source if tvm_ffi.structural_equal(shape_of(source), shape) else relax.op.reshape(source, shape)
+
+
+@tvm.transform.module_pass(opt_level=0, name="FoldReshapes")
+class FoldReshapes:
+    """Fold ``reshape(reshape(x, a), b)`` into ``reshape(x, b)``, or into ``x`` when ``b`` is ``x``'s shape: the
+    rewrites above reshape at both ends of each layer, so between two rewritten layers the pair cancels and
+    the second reads the first's NHWC output (where :class:`~tvm_sparse.transform.ShrinkChannels` sees
+    the chain)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        folded = mod.clone()
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                folded[gvar] = relax.analysis.remove_all_unused(rewrite_call(_RESHAPE_PAIR, _fold_reshapes, func))
+        return folded
+
+
 def canonicalize_passes() -> list[tvm.transform.Pass]:
     """The passes of this module, in the order the host pipeline runs them (after the layout conversion)."""
-    return [ConvTransposeAsGemm(), ConvAsConv2d(), WeightFirstMatmul()]
+    return [ConvTransposeAsGemm(), ConvAsConv2d(), WeightFirstMatmul(), FoldReshapes()]
