@@ -18,6 +18,7 @@ from tvm_sparse.cli import main
 from tvm_sparse.formats import BSRMatrix, NMMatrix
 from tvm_sparse.kernels import Im2Col, bsr_matmul_kernel
 from tvm_sparse.prune import prune_onnx
+from tvm_sparse.kernels.nm_matmul import nm_kernel_available
 from tvm_sparse.schedule.tasks import BlockMatmulTask, DeviceGemmTask, NMMatmulTask, WrongResult
 from tvm_sparse.sim import run
 from tvm_sparse.target import host_target
@@ -97,6 +98,7 @@ def test_wrong_candidates_are_discarded_and_counted(tmp_path, rng):
     assert recorded_trials(database, task) == 0
 
 
+@pytest.mark.skipif(not nm_kernel_available(host_target()), reason="the N:M kernel needs AVX-512")
 def test_nm_task_space_round_trips(rng):
     w = rng.standard_normal((32, 64)).astype("float32")
     w.reshape(32, 16, 4)[..., :2] = 0  # 2:4

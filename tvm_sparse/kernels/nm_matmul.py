@@ -77,8 +77,11 @@ def nm_matmul_kernel(m: Dim, weight: NMMatrix, name: str = "nm_matmul", relu: bo
     ``rows_per_tile`` rows of ``X`` share each chunk's value and position vectors (the kernel's knob).
     ``m`` may be symbolic (one kernel for every row count, see :mod:`.rows`).
     ``Kp``/``Np`` are ``K``/``N`` rounded up to 16; the caller pads ``X`` with
-    zero columns and crops ``Y``.
+    zero columns and crops ``Y``. Raises ``ValueError`` when the current target
+    (else the host) lacks AVX-512, whose 16-lane permute the kernel is built on.
     """
+    if not nm_kernel_available():
+        raise ValueError("the N:M kernel needs AVX-512 (a 16-lane vpermps); this target has none")
     rows, cols = weight.shape
     n_pad, k_pad = -(-rows // VECTOR_LANES) * VECTOR_LANES, padded_reduction(cols)
     panels, chunks = n_pad // VECTOR_LANES, k_pad // VECTOR_LANES
