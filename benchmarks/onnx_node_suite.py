@@ -1,6 +1,10 @@
 """Every ONNX backend node test through tvm-sparse and through plain TVM, against the expected outputs.
 
-    python benchmarks/onnx_node_suite.py [--jobs 2] [--timeout 120] [-k REGEX] [--json results.json]
+    python benchmarks/onnx_node_suite.py [--jobs 2] [--timeout 120] [-k REGEX] [--json results.json] [--behind-conv]
+
+``--behind-conv`` runs each case with its float32 inputs passed through an
+identity 1x1 convolution first (cases without such an input are left out), so
+that tvm-sparse converts the op's layout as it does inside a CNN.
 
 Each (case, backend) runs in a worker process; a worker that crashes (SIGFPE,
 segfault) or exceeds the timeout is killed, the item is counted as failed and
@@ -22,12 +26,12 @@ import subprocess
 import sys
 import threading
 
-from tvm_sparse.testing.onnx_nodes import BACKENDS, check_case, node_cases
+from tvm_sparse.testing.onnx_nodes import BACKENDS, behind_conv, check_case, node_cases
 
 PASS = "pass"
 
 
-def _worker() -> None:
+def _worker(conv: bool) -> None:
     """Answer ``case<TAB>backend`` lines on stdin with one JSON line each (``PASS`` or the failure)."""
     reply = os.fdopen(os.dup(1), "w")
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -35,21 +39,23 @@ def _worker() -> None:
     cases = node_cases()
     for line in sys.stdin:
         name, backend = line.rstrip("\n").split("\t")
-        reply.write(json.dumps(check_case(cases[name], backend) or PASS) + "\n")
+        case = behind_conv(cases[name]) if conv else cases[name]
+        reply.write(json.dumps(check_case(case, backend) or PASS) + "\n")
         reply.flush()
 
 
 class _Worker:
     """One worker process, started on first use and again after it dies."""
 
-    def __init__(self):
+    def __init__(self, conv: bool):
         self.proc = None
+        self.args = [sys.executable, __file__, "--worker"] + (["--behind-conv"] if conv else [])
 
     def ask(self, name: str, backend: str, timeout: float) -> str:
         if self.proc is None:
             env = dict(os.environ, TVM_NUM_THREADS="1")
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--worker"],
+                self.args,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -81,7 +87,7 @@ class _Worker:
         return code
 
 
-def run_suite(names: list[str], jobs: int, timeout: float, progress=None) -> dict[str, dict[str, str]]:
+def run_suite(names: list[str], jobs: int, timeout: float, conv: bool = False, progress=None) -> dict[str, dict[str, str]]:
     """``{case: {backend: PASS or why it failed}}`` for every case in ``names``."""
     todo = queue.Queue()
     for name in names:
@@ -90,7 +96,7 @@ def run_suite(names: list[str], jobs: int, timeout: float, progress=None) -> dic
     lock = threading.Lock()
 
     def serve():
-        worker = _Worker()
+        worker = _Worker(conv)
         try:
             while True:
                 try:
@@ -136,12 +142,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case and backend (default 120)")
     parser.add_argument("-k", metavar="REGEX", help="only the cases whose name matches")
     parser.add_argument("--json", metavar="FILE", help="also write {case: {backend: outcome}} to FILE")
+    parser.add_argument("--behind-conv", action="store_true", help="run each case behind an identity convolution")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker()
+        _worker(args.behind_conv)
         return
-    names = sorted(node_cases())
+    cases = node_cases()
+    names = sorted(n for n, case in cases.items() if not args.behind_conv or behind_conv(case) is not None)
     if args.k:
         names = [n for n in names if re.search(args.k, n)]
 
@@ -149,7 +157,7 @@ def main() -> None:
         if done % 50 == 0 or done == total:
             print(f"  {done}/{total}", file=sys.stderr, flush=True)
 
-    results = run_suite(names, args.jobs, args.timeout, progress)
+    results = run_suite(names, args.jobs, args.timeout, args.behind_conv, progress)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, sort_keys=True)

@@ -53,8 +53,11 @@ _CHANNELS_FIRST_ONLY = ("relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose"
 
 
 def _layout_unsafe(call: relax.Call) -> bool:
-    """Whether ``ConvertLayout`` would get ``call`` wrong."""
+    """Whether ``ConvertLayout`` would get ``call`` wrong. Besides the ops above, a ``layer_norm`` over
+    several axes: their scale and offset keep their layout while the data's axes move."""
     name = call.op.name
+    if name == "relax.nn.layer_norm":
+        return len(call.attrs.axes) > 1
     return name in _WRONG_LAYOUT_INFERENCE or (name in _CHANNELS_FIRST_ONLY and name not in CONV_LAYOUT)
 
 
@@ -157,17 +160,27 @@ class ConvertConvLayout:
 
 @relax.expr_functor.mutator
 class _Substitute(relax.PyExprMutator):
-    """Replace uses of variables by expressions."""
+    """Replace variables by their folded values, and shape variables by their shapes where an operator
+    call takes them (as FoldConstant does: legalization wants the shape in place)."""
 
-    def __init__(self, values: dict):
+    def __init__(self, values: dict, shapes: dict):
         super().__init__()
         self.values = values
+        self.shapes = shapes
 
     def visit_var_(self, var: relax.Var) -> relax.Expr:
         return self.values[var] if var in self.values else super().visit_var_(var)
 
     def visit_dataflow_var_(self, var: relax.Var) -> relax.Expr:
         return self.values[var] if var in self.values else super().visit_dataflow_var_(var)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        shaped = [isinstance(arg, relax.Var) and arg in self.shapes for arg in call.args]
+        if not isinstance(call.op, tvm.ir.Op) or not any(shaped):
+            return call
+        args = [self.shapes[arg] if is_shape else arg for arg, is_shape in zip(call.args, shaped)]
+        return relax.Call(call.op, args, call.attrs, call.ty_args)
 
 
 def _folded_values(func: relax.Function, mod: tvm.IRModule) -> dict:
@@ -194,14 +207,15 @@ def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Functio
     if not isinstance(func.body, relax.SeqExpr):
         return func
     values = _folded_values(func, mod)
-    # As FoldConstant does, shapes bound to variables go to their uses (legalization wants them in place).
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.ShapeExpr):
-                values.setdefault(binding.var, binding.value)
-    if not values:
+    shapes = {
+        binding.var: binding.value
+        for block in func.body.blocks
+        for binding in block.bindings
+        if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.ShapeExpr)
+    }
+    if not values and not shapes:
         return func
-    return relax.analysis.remove_all_unused(_Substitute(values).visit_expr(func))
+    return relax.analysis.remove_all_unused(_Substitute(values, shapes).visit_expr(func))
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldCompileTimeBindings")

@@ -5,7 +5,9 @@ compiles it with a backend, runs it on the host CPU and compares the outputs the
 way ``onnx.backend.test.runner`` does (output count, shape, dtype, then
 ``assert_allclose`` with the case's ``rtol``/``atol``). :func:`behind_conv`
 puts an identity convolution in front of a case, so that the op runs inside a
-convolution's layout region.
+convolution's layout region; :func:`with_constant_inputs` and
+:func:`with_outputs` give a case the form exporters write (shapes, axes, pads
+and scales as initializers, only the outputs a model uses).
 """
 
 from __future__ import annotations
@@ -98,6 +100,33 @@ def behind_conv(case):
     del graph.node[:]
     graph.node.extend(nodes)
     return dataclasses.replace(case, name=f"{case.name}_behind_conv", model_name=f"{case.name}_behind_conv", model=model)
+
+
+def with_constant_inputs(case, names: list[str]):
+    """A copy of ``case`` whose inputs ``names`` are initializers holding the case's values."""
+    model = onnx.ModelProto()
+    model.CopyFrom(case.model)
+    initialized = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in initialized]
+    values = dict(zip([vi.name for vi in inputs], case.data_sets[0][0]))
+    missing = set(names) - set(values)
+    if missing:
+        raise ValueError(f"{case.name} has no input(s) {sorted(missing)}")
+    kept = [vi for vi in inputs if vi.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(values[n]), n) for n in names)
+    data = ([values[vi.name] for vi in kept], case.data_sets[0][1])
+    return dataclasses.replace(case, model=model, data_sets=[data])
+
+
+def with_outputs(case, count: int):
+    """A copy of ``case`` with its first ``count`` outputs only."""
+    model = onnx.ModelProto()
+    model.CopyFrom(case.model)
+    del model.graph.output[count:]
+    inputs, outputs = case.data_sets[0]
+    return dataclasses.replace(case, model=model, data_sets=[(inputs, list(outputs)[:count])])
 
 
 def compile_model(model: onnx.ModelProto, backend: str) -> relax.Executable:
