@@ -6,7 +6,9 @@
   decomposition (four stride-1 Convs on the input, taps 1x1, 1x2, 2x1, 2x2,
   interleaved by Concat/Reshape/Transpose), the other formulation the
   compiler could have used;
-* ``audio1d``: three Conv1d layers on 4000 samples (1 -> 64, k 9, stride 4;
+* ``upsample-block``: the r04 report's Conv -> Relu -> ConvTranspose (stride 2,
+  ``auto_pad=SAME_UPPER``) on 1x16x56x56;
+* ``audio1d``: the r14 report's model, three Conv1d layers on 4000 samples (1 -> 64, k 9, stride 4;
   64 -> 128, k 3; 128 -> 128, k 3), Relu between;
 * ``weight-first``: ``Relu(MatMul(W[512, 256], x[8, 256, 196]) + b)``.
 
@@ -81,6 +83,18 @@ def deconv_subpixel(batch: int) -> onnx.ModelProto:
     return _model(nodes, inits, [batch, 64, 28, 28], [batch, 32, 56, 56])
 
 
+def upsample_block() -> onnx.ModelProto:
+    """The shape of the r04 report at a real size: Conv 16 -> 32 3x3, Relu, ConvTranspose 32 -> 8 3x3 stride 2
+    with ``auto_pad=SAME_UPPER``, 1x16x56x56 -> 1x8x112x112."""
+    rng = np.random.default_rng(4)
+    inits = {"wc": (rng.standard_normal((32, 16, 3, 3)) * 0.1).astype("float32"), "wt": (rng.standard_normal((32, 8, 3, 3)) * 0.1).astype("float32")}
+    nodes = [
+        helper.make_node("Conv", ["x", "wc"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("ConvTranspose", ["r", "wt"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER"),
+    ]
+    return _model(nodes, inits, [1, 16, 56, 56], [1, 8, 112, 112])
+
+
 def audio1d() -> onnx.ModelProto:
     rng = np.random.default_rng(14)
     inits = {
@@ -108,6 +122,7 @@ CASES = {
     "deconv-b8": lambda: deconv(8),
     "deconv-subpixel-b1": lambda: deconv_subpixel(1),
     "deconv-subpixel-b8": lambda: deconv_subpixel(8),
+    "upsample-block": upsample_block,
     "audio1d": audio1d,
     "weight-first": weight_first,
 }

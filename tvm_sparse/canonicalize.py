@@ -331,6 +331,8 @@ def _conv1d_view(call, x_shape) -> _Conv2dView | None:
     n, w, c = x_shape
     weight = call.args[1]
     constant = _constant(weight)
+    if shape_of(weight) is None:
+        return None
     o, k, i = shape_of(weight)
     weight4 = relax.const(constant.reshape(o, 1, k, i)) if constant is not None else relax.op.reshape(weight, (o, 1, k, i))
     pad = [int(p) for p in attrs.padding]
@@ -400,7 +402,8 @@ class ConvAsConv2d:
                 view = _conv1d_view(call, x_shape) if call.op.same_as(_CONV1D) else _conv3d_view(call, x_shape, out_shape)
                 if view is None:
                     continue
-                epilogue = _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), -1, int(out_shape[-1]))
+                channels = out_shape[-1]
+                epilogue = _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), -1, channels) if isinstance(channels, int) else _Epilogue()
                 plans[epilogue.vars[-1] if epilogue.vars else var] = _conv2d_emitter(call, view, out_shape, epilogue)
                 absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
             return plans, absorbed
