@@ -2,9 +2,9 @@
 
 TVM's graph-level passes are applied only where they are correct:
 
-* ``ConvertLayout`` runs only on modules with a ``conv2d`` (the project's conv
-  kernels want NHWC/OHWI), and the calls it gets wrong are taken out of its
-  reach first (:class:`ConvertConvLayout`).
+* ``ConvertLayout`` runs only on modules with a convolution (the project's
+  conv kernels want NHWC/OHWI), and the calls it gets wrong are taken out of
+  its reach first (:class:`ConvertConvLayout`).
 * ``FoldConstant`` legalizes every call it visits, and ops whose legalization
   emits bindings of its own (``dynamic_strided_slice``, ...) leave calls to
   PrimFuncs the pass never adds; TVM runs it after ``LegalizeOps`` only. Before
@@ -91,14 +91,16 @@ class _LegalizeCalls(relax.PyExprMutator):
             return self.builder_.normalize(call.op.get_attr("FLegalize")(self.builder_, call))
         return call
 
-    def transform(self) -> tvm.IRModule:
-        for gvar, func in _functions(self.builder_.get()):
-            self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
+
+def _mutate_functions(mutator: relax.PyExprMutator) -> tvm.IRModule:
+    """The module ``mutator`` was built on, with ``mutator`` applied to each of its Relax functions."""
+    for gvar, func in _functions(mutator.builder_.get()):
+        mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
 
 
 def _legalize_calls(mod: tvm.IRModule, select: Callable[[relax.Call], bool]) -> tvm.IRModule:
-    return _LegalizeCalls(mod, select).transform()
+    return _mutate_functions(_LegalizeCalls(mod, select))
 
 
 @tvm.transform.module_pass(opt_level=0, name="LegalizeTrainingBatchNorm")
@@ -134,11 +136,6 @@ class _LayoutSafeForm(relax.PyExprMutator):
             value = self.builder_.emit(value)
         self.builder_.emit_normalized(relax.MatchCast(binding.var, value, binding.ty))
 
-    def transform(self) -> tvm.IRModule:
-        for gvar, func in _functions(self.builder_.get()):
-            self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
-
 
 @tvm.transform.module_pass(opt_level=0, name="ConvertConvLayout")
 class ConvertConvLayout:
@@ -154,7 +151,7 @@ class ConvertConvLayout:
         if not any(_calls(mod, op) for op in CONV_LAYOUT):
             return mod
         mod = _legalize_calls(mod, _layout_unsafe)
-        mod = _LayoutSafeForm(mod).transform()
+        mod = _mutate_functions(_LayoutSafeForm(mod))
         return relax.transform.ConvertLayout(CONV_LAYOUT)(mod)
 
 
@@ -221,7 +218,8 @@ def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Functio
 @tvm.transform.module_pass(opt_level=0, name="FoldCompileTimeBindings")
 class FoldCompileTimeBindings:
     """TVM's ``FoldConstant`` on the bindings that depend on constants alone (weight arithmetic,
-    weight transposes), evaluated in a function of their own; the rest of the module is untouched."""
+    weight transposes), evaluated in a function of their own, and shapes bound to variables moved into
+    the operator calls that take them; nothing else is legalized or evaluated."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         folded = mod.clone()
