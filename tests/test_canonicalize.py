@@ -15,6 +15,7 @@ from tvm_sparse.frontend import load_model
 from tvm_sparse.graph import find_layers, weight_names
 from tvm_sparse.kernels.col2im import Col2Im
 from tvm_sparse.prepare import prepare
+from tvm_sparse.prune import prune_onnx
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import GraphBuilder
 from tvm_sparse.transform import SparsifyWeights
@@ -176,6 +177,20 @@ def test_weight_first_matmuls_are_linear_layers(rng):
     ops = []
     tvm.relax.analysis.post_order_visit(main, lambda e: ops.append(e.op.name) if isinstance(e, tvm.ir.Call) else None)
     assert ops.count("relax.permute_dims") == 2
+
+
+def test_pruned_weight_first_matmul_is_pruned_and_runs_block_sparse(rng):
+    """``prune`` finds the constant on the left too; the pruned layer runs on the block-sparse kernel by its name."""
+    g = GraphBuilder(seed=13)
+    y = g.node("MatMul", [g.const("W", g.weight((64, 32))), "x"], name="proj")
+    model, (report,) = prune_onnx(onnx_model(g, ["N", 32, "L"], y), "block:16x1", density=0.1)
+    assert (report.name, report.shape) == ("proj", (64, 32))
+    mod = load_model(model).mod
+    with host_target():
+        for p in graph_passes(SparsifyWeights()):
+            mod = p(mod)
+    assert "bsr_matmul_proj" in [gvar.name_hint for gvar in mod.get_global_vars()]
+    check(model, [(1, 32, 5), (2, 32, 9)], rng)
 
 
 def test_col2im_rejects_a_wrong_weight():

@@ -241,21 +241,21 @@ def _nchw_emitter(call) -> Emit:
     return emit
 
 
-def _numbered_without(mod: tvm.IRModule, names: dict, gemm_keys: set) -> dict:
-    """``names`` with the ``conv#i`` entries (the i-th Conv of the model, for convolutions found by position)
-    renumbered so that the GEMMs, convolutions of the graph but not of the model, take no number."""
+def _numbered_without(main: relax.Function, names: dict, gemm_keys: set) -> dict:
+    """``names`` with the ``conv#i`` entries (the model's i-th Conv, the name of the i-th convolution
+    :func:`~tvm_sparse.graph.find_layers` finds in ``main`` when its weight has no name) renumbered so
+    that the GEMMs, convolutions of the graph but not of the model, take no number."""
+    model_convs = []
+    while f"{CONV_ORDER_PREFIX}{len(model_convs)}" in names:
+        model_convs.append(names[f"{CONV_ORDER_PREFIX}{len(model_convs)}"])
+    remaining = iter(model_convs)
+    graph_convs = [
+        None if weight_key(layer.weight.transpose(0, 3, 1, 2)) in gemm_keys else next(remaining, None)
+        for layer in find_layers(main, names)
+        if isinstance(layer, ConvLayer)
+    ] + list(remaining)
     numbered = {key: name for key, name in names.items() if not key.startswith(CONV_ORDER_PREFIX)}
-    for _, func in mod.functions_items():
-        if not isinstance(func, relax.Function):
-            continue
-        convs = [layer for layer in find_layers(func, names) if isinstance(layer, ConvLayer)]
-        taken = 0
-        for position, layer in enumerate(convs):
-            if weight_key(layer.weight.transpose(0, 3, 1, 2)) in gemm_keys:
-                continue
-            if f"{CONV_ORDER_PREFIX}{taken}" in names:
-                numbered[f"{CONV_ORDER_PREFIX}{position}"] = names[f"{CONV_ORDER_PREFIX}{taken}"]
-            taken += 1
+    numbered.update({f"{CONV_ORDER_PREFIX}{i}": name for i, name in enumerate(graph_convs) if name is not None})
     return numbered
 
 
@@ -304,9 +304,9 @@ class ConvTransposeAsGemm:
             return plans, absorbed
 
         mod = _rewrite(mod, plan)
-        if not (names and renamed):
+        if not (names and renamed) or "main" not in [gvar.name_hint for gvar in mod.get_global_vars()]:
             return mod
-        return mod.with_attr(WEIGHT_NAMES_ATTR, _numbered_without(mod, {**names, **renamed}, set(renamed)))
+        return mod.with_attr(WEIGHT_NAMES_ATTR, _numbered_without(mod["main"], {**names, **renamed}, set(renamed)))
 
 
 # --- conv1d and depth-1 conv3d as conv2d ---------------------------------------------------------------------
@@ -491,4 +491,4 @@ class FoldReshapes:
 
 def canonicalize_passes() -> list[tvm.transform.Pass]:
     """The passes of this module, in the order the host pipeline runs them (after the layout conversion)."""
-    return [ConvTransposeAsGemm(), ConvAsConv2d(), WeightFirstMatmul(), FoldReshapes()]
+    return [ConvAsConv2d(), ConvTransposeAsGemm(), WeightFirstMatmul(), FoldReshapes()]

@@ -2,7 +2,8 @@
 
 A *layer* is a node that multiplies an activation by a constant weight:
 
-* ``Gemm`` and ``MatMul`` with a 2-D weight as input 1;
+* ``Gemm`` and ``MatMul`` with a 2-D weight as input 1, and ``MatMul`` with a
+  2-D weight as input 0 and an activation as input 1 (``W @ x``);
 * ``Conv`` (1-, 2- or 3-D) and ``ConvTranspose`` with their weight as input 1;
 * ``Einsum`` of two operands whose equation is a matmul by the constant one,
   ``x[..., c] * w[c, o] -> y[..., o]`` (``w``'s subscripts in either order).
@@ -445,6 +446,8 @@ def _weight_operand(node: onnx.NodeProto, graph: _Graph) -> tuple[int, bool] | s
     if node.op_type != "Einsum":
         if len(node.input) < 2 or not node.input[1]:
             return None
+        if node.op_type == "MatMul" and node.input[1] in graph.runtime and node.input[0] not in graph.runtime:
+            return 0, True  # W @ x: the constant on the left is (out, in)
         return 1, node.op_type == "Gemm" and _attribute(node, "transB", 0) == 1
     if len(node.input) != 2:
         return None
