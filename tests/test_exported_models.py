@@ -36,16 +36,7 @@ SHAPE_SUB = (
     "the causal mask's key_length - query_length (Sub of two Unsqueeze(Gather(Shape(.))) values) is rejected by TVM's ONNX "
     "importer (ModelError: 'Node /transformer/h.0/attn/Sub cannot handle ShapeExpr inputs'); not among the fixes in progress"
 )
-DEVICE_IMPORT = " (the device path imports the model before applying input_shapes)"
-HOST_XFAIL = {"torch_gpt2_tied_matmul": RANGE_SHAPE, "torch_gpt2_tied_gemm_position_ids": SHAPE_SUB}
-ACCEL_XFAIL = {
-    **{name: reason + DEVICE_IMPORT for name, reason in HOST_XFAIL.items()},
-    "keras2onnx_cnn": (
-        "sparse-accel with input_shapes on a symbolic-batch model whose Conv has auto_pad=SAME_UPPER: the calibration "
-        "build fails in FuseTIR (InternalError: 'Inconsistent buffers T_transpose and A mapped to the same relax var')"
-        + DEVICE_IMPORT + "; not among the fixes in progress"
-    ),
-}
+HOST_XFAIL = {"torch_gpt2_tied_matmul": RANGE_SHAPE, "torch_gpt2_tied_gemm_position_ids": SHAPE_SUB}  # dynamic only: input_shapes works
 
 
 def cases(xfails: dict) -> list:
@@ -108,7 +99,7 @@ def test_one_host_library_runs_every_size(name):
             assert_matches(exported, got, expected)
 
 
-@pytest.mark.parametrize("name", cases(ACCEL_XFAIL))
+@pytest.mark.parametrize("name", cases({}))
 def test_sparse_accel_within_quantization_tolerance(name):
     """Compiled at the model's largest test size, calibrated (as the project's device tests do) on the inputs it
     is checked on and three more samples; compared with onnxruntime's float outputs (the QDQ model: onnxruntime's

@@ -22,7 +22,6 @@ from tvm import relax
 from ..build import cpu_pipeline
 from ..prepare import prepare
 from ..frontend import load_model
-from ..input_shapes import specialize
 from ..target import host_target
 from ..transform.offload import OffloadToAccel
 from . import runtime
@@ -59,9 +58,9 @@ def build_for_device(model, device: Device, calibration=None, fast_math: bool = 
     ``None`` for generated samples (:func:`~tvm_sparse.accel.calibration.calibration_inputs`,
     which names the ``ModelError`` it raises for bad samples). ``input_shapes``
     (``{input name: shape}``) sets the listed inputs' symbolic dimensions
-    (:func:`~tvm_sparse.input_shapes.specialize`).
+    (as :func:`tvm_sparse.build` does).
     """
-    mod = specialize(load_model(model).mod, input_shapes)
+    mod = load_model(model, input_shapes).mod  # specialised before the graph is folded
     host = host_target()
     prepared = prepare(mod)
     samples = calibration_inputs(prepared, calibration)
