@@ -36,6 +36,13 @@ def build_clean(model):
     return exe
 
 
+def op_names(model) -> list[str]:
+    """The operators of the model's main function after the preparing passes, in program order."""
+    ops = []
+    tvm.relax.analysis.post_order_visit(prepare(load_model(model).mod)["main"], lambda e: ops.append(e.op.name) if isinstance(e, tvm.ir.Call) else None)
+    return ops
+
+
 def check(model, shapes, rng):
     """Compile once, then match onnxruntime at each input shape."""
     exe = build_clean(model)
@@ -76,7 +83,18 @@ def test_decoder_block_matches_onnxruntime(rng):
     g = GraphBuilder(seed=4)
     y = g.node("Relu", [g.conv("x", "enc", 4, 16, 3)])
     y = g.node("Relu", [conv_transpose(g, y, 16, 8, (3, 3), bias=False, strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])])
-    check(onnx_model(g, ["N", 4, "H", "W"], y), [(1, 4, 6, 6), (2, 4, 3, 5)], rng)
+    model = onnx_model(g, ["N", 4, "H", "W"], y)
+    check(model, [(1, 4, 6, 6), (2, 4, 3, 5)], rng)
+    assert op_names(model).count("relax.permute_dims") == 1  # col2im writes the NCHW output itself
+
+
+def test_channels_last_model_has_no_transposes(rng):
+    """An NHWC model (NCHW ConvTranspose between Transposes, as tf2onnx writes it) keeps no transpose."""
+    g = GraphBuilder(seed=14)
+    y = conv_transpose(g, g.node("Transpose", ["x"], perm=[0, 3, 1, 2]), 8, 4, (3, 3), strides=[2, 2])
+    model = onnx_model(g, ["N", "H", "W", 8], g.node("Transpose", [g.node("Relu", [y])], perm=[0, 2, 3, 1]))
+    check(model, [(1, 4, 5, 8), (2, 3, 3, 8)], rng)
+    assert "relax.permute_dims" not in op_names(model)
 
 
 def test_conv_transpose_layers_keep_their_names():
@@ -135,10 +153,10 @@ def test_conv1d_stack_matches_onnxruntime(rng):
     y = conv1d(g, y, 24, 8, 3, pads=[1, 0], group=4)
     model = onnx_model(g, [1, 2, "L"], conv_transpose(g, y, 8, 12, (4,), strides=[2], pads=[1, 1]))
     check(model, [(1, 2, 64), (1, 2, 37)], rng)
-    ops = []
-    tvm.relax.analysis.post_order_visit(prepare(load_model(model).mod)["main"], lambda e: ops.append(e.op.name) if isinstance(e, tvm.ir.Call) else None)
-    # one transpose and one reshape at each end: the layers read each other's NHWC outputs
-    assert (ops.count("relax.permute_dims"), ops.count("relax.reshape"), ops.count("relax.nn.conv2d")) == (2, 2, 4)
+    ops = op_names(model)
+    # a transpose and a reshape into NHWC at the input, the reshape back at the output (col2im writes NCHW):
+    # the layers read each other's NHWC outputs
+    assert (ops.count("relax.permute_dims"), ops.count("relax.reshape"), ops.count("relax.nn.conv2d")) == (1, 2, 4)
 
 
 @pytest.mark.parametrize("kernel, pads, depth", [((1, 3, 3), [0, 1, 1, 0, 1, 1], 3), ((3, 3, 3), [1, 1, 1, 1, 1, 1], 1)])
@@ -174,9 +192,7 @@ def test_weight_first_matmuls_are_linear_layers(rng):
     np.testing.assert_array_equal(first.weight, w1)
     np.testing.assert_array_equal(second.weight, w2)
     assert first.bias is not None and first.relu
-    ops = []
-    tvm.relax.analysis.post_order_visit(main, lambda e: ops.append(e.op.name) if isinstance(e, tvm.ir.Call) else None)
-    assert ops.count("relax.permute_dims") == 2
+    assert op_names(model).count("relax.permute_dims") == 2
 
 
 def test_pruned_weight_first_matmul_is_pruned_and_runs_block_sparse(rng):

@@ -41,6 +41,7 @@ from .kernels.col2im import Col2Im, col2im_kernel
 _ADD = tvm.ir.Op.get("relax.add")
 _RELU = tvm.ir.Op.get("relax.nn.relu")
 _MATMUL = tvm.ir.Op.get("relax.matmul")
+_PERMUTE = tvm.ir.Op.get("relax.permute_dims")
 _CONV1D = tvm.ir.Op.get("relax.nn.conv1d")
 _CONV3D = tvm.ir.Op.get("relax.nn.conv3d")
 _CONV1D_TRANSPOSE = tvm.ir.Op.get("relax.nn.conv1d_transpose")
@@ -85,8 +86,8 @@ def _per_channel(value: np.ndarray, rank: int, axis: int, channels: int) -> np.n
 def _epilogue(var, uses, consumers, dtype, rank: int, axis: int, channels: int) -> _Epilogue:
     """The bias ``add`` then ``relu`` (either optional) applied to ``var`` alone."""
     epilogue = _Epilogue()
-    while uses.get(var, 0) == 1 and var in consumers:
-        user, call = consumers[var]
+    while uses.get(var, 0) == 1 and len(consumers.get(var, ())) == 1:
+        ((user, call),) = consumers[var]
         if call.op.same_as(_ADD) and epilogue.bias is None and not epilogue.relu:
             other = call.args[1] if call.args[0].same_as(var) else call.args[0]
             value = _constant(other)
@@ -104,15 +105,26 @@ def _epilogue(var, uses, consumers, dtype, rank: int, axis: int, channels: int) 
 
 
 def _consumers(func: relax.Function) -> dict:
-    """var -> (the binding's var, call) for every call binding that takes ``var`` as an operand."""
-    found = {}
+    """var -> ``[(binding var, call), ...]``: the operator calls that take ``var`` as an operand."""
+    found: dict = {}
     for binding in bindings(func):
         value = binding.value
         if isinstance(binding, relax.VarBinding) and isinstance(value, tvm.ir.Call) and isinstance(value.op, tvm.ir.Op):
             for arg in value.args:
                 if isinstance(arg, relax.Var):
-                    found[arg] = (binding.var, value)
+                    found.setdefault(arg, []).append((binding.var, value))
     return found
+
+
+def _to_channels_first(var, uses, consumers, rank: int):
+    """The ``permute_dims`` that moves ``var`` (channels last, its only use) to channels first, unless a
+    transpose reads that again (:class:`~tvm_sparse.prepare.FoldTransposes` then cancels the pair); else None."""
+    if uses.get(var, 0) != 1 or len(consumers.get(var, ())) != 1:
+        return None
+    ((user, call),) = consumers[var]
+    if not call.op.same_as(_PERMUTE) or call.attrs.axes is None or [int(a) for a in call.attrs.axes] != [0, rank - 1, *range(1, rank - 1)]:
+        return None
+    return None if any(c.op.same_as(_PERMUTE) for _, c in consumers.get(user, ())) else user
 
 
 @relax.expr_functor.mutator
@@ -206,7 +218,10 @@ def _col2im_geometry(call, x_shape, weight: np.ndarray) -> Col2Im:
     )
 
 
-def _gemm_col2im_emitter(name: str, call, out_shape, geometry: Col2Im, wmat: np.ndarray, epilogue: _Epilogue, rewriter) -> Emit:
+def _gemm_col2im_emitter(name: str, call, out_shape, geometry: Col2Im, wmat: np.ndarray, epilogue: _Epilogue, rewriter, channels_first: bool) -> Emit:
+    """The GEMM and col2im; ``out_shape`` is the layer's channels-last output shape, ``channels_first`` gives
+    the output channels first instead."""
+
     def emit(bb: relax.BlockBuilder, visit) -> relax.Expr:
         x = visit(call.args[0])
         if len(out_shape) == 3:  # NWC as NHWC of height 1
@@ -214,10 +229,12 @@ def _gemm_col2im_emitter(name: str, call, out_shape, geometry: Col2Im, wmat: np.
         pointwise = relax.const(wmat.reshape(*wmat.shape[:1], 1, 1, wmat.shape[1]))  # OHWI
         cols = bb.emit(relax.op.nn.conv2d(x, pointwise, data_layout="NHWC", kernel_layout="OHWI", out_layout="NHWC"))
         bias = epilogue.bias if epilogue.bias is not None else np.zeros(geometry.out_channels, "float32")
-        gvar = rewriter.add_kernel(col2im_kernel(geometry, relu=epilogue.relu), f"col2im_{name}")
-        y_shape = out_shape if len(out_shape) == 4 else (out_shape[0], 1, *out_shape[1:])
-        y = bb.emit(relax.call_tir(gvar, [cols, relax.const(bias)], relax.TensorType(y_shape, "float32")))
-        return bb.emit(relax.op.reshape(y, out_shape)) if len(out_shape) == 3 else y
+        gvar = rewriter.add_kernel(col2im_kernel(geometry, relu=epilogue.relu, channels_first=channels_first), f"col2im_{name}")
+        n, oh, ow, o = out_shape if len(out_shape) == 4 else (out_shape[0], 1, *out_shape[1:])
+        y = bb.emit(relax.call_tir(gvar, [cols, relax.const(bias)], relax.TensorType((n, o, oh, ow) if channels_first else (n, oh, ow, o), "float32")))
+        if len(out_shape) == 3:
+            return bb.emit(relax.op.reshape(y, (n, o, ow) if channels_first else out_shape))
+        return y
 
     return emit
 
@@ -299,8 +316,11 @@ class ConvTransposeAsGemm:
                 name = names.get(weight_key(weight if len(x_shape) == 4 else weight[:, :, 0]), f"conv_transpose_{index}")
                 renamed[weight_key(wmat[:, :, None, None])] = name  # as a convolution's OIHW weight
                 epilogue = _epilogue(var, uses, consumers, dtype, len(out_shape), -1, geometry.out_channels)
-                plans[epilogue.vars[-1] if epilogue.vars else var] = _gemm_col2im_emitter(name, call, out_shape, geometry, wmat, epilogue, rewriter)
-                absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
+                end = epilogue.vars[-1] if epilogue.vars else var
+                transpose = _to_channels_first(end, uses, consumers, len(out_shape))
+                final = end if transpose is None else transpose
+                plans[final] = _gemm_col2im_emitter(name, call, out_shape, geometry, wmat, epilogue, rewriter, transpose is not None)
+                absorbed.update({var, *epilogue.vars, end} - {final})
             return plans, absorbed
 
         mod = _rewrite(mod, plan)

@@ -96,12 +96,15 @@ class Col2Im:
         return out
 
 
-def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im"):
+def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im", channels_first: bool = False):
     """Return the PrimFunc ``name(cols[N, H, W, columns], bias[O], Y[N, OH, OW, O])`` (float32).
 
     ``cols`` is the GEMM's output (:meth:`Col2Im.weight_matrix`), ``Y`` the
     transposed convolution plus ``bias`` (clamped at zero with ``relu``).
-    Symbolic ``N``, ``H``, ``W`` give one kernel for every size.
+    Symbolic ``N``, ``H``, ``W`` give one kernel for every size. With
+    ``channels_first``, ``Y`` is NCHW (``[N, O, OH, OW]``): each output row
+    accumulates in a scratch row and is stored channel by channel, which
+    costs much less than a transpose of the output.
     """
     geometry = dataclasses.replace(geometry, input_shape=own_vars(geometry.input_shape))
     batch, height, width, _ = geometry.input_shape
@@ -113,6 +116,7 @@ def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im"):
     columns = geometry.columns
     full, tail = divmod(channels, VECTOR_LANES)
     tail_start = full * VECTOR_LANES
+    y_shape = (batch, channels, out_h, out_w) if channels_first else (batch, out_h, out_w, channels)
 
     def first_column(kw):  # the first iw with iw * sw - pad_left + kw * dw >= 0
         return T.max(0, (pad_left - kw * dil_w + stride_w - 1) // stride_w)
@@ -121,43 +125,55 @@ def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im"):
         return T.min(width, (out_w - 1 + pad_left - kw * dil_w) // stride_w + 1)
 
     @T.macro
-    def add_pixel(cols, Y, n, oh, ow, ih, iw, tap):
+    def add_pixel(cols, row, ow, n, ih, iw, tap):
         for cb in range(full):
             for lane in T.vectorized(VECTOR_LANES):
-                Y[n, oh, ow, cb * VECTOR_LANES + lane] += cols[n, ih, iw, tap * channels + cb * VECTOR_LANES + lane]
+                row[ow, cb * VECTOR_LANES + lane] += cols[n, ih, iw, tap * channels + cb * VECTOR_LANES + lane]
         if tail > 0:
             for lane in T.vectorized(tail):
-                Y[n, oh, ow, tail_start + lane] += cols[n, ih, iw, tap * channels + tail_start + lane]
+                row[ow, tail_start + lane] += cols[n, ih, iw, tap * channels + tail_start + lane]
 
     @T.macro
-    def set_pixel(Y, value, n, oh, ow):
+    def set_pixel(row, value, ow):
         for cb in range(full):
             for lane in T.vectorized(VECTOR_LANES):
-                Y[n, oh, ow, cb * VECTOR_LANES + lane] = value(cb * VECTOR_LANES + lane)
+                row[ow, cb * VECTOR_LANES + lane] = value(cb * VECTOR_LANES + lane)
         if tail > 0:
             for lane in T.vectorized(tail):
-                Y[n, oh, ow, tail_start + lane] = value(tail_start + lane)
+                row[ow, tail_start + lane] = value(tail_start + lane)
+
+    @T.macro
+    def output_row(cols, B, row, n, oh):
+        # row[OW, O]: output row (n, oh), channels last
+        for ow in range(out_w):
+            set_pixel(row, lambda c: B[c], ow)
+        for kh in T.unroll(kernel_h):
+            reach = oh + pad_top - kh * dil_h  # ih * sh when input row ih reaches this row through kh
+            if reach >= 0 and reach % stride_h == 0 and reach // stride_h < height:
+                for kw in T.unroll(kernel_w):
+                    for iw in range(first_column(kw), end_column(kw)):
+                        add_pixel(cols, row, iw * stride_w - pad_left + kw * dil_w, n, reach // stride_h, iw, kh * kernel_w + kw)
+        if relu:
+            for ow in range(out_w):
+                set_pixel(row, lambda c: T.max(row[ow, c], T.float32(0)), ow)
 
     @T.prim_func
     def kernel(
         cols: T.Buffer((batch, height, width, columns), "float32"),
         B: T.Buffer((channels,), "float32"),
-        Y: T.Buffer((batch, out_h, out_w, channels), "float32"),
+        Y: T.Buffer(y_shape, "float32"),
     ):
         T.func_attr({"tirx.noalias": True})
         for p in T.parallel(batch * out_h):
             n = p // out_h
             oh = p % out_h
-            for ow in range(out_w):
-                set_pixel(Y, lambda c: B[c], n, oh, ow)
-            for kh in T.unroll(kernel_h):
-                reach = oh + pad_top - kh * dil_h  # ih * sh when input row ih reaches this row through kh
-                if reach >= 0 and reach % stride_h == 0 and reach // stride_h < height:
-                    for kw in T.unroll(kernel_w):
-                        for iw in range(first_column(kw), end_column(kw)):
-                            add_pixel(cols, Y, n, oh, iw * stride_w - pad_left + kw * dil_w, reach // stride_h, iw, kh * kernel_w + kw)
-            if relu:
-                for ow in range(out_w):
-                    set_pixel(Y, lambda c: T.max(Y[n, oh, ow, c], T.float32(0)), n, oh, ow)
+            if channels_first:
+                row = T.alloc_buffer((out_w, channels), "float32")
+                output_row(cols, B, row, n, oh)
+                for c, ow in T.grid(channels, out_w):
+                    Y[n, c, oh, ow] = row[ow, c]
+            else:
+                row = T.decl_buffer((out_w, channels), "float32", data=Y.data, elem_offset=p * out_w * channels)
+                output_row(cols, B, row, n, oh)
 
     return kernel.with_attr("global_symbol", name)
