@@ -8,8 +8,9 @@ has made convolutions channels-last, these passes rewrite:
 * :class:`ConvTransposeAsGemm`: NHWC ``conv2d_transpose`` (and NWC
   ``conv1d_transpose``) with a constant float32 weight into the GEMM
   ``cols = x @ Wmat.T``, written as a 1x1 ``conv2d`` (the conv kernels, dense
-  or block-sparse; exact MACs), and a col2im kernel that adds the bias and
-  applies a following ReLU (:mod:`tvm_sparse.kernels.col2im`);
+  or block-sparse; exact MACs), and a col2im kernel that adds the bias,
+  applies a following ReLU and writes NHWC or, at a model's NCHW output,
+  NCHW (:mod:`tvm_sparse.kernels.col2im`);
 * :class:`ConvAsConv2d`: NWC ``conv1d`` and NDHWC ``conv3d`` whose kernel
   (or input) has depth 1 into NHWC ``conv2d`` through reshapes that copy
   nothing, so a chain of them stays channels-last;
@@ -288,7 +289,9 @@ class ConvTransposeAsGemm:
       (:meth:`~tvm_sparse.kernels.col2im.Col2Im.weight_matrix`, ``R x C``): a GEMM that the graph
       passes run dense or block-sparse like any convolution (its ``(O, KH*KW*I)`` matrix is ``Wmat``;
       a grouped layer's zeros make it block-sparse where that pays);
-    * ``y = col2im(cols, bias)`` with a following per-channel bias ``add`` and ``relu`` fused.
+    * ``y = col2im(cols, bias)`` with a following per-channel bias ``add`` and ``relu`` fused; when
+      the result's only reader is the transpose back to NCHW (a model output), col2im writes NCHW
+      itself, unless a later transpose would undo that one.
 
     The layer's name (``weight_names``) follows its weight to ``Wmat``. Channels-last transposed
     convolutions it cannot take (a weight computed at run time, float16) are given back NCHW/IOHW
@@ -297,7 +300,7 @@ class ConvTransposeAsGemm:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)
-        renamed: dict = {}  # weight_key(Wmat) -> the layer's name
+        renamed: dict = {}  # weight_key of Wmat as an OIHW weight -> the layer's name
 
         def plan(func, rewriter):
             plans, absorbed = {}, set()

@@ -13,6 +13,11 @@ the formulation of Caffe's ``Deconvolution`` and onnxruntime's MLAS:
 2. col2im: each output pixel sums the ``cols`` entries of the input pixels
    and taps that reach it, plus the bias.
 
+(The sub-pixel decomposition into ``stride^2`` stride-1 convolutions whose
+outputs interleave does the same MACs; on a 64 -> 32, 3x3, stride-2 28x28
+layer its four convolutions alone took as long as the GEMM and col2im here,
+before the interleaving pass: ``benchmarks/canonical_layers.py``.)
+
 The col2im kernel works on one output row at a time (parallel over
 ``N * OH``): the row is set to the bias, then for each tap row ``kh`` that
 reaches it (one branch per row and tap row) and each ``kw``, the contiguous
