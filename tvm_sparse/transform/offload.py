@@ -65,13 +65,11 @@ class Placement:
 def _host_reason(layer: Layer) -> str:
     if str(layer.weight.dtype) != "float32":
         return f"{layer.weight.dtype} weight"
-    if layer.x_shape is None:
-        return "dynamic input shape"
+    if not layer.static:
+        return "symbolic input shape (specialise it: input_shapes=)"
     if isinstance(layer, ConvLayer):
         if layer.groups != 1:
             return "grouped/depthwise convolution (the device runs only the basis convolutions of decomposed layers its engine supports)"
-        if layer.out_shape is None:
-            return "dynamic output shape"
     return ""
 
 
