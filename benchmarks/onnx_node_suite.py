@@ -7,8 +7,9 @@ identity 1x1 convolution first (cases without such an input are left out), so
 that tvm-sparse converts the op's layout as it does inside a CNN.
 
 Each (case, backend) runs in a worker process; a worker that crashes (SIGFPE,
-segfault) or exceeds the timeout is killed, the item is counted as failed and
-a fresh worker takes the next item. Prints how many cases pass under both
+segfault) or exceeds the timeout (per case and backend, not counting the
+worker's start) is killed, the item is counted as failed and a fresh worker
+takes the next item. Prints how many cases pass under both
 backends, under TVM only, under tvm-sparse only and under neither, then the
 "TVM only" cases with tvm-sparse's failure.
 """
@@ -31,12 +32,19 @@ from tvm_sparse.testing.onnx_nodes import BACKENDS, behind_conv, check_case, nod
 PASS = "pass"
 
 
+#: Seconds a worker may take to start (importing TVM and generating every case), outside the per-case timeout.
+STARTUP_TIMEOUT = 600.0
+
+
 def _worker(conv: bool) -> None:
-    """Answer ``case<TAB>backend`` lines on stdin with one JSON line each (``PASS`` or the failure)."""
+    """Say ``ready``, then answer ``case<TAB>backend`` lines on stdin with one JSON line each (``PASS`` or
+    the failure)."""
     reply = os.fdopen(os.dup(1), "w")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # TVM and the importer print diagnostics; the replies have their own descriptor
     cases = node_cases()
+    reply.write(json.dumps("ready") + "\n")
+    reply.flush()
     for line in sys.stdin:
         name, backend = line.rstrip("\n").split("\t")
         case = behind_conv(cases[name]) if conv else cases[name]
@@ -51,20 +59,8 @@ class _Worker:
         self.proc = None
         self.args = [sys.executable, __file__, "--worker"] + (["--behind-conv"] if conv else [])
 
-    def ask(self, name: str, backend: str, timeout: float) -> str:
-        if self.proc is None:
-            env = dict(os.environ, TVM_NUM_THREADS="1")
-            self.proc = subprocess.Popen(
-                self.args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=env,
-                text=True,
-                start_new_session=True,
-            )
-        self.proc.stdin.write(f"{name}\t{backend}\n")
-        self.proc.stdin.flush()
+    def _reply(self, timeout: float) -> str:
+        """The worker's next reply, or why there is none (the worker is then stopped)."""
         with selectors.DefaultSelector() as sel:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
             line = self.proc.stdout.readline() if sel.select(timeout) else None
@@ -74,6 +70,24 @@ class _Worker:
         if line is None:
             return f"timeout after {timeout:.0f} s"
         return f"crash ({signal.Signals(-code).name})" if code < 0 else f"worker exited with status {code}"
+
+    def ask(self, name: str, backend: str, timeout: float) -> str:
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=dict(os.environ, TVM_NUM_THREADS="1"),
+                text=True,
+                start_new_session=True,
+            )
+            started = self._reply(STARTUP_TIMEOUT)
+            if started != "ready":
+                return f"worker did not start: {started}"
+        self.proc.stdin.write(f"{name}\t{backend}\n")
+        self.proc.stdin.flush()
+        return self._reply(timeout)
 
     def stop(self) -> int | None:
         """Kill the worker (if any) and return its exit status."""
@@ -148,10 +162,17 @@ def main() -> None:
     if args.worker:
         _worker(args.behind_conv)
         return
+    if args.jobs < 1 or args.timeout <= 0:
+        parser.error("--jobs and --timeout must be positive")
+    try:
+        pattern = re.compile(args.k or "")
+    except re.error as err:
+        parser.error(f"-k: not a regular expression ({err})")
     cases = node_cases()
     names = sorted(n for n, case in cases.items() if not args.behind_conv or behind_conv(case) is not None)
-    if args.k:
-        names = [n for n in names if re.search(args.k, n)]
+    names = [n for n in names if pattern.search(n)]
+    if not names:
+        parser.error("no node test case matches")
 
     def progress(done, total):
         if done % 50 == 0 or done == total:
