@@ -53,10 +53,14 @@ def read_onnx(model) -> onnx.ModelProto:
     return proto
 
 
+#: Ops TVM's importer handles itself rather than through its converter table.
+_IMPORTED_DIRECTLY = {"If", "Constant"}
+
+
 def _check_supported(proto: onnx.ModelProto) -> None:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    supported = _get_convert_map()
+    supported = set(_get_convert_map()) | _IMPORTED_DIRECTLY
     bad = [f"{n.name or '<unnamed>'} ({n.op_type})" for n in proto.graph.node if n.op_type not in supported]
     if bad:
         raise ModelError(f"unsupported ONNX op(s): {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
