@@ -51,7 +51,7 @@ def batch_matmul_kernel(batch: Dim, m: Dim, n: Dim, k: Dim, transpose_b: bool, n
                     else:
                         packed[kk, lane] = T.if_then_else(n0 + lane < n, B[s, kk, T.min(n0 + lane, n - 1)], T.float32(0))
             for rt in range(row_tiles):
-                acc = T.decl_buffer((mt, LANES), "float32", scope="local")
+                acc = T.decl_buffer((mt, LANES), "float32")  # on the stack: LLVM keeps it in registers
                 for mm in T.unroll(mt):
                     for lane in T.vectorized(LANES):
                         acc[mm, lane] = T.float32(0)

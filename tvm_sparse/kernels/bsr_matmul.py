@@ -196,16 +196,15 @@ def bsr_matmul_kernel(
 
     @T.macro
     def row_tile(X_tiles, data, indices, indptr, B, Y, row0, br, rows, xt, x0):
-        acc = T.decl_buffer((rows, r), "float32", scope="local")
+        acc = T.decl_buffer((rows, r), "float32")  # a small stack array: LLVM keeps it in registers
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
                 acc[mm, lane] = B[br * r + lane]
         for j in range(indptr[br], indptr[br + 1]):
-            k0 = indices[j] * c
             for cc in column_loop(c):
                 for mm in T.unroll(rows):
                     for lane in T.vectorized(r):
-                        acc[mm, lane] = acc[mm, lane] + X_tiles[xt, k0 + cc, x0 + mm] * data[j, cc, lane]
+                        acc[mm, lane] = acc[mm, lane] + X_tiles[xt, indices[j] * c + cc, x0 + mm] * data[j, cc, lane]
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
                 Y[row0 + mm, br * r + lane] = T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]

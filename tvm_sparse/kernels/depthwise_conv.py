@@ -70,7 +70,7 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
             n = p // out_h
             oh = p % out_h
             for ow in range(out_w):
-                acc = T.decl_buffer((VECTOR_LANES,), "float32", scope="local")
+                acc = T.decl_buffer((VECTOR_LANES,), "float32")  # on the stack: LLVM keeps it in registers
                 for cb in range(full_blocks):
                     for lane in T.vectorized(VECTOR_LANES):
                         acc[lane] = B[cb * VECTOR_LANES + lane]

@@ -100,7 +100,7 @@ def nm_matmul_kernel(m: Dim, weight: NMMatrix, name: str = "nm_matmul", relu: bo
 
     @T.macro
     def row_tile(X_tiles, P, V, B, Y, t, p, count, x0):
-        acc = T.decl_buffer((mt, lanes), "float32", scope="local")
+        acc = T.decl_buffer((mt, lanes), "float32")  # on the stack: LLVM keeps it in registers
         for mm in T.unroll(count):
             acc[mm, vec(0)] = B[vec(p * lanes)]
         for kc in range(chunks):
