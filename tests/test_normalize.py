@@ -175,3 +175,21 @@ def test_heavy_ops_left_on_the_default_lowering_are_reported(rng):
     assert [op.op for op in report.default_schedule] == ["relax.nn.conv3d"]
     assert report.to_json()["default_schedule_ops"][0]["share"] == pytest.approx(27648 / (27648 + 4096), abs=1e-3)
     assert "default lowering" in report.to_table()
+
+
+@pytest.mark.parametrize("auto_pad", [None, "SAME_UPPER"])
+def test_conv_transpose_sized_by_output_shape(rng, auto_pad):
+    """ONNX derives a ConvTranspose's pads from ``output_shape``; TVM's importer ignores it."""
+    w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    attrs = {"strides": [2, 2], "output_shape": [10, 10]} | ({"auto_pad": auto_pad} if auto_pad else {})
+    model = _model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], **attrs)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    x = rng.standard_normal((1, 4, 5, 5)).astype("float32")
+    (expected,) = run_onnxruntime(model, {"x": x})
+    got = _run(_no_default_schedule(model), {"x": x})
+    assert got.shape == (1, 3, 10, 10)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -14,7 +14,10 @@ model reaches TVM's importer:
    (constant folding, symbolic shape inference, dead-node elimination; its
    pattern fusions are off, they emit ops TVM does not import);
 4. ``Einsum`` nodes that are matrix products become ``Transpose``/``Reshape``
-   + ``MatMul`` (TVM's einsum lowers to a naive loop nest).
+   + ``MatMul`` (TVM's einsum lowers to a naive loop nest);
+5. a ``ConvTranspose`` sized by its ``output_shape`` attribute gets the
+   explicit ``pads`` the ONNX specification derives from it (TVM's importer
+   ignores the attribute).
 
 The model's inputs stay what they were (names, order, types), so a compiled
 library is called the same way as the ONNX model.
@@ -29,6 +32,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from .errors import ModelError
 
 _HALF = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
 _LOG = logging.getLogger("tvm_sparse")
@@ -52,6 +57,7 @@ def normalize(proto: onnx.ModelProto, input_shapes: Mapping | None = None) -> on
     model = _fold(model)
     _restore_inputs(model, inputs)
     _einsum_as_matmul(model)
+    _conv_transpose_pads(model)
     return model
 
 
@@ -243,3 +249,33 @@ def _einsum_nodes(node: onnx.NodeProto, constants: dict, graph: onnx.GraphProto)
     else:
         nodes.append(helper.make_node("Transpose", [product], [node.output[0]], perm=[order.index(s) for s in out], name=f"{name}__out"))
     return nodes
+
+
+def _conv_transpose_pads(model: onnx.ModelProto) -> None:
+    """Replace ``output_shape`` (and ``auto_pad``) of each ``ConvTranspose`` by the ``pads`` the ONNX
+    specification derives from it; raises ``ModelError`` when the input's spatial size is not static."""
+    graph = model.graph
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+              for vi in [*graph.input, *graph.value_info]}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "ConvTranspose" or "output_shape" not in attrs:
+            continue
+        name = node.name or node.output[0]
+        spatial = (shapes.get(node.input[0]) or [])[2:]
+        if not spatial or None in spatial or node.input[1] not in weights:
+            raise ModelError(f"ConvTranspose {name}: its output_shape needs a static input size (give input_shapes) and a constant weight")
+        rank = len(spatial)
+        output = list(attrs["output_shape"])[-rank:]
+        kernel = list(attrs.get("kernel_shape") or weights[node.input[1]][2:])
+        strides, dilations = attrs.get("strides", [1] * rank), attrs.get("dilations", [1] * rank)
+        extra = attrs.get("output_padding", [0] * rank)
+        total = [s * (i - 1) + e + (k - 1) * d + 1 - o for s, i, e, k, d, o in zip(strides, spatial, extra, kernel, dilations, output)]
+        if min(total) < 0:
+            raise ModelError(f"ConvTranspose {name}: output_shape {output} is larger than the convolution gives")
+        upper = attrs.get("auto_pad") in (b"SAME_UPPER", "SAME_UPPER")
+        begin = [t // 2 if upper else t - t // 2 for t in total]
+        kept = [a for a in node.attribute if a.name not in ("output_shape", "auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])
