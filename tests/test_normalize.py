@@ -193,3 +193,24 @@ def test_conv_transpose_sized_by_output_shape(rng, auto_pad):
     got = _run(_no_default_schedule(model), {"x": x})
     assert got.shape == (1, 3, 10, 10)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode, stride, batch", [("SAME_UPPER", 2, 1), ("SAME_LOWER", 2, 1), ("SAME_UPPER", 1, "N"), ("SAME_LOWER", 1, "N")])
+def test_same_padding_becomes_explicit_pads(rng, mode, stride, batch):
+    """keras2onnx's auto_pad SAME (uneven for even sizes at stride 2): explicit pads on the Conv and the
+    MaxPool, so no Pad of its own sits between layout transposes; stride 1 pads even with a symbolic size."""
+    w = rng.standard_normal((8, 3, 4, 4)).astype("float32")
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], auto_pad=mode, strides=[stride, stride]),
+            helper.make_node("MaxPool", ["c"], ["y"], auto_pad=mode, kernel_shape=[2, 2], strides=[stride, stride]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 10 // stride // stride + (stride > 1), 10 // stride // stride + (stride > 1)])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    assert all("auto_pad" not in [a.name for a in n.attribute] for n in normalize(model).graph.node)
+    x = rng.standard_normal((1, 3, 10, 10)).astype("float32")
+    (expected,) = run_onnxruntime(model, {"x": x})
+    exe = _no_default_schedule(model)
+    np.testing.assert_allclose(_run(exe, {"x": x}), expected, rtol=1e-4, atol=1e-4)

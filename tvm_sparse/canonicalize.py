@@ -37,6 +37,7 @@ from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, ConvLayer, bindings, find_layers, shape_of, use_counts, weight_key, weight_names
+from .kernels import add_kernel
 from .kernels.col2im import Col2Im, col2im_kernel
 
 _ADD = tvm.ir.Op.get("relax.add")
@@ -149,12 +150,7 @@ class _Rewriter(relax.PyExprMutator):
 
     def add_kernel(self, func, base: str) -> tvm.ir.GlobalVar:
         """Add a PrimFunc under a unique, C-safe symbol."""
-        symbol = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base)
-        unique, i = symbol, 1
-        while unique in self.symbols:
-            unique, i = f"{symbol}_{i}", i + 1
-        self.symbols.add(unique)
-        return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
+        return add_kernel(self.builder_, self.symbols, func, base)
 
 
 def _rewrite(mod: tvm.IRModule, plan: Callable) -> tvm.IRModule:

@@ -17,7 +17,10 @@ model reaches TVM's importer:
    + ``MatMul`` (TVM's einsum lowers to a naive loop nest);
 5. a ``ConvTranspose`` sized by its ``output_shape`` attribute gets the
    explicit ``pads`` the ONNX specification derives from it (TVM's importer
-   ignores the attribute).
+   ignores the attribute); a convolution or pooling with ``auto_pad`` SAME
+   gets its explicit pads where they are known (stride 1, or a static input
+   size): TVM's importer would put an uneven SAME padding in a ``Pad`` of its
+   own, which stays channels-first between layout transposes.
 
 The model's inputs stay what they were (names, order, types), so a compiled
 library is called the same way as the ONNX model.
@@ -36,6 +39,10 @@ from onnx import TensorProto, helper, numpy_helper
 from .errors import ModelError
 
 _HALF = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
+#: onnxslim's fusions left out: the project's passes fold BatchNorm, bias and scale into the
+#: convolutions and Gemm kernels themselves; its eliminations and the Pad + Conv fusion are kept.
+_SKIPPED_FUSIONS = ["FusionConcatReshape", "FusionConvAdd", "FusionConvTransposeAdd", "FusionConvBN", "FusionConvTransposeBN",
+                    "FusionConvMul", "FusionConvTransposeMul", "FusionGemm", "FusionGemmMul", "FusionGemmAdd", "FusionReduce"]
 _LOG = logging.getLogger("tvm_sparse")
 
 
@@ -58,6 +65,7 @@ def normalize(proto: onnx.ModelProto, input_shapes: Mapping | None = None) -> on
     _restore_inputs(model, inputs)
     _einsum_as_matmul(model)
     _conv_transpose_pads(model)
+    _explicit_same_pads(model)
     return model
 
 
@@ -153,7 +161,7 @@ def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
         logging.getLogger("onnxslim").setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            folded = onnxslim.slim(model, skip_optimizations=["graph_fusion"])
+            folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
     except Exception as err:  # onnxslim raises whatever its passes raise
         warnings.warn(f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})", stacklevel=3)
         return model
@@ -277,5 +285,33 @@ def _conv_transpose_pads(model: onnx.ModelProto) -> None:
         upper = attrs.get("auto_pad") in (b"SAME_UPPER", "SAME_UPPER")
         begin = [t // 2 if upper else t - t // 2 for t in total]
         kept = [a for a in node.attribute if a.name not in ("output_shape", "auto_pad", "pads")]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])
+
+
+def _explicit_same_pads(model: onnx.ModelProto) -> None:
+    """Write ``auto_pad`` SAME as explicit ``pads`` on convolutions and poolings where they are known."""
+    graph = model.graph
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+              for vi in [*graph.input, *graph.value_info]}
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        mode = attrs.get("auto_pad", b"")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool", "LpPool") or mode not in ("SAME_UPPER", "SAME_LOWER"):
+            continue
+        kernel = attrs.get("kernel_shape") or (weights.get(node.input[1], [])[2:] if len(node.input) > 1 else [])
+        if not kernel:
+            continue
+        rank = len(kernel)
+        strides, dilations = attrs.get("strides", [1] * rank), attrs.get("dilations", [1] * rank)
+        spatial = (shapes.get(node.input[0]) or [None] * (rank + 2))[2:]
+        if len(spatial) != rank or any(s > 1 and size is None for s, size in zip(strides, spatial)):
+            continue  # the padding depends on a run-time size
+        total = [(k - 1) * d if s == 1 else max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+                 for k, s, d, size in zip(kernel, strides, dilations, spatial)]
+        begin = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in total]
+        kept = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
         del node.attribute[:]
         node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])

@@ -103,6 +103,25 @@ def _legalize_calls(mod: tvm.IRModule, select: Callable[[relax.Call], bool]) -> 
     return _mutate_functions(_LegalizeCalls(mod, select))
 
 
+@relax.expr_functor.mutator
+class _ClippedTakes(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.take" and str(call.attrs.mode) == "fast" and not isinstance(call.args[1], relax.Constant):
+            return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
+        return call
+
+
+@tvm.transform.module_pass(opt_level=0, name="ClipGatherIndices")
+class ClipGatherIndices:
+    """Gathers whose indices come at run time (token ids into an embedding) clamp them into the table
+    (``take`` mode ``clip``): TVM's importer emits mode ``fast``, which reads out of bounds, and may
+    crash, on an id past the table. ONNX leaves such ids undefined; negative ones are normalised before."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return _mutate_functions(_ClippedTakes(mod))
+
+
 @tvm.transform.module_pass(opt_level=0, name="LegalizeTrainingBatchNorm")
 class LegalizeTrainingBatchNorm:
     """Lower ``batch_norm`` calls in training mode now, with TVM's legalization (batch statistics),
@@ -270,6 +289,7 @@ def prepare_passes() -> list[tvm.transform.Pass]:
     are contiguous for the kernels; transposes that then cancel are folded away.
     """
     return [
+        ClipGatherIndices(),
         LegalizeTrainingBatchNorm(),
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),

@@ -225,14 +225,18 @@ def bsr_matmul_kernel(
         tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 3)
         tail_tile(X_tiles, data, indices, indptr, B, Y, xt, 4)
 
+    def row_of(t, mm, last: bool):
+        """Row ``mm`` of tile ``t``; the rows of the last (tail) tile past ``m`` read row ``m - 1``."""
+        return T.min(t * mt + mm, m - 1) if last else t * mt + mm
+
     if im2col is None:
         x_shape = (m, k_pad)
 
         @T.macro
-        def pack_tile(X, X_tiles, t, xt):
+        def pack_tile(X, X_tiles, t, xt, last):
             for kk in range(k_pad):
                 for mm in T.unroll(mt):
-                    X_tiles[xt, kk, mm] = X[T.min(t * mt + mm, m - 1), kk]
+                    X_tiles[xt, kk, mm] = X[row_of(t, mm, last), kk]
 
     else:
         x_shape = im2col.input_shape
@@ -243,37 +247,28 @@ def bsr_matmul_kernel(
         groups = im2col.groups
         group_channels = channels // groups
 
-        def pixel(row):
-            row = T.min(row, m - 1)
-            return row // (out_h * out_w), row // out_w % out_h, row % out_w
-
-        def image(row):
-            return pixel(row)[0]
-
-        def input_h(row, kh):
-            return pixel(row)[1] * stride_h + kh * dil_h - pad_top
-
-        def input_w(row, kw):
-            return pixel(row)[2] * stride_w + kw * dil_w - pad_left
-
-        def inside(row, kh, kw):
-            ih, iw = input_h(row, kh), input_w(row, kw)
-            return T.And(T.And(0 <= ih, ih < height), T.And(0 <= iw, iw < width))
-
-        def clamp_h(row, kh):
-            return T.min(T.max(input_h(row, kh), 0), height - 1)
-
-        def clamp_w(row, kw):
-            return T.min(T.max(input_w(row, kw), 0), width - 1)
-
         @T.macro
-        def pack_tile(X, X_tiles, t, xt):
+        def pack_tile(X, X_tiles, t, xt, last):
+            # Each row's image and window origin, computed once per tile (divisions are costly per tap).
+            origin = T.decl_buffer((mt, 3), "int64")
+            for mm in T.unroll(mt):
+                origin[mm, 0] = row_of(t, mm, last) // (out_h * out_w)
+                origin[mm, 1] = row_of(t, mm, last) // out_w % out_h * stride_h - pad_top
+                origin[mm, 2] = row_of(t, mm, last) % out_w * stride_w - pad_left
             for g, kh, kw in T.grid(groups, kernel_h, kernel_w):
                 for ci in range(group_channels):
                     for mm in T.unroll(mt):
                         X_tiles[xt, ((g * kernel_h + kh) * kernel_w + kw) * group_channels + ci, mm] = T.if_then_else(
-                            inside(t * mt + mm, kh, kw),
-                            X[image(t * mt + mm), clamp_h(t * mt + mm, kh), clamp_w(t * mt + mm, kw), g * group_channels + ci],
+                            T.And(
+                                T.And(0 <= origin[mm, 1] + kh * dil_h, origin[mm, 1] + kh * dil_h < height),
+                                T.And(0 <= origin[mm, 2] + kw * dil_w, origin[mm, 2] + kw * dil_w < width),
+                            ),
+                            X[
+                                origin[mm, 0],
+                                T.min(T.max(origin[mm, 1] + kh * dil_h, 0), height - 1),
+                                T.min(T.max(origin[mm, 2] + kw * dil_w, 0), width - 1),
+                                g * group_channels + ci,
+                            ],
                             T.float32(0),
                         )
             for kk, mm in T.grid(k_pad - k, mt):
@@ -293,17 +288,19 @@ def bsr_matmul_kernel(
         if params.pack_in_tile:
             for t in T.parallel(full_tiles):
                 X_tile = T.alloc_buffer((1, k_pad, mt), "float32")
-                pack_tile(X, X_tile, t, 0)
+                pack_tile(X, X_tile, t, 0, False)
                 for br in range(block_rows):
                     row_tile(X_tile, data, indices, indptr, B, Y, t * mt, br, mt, 0, 0)
             if has_tail:
                 X_last = T.alloc_buffer((1, k_pad, mt), "float32")
-                pack_tile(X, X_last, full_tiles, 0)
+                pack_tile(X, X_last, full_tiles, 0, True)
                 tail_tiles(X_last, data, indices, indptr, B, Y, 0)
         else:
             X_tiles = T.alloc_buffer((row_tiles, k_pad, mt), "float32")
-            for t in T.parallel(row_tiles):
-                pack_tile(X, X_tiles, t, t)
+            for t in T.parallel(full_tiles):
+                pack_tile(X, X_tiles, t, t, False)
+            if has_tail:
+                pack_tile(X, X_tiles, full_tiles, full_tiles, True)
             for w in T.parallel(full_tiles * block_rows):
                 if params.weight_major:
                     row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles * mt, w // full_tiles, mt, w % full_tiles, 0)

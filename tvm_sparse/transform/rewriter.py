@@ -17,6 +17,7 @@ from ..kernels import (
     BSRKernelArgs,
     BSRKernelParams,
     Im2Col,
+    add_kernel,
     bsr_matmul_kernel,
 )
 from ..kernels.codebook_decode import codebook_decode_kernel
@@ -61,12 +62,7 @@ class MatmulRewriter(relax.PyExprMutator):
 
     def add_kernel(self, func, base: str) -> tvm.ir.GlobalVar:
         """Add a PrimFunc under a unique, C-safe symbol."""
-        symbol = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in base)
-        unique, i = symbol, 1
-        while unique in self._symbols:
-            unique, i = f"{symbol}_{i}", i + 1
-        self._symbols.add(unique)
-        return self.builder_.add_func(func.with_attr("global_symbol", unique), unique)
+        return add_kernel(self.builder_, self._symbols, func, base)
 
 
 def _kernel_params(params: BSRKernelParams | None, layer: Layer, weight: BSRMatrix, im2col: Im2Col | None = None) -> BSRKernelParams:

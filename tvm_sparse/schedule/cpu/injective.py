@@ -55,20 +55,27 @@ class Injective(CPUScheduleRule):
         loops = sch.get_loops(remaining[0].block_rv)
         if not loops:
             return None
-        fused = sch.fuse(*loops)
-        extent = sch.get(fused).extent
-        if not isinstance(extent, tirx.IntImm):
-            sch.parallel(fused)
-            return sch
-        extent = int(extent)
+        # The trailing loops of static extent are fused and vectorized; the leading ones (a symbolic
+        # batch or sequence among them) are fused and run in parallel.
+        split = len(loops)
+        while split > 0 and isinstance(sch.get(loops[split - 1]).extent, tirx.IntImm):
+            split -= 1
+        inner = sch.fuse(*loops[split:]) if split < len(loops) else None
+        outer = sch.fuse(*loops[:split]) if split > 0 else None
         block = sch.get(remaining[0].block_rv)
         dtype_bits = max(8, block.writes[0].source.dtype.bits) if block.writes else 32
         max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
-        lanes = _lanes(extent, max_lanes)
-        outer = fused
+        static = int(sch.get(inner).extent) if inner is not None else 1
+        lanes = _lanes(static, max_lanes)
         if lanes > 1:
-            outer, inner = sch.split(fused, [None, lanes])
-            sch.vectorize(inner)
-        if extent >= MIN_PARALLEL_ELEMENTS:
+            rest, vector = sch.split(inner, [None, lanes])
+            sch.vectorize(vector)
+            inner = rest if static > lanes else None
+        if outer is None:  # all static: parallel over the rest when there is enough work
+            if inner is not None and static >= MIN_PARALLEL_ELEMENTS:
+                sch.parallel(inner)
+        else:
+            if inner is not None and static < MIN_PARALLEL_ELEMENTS:
+                outer = sch.fuse(outer, inner)
             sch.parallel(outer)
         return sch
