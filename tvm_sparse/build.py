@@ -18,7 +18,7 @@ from .prepare import prepare_passes
 from .schedule.choice import schedules_from
 from .schedule.cpu import default_rules
 from .target import resolve_target
-from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, ShrinkChannels, SparsifyWeights
+from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, PoolKernels, ShrinkChannels, SparsifyWeights
 
 
 def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
@@ -34,7 +34,7 @@ def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> li
     passes = prepare_passes() + [CountModelFlops(), DecomposedConvKernels(), ShrinkChannels()]
     if sparsify is not None:
         passes.append(sparsify)
-    passes += [DenseMatmulKernels(), ConvKernels(), ReportDefaultSchedules()]
+    passes += [DenseMatmulKernels(), ConvKernels(), PoolKernels(), ReportDefaultSchedules()]
     if fast_math:
         passes.append(FastMath())
     return passes

@@ -107,7 +107,7 @@ def _legalize_calls(mod: tvm.IRModule, select: Callable[[relax.Call], bool]) -> 
 class _ClippedTakes(relax.PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.take" and str(call.attrs.mode) == "fast" and not isinstance(call.args[1], relax.Constant):
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.take" and str(call.attrs.mode) == "fast" and not isinstance(call.args[1], tvm.ir.Constant):
             return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
         return call
 

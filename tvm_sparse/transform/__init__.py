@@ -4,6 +4,7 @@ from .channel_shrink import ShrinkChannels
 from .conv import ConvKernels
 from .decomposed_conv import DecomposedConvKernels
 from .dense_matmul import DenseMatmulKernels
+from .pool import PoolKernels
 from .sparsify import SparsifyWeights
 
-__all__ = ["ConvKernels", "DecomposedConvKernels", "DenseMatmulKernels", "ShrinkChannels", "SparsifyWeights"]
+__all__ = ["ConvKernels", "DecomposedConvKernels", "DenseMatmulKernels", "PoolKernels", "ShrinkChannels", "SparsifyWeights"]
