@@ -295,10 +295,11 @@ def test_bert_style_encoder_on_token_ids_and_attention_mask(rng, calibrated):
     [
         ({"ids": np.array([0.5, 1, 2, 3, 4, 5])}, "calibration input ids: the input is int64, but the values given are not all whole numbers"),
         ({"ids": np.arange(5)}, "calibration input ids: shape (5,), expected (6,)"),
-        ({"ids": np.arange(6)[None]}, "calibration input ids: shape (1, 6), expected (6,)"),
+        ({"ids": np.zeros((2, 1, 6))}, "calibration input ids: shape (2, 1, 6), expected (6,) (or N samples stacked as (N, 6))"),
+        ({"ids": np.zeros((2, 5))}, "calibration input ids: shape (5,), expected (6,)"),  # two samples of 5
         ({"ids": np.array([0, 1, 2, 3, 4, 20])}, "calibration input ids: values must lie in [-20, 20) (it indexes a table of 20 rows), got 0..20"),
         ({"ids": np.array(["a"] * 6)}, "calibration input ids: dtype <U1 is not numeric"),
-        ({"ids": np.arange(6), "mask": np.ones(6)}, "names unknown input(s) ['mask']"),
+        ({"ids": np.arange(6), "mask": np.ones(6)}, "calibration: no input named 'mask' (the model's inputs: ids)"),
         ([np.arange(6)], "calibration sample 0 is a ndarray; expected a dict"),
         ([], "calibration: no samples given"),
     ],

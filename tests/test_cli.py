@@ -433,3 +433,129 @@ def test_prune_command_names_the_layers_it_cannot_prune(tmp_path):
     assert done.returncode == 1 and done.stdout == "" and not (tmp_path / "q.onnx").exists()
     assert done.stderr.splitlines() == ["tvm-sparse prune: error: nothing to prune: no layer's weight can be pruned "
                                         "(fc (MatMul): its weight 'w' is a graph input, not a constant)"]
+
+
+def _one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_outputs_that_would_destroy_inputs_or_waste_work_are_refused_first(tmp_path, capsys):
+    """An output that is an input, or that cannot be written, fails before any loading or compiling."""
+    import time
+
+    model = tmp_path / "copy.onnx"
+    onnx.save(mlp(batch=2, sizes=(16, 8)), model)
+    original = model.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    cases = [
+        (["compile", model, "-o", model], f"-o {model} is also an input ({model})"),
+        (["compile", model, "-o", tmp_path / "sub" / ".." / "copy.onnx"], "is also an input"),
+        (["prune", model, "-o", model, "--pattern", "unstructured", "--density", "0.5"], "is also an input"),
+        (["compile", model, "-o", tmp_path / "missing_dir" / "x.so"], f"no such directory: {tmp_path / 'missing_dir'}"),
+        (["compile", model, "-o", tmp_path / "file.txt" / "x.so"], "not a directory"),
+        (["compile", model, "-o", tmp_path / "sub"], "is a directory"),
+        (["prune", model, "-o", tmp_path / "missing_dir" / "p.onnx", "--pattern", "unstructured", "--density", "0.5"], "no such directory"),
+        (["tune", model, "--db", tmp_path / "missing_dir" / "db"], "--db"),
+        (["tune", model, "--db", tmp_path / "file.txt"], "not a directory"),
+        (["analyze", model, "--figures", tmp_path / "file.txt"], "--figures"),
+        (["run", tmp_path / "absent.so", "--output-dir", tmp_path / "file.txt"], "--output-dir"),
+    ]
+    for command, message in cases:
+        start = time.perf_counter()
+        assert _cli(*command) == 1
+        assert time.perf_counter() - start < 0.5, command
+        _one_line_error(capsys, message)
+    assert model.read_bytes() == original and not (tmp_path / "missing_dir").exists()
+
+
+def test_run_prints_its_result_when_an_output_cannot_be_saved(tmp_path, compiled, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), "float32"))
+    (tmp_path / "out" / "y.npy").mkdir(parents=True)  # np.save cannot replace a directory
+    assert _cli("run", compiled, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "out", "--repeat", 1, "--json") == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["outputs"]["y"] == {"shape": [4, 8], "dtype": "float32"}
+    assert f"cannot write {tmp_path / 'out' / 'y.npy'}" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_calibration_takes_stacked_samples_and_several_files(tmp_path, capsys, rng):
+    """A stacked array and one file per sample calibrate alike, using every sample; bad ones are one line."""
+    model, lib = tmp_path / "m.onnx", tmp_path / "m.so"
+    onnx.save(mlp(batch=4, sizes=(16, 32, 8)), model)
+    samples = rng.standard_normal((2, 4, 16)).astype("float32") * np.array([1, 8], "float32")[:, None, None]
+    np.save(tmp_path / "stack.npy", samples)
+    np.save(tmp_path / "a.npy", samples[0])
+    np.save(tmp_path / "b.npy", samples[1])
+
+    def table(*files):
+        assert _cli("compile", model, "-o", lib, "--target", "sparse-accel", *[a for f in files for a in ("--calibration", f"x={tmp_path / f}")]) == 0
+        return capsys.readouterr().out.splitlines()[:-1]  # the last line has the time
+
+    stacked = table("stack.npy")
+    assert stacked == table("a.npy", "b.npy") != table("a.npy")  # the second sample's range counts
+    np.save(tmp_path / "narrow.npy", np.zeros((4, 15), "float32"))
+    for files, message in [(["narrow.npy"], "calibration input x: shape (4, 15), expected (4, 16) (or N samples stacked as (N, 4, 16))"),
+                           (["a.npy", "narrow.npy"], "calibration input x: shape (4, 15)")]:
+        assert _cli("compile", model, "-o", lib, "--target", "sparse-accel", *[a for f in files for a in ("--calibration", f"x={tmp_path / f}")]) == 1
+        _one_line_error(capsys, message)
+    assert _cli("compile", model, "-o", lib, "--target", "sparse-accel", "--calibration", f"q={tmp_path / 'a.npy'}") == 1
+    _one_line_error(capsys, "--calibration: no input named 'q' (the model's inputs: x)")
+
+    _batch_model(tmp_path / "b.onnx")
+    np.save(tmp_path / "z.npy", np.zeros((4, 8), "float32"))
+    np.save(tmp_path / "z3.npy", np.zeros((3, 4, 8), "float32"))
+    for items, message in [(["x=a.npy", "x=b.npy", "z=z.npy"], "--calibration: give every input the same number of files"),
+                           (["x=stack.npy", "z=z3.npy"], "calibration: the inputs of one dict must hold the same number of stacked samples, got x 2 stacked, z 3 stacked"),
+                           (["x=a.npy"], "calibration: no values for input(s) z")]:
+        options = [a for item in items for a in ("--calibration", item.replace("=", f"={tmp_path}/", 1))]
+        assert _cli("compile", tmp_path / "b.onnx", "-o", lib, "--target", "sparse-accel", "--input-shape", "x=4,16", *options) == 1
+        _one_line_error(capsys, message)
+
+
+def test_sparse_accel_compile_names_the_prune_pattern_the_device_needs(tmp_path, capsys):
+    model, pruned, lib = tmp_path / "m.onnx", tmp_path / "p.onnx", tmp_path / "p.so"
+    onnx.save(mlp(batch=8, sizes=(64, 128, 32)), model)
+    assert _cli("prune", model, "-o", pruned, "--pattern", "nm:2:4", "--density", "0.1") == 1
+    _one_line_error(capsys, "--density does not apply to nm:2:4: N:M keeps N of every M weights, so its density is 2/4")
+    assert not pruned.exists()
+    hint = "device blocks are 16x16: prune with --pattern block:16x16"
+    for pattern, hinted in (("block:16x1", True), ("block:16x16", False)):
+        assert _cli("prune", model, "-o", pruned, "--pattern", pattern, "--density", "0.1") == 0
+        capsys.readouterr()
+        assert _cli("compile", pruned, "-o", lib, "--target", "sparse-accel") == 0
+        out = capsys.readouterr().out
+        assert (out.count(hint) == 2) == hinted, out  # both layers
+
+
+def test_small_cli_gaps(tmp_path, compiled, capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        _cli("--version")
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"tvm-sparse {version('tvm-sparse')}\n"
+    for command in (["analyze", tmp_path], ["compile", tmp_path, "-o", tmp_path / "o.so"], ["run", tmp_path]):
+        assert _cli(*command) == 1
+        _one_line_error(capsys, f"{tmp_path}: is a directory")
+    (tmp_path / "text.npy").write_text("1 2 3\n")
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), "float32"))
+    for options, message in [(["--input", f"x={tmp_path / 'text.npy'}"], f"input x: {tmp_path / 'text.npy'} is not a .npy array file"),
+                             (["--input", f"x={tmp_path / 'x.npy'}", "--input", f"x={tmp_path / 'x.npy'}"], "--input: input x given twice"),
+                             (["--input", f"x={tmp_path / 'x.npy'}", "--repeat", "0"], "--repeat must be at least 1, got 0"),
+                             (["--input", f"x={tmp_path / 'x.npy'}", "--repeat", "-2"], "--repeat must be at least 1, got -2")]:
+        assert _cli("run", compiled, *options) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "allow_pickle" not in err
+
+
+def test_warnings_are_one_line_and_a_closed_pipe_is_quiet(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp(batch=2, sizes=(16, 8)), model)
+    assert _cli("compile", model, "-o", tmp_path / "m.so", "--db", tmp_path / "nodb") == 0
+    assert capsys.readouterr().err.splitlines() == [f"tvm-sparse compile: warning: ignoring tuning database: {tmp_path / 'nodb'}: not a tuning database "
+                                                    "(no tvm_sparse.json; create one with `tvm-sparse tune`)"]
+    command = str(Path(sys.executable).with_name("tvm-sparse"))
+    reader = subprocess.Popen([command, "analyze", "m.onnx"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # as `| head` does once it has its lines
+    stderr = reader.communicate(timeout=120)[1]
+    assert reader.returncode == 141 and stderr == b""

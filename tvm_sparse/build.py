@@ -88,9 +88,10 @@ def build(
     fast_math
         Use TVM's polynomial exp/erf/tanh (see :func:`graph_passes`).
     calibration
-        ``sparse-accel`` only: input samples for post-training quantization,
-        a dict ``{input name: array}`` or a list of them (see
-        :func:`tvm_sparse.accel.compile`).
+        ``sparse-accel`` only: input samples for post-training quantization:
+        a dict ``{input name: array}`` is one sample (or, with every array one
+        leading axis longer than its input, that many stacked samples), a list
+        of such dicts is several (see :func:`tvm_sparse.accel.compile`).
     tuning_db
         A directory written by :func:`tvm_sparse.tune`: kernels with a record
         for this target use the tuned schedule, the others their default (the

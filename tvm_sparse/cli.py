@@ -8,6 +8,8 @@ import os
 import re
 import sys
 import time
+import warnings
+from importlib.metadata import version
 
 import numpy as np
 
@@ -18,10 +20,51 @@ class CLIError(TVMSparseError):
     """A usage problem reported as one line."""
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing
+        return False
+
+
+def _refuse_input_as_output(path: str, option: str, inputs) -> None:
+    for source in filter(None, inputs):
+        if _same_file(path, source):
+            raise CLIError(f"{option} {path} is also an input ({source}): writing it would destroy that input; choose another output")
+
+
+def _check_output(path: str, option: str, inputs=()) -> None:
+    """Fail before any work when the output file ``path`` is one of ``inputs`` or its directory cannot take it."""
+    _refuse_input_as_output(path, option, inputs)
+    if os.path.isdir(path):
+        raise CLIError(f"{option} {path}: is a directory")
+    _check_directory(os.path.dirname(os.path.abspath(path)), f"{option} {path}")
+
+
+def _check_directory(directory: str, what: str) -> None:
+    if not os.path.isdir(directory):
+        raise CLIError(f"{what}: {'not a directory' if os.path.exists(directory) else 'no such directory'}: {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CLIError(f"{what}: directory {directory} is not writable")
+
+
+def _output_directory(path: str, option: str) -> None:
+    """Create the output directory ``path`` (and its parents) up front, or fail naming ``option``."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{option} {path}: not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"{option} {path}: cannot create the directory ({err.strerror})") from None
+    _check_directory(path, f"{option} {path}")
+
+
 def _cmd_analyze(args) -> None:
     from .analysis import analyze
     from .frontend import load_model
 
+    if args.figures:
+        _output_directory(args.figures, "--figures")
     if args.compression:
         from .compress import compression_report
 
@@ -50,7 +93,6 @@ def _sparsity_maps(args) -> None:
             raise CLIError(f"--layers: no weight-carrying layer named {', '.join(unknown)} (known: {', '.join(weights)})")
     else:  # the largest weights
         chosen = sorted(weights, key=lambda name: -weights[name].size)[:4]
-    os.makedirs(args.figures, exist_ok=True)
     figure = sparsity_maps_figure({name: weights[name] for name in chosen}, os.path.join(args.figures, "sparsity_maps.png"))
     print(f"wrote {figure['path']}", file=sys.stderr if args.json else sys.stdout)
 
@@ -65,6 +107,11 @@ def _cmd_prune(args) -> None:
     pattern = parse_pattern(args.pattern)
     if pattern.kind not in ("nm", "decompose") and args.density is None:
         raise CLIError(f"--density is required for pattern {pattern}")
+    if pattern.kind == "nm" and args.density is not None:
+        raise CLIError(f"--density does not apply to {pattern}: N:M keeps N of every M weights, so its density is {pattern.n}/{pattern.m}")
+    if pattern.kind == "decompose" and args.density is not None:
+        raise CLIError("--density does not apply to decompose patterns: prune the coefficients with coef-density=D in the pattern")
+    _check_output(args.output, "-o", [args.model])
     quant = {}
     if args.quant is not None:
         kind, _, value = args.quant.partition(":")
@@ -89,12 +136,14 @@ def _cmd_compile(args) -> None:
     from .accel.target import device_of, is_accel_target
     from .build import build
     from .frontend import load_model
-    from .library import write_metadata
+    from .library import metadata_path, write_metadata
     from .schedule.choice import schedules_from
     from .target import resolve_target
     from .transform import SparsifyWeights
     from .tune import TunedSchedules
 
+    for path in (args.output, metadata_path(args.output)):
+        _check_output(path, "-o", [args.model, args.device])
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
     shapes = _parse_input_shapes(args.input_shape, loaded.mod)
@@ -107,7 +156,7 @@ def _cmd_compile(args) -> None:
         if is_accel_target(target):
             from .accel import compile as accel_compile
 
-            calibration = _parse_inputs(args.calibration, "--calibration", loaded.input_names) if args.calibration else None
+            calibration = _parse_calibration(args.calibration, loaded.input_names) if args.calibration else None
             result = accel_compile(loaded.mod, device_of(target), calibration)
             exe, partition = result.executable, result.to_dict()
             print(result.to_table())
@@ -130,12 +179,13 @@ def _cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise CLIError(f"--trials must be at least 1, got {args.trials}")
+    _check_directory(args.db if os.path.exists(args.db) else os.path.dirname(os.path.abspath(args.db)), f"--db {args.db}")  # tune creates it
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
     shapes = _parse_input_shapes(args.input_shape, loaded.mod)
     if shapes:
         loaded = load_model(args.model, shapes)
-    calibration = _parse_inputs(args.calibration, "--calibration", loaded.input_names) if args.calibration else None
+    calibration = _parse_calibration(args.calibration, loaded.input_names) if args.calibration else None
     try:
         results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed)
     except KeyboardInterrupt:
@@ -163,20 +213,54 @@ def _split_assignment(item: str, names, valid) -> tuple[str, str]:
     return name, value
 
 
-def _parse_inputs(items: list[str], option: str = "--input", names=None) -> dict[str, np.ndarray]:
-    """``NAME=FILE.npy`` items as arrays by name; ``names`` (the model's inputs) lets names hold ``=``."""
-    inputs = {}
+def _input_files(items: list[str], option: str, names=None) -> dict[str, list[str]]:
+    """``NAME=FILE.npy`` items as the files given for each name, in order; ``names`` (the model's inputs) lets
+    names hold ``=``."""
+    files: dict[str, list[str]] = {}
     for item in items:
         name, path = _split_assignment(item, names, os.path.isfile)
         if "=" not in item or not name or not path:
             raise CLIError(f"{option} expects NAME=FILE.npy, got {item!r}")
-        if name in inputs:
+        files.setdefault(name, []).append(path)
+    return files
+
+
+def _load_array(name: str, path: str) -> np.ndarray:
+    """The numeric array in the ``.npy`` file ``path`` given for input ``name``, or a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise CLIError(f"input {name}: {path} is not a .npy array file (write one with numpy.save)")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except OSError as err:
+        raise CLIError(f"input {name}: cannot read {path} ({err.strerror or err})") from None
+    except ValueError as err:
+        reason = "it holds Python objects, not numbers" if "allow_pickle" in str(err) else str(err)
+        raise CLIError(f"input {name}: cannot read {path} ({reason})") from None
+
+
+def _parse_inputs(items: list[str], option: str = "--input", names=None) -> dict[str, np.ndarray]:
+    """``NAME=FILE.npy`` items, one per input, as arrays by name; ``names`` (the model's inputs) lets names hold ``=``."""
+    files = _input_files(items, option, names)
+    for name, paths in files.items():
+        if len(paths) > 1:
             raise CLIError(f"{option}: input {name} given twice")
-        try:
-            inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise CLIError(f"input {name}: cannot read {path} ({err})") from None
-    return inputs
+    return {name: _load_array(name, paths[0]) for name, paths in files.items()}
+
+
+def _parse_calibration(items: list[str], names: list[str]) -> list[dict[str, np.ndarray]]:
+    """``--calibration NAME=FILE.npy`` items as calibration samples for :func:`tvm_sparse.accel.compile`: the k-th
+    file of every input makes the k-th dict, and a file may hold samples stacked on a leading axis."""
+    files = _input_files(items, "--calibration", names)
+    unknown = [name for name in files if name not in names]
+    if unknown:
+        raise CLIError(f"--calibration: no input named {', '.join(map(repr, unknown))} (the model's inputs: {', '.join(names)})")
+    counts = {name: len(paths) for name, paths in files.items()}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise CLIError(f"--calibration: give every input the same number of files (the k-th files make the k-th sample), got {given}")
+    return [{name: _load_array(name, paths[k]) for name, paths in files.items()} for k in range(max(counts.values()))]
 
 
 def _parse_dims(text: str) -> tuple[int, ...] | None:
@@ -237,20 +321,28 @@ def _cmd_run(args) -> None:
     from .library import load_library
     from .testing import median_seconds
 
+    if args.repeat < 1:
+        raise CLIError(f"--repeat must be at least 1, got {args.repeat}")
+    for directory, option in ((args.output_dir, "--output-dir"), (args.figures, "--figures")):
+        if directory:
+            _output_directory(directory, option)
     lib = load_library(args.library)
     names = [spec["name"] for spec in lib.meta["inputs"]] if lib.meta else None
     feeds = lib.check_inputs(_parse_inputs(args.input or [], "--input", names))
     reset_run()
     outputs = lib.run(feeds)  # also the warm-up of the timed runs
     device = run_report(lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
-    repeat = max(args.repeat, 1)
+    repeat = args.repeat
     median_ms = median_seconds(lambda: lib.run(feeds), repeat=repeat, warmup=0) * 1e3
-    files = {}
-    if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        files = {name: os.path.join(args.output_dir, file) for name, file in _output_files(list(outputs)).items()}
-        for name, value in outputs.items():
-            np.save(files[name], value)
+    files, failure = {}, None
+    for name, file in (_output_files(list(outputs)) if args.output_dir else {}).items():
+        path = os.path.join(args.output_dir, file)
+        try:
+            np.save(path, outputs[name])
+        except OSError as err:  # the result is printed first, then this error
+            failure = CLIError(f"--output-dir: cannot write {path} ({err.strerror or err}); the outputs listed without a file were not saved")
+            break
+        files[name] = path
     if args.json:
         described = {n: {"shape": list(v.shape), "dtype": str(v.dtype)} for n, v in outputs.items()}
         for name, path in files.items():
@@ -265,6 +357,8 @@ def _cmd_run(args) -> None:
         print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
         if args.report:
             print(format_run_report(device))
+    if failure:
+        raise failure
     if args.figures:
         from .accel.runtime import last_run
         from .figures import write_run_figures
@@ -278,6 +372,7 @@ def _cmd_run(args) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tvm-sparse", description="Prune, analyze, compile and run sparse models (host CPU or sparse-accel).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('tvm-sparse')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="report the sparsity of each layer and the format chosen")
@@ -307,7 +402,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="library to write (.so)")
     p.add_argument("--target", default="llvm", help="llvm/host (default: this CPU), or a sparse-accel variant (sparse-accel, sparse-accel-dense, ...)")
     p.add_argument("--device", metavar="FILE.json", help="compile for the sparse-accel device this file describes")
-    p.add_argument("--calibration", action="append", metavar="NAME=FILE.npy", help="sparse-accel: a calibration input (repeat per input)")
+    p.add_argument("--calibration", action="append", metavar="NAME=FILE.npy", help="sparse-accel: quantization samples of input NAME, one or N stacked on a leading axis "
+                   "(repeat per input, and per file to add samples)")
     p.add_argument("--no-sparsify", action="store_true", help="compile every layer dense")
     p.add_argument("--format", choices=("auto", "bsr", "dense"), default="auto", help="auto follows the cost model")
     p.add_argument("--block", help="restrict the block shape, e.g. 16x1")
@@ -323,7 +419,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="llvm", help="llvm/host (default: this CPU), or a sparse-accel variant")
     p.add_argument("--device", metavar="FILE.json", help="tune for the sparse-accel device this file describes")
     p.add_argument("--trials", type=int, default=32, help="measurements per task, counting those already recorded")
-    p.add_argument("--calibration", action="append", metavar="NAME=FILE.npy", help="sparse-accel: a calibration input (repeat per input)")
+    p.add_argument("--calibration", action="append", metavar="NAME=FILE.npy", help="sparse-accel: quantization samples of input NAME, one or N stacked on a leading axis "
+                   "(repeat per input, and per file to add samples)")
     p.add_argument("--strategy", choices=("xgb", "random"), default="xgb", help="evolutionary search with the XGBoost cost model, or random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON summary per task")
@@ -343,9 +440,21 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``tvm-sparse`` command line ``argv``; returns the exit status (1: a usage or model error,
+    3: an internal error, 141: stdout closed early, as by ``| head``). Warnings print as one line each."""
     args = make_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"tvm-sparse {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        code = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            code = args.func(args)
+        sys.stdout.flush()  # a closed pipe surfaces here rather than at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit succeeds quietly
+        return 141
     except (TVMSparseError, OSError) as err:
         print(f"tvm-sparse {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -42,6 +42,8 @@ def read_onnx(model) -> onnx.ModelProto:
             raise ModelError(f"not a valid ONNX model: {err}") from None
         return proto
     path = os.fspath(model)
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a directory, not an ONNX model file")
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such model file")
     try:

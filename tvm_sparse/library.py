@@ -118,6 +118,8 @@ def _check_input(spec: dict, value: np.ndarray, sizes: dict) -> None:
 
 def load_library(path: str) -> Library:
     """Load a library written by ``tvm-sparse compile`` (or any exported Relax executable)."""
+    if os.path.isdir(path):
+        raise TVMSparseError(f"{path}: is a directory, not a compiled library")
     if not os.path.isfile(path):
         raise TVMSparseError(f"{path}: no such library")
     try:

@@ -1,7 +1,11 @@
 """Calibration samples for post-training quantization: the user's, checked, or generated.
 
-A sample is a dict ``{input name: array}`` holding every input of the model.
-Each array is checked against its input (rank, static dimensions, the same size
+A sample is a dict ``{input name: array}`` holding every input of the model;
+a list of such dicts is several samples. A dict may also hold several samples
+stacked on a leading axis: an array whose shape is the input's plus one
+leading axis (``(4, 128, 384)`` for an input of ``(128, 384)``) is that many
+samples, and every array of the dict must then hold the same number. Each
+array (each sample of a stack) is checked against its input (rank, static dimensions, the same size
 for a symbolic dimension wherever it appears, values representable in the
 input's dtype, indices inside the tables they index) and cast to the input's
 dtype. Without samples, :data:`DEFAULT_CALIBRATION_SAMPLES` seeded samples of
@@ -53,7 +57,8 @@ def _checked(name: str, value, dims: tuple, dtype: str, integer: IntegerInput | 
     if array.dtype.kind not in "biuf":
         raise ModelError(f"calibration input {name}: dtype {array.dtype} is not numeric (the input is {dtype})")
     if array.ndim != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, array.shape)):
-        raise ModelError(f"calibration input {name}: shape {array.shape}, expected {dims}")
+        stacked = "(N, " + ", ".join(map(str, dims)) + ")"
+        raise ModelError(f"calibration input {name}: shape {array.shape}, expected {dims} (or N samples stacked as {stacked})")
     for d, s in zip(dims, array.shape):
         if isinstance(d, str) and sizes.setdefault(d, (s, name))[0] != s:
             raise ModelError(f"calibration input {name}: dimension {d} is {s}, but {sizes[d][0]} in input {sizes[d][1]}")
@@ -83,13 +88,28 @@ def _generated(name: str, dims: tuple, dtype: str, integer: IntegerInput | None,
     return np.ones(dims, dtype)
 
 
+def _unstacked(sample: Mapping, ranks: dict) -> list[dict]:
+    """The samples in one dict: itself, or one per index of the leading axis its arrays are stacked on."""
+    arrays = {name: np.asarray(value) for name, value in sample.items()}
+    counts = {name: len(a) if a.ndim == ranks[name] + 1 else None for name, a in arrays.items()}
+    if all(count is None for count in counts.values()):
+        return [arrays]
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{name} {'one sample' if count is None else f'{count} stacked'}" for name, count in counts.items())
+        raise ModelError(f"calibration: the inputs of one dict must hold the same number of stacked samples, got {given}")
+    if not next(iter(counts.values())):
+        raise ModelError(f"calibration: the stacked arrays of inputs {', '.join(arrays)} hold no samples")
+    return [{name: a[i] for name, a in arrays.items()} for i in range(next(iter(counts.values())))]
+
+
 def calibration_inputs(mod: tvm.IRModule, calibration=None) -> list[list[np.ndarray]]:
     """The calibration samples for ``mod["main"]``, each a list of arrays in the order of its parameters.
 
-    ``calibration`` is a dict ``{input name: array}``, a list of them, or
+    ``calibration`` is a dict ``{input name: array}`` (one sample, or a
+    stack of samples on a leading axis), a list of such dicts (several), or
     ``None`` for generated samples (see the module docstring). Raises
     ``ModelError`` naming the input for a missing or unknown input, a wrong
-    rank or static dimension, a symbolic dimension of two sizes in one
+    rank or static dimension, stacks of different lengths in one dict, a symbolic dimension of two sizes in one
     sample, non-numeric values, non-integers or out-of-range values for an
     integer input (indices outside their table included), and for generated
     samples, a symbolic shape or an integer input whose valid values cannot be
@@ -109,11 +129,12 @@ def calibration_inputs(mod: tvm.IRModule, calibration=None) -> list[list[np.ndar
     for i, sample in enumerate(samples):
         if not isinstance(sample, Mapping):
             raise ModelError(f"calibration sample {i} is a {type(sample).__name__}; expected a dict {{input name: array}}")
-        missing = [n for n in names if n not in sample]
         unknown = [n for n in sample if n not in names]
-        if missing or unknown:
-            problem = f"lacks input(s) {missing}" if missing else f"names unknown input(s) {unknown}"
-            raise ModelError(f"calibration sample {problem} (the model's inputs: {names})")
-        sizes: dict = {}
-        out.append([_checked(name, sample[name], dims, dtype, integer, sizes) for name, dims, dtype, integer in specs])
+        missing = [n for n in names if n not in sample]
+        if unknown or missing:
+            problem = f"no input named {', '.join(map(repr, unknown))}" if unknown else f"no values for input(s) {', '.join(missing)}"
+            raise ModelError(f"calibration: {problem} (the model's inputs: {', '.join(names)})")
+        for arrays in _unstacked(sample, {name: len(dims) for name, dims, _, _ in specs}):
+            sizes: dict = {}
+            out.append([_checked(name, arrays[name], dims, dtype, integer, sizes) for name, dims, dtype, integer in specs])
     return out

@@ -46,7 +46,7 @@ class AccelBuild:
         for p in self.placements:
             err = f"{p.quantization_error:12.2e}" if p.quantization_error is not None else f"{'':12s}"
             mode = f"{p.mode}+table" if p.weight_table else p.mode
-            note = p.reason or (f"weights shared: {p.weight_table} values" if p.weight_table else "")
+            note = p.reason or "; ".join(filter(None, [f"weights shared: {p.weight_table} values" if p.weight_table else "", p.hint]))
             rows.append(f"{p.name[:32]:32s} {p.op:7s} {p.target:8s} {mode:11s} {err}  {note}")
         return "\n".join(rows)
 
@@ -54,9 +54,12 @@ class AccelBuild:
 def build_for_device(model, device: Device, calibration=None, fast_math: bool = True, input_shapes=None) -> AccelBuild:
     """Compile ``model`` for ``device``.
 
-    ``calibration`` is a dict ``{input name: array}`` or a list of them, or
-    ``None`` for generated samples (:func:`~tvm_sparse.accel.calibration.calibration_inputs`,
-    which names the ``ModelError`` it raises for bad samples). ``input_shapes``
+    ``calibration``: a dict ``{input name: array}`` is one sample holding every
+    input (or several: arrays with one more leading axis than their inputs are
+    samples stacked on that axis, the same number for every input); a list of
+    such dicts is several samples; ``None`` generates samples
+    (:func:`~tvm_sparse.accel.calibration.calibration_inputs`, which names the
+    ``ModelError`` it raises for bad samples). ``input_shapes``
     (``{input name: shape}``) sets the listed inputs' symbolic dimensions
     (as :func:`tvm_sparse.build` does).
     """

@@ -59,6 +59,7 @@ class Placement:
     mode: str = ""  # dense / nm / block / basis / basis-first on the device
     weight_table: int = 0  # distinct values in the layer's shared-weight table (0: plain int8 weight loads)
     reason: str = ""  # why a layer stays on the host
+    hint: str = ""  # a pruned weight whose zeros the device's mode cannot skip: the prune pattern that fits
     quantization_error: float | None = None  # relative L2 error of the layer's output on the first calibration sample
 
 
@@ -106,6 +107,27 @@ def choose_mode(weight_kn: np.ndarray, device: Device) -> str:
         if np.count_nonzero(stored) < 0.9 * stored.size:
             return "block"
     return "dense"
+
+
+def pattern_hint(weight: np.ndarray, weight_kn: np.ndarray, mode: str, device: Device) -> str:
+    """For a pruned ``weight`` (density at most 1/2) whose device ``mode`` still issues at least twice its
+    density of the dense MACs (its zeros do not fill the device's blocks), a note naming the device's block
+    shape and the ``tvm-sparse prune --pattern`` that would issue fewer; else ``""``. ``weight_kn``: the
+    int8 ``[K, N]`` weight as encoded."""
+    block, nm = device.modes.block, device.modes.nm
+    density = np.count_nonzero(weight) / weight.size
+    issued = 1.0
+    if mode == "nm":
+        issued = nm.n / nm.m
+    elif mode == "block":
+        stored = nonzero_blocks(block_grid(weight_kn, block.block_rows, block.block_cols))
+        issued = np.count_nonzero(stored) / stored.size
+    # prune patterns are (out x in), device blocks (reduction x output)
+    fits = ([f"block:{block.block_cols}x{block.block_rows}"] if block else []) + ([f"nm:{nm.n}:{nm.m}"] if nm and issued > nm.n / nm.m else [])
+    if density > 0.5 or issued < 2 * density or not fits:
+        return ""
+    shape = f"device blocks are {block.block_cols}x{block.block_rows}" if block else f"the device skips zeros only as {nm.n}:{nm.m}"
+    return f"density {density:.2f} but {issued:.0%} of the dense MACs issued: {shape}: prune with --pattern {' or '.join(fits)}"
 
 
 @tvm.transform.module_pass(opt_level=0, name="OffloadToAccel")
@@ -211,6 +233,7 @@ class OffloadToAccel:
         n, k = weight.shape
         k_pad, n_pad, m = w_kn.shape[0], w_kn.shape[1], _rows(layer)
         placement.mode = mode
+        placement.hint = pattern_hint(weight, w_kn, mode, self.device)
         placement.weight_table = 0 if table is None else len(np.unique(table))
         bias = np.zeros(n_pad, np.int64)
         bias[:n] = quant.bias
