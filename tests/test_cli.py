@@ -440,7 +440,7 @@ def _one_line_error(capsys, message):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_outputs_that_would_destroy_inputs_or_waste_work_are_refused_first(tmp_path, capsys):
+def test_outputs_that_would_destroy_inputs_or_waste_work_are_refused_first(tmp_path, compiled, capsys):
     """An output that is an input, or that cannot be written, fails before any loading or compiling."""
     import time
 
@@ -449,6 +449,7 @@ def test_outputs_that_would_destroy_inputs_or_waste_work_are_refused_first(tmp_p
     original = model.read_bytes()
     (tmp_path / "sub").mkdir()
     (tmp_path / "file.txt").write_text("x")
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), "float32"))
     cases = [
         (["compile", model, "-o", model], f"-o {model} is also an input ({model})"),
         (["compile", model, "-o", tmp_path / "sub" / ".." / "copy.onnx"], "is also an input"),
@@ -460,7 +461,7 @@ def test_outputs_that_would_destroy_inputs_or_waste_work_are_refused_first(tmp_p
         (["tune", model, "--db", tmp_path / "missing_dir" / "db"], "--db"),
         (["tune", model, "--db", tmp_path / "file.txt"], "not a directory"),
         (["analyze", model, "--figures", tmp_path / "file.txt"], "--figures"),
-        (["run", tmp_path / "absent.so", "--output-dir", tmp_path / "file.txt"], "--output-dir"),
+        (["run", compiled, "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", tmp_path / "file.txt"], "--output-dir"),
     ]
     for command, message in cases:
         start = time.perf_counter()
@@ -559,3 +560,4 @@ def test_warnings_are_one_line_and_a_closed_pipe_is_quiet(tmp_path, capsys):
     reader.stdout.close()  # as `| head` does once it has its lines
     stderr = reader.communicate(timeout=120)[1]
     assert reader.returncode == 141 and stderr == b""
+

@@ -323,12 +323,12 @@ def _cmd_run(args) -> None:
 
     if args.repeat < 1:
         raise CLIError(f"--repeat must be at least 1, got {args.repeat}")
-    for directory, option in ((args.output_dir, "--output-dir"), (args.figures, "--figures")):
-        if directory:
-            _output_directory(directory, option)
     lib = load_library(args.library)
     names = [spec["name"] for spec in lib.meta["inputs"]] if lib.meta else None
     feeds = lib.check_inputs(_parse_inputs(args.input or [], "--input", names))
+    for directory, option in ((args.output_dir, "--output-dir"), (args.figures, "--figures")):
+        if directory:  # before the run
+            _output_directory(directory, option)
     reset_run()
     outputs = lib.run(feeds)  # also the warm-up of the timed runs
     device = run_report(lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
