@@ -561,3 +561,44 @@ def test_warnings_are_one_line_and_a_closed_pipe_is_quiet(tmp_path, capsys):
     stderr = reader.communicate(timeout=120)[1]
     assert reader.returncode == 141 and stderr == b""
 
+
+def test_run_reports_simulated_device_time_and_writes_a_whole_model_trace(tmp_path, capsys, compiled, rng):
+    from tvm_sparse.testing import GraphBuilder
+
+    long_name = "encoder.layer.11.attention.output.dense_projection"  # longer than any fixed name column
+    g = GraphBuilder(seed=3)
+    h = g.node("Relu", [g.linear("x", long_name, 64, 128, gemm=True)])
+    y = g.node("Identity", [g.linear(h, "head", 128, 32, gemm=True)], name="y")
+    onnx.save(g.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 64])], [helper.make_tensor_value_info(y, TensorProto.FLOAT, [8, 32])]),
+              tmp_path / "dev.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((8, 64)).astype("float32"))
+    lib, x = tmp_path / "dev.so", f"x={tmp_path / 'x.npy'}"
+    assert _cli("compile", tmp_path / "dev.onnx", "-o", lib, "--target", "sparse-accel", "--calibration", x) == 0
+    capsys.readouterr()
+    assert _cli("run", lib, "--input", x, "--repeat", 1, "--report") == 0
+    text = capsys.readouterr().out
+    assert "(host wall time of the simulation)" in text and "simulated device time: " in text
+    assert f"\n{long_name} device " in text  # the whole name, in a column sized to it
+
+    assert _cli("run", lib, "--input", x, "--repeat", 1, "--report", "--json", "--trace", tmp_path / "trace.json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    layers = [layer for layer in doc["layers"] if layer["runs_on"] == "device"]
+    assert [layer["name"] for layer in layers] == [long_name, "head"]
+    assert doc["total_device_time_ms"] == pytest.approx(doc["total_cycles"] / doc["clock_mhz"] / 1e3) and doc["total_device_time_ms"] > 0
+    assert all(layer["device_time_us"] == pytest.approx(layer["cycles"] / doc["clock_mhz"]) for layer in layers)
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"load queue", "compute queue", "store queue", "layers"} == set(tracks.values())
+    spans = [e for e in events if e["ph"] == "X" and tracks[e["tid"]] == "layers"]
+    assert [e["name"] for e in spans] == [long_name, "head"] and spans[0]["ts"] == 0
+    assert all(a["ts"] + a["dur"] <= b["ts"] + 1e-9 for a, b in zip(spans, spans[1:]))  # in order, no overlap
+    assert spans[-1]["ts"] + spans[-1]["dur"] == pytest.approx(doc["total_device_time_ms"] * 1e3)  # microseconds
+    assert max(e["ts"] + e["dur"] for e in events if e["ph"] == "X") == pytest.approx(doc["total_device_time_ms"] * 1e3)
+
+    assert _cli("run", lib, "--input", x, "--trace", tmp_path / "missing" / "trace.json") == 1  # refused before the run
+    err = capsys.readouterr().err
+    assert "--trace" in err and "no such directory" in err and len(err.strip().splitlines()) == 1
+    np.save(tmp_path / "host_x.npy", np.zeros((4, 16), "float32"))
+    assert _cli("run", compiled, "--input", f"x={tmp_path / 'host_x.npy'}", "--repeat", 1, "--trace", tmp_path / "host.json") == 1
+    err = capsys.readouterr().err
+    assert "--trace shows device layers, and this library ran none" in err and len(err.strip().splitlines()) == 1

@@ -252,6 +252,30 @@ def test_report_and_timeline(rng):
     assert "gemm" in report.to_table()
 
 
+def test_model_trace_runs_layers_in_sequence():
+    from tvm_sparse.accel.run_report import model_trace
+
+    small = run(gemm_program(np.ones((8, 16), np.int8), np.ones((16, 16), np.int8), Opcode.GEMM, np.zeros(16), np.ones(16), 1, False)[0]).report
+    large = run(gemm_program(np.ones((64, 32), np.int8), np.ones((32, 32), np.int8), Opcode.GEMM, np.zeros(32), np.ones(32), 1, False)[0]).report
+    long_name = "encoder.layer.11.attention.output.dense_projection"
+    trace = json.loads(json.dumps(model_trace([("first", "dense", small), (long_name, "dense", large), ("third", "dense", small)])))
+    events = trace["traceEvents"]
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert tracks == {0: "load queue", 1: "compute queue", 2: "store queue", 3: "layers"}
+    layers = [e for e in events if e["ph"] == "X" and e["tid"] == 3]
+    assert [e["name"] for e in layers] == ["first", long_name, "third"]
+    clock = small.device.clock_mhz
+    assert layers[0]["ts"] == 0 and all(a["ts"] + a["dur"] == pytest.approx(b["ts"]) for a, b in zip(layers, layers[1:]))
+    total_cycles = 2 * small.total.cycles + large.total.cycles
+    assert layers[-1]["ts"] + layers[-1]["dur"] == pytest.approx(total_cycles / clock)  # microseconds of device time
+    for layer in layers:  # each instruction inside its layer's span, on a queue track
+        spans = [e for e in events if e["ph"] == "X" and e["tid"] < 3 and layer["ts"] <= e["ts"] < layer["ts"] + layer["dur"]]
+        assert spans and all(e["ts"] + e["dur"] <= layer["ts"] + layer["dur"] + 1e-9 for e in spans)
+    assert sum(e["ph"] == "X" and e["tid"] < 3 for e in events) == 2 * len(small.timeline) + len(large.timeline)
+    large.layers[long_name] = large.layers.pop("gemm")
+    assert long_name in large.to_table()  # names are not cut
+
+
 def test_decomposed_convolution_matches_reference(rng):
     """ESCALATE on the device: coefficient GEMM, requantize, then the basis convolution."""
     height, width, c_in, c_out, basis, kernel = 6, 5, 8, 4, 3, 3

@@ -316,13 +316,15 @@ def _output_files(names: list[str]) -> dict[str, str]:
 
 
 def _cmd_run(args) -> None:
-    from .accel.run_report import format_run_report, run_report
-    from .accel.runtime import reset_run
+    from .accel.run_report import format_run_report, model_trace, run_report
+    from .accel.runtime import last_run, reset_run
     from .library import load_library
     from .testing import median_seconds
 
     if args.repeat < 1:
         raise CLIError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.trace:
+        _check_output(args.trace, "--trace", [args.library])
     lib = load_library(args.library)
     names = [spec["name"] for spec in lib.meta["inputs"]] if lib.meta else None
     feeds = lib.check_inputs(_parse_inputs(args.input or [], "--input", names))
@@ -331,6 +333,7 @@ def _cmd_run(args) -> None:
             _output_directory(directory, option)
     reset_run()
     outputs = lib.run(feeds)  # also the warm-up of the timed runs
+    runs = last_run()  # the device layers of this run (the timed runs add theirs)
     device = run_report(lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
     repeat = args.repeat
     median_ms = median_seconds(lambda: lib.run(feeds), repeat=repeat, warmup=0) * 1e3
@@ -354,16 +357,25 @@ def _cmd_run(args) -> None:
     else:
         for name, value in outputs.items():
             print(f"{name}: shape {tuple(value.shape)} {value.dtype}" + (f" -> {files[name]}" if name in files else ""))
-        print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
+        if runs:
+            print(f"median latency: {median_ms:.3f} ms over {repeat} runs (host wall time of the simulation)")
+            print(f"simulated device time: {device['total_device_time_ms']:.3f} ms "
+                  f"({device['total_cycles']} cycles at {device['clock_mhz']:g} MHz, {len(runs)} device layers)")
+        else:
+            print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
         if args.report:
             print(format_run_report(device))
     if failure:
         raise failure
+    if args.trace:
+        if not runs:
+            raise CLIError("--trace shows device layers, and this library ran none (compile with --target sparse-accel)")
+        with open(args.trace, "w") as f:
+            json.dump(model_trace(runs), f)
+        print(f"wrote {args.trace}", file=sys.stderr if args.json else sys.stdout)
     if args.figures:
-        from .accel.runtime import last_run
         from .figures import write_run_figures
 
-        runs = last_run()
         if not runs:
             raise CLIError("--figures plots device layers, and this library ran none (compile with --target sparse-accel)")
         for figure in write_run_figures(device, runs[0][2].device, args.figures):
@@ -432,9 +444,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one per model input")
     p.add_argument("--output-dir", help="write each output as DIR/<name>.npy (characters unsafe in file names become _)")
     p.add_argument("--repeat", type=int, default=10, help="timed runs (median reported)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
-    p.add_argument("--report", action="store_true", help="sparse-accel: print the per-layer device report of the first run")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (median_latency_ms: host wall time, of the simulation for sparse-accel)")
+    p.add_argument("--report", action="store_true", help="sparse-accel: print the per-layer device report of the first run, with simulated device time")
     p.add_argument("--figures", metavar="DIR", help="sparse-accel: write DIR/device_layers.png and DIR/roofline.png (needs matplotlib)")
+    p.add_argument("--trace", metavar="FILE.json", help="sparse-accel: write the first run's device timeline, layers in sequence, as a Chrome trace (open in Perfetto)")
     p.set_defaults(func=_cmd_run)
     return parser
 

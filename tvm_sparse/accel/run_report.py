@@ -1,17 +1,23 @@
-"""The device report of a run: each device layer's counters, and the layers that ran on the host."""
+"""The device report of a run: each device layer's counters and simulated time, the layers that ran on
+the host, and the whole run as one Chrome trace."""
 
 from __future__ import annotations
 
+from .isa import Queue
+from ..sim.report import queue_tracks
 from .runtime import last_run
 
 
 def run_report(placements=()) -> dict:
     """Counters of the device layers run since ``reset_run()``; ``placements`` (dicts or
-    :class:`~tvm_sparse.transform.offload.Placement`) add the host layers with their reason."""
-    layers, total_cycles, total_energy, device = [], 0, 0.0, None
+    :class:`~tvm_sparse.transform.offload.Placement`) add the host layers with their reason.
+
+    Times are simulated device time, cycles / the device clock: ``device_time_us`` per layer,
+    ``total_device_time_ms`` for the run (not the host's wall time of the simulation)."""
+    layers, total_cycles, total_energy, device, clock_mhz = [], 0, 0.0, None, None
     for name, mode, report in last_run():
         summary = report.total.summary(report.device)
-        device = report.device.name
+        device, clock_mhz = report.device.name, report.device.clock_mhz
         total_cycles += summary["cycles"]
         total_energy += summary["energy_total_pj"]
         layers.append(
@@ -20,6 +26,7 @@ def run_report(placements=()) -> dict:
                 "runs_on": "device",
                 "mode": mode,
                 "cycles": summary["cycles"],
+                "device_time_us": summary["time_us"],
                 "pe_utilization": summary["pe_utilization"],
                 "macs_dense": summary["macs_dense"],
                 "macs_issued": summary["macs_issued"],
@@ -34,21 +41,50 @@ def run_report(placements=()) -> dict:
         p = p if isinstance(p, dict) else vars(p)
         if p["target"] == "host":
             layers.append({"name": p["name"], "runs_on": "host", "reason": p["reason"]})
-    return {"device": device, "total_cycles": total_cycles, "total_energy_pj": total_energy, "layers": layers}
+    total_ms = total_cycles / clock_mhz / 1e3 if clock_mhz else 0.0
+    return {"device": device, "clock_mhz": clock_mhz, "total_cycles": total_cycles, "total_device_time_ms": total_ms,
+            "total_energy_pj": total_energy, "layers": layers}
 
 
 def format_run_report(doc: dict) -> str:
+    """:func:`run_report` as a table; the name column fits the longest layer name."""
+    clock = f" @ {doc['clock_mhz']:g} MHz" if doc["clock_mhz"] else ""
+    width = max([len("layer")] + [len(layer["name"]) for layer in doc["layers"]])
     rows = [
-        f"device {doc['device'] or '-'}: {doc['total_cycles']} cycles, {doc['total_energy_pj'] / 1e6:.3f} uJ",
-        f"{'layer':28s} {'runs on':7s} {'mode':11s} {'cycles':>10s} {'util':>6s} {'MACs issued':>12s} {'skipped':>12s} {'DRAM rd':>10s} {'meta rd':>8s} {'energy uJ':>9s}",
+        f"device {doc['device'] or '-'}{clock}: {doc['total_cycles']} cycles = {doc['total_device_time_ms']:.3f} ms "
+        f"simulated device time, {doc['total_energy_pj'] / 1e6:.3f} uJ",
+        f"{'layer':{width}s} {'runs on':7s} {'mode':11s} {'cycles':>10s} {'time us':>9s} {'util':>6s} {'MACs issued':>12s} "
+        f"{'skipped':>12s} {'DRAM rd':>10s} {'meta rd':>8s} {'energy uJ':>9s}",
     ]
     for layer in doc["layers"]:
         if layer["runs_on"] == "host":
-            rows.append(f"{layer['name'][:28]:28s} host    {'':11s} {'':>10s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})")
+            rows.append(f"{layer['name']:{width}s} host    {'':11s} {'':>10s} {'':>9s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})")
             continue
         rows.append(
-            f"{layer['name'][:28]:28s} device  {layer['mode']:11s} {layer['cycles']:10d} {layer['pe_utilization']:6.1%} "
+            f"{layer['name']:{width}s} device  {layer['mode']:11s} {layer['cycles']:10d} {layer['device_time_us']:9.3f} {layer['pe_utilization']:6.1%} "
             f"{layer['macs_issued']:12d} {layer['macs_skipped']:12d} {layer['dram_read_bytes']:10d} "
             f"{layer['dram_read_metadata_bytes']:8d} {layer['energy_pj'] / 1e6:9.3f}"
         )
     return "\n".join(rows)
+
+
+def model_trace(runs=None) -> dict:
+    """One timeline of a model run in Chrome trace event format (write it as JSON, open it in https://ui.perfetto.dev).
+
+    ``runs``: ``(layer name, mode, SimReport)`` of each device layer in execution order (default:
+    :func:`last_run`). The layers run one after another, each starting where the previous one ended;
+    ``ts`` and ``dur`` are microseconds of simulated device time (cycles / clock). Tracks (``tid``): one per
+    device queue with its instructions, and ``layers`` with one span per layer.
+    """
+    runs = last_run() if runs is None else runs
+    layer_tid = len(Queue)
+    events = [*queue_tracks(), {"name": "thread_name", "ph": "M", "pid": 0, "tid": layer_tid, "args": {"name": "layers"}},
+              {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": layer_tid, "args": {"sort_index": -1}}]  # layers on top
+    offset = 0
+    for name, mode, report in runs:
+        cycles, clock = report.total.cycles, report.device.clock_mhz
+        events.append({"name": name, "cat": "layer", "ph": "X", "pid": 0, "tid": layer_tid, "ts": offset / clock,
+                       "dur": cycles / clock, "args": {"mode": mode, "cycles": cycles, "start_cycle": offset}})
+        events += report.trace_events(offset)
+        offset += cycles
+    return {"traceEvents": events, "displayTimeUnit": "ns"}

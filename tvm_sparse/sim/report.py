@@ -94,33 +94,40 @@ class SimReport:
         return json.dumps(self.to_dict(), indent=1)
 
     def to_table(self) -> str:
-        header = f"{'layer':24s} {'cycles':>10s} {'util':>6s} {'MACs dense':>12s} {'issued':>12s} {'DRAM rd':>10s} {'meta rd':>9s} {'DRAM wr':>10s} {'energy uJ':>10s}"
+        width = max(len("layer"), *(len(name) for name in self.layers))
+        header = f"{'layer':{width}s} {'cycles':>10s} {'util':>6s} {'MACs dense':>12s} {'issued':>12s} {'DRAM rd':>10s} {'meta rd':>9s} {'DRAM wr':>10s} {'energy uJ':>10s}"
         rows = [f"device {self.device.name} @ {self.device.clock_mhz:g} MHz", header]
         for name, c in [*self.layers.items(), ("total", self.total)]:
             s = c.summary(self.device)
             rows.append(
-                f"{name[:24]:24s} {s['cycles']:10d} {s['pe_utilization']:6.1%} {c.macs_dense:12d} {c.macs_issued:12d} "
+                f"{name:{width}s} {s['cycles']:10d} {s['pe_utilization']:6.1%} {c.macs_dense:12d} {c.macs_issued:12d} "
                 f"{c.dram_read_bytes:10d} {c.dram_read_metadata_bytes:9d} {c.dram_write_bytes:10d} {s['energy_total_pj'] / 1e6:10.3f}"
             )
         return "\n".join(rows)
 
+    def trace_events(self, offset_cycles: int = 0) -> list[dict]:
+        """One Chrome trace span per instruction on its queue's track (``tid``), starting ``offset_cycles``
+        into the trace; ``ts`` and ``dur`` in microseconds of simulated device time."""
+        us_per_cycle = 1.0 / self.device.clock_mhz
+        return [
+            {
+                "name": e.opcode,
+                "cat": e.tag,
+                "ph": "X",
+                "pid": 0,
+                "tid": int(e.queue),
+                "ts": (offset_cycles + e.start) * us_per_cycle,
+                "dur": (e.end - e.start) * us_per_cycle,
+                "args": {"instruction": e.index, "layer": e.tag},
+            }
+            for e in self.timeline
+        ]
+
     def chrome_trace(self) -> str:
         """The timeline as Chrome trace JSON (open in Perfetto or chrome://tracing); one track per queue."""
-        us_per_cycle = 1.0 / self.device.clock_mhz
-        events = [
-            {"name": "thread_name", "ph": "M", "pid": 0, "tid": int(q), "args": {"name": f"{q.name.lower()} queue"}} for q in Queue
-        ]
-        for e in self.timeline:
-            events.append(
-                {
-                    "name": e.opcode,
-                    "cat": e.tag,
-                    "ph": "X",
-                    "pid": 0,
-                    "tid": int(e.queue),
-                    "ts": e.start * us_per_cycle,
-                    "dur": (e.end - e.start) * us_per_cycle,
-                    "args": {"instruction": e.index, "layer": e.tag},
-                }
-            )
-        return json.dumps({"traceEvents": events, "displayTimeUnit": "ns"})
+        return json.dumps({"traceEvents": [*queue_tracks(), *self.trace_events()], "displayTimeUnit": "ns"})
+
+
+def queue_tracks() -> list[dict]:
+    """Chrome trace metadata naming one track (``tid``) per device queue."""
+    return [{"name": "thread_name", "ph": "M", "pid": 0, "tid": int(q), "args": {"name": f"{q.name.lower()} queue"}} for q in Queue]
