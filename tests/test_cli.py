@@ -574,7 +574,9 @@ def test_run_reports_simulated_device_time_and_writes_a_whole_model_trace(tmp_pa
     np.save(tmp_path / "x.npy", rng.standard_normal((8, 64)).astype("float32"))
     lib, x = tmp_path / "dev.so", f"x={tmp_path / 'x.npy'}"
     assert _cli("compile", tmp_path / "dev.onnx", "-o", lib, "--target", "sparse-accel", "--calibration", x) == 0
-    capsys.readouterr()
+    assert f"\n{long_name} " in capsys.readouterr().out  # tables show whole names
+    assert _cli("analyze", tmp_path / "dev.onnx", "--compression") == 0
+    assert f"\n{long_name} " in capsys.readouterr().out
     assert _cli("run", lib, "--input", x, "--repeat", 1, "--report") == 0
     text = capsys.readouterr().out
     assert "(host wall time of the simulation)" in text and "simulated device time: " in text

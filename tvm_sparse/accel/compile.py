@@ -42,12 +42,13 @@ class AccelBuild:
         return {"device": self.device.name, "layers": [asdict(p) for p in self.placements]}
 
     def to_table(self) -> str:
-        rows = [f"device {self.device.name}", f"{'layer':32s} {'op':7s} {'runs on':8s} {'mode':11s} {'quant. error':>12s}  note"]
+        width = max([32] + [len(p.name) for p in self.placements])  # whole names
+        rows = [f"device {self.device.name}", f"{'layer':{width}s} {'op':7s} {'runs on':8s} {'mode':11s} {'quant. error':>12s}  note"]
         for p in self.placements:
             err = f"{p.quantization_error:12.2e}" if p.quantization_error is not None else f"{'':12s}"
             mode = f"{p.mode}+table" if p.weight_table else p.mode
             note = p.reason or "; ".join(filter(None, [f"weights shared: {p.weight_table} values" if p.weight_table else "", p.hint]))
-            rows.append(f"{p.name[:32]:32s} {p.op:7s} {p.target:8s} {mode:11s} {err}  {note}")
+            rows.append(f"{p.name:{width}s} {p.op:7s} {p.target:8s} {mode:11s} {err}  {note}")
         return "\n".join(rows)
 
 

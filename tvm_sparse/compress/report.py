@@ -102,14 +102,15 @@ class CompressionReport:
         return json.dumps(self.to_dict(), indent=1)
 
     def to_table(self) -> str:
-        rows = [f"{'layer':28s} {'shape':>12s} {'density':>8s} {'quant.':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"]
+        width = max([28] + [len(layer.name) for layer in self.layers])  # whole names
+        rows = [f"{'layer':{width}s} {'shape':>12s} {'density':>8s} {'quant.':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"]
         for layer in self.layers:
             shape = "x".join(map(str, layer.shape))
             bits = f"{layer.codebook_bits}-bit" if layer.codebook_bits else f"local {layer.local_bits}" if layer.local_bits else "-"
-            rows.append(f"{layer.name[:28]:28s} {shape:>12s} {layer.density:8.3f} {bits:>8s} {layer.dense_bytes:11d} {layer.sparse_bytes:11d} "
+            rows.append(f"{layer.name:{width}s} {shape:>12s} {layer.density:8.3f} {bits:>8s} {layer.dense_bytes:11d} {layer.sparse_bytes:11d} "
                         f"{layer.quantized_bytes:11d} {layer.coded_bytes:11d} {layer.ratio:6.1f}x")
         t = self.totals()
-        rows.append(f"{'model':28s} {'':>12s} {'':>8s} {'':>8s} {t['dense_bytes']:11d} {t['sparse_bytes']:11d} {t['quantized_bytes']:11d} "
+        rows.append(f"{'model':{width}s} {'':>12s} {'':>8s} {'':>8s} {t['dense_bytes']:11d} {t['sparse_bytes']:11d} {t['quantized_bytes']:11d} "
                     f"{t['coded_bytes']:11d} {t['compression_ratio']:6.1f}x")
         return "\n".join(rows)
 
