@@ -323,14 +323,14 @@ def _cmd_run(args) -> None:
 
     if args.repeat < 1:
         raise CLIError(f"--repeat must be at least 1, got {args.repeat}")
-    if args.trace:
-        _check_output(args.trace, "--trace", [args.library])
     lib = load_library(args.library)
     names = [spec["name"] for spec in lib.meta["inputs"]] if lib.meta else None
     feeds = lib.check_inputs(_parse_inputs(args.input or [], "--input", names))
     for directory, option in ((args.output_dir, "--output-dir"), (args.figures, "--figures")):
         if directory:  # before the run
             _output_directory(directory, option)
+    if args.trace:  # also before the run, after --figures made its directory
+        _check_output(args.trace, "--trace", [args.library])
     reset_run()
     outputs = lib.run(feeds)  # also the warm-up of the timed runs
     runs = last_run()  # the device layers of this run (the timed runs add theirs)
