@@ -71,7 +71,8 @@ def device_layers_figure(report: dict, path, top: int = 20) -> dict:
     return {"path": str(path), "layers": names, "cycles": cycles, "energy_uj": energy, "other_layers": len(rest), "figure": fig}
 
 
-_LABEL_OFFSETS = [(dx * r, dy * r) for r in (6, 12, 20) for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]  # points
+#: Where a label may go, nearest first: (dx, dy) from its point, in typographic points.
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (6, 12, 20) for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
 
 
 def _place_label(ax, renderer, label: str, x: float, y: float, dots: np.ndarray, placed: list):
