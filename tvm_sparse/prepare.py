@@ -200,23 +200,48 @@ class _Substitute(relax.PyExprMutator):
 
 
 def _folded_values(func: relax.Function, mod: tvm.IRModule) -> dict:
-    """The constants and shapes that FoldConstant makes of the bindings computable at compile time,
-    by variable: the bindings are evaluated in a function of their own."""
+    """The constants and shapes of the bindings computable at compile time that the rest of ``func``
+    reads, by variable.
+
+    They are evaluated together: one function returning them, compiled once with TVM's default
+    pipeline for the host and run on the VM. ``FoldConstant`` gives the same values but compiles
+    every operator call on its own (a ResNet's folded BatchNorms: 34 s against 4 s), so it only
+    serves where the function does not compile (an operator without a legalization).
+    """
     wanted = set(relax.analysis.computable_at_compile_time(func))
     bindings = [b for block in func.body.blocks for b in block.bindings if b.var in wanted]
     if not bindings:
+        return {}
+    read = set(relax.analysis.free_vars(func.body.body))
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if binding.var not in wanted:
+                read.update(relax.analysis.free_vars(binding.value))
+    frontier = [b.var for b in bindings if b.var in read]
+    if not frontier:
         return {}
     bb = relax.BlockBuilder()
     with bb.function("fold", []):
         with bb.dataflow():
             for binding in bindings:
                 bb.emit_normalized(binding)
-            out = bb.emit_output(relax.Tuple([b.var for b in bindings]))
+            out = bb.emit_output(relax.Tuple(frontier))
         bb.emit_func_output(out)
     scratch = tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
     scratch[tvm.ir.GlobalVar("fold")] = bb.get()["fold"]
-    folded = relax.transform.FoldConstant()(scratch)["fold"].body.blocks[-1].bindings[-1].value
-    return {b.var: v for b, v in zip(bindings, folded.fields) if isinstance(v, (tvm.ir.GenericConst, relax.ShapeExpr))}
+    try:
+        exe = tvm.compile(scratch, target=tvm.target.Target("llvm"))
+        results = relax.VirtualMachine(exe, tvm.cpu())["fold"]()
+    except Exception:  # noqa: BLE001 - an operator TVM cannot compile here: FoldConstant folds what it can
+        folded = relax.transform.FoldConstant()(scratch)["fold"].body.blocks[-1].bindings[-1].value
+        return {var: v for var, v in zip(frontier, folded.fields) if isinstance(v, (tvm.ir.GenericConst, relax.ShapeExpr))}
+    values = {}
+    for var, value in zip(frontier, results):
+        if isinstance(value, tvm.runtime.Tensor):
+            values[var] = relax.const(value)
+        elif isinstance(value, tvm.runtime.ShapeTuple):
+            values[var] = relax.ShapeExpr([int(d) for d in value])
+    return values
 
 
 def _fold_compile_time(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
