@@ -604,3 +604,37 @@ def test_run_reports_simulated_device_time_and_writes_a_whole_model_trace(tmp_pa
     assert _cli("run", compiled, "--input", f"x={tmp_path / 'host_x.npy'}", "--repeat", 1, "--trace", tmp_path / "host.json") == 1
     err = capsys.readouterr().err
     assert "--trace shows device layers, and this library ran none" in err and len(err.strip().splitlines()) == 1
+
+
+def _on_a_terminal(cwd, *args) -> str:
+    """What ``tvm-sparse ARGS`` writes to stderr when stderr is a terminal (a pseudo-terminal)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "TVM_SPARSE_QUIET"}
+    process = subprocess.Popen([sys.executable, "-m", "tvm_sparse.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=300) == 0
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_compile_shows_progress_on_a_terminal_only(tmp_path):
+    onnx.save(mlp(), tmp_path / "m.onnx")
+    shown = _on_a_terminal(tmp_path, "compile", "m.onnx", "-o", "m.so")
+    assert "Relax pass" in shown and "compiling for" in shown
+    assert "Relax pass" not in _on_a_terminal(tmp_path, "compile", "m.onnx", "-o", "m.so", "--quiet")
+    piped = subprocess.run([sys.executable, "-m", "tvm_sparse.cli", "compile", "m.onnx", "-o", "m.so"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and piped.stderr == ""

@@ -9,6 +9,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
+from . import progress
 from .accel.target import device_of, is_accel_target
 from .analysis.slow_path import CountModelFlops, ReportDefaultSchedules
 from .errors import TVMSparseError, tvm_rejection
@@ -53,8 +54,13 @@ def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fa
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_sparse.cpu_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
-            return tvm.transform.Sequential(passes)(mod)
+        with target, progress.task("Relax passes", total=len(passes)) as advance:
+            for p in passes:  # one Sequential each: the same opt-level and required-pass rules as one for all
+                advance(0, f"Relax pass {p.info.name}")
+                mod = tvm.transform.Sequential([p])(mod)
+                advance()
+        progress.describe(f"compiling for {target.attrs.get('mcpu', target.kind.name)}: TIR lowering, LLVM code generation")
+        return mod
 
     return _pipeline
 
@@ -121,13 +127,15 @@ def build(
         from .accel.compile import build_for_device  # it builds on this module's host pipeline
 
         return build_for_device(model, device_of(tgt), calibration, fast_math, input_shapes).executable
-    loaded = load_model(model, input_shapes)
+    with progress.task("importing the model"):
+        loaded = load_model(model, input_shapes)
     if sparsify is True:
         sparsify = SparsifyWeights()
     elif sparsify is False:
         sparsify = None
     try:
-        return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
+        with progress.task(f"compiling for {tgt.attrs.get('mcpu', tgt.kind.name)}"):
+            return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
     except TVMSparseError:
         raise
     except Exception as err:  # TVM rejects what its importer let through (e.g. an inconsistent shape)

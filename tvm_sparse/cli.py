@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from importlib.metadata import version
 
 import numpy as np
 
+from . import progress
 from .errors import ModelError, TVMSparseError
 
 
@@ -187,7 +189,8 @@ def _cmd_tune(args) -> int:
         loaded = load_model(args.model, shapes)
     calibration = _parse_calibration(args.calibration, loaded.input_names) if args.calibration else None
     try:
-        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed)
+        results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed,
+                       progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the measurements so far are in {args.db}; run the same command again to resume", file=sys.stderr)
         return 130
@@ -449,6 +452,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", metavar="DIR", help="sparse-accel: write DIR/device_layers.png and DIR/roofline.png (needs matplotlib)")
     p.add_argument("--trace", metavar="FILE.json", help="sparse-accel: write the first run's device timeline, layers in sequence, as a Chrome trace (open in Perfetto)")
     p.set_defaults(func=_cmd_run)
+    for command in sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (they show only on a terminal)")
     return parser
 
 
@@ -461,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tvm-sparse {args.command}: warning: {message}", file=sys.stderr)
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), progress.quiet() if args.quiet else contextlib.nullcontext():
             warnings.showwarning = show_warning
             code = args.func(args)
         sys.stdout.flush()  # a closed pipe surfaces here rather than at exit

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import tvm
 from tvm import relax
 
+from .. import progress
 from ..build import cpu_pipeline
 from ..prepare import prepare
 from ..frontend import load_model
@@ -64,19 +65,24 @@ def build_for_device(model, device: Device, calibration=None, fast_math: bool = 
     (``{input name: shape}``) sets the listed inputs' symbolic dimensions
     (as :func:`tvm_sparse.build` does).
     """
-    mod = load_model(model, input_shapes).mod  # specialised before the graph is folded
+    with progress.task("importing the model"):
+        mod = load_model(model, input_shapes).mod  # specialised before the graph is folded
     host = host_target()
     prepared = prepare(mod)
     samples = calibration_inputs(prepared, calibration)
 
     runtime.CALIBRATION.clear()
     calibrate = OffloadToAccel(device, "calibrate")
-    calib_exe = tvm.compile(calibrate(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math))
+    with progress.task("compiling the calibration build"):
+        calib_exe = tvm.compile(calibrate(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math))
     vm = relax.VirtualMachine(calib_exe, tvm.cpu())
-    for sample in samples:
-        vm["main"](*[tvm.runtime.tensor(a) for a in sample])
+    with progress.task("calibration samples", total=len(samples)) as advance:
+        for sample in samples:
+            vm["main"](*[tvm.runtime.tensor(a) for a in sample])
+            advance()
     stats = dict(runtime.CALIBRATION)
 
     deploy = OffloadToAccel(device, "deploy", stats)
-    exe = tvm.compile(deploy(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math))
+    with progress.task(f"compiling for {device.name}: device layers, host code"):
+        exe = tvm.compile(deploy(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math))
     return AccelBuild(exe, device, deploy.placements, deploy.quantized)

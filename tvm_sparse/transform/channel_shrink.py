@@ -102,4 +102,4 @@ class ShrinkChannels:
                 self.removed[producer.name] = int(dead.sum())
             return plans, absorbed
 
-        return rewrite_layers(mod, plan)
+        return rewrite_layers(mod, plan, "channel shrinking")

@@ -55,4 +55,4 @@ class ConvKernels:
                 absorbed.update(layer.absorbed_vars)
             return plans, absorbed
 
-        return rewrite_layers(mod, plan)
+        return rewrite_layers(mod, plan, "convolution kernels")

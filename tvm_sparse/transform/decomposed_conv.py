@@ -130,4 +130,4 @@ class DecomposedConvKernels:
                 absorbed.update(basis.absorbed_vars)
             return plans, absorbed
 
-        return rewrite_layers(mod, plan)
+        return rewrite_layers(mod, plan, "decomposed convolutions")

@@ -67,4 +67,4 @@ class DenseMatmulKernels:
                 plans[product.var] = _activation_emitter(product)
             return plans, absorbed
 
-        return rewrite_layers(mod, plan)
+        return rewrite_layers(mod, plan, "dense matmul kernels")

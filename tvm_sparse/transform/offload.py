@@ -175,7 +175,7 @@ class OffloadToAccel:
                 absorbed.update(layer.absorbed_vars)
             return plans, absorbed
 
-        return rewrite_layers(mod, plan)
+        return rewrite_layers(mod, plan, f"device layers ({self.stage})")
 
     def _engine_pairs(self, layers, uses) -> dict:
         """Decomposed layers the device's basis engine runs: ``{id(layer): EnginePair}`` for both layers."""

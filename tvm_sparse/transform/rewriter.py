@@ -10,6 +10,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from .. import progress
 from ..formats import BSRMatrix, NMMatrix
 from ..graph import ConvLayer, Layer, LinearLayer, representative, shape_of
 from ..kernels import (
@@ -35,15 +36,17 @@ Emitter = Callable[["MatmulRewriter"], relax.Expr]
 class MatmulRewriter(relax.PyExprMutator):
     """Rebinds planned vars to emitted kernel calls; drops bindings listed as absorbed."""
 
-    def __init__(self, mod: tvm.IRModule):
+    def __init__(self, mod: tvm.IRModule, description: str = "layers"):
         super().__init__(mod)
+        self.description = description  # what the progress line counts
         self.plans: dict = {}
         self.absorbed: set = set()
         self._symbols: set = {gvar.name_hint for gvar in mod.get_global_vars()}  # earlier passes' kernels
 
     def rewrite(self, gvar, func, plans: dict, absorbed: set) -> None:
         self.plans, self.absorbed = plans, absorbed
-        new_func = self.visit_expr(func)
+        with progress.task(f"{self.description} ({gvar.name_hint})", total=len(plans)) as self._advance:
+            new_func = self.visit_expr(func)
         self.builder_.update_func(gvar, relax.analysis.remove_all_unused(new_func))
 
     def visit_var_binding_(self, binding):
@@ -53,6 +56,7 @@ class MatmulRewriter(relax.PyExprMutator):
         if emit is None:
             return super().visit_var_binding_(binding)
         out = emit(self)
+        self._advance()
         if isinstance(binding.var, relax.DataflowVar) and isinstance(out, relax.Var) and not _same_shape(out, binding.var):
             # A rewrite that changes the value's shape (channel shrinking): later uses read the new var.
             self.set_var_remap(binding.var, out)
@@ -197,9 +201,10 @@ def depthwise_conv_emitter(layer: ConvLayer, maps_major: bool = False) -> Emitte
     return emit
 
 
-def rewrite_layers(mod: tvm.IRModule, plan_function) -> tvm.IRModule:
-    """Run ``plan_function(func) -> (plans, absorbed)`` on each Relax function and apply it."""
-    rewriter = MatmulRewriter(mod)
+def rewrite_layers(mod: tvm.IRModule, plan_function, description: str = "layers") -> tvm.IRModule:
+    """Run ``plan_function(func) -> (plans, absorbed)`` on each Relax function and apply it; ``description``
+    names what the progress line counts."""
+    rewriter = MatmulRewriter(mod, description)
     changed = False
     for gvar, func in mod.functions_items():
         if isinstance(func, relax.Function):

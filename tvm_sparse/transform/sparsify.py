@@ -103,4 +103,4 @@ class SparsifyWeights:
                 absorbed.update(layer.absorbed_vars)
             return plans, absorbed
 
-        return rewrite_layers(mod, plan)
+        return rewrite_layers(mod, plan, "sparse kernels")
