@@ -69,3 +69,10 @@ def test_prune_onnx_conv_in_the_kernels_reduction_order():
     groups = w.transpose(0, 2, 3, 1).reshape(16, -1, 4)  # (o, kh, kw, i) with i innermost, in groups of 4
     assert (np.count_nonzero(groups, axis=2) <= 2).all()
     assert {layer.name: layer.shape for layer in layers}["stage0.block0.conv2"] == (16, 3 * 3 * 16)
+
+
+def test_nm_refuses_a_density_it_would_ignore(rng):
+    w = rng.standard_normal((8, 16)).astype("float32")
+    with pytest.raises(FormatError, match="density does not apply to nm:2:4"):
+        prune_weight(w, "nm:2:4", 0.1)
+    assert (prune_weight(w, "nm:2:4") != 0).sum() == w.size // 2

@@ -132,12 +132,15 @@ def prune_nm(weight: np.ndarray, n: int, m: int) -> np.ndarray:
 
 
 def prune_weight(weight: np.ndarray, pattern: Pattern | str, density: float | None = None) -> np.ndarray:
-    """Prune ``weight`` (out, in) to ``pattern``; N:M fixes its own density."""
+    """Prune ``weight`` (out, in) to ``pattern``; N:M fixes its own density (N/M: a ``density`` with it is a
+    :class:`FormatError`, as is a missing one with the other patterns)."""
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     w = np.asarray(weight)
     if w.ndim != 2 or not np.issubdtype(w.dtype, np.floating):
         raise FormatError(f"can only prune 2-D floating-point weights, got {w.dtype} {w.shape}")
     if pattern.kind == "nm":
+        if density is not None:
+            raise FormatError(f"a density does not apply to {pattern}: N:M keeps {pattern.n} of every {pattern.m} weights")
         return prune_nm(w, pattern.n, pattern.m)
     if pattern.kind == "decompose":
         raise FormatError("decompose applies to convolution weights [O, I, k, k] (see prune.decompose), not to a matrix")
