@@ -214,3 +214,37 @@ def test_same_padding_becomes_explicit_pads(rng, mode, stride, batch):
     (expected,) = run_onnxruntime(model, {"x": x})
     exe = _no_default_schedule(model)
     np.testing.assert_allclose(_run(exe, {"x": x}), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_shapes_that_folding_reveals_fold_in_later_rounds():
+    """GPT-2's second layer reads sizes that are constant only once the first layer's shape arithmetic folded."""
+    from tvm_sparse.testing.exported import torch_gpt2_tied
+
+    model = torch_gpt2_tied(layers=2).model
+    assert "Shape" in [n.op_type for n in model.graph.node]
+    assert "Shape" not in [n.op_type for n in normalize(model, {"input_ids": (1, 16)}).graph.node]
+
+
+@pytest.mark.parametrize("exponent", [2.0, 3.0, 4.0, 2.5])
+def test_small_integer_powers_are_products(rng, exponent):
+    """The tanh GELU's x ** 3 runs as products (no scalar libm pow); other exponents keep pow."""
+    from tvm_sparse.frontend import load_model
+    from tvm_sparse.prepare import prepare
+
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(exponent, "float32"), "e")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 33])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 33])], inits)
+    powers = [c for c in _calls(prepare(load_model(model).mod)) if c == "relax.power"]
+    assert len(powers) == (exponent == 2.5)
+    x = np.abs(rng.standard_normal((2, 33))).astype("float32")
+    (expected,) = run_onnxruntime(model, {"x": x})
+    np.testing.assert_allclose(_run(build(model), {"x": x}), expected, rtol=1e-5, atol=1e-6)
+
+
+def _calls(mod) -> list[str]:
+    from tvm import relax
+
+    names = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: names.append(e.op.name) if isinstance(e, relax.Call) and hasattr(e.op, "name") else None)
+    return names

@@ -153,6 +153,11 @@ def _rename_producer(graph: onnx.GraphProto, old: str, new: str) -> None:
                 node.output[i] = new
 
 
+#: onnxslim folds what its shape inference knows before the pass; a shape that only folding reveals
+#: (GPT-2's second layer reads the first one's folded sizes) needs another round.
+_FOLD_ROUNDS = 4
+
+
 def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
     """Constant and shape folding by onnxslim; the model unchanged (with a warning) if it fails."""
     import onnxslim
@@ -161,11 +166,14 @@ def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
         logging.getLogger("onnxslim").setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
+            for _ in range(_FOLD_ROUNDS):
+                folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
+                if folded is None or len(folded.graph.node) == len(model.graph.node):
+                    break
+                model = folded
     except Exception as err:  # onnxslim raises whatever its passes raise
         warnings.warn(f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})", stacklevel=3)
-        return model
-    return folded if folded is not None else model
+    return model
 
 
 def _restore_inputs(model: onnx.ModelProto, inputs: list) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import tvm
 from tvm import relax, tirx
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from .canonicalize import canonicalize_passes
 from .errors import tvm_rejection
@@ -120,6 +120,31 @@ class ClipGatherIndices:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return _mutate_functions(_ClippedTakes(mod))
+
+
+_POWER = is_op("relax.power")(wildcard(), is_const())
+
+
+def _power_as_products(expr: relax.Expr, matches: dict) -> relax.Expr:
+    call = matches[_POWER]
+    exponent = call.args[1].value.numpy()
+    if exponent.size != 1 or float(exponent.flat[0]) not in (2.0, 3.0, 4.0) or exponent.ndim > len(call.ty.shape):
+        return expr
+    x, n = call.args[0], int(exponent.flat[0])
+    square = relax.op.multiply(x, x)
+    return {2: square, 3: relax.op.multiply(square, x), 4: relax.op.multiply(square, square)}[n]
+
+
+@tvm.transform.module_pass(opt_level=0, name="PowerAsProducts")
+class PowerAsProducts:
+    """``x ** 2``, ``x ** 3`` and ``x ** 4`` by a constant exponent (the tanh GELU's cube) as products:
+    libm's ``pow`` is a scalar call per element, and TVM warns about every integer exponent over 2."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewritten = mod.clone()
+        for gvar, func in _functions(mod):
+            rewritten[gvar] = rewrite_call(_POWER, _power_as_products, func)
+        return rewritten
 
 
 @tvm.transform.module_pass(opt_level=0, name="LegalizeTrainingBatchNorm")
@@ -321,6 +346,7 @@ def prepare_passes() -> list[tvm.transform.Pass]:
         FoldCompileTimeBindings(),  # ConvertLayout crashes on the unfolded weight arithmetic of FoldBatchnormToConv2D
         ConvertConvLayout(),
         FoldCompileTimeBindings(),
+        PowerAsProducts(),
         *canonicalize_passes(),  # conv1d/conv3d/transposed convs/weight-first matmuls into the kernels' forms
         FoldTransposes(),  # a channels-last model's own transposes cancel ConvertLayout's
     ]
