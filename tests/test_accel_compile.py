@@ -57,10 +57,10 @@ def test_small_cnn_within_quantization_tolerance(rng):
     assert len(tvm_sparse.accel.last_run()) == len(build.placements)
 
 
-@pytest.mark.parametrize("pattern, mode", [("nm:2:4", "nm"), ("block:16x16", "block")])
-def test_sparse_modes_end_to_end(rng, pattern, mode):
+@pytest.mark.parametrize("pattern, density, mode", [("nm:2:4", None, "nm"), ("block:16x16", 0.25, "block")])
+def test_sparse_modes_end_to_end(rng, pattern, density, mode):
     dense = mlp(batch=32, sizes=(128, 128, 64), gemm=False)
-    model, _ = prune_onnx(dense, pattern, density=0.25)
+    model, _ = prune_onnx(dense, pattern, density=density)
     x = rng.standard_normal((32, 128)).astype("float32")
     build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
     assert [p.mode for p in build.placements] == [mode, mode]
