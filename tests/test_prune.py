@@ -76,3 +76,10 @@ def test_nm_refuses_a_density_it_would_ignore(rng):
     with pytest.raises(FormatError, match="density does not apply to nm:2:4"):
         prune_weight(w, "nm:2:4", 0.1)
     assert (prune_weight(w, "nm:2:4") != 0).sum() == w.size // 2
+
+
+def test_block_pruning_scores_edge_blocks_by_the_entries_they_have():
+    w = np.ones((20, 16), "float32")
+    w[16:] = 1.5  # the edge block: 4 rows of larger weights, a smaller L2 norm than the full block's
+    kept = prune_weight(w, "block:16x16", 0.5)
+    assert (kept[16:] == 1.5).all() and (kept[:16] == 0).all()

@@ -109,13 +109,17 @@ def prune_unstructured(weight: np.ndarray, density: float) -> np.ndarray:
 
 
 def prune_blocks(weight: np.ndarray, block_shape, density: float) -> np.ndarray:
-    """Keep the ``density`` fraction of ``r x c`` blocks with the largest L2 norm."""
+    """Keep the ``density`` fraction of ``r x c`` blocks with the largest root-mean-square magnitude
+    (the L2 norm over the entries a block has: one cut by the weight's edge is not pruned for the entries
+    it lacks)."""
     r, c = parse_block_shape(block_shape)
     rows, cols = weight.shape
     padded = pad_to_blocks(weight, r, c)
     nbr, nbc = padded.shape[0] // r, padded.shape[1] // c
-    norms = np.sqrt((padded.reshape(nbr, r, nbc, c).astype(np.float64) ** 2).sum(axis=(1, 3)))
-    keep = _keep_top(norms, max(1, round(_check_density(density) * norms.size)))
+    squares = (padded.reshape(nbr, r, nbc, c).astype(np.float64) ** 2).sum(axis=(1, 3))
+    entries = pad_to_blocks(np.ones(weight.shape), r, c).reshape(nbr, r, nbc, c).sum(axis=(1, 3))
+    rms = np.sqrt(squares / entries)
+    keep = _keep_top(rms, max(1, round(_check_density(density) * rms.size)))
     mask = np.kron(keep, np.ones((r, c), dtype=bool))[:rows, :cols]
     return np.where(mask, weight, 0).astype(weight.dtype)
 
