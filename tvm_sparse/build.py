@@ -19,7 +19,7 @@ from .prepare import prepare_passes
 from .schedule.choice import schedules_from
 from .schedule.cpu import default_rules
 from .target import resolve_target
-from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, PoolKernels, ShrinkChannels, SparsifyWeights
+from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, PoolKernels, ShrinkChannels, SoftmaxKernels, SparsifyWeights
 
 
 def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
@@ -29,13 +29,18 @@ def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> li
     warning for every compute-heavy operator none of them took
     (:mod:`~tvm_sparse.analysis.slow_path`). ``fast_math``
     replaces float32 exp/erf/tanh/softmax by TVM's vectorizable polynomial
-    approximations (relative error ~1e-6); libm's scalar calls are otherwise
-    the slowest part of a transformer on the CPU.
+    approximations (relative error ~1e-6), and gives softmax over the last axis
+    the project's kernel (:class:`~tvm_sparse.transform.SoftmaxKernels`, the
+    same exponential); libm's scalar calls are otherwise the slowest part of a
+    transformer on the CPU.
     """
     passes = prepare_passes() + [CountModelFlops(), DecomposedConvKernels(), ShrinkChannels()]
     if sparsify is not None:
         passes.append(sparsify)
-    passes += [DenseMatmulKernels(), ConvKernels(), PoolKernels(), ReportDefaultSchedules()]
+    passes += [DenseMatmulKernels(), ConvKernels(), PoolKernels()]
+    if fast_math:
+        passes.append(SoftmaxKernels())  # its exponential is fast_exp's polynomial
+    passes.append(ReportDefaultSchedules())
     if fast_math:
         passes.append(FastMath())
     return passes

@@ -162,17 +162,22 @@ def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
     """Constant and shape folding by onnxslim; the model unchanged (with a warning) if it fails."""
     import onnxslim
 
-    try:
-        logging.getLogger("onnxslim").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(_FOLD_ROUNDS):
+    logging.getLogger("onnxslim").setLevel(logging.ERROR)
+    for round_ in range(_FOLD_ROUNDS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
-                if folded is None or len(folded.graph.node) == len(model.graph.node):
-                    break
-                model = folded
-    except Exception as err:  # onnxslim raises whatever its passes raise
-        warnings.warn(f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})", stacklevel=3)
+        except Exception as err:  # onnxslim raises whatever its passes raise; a later round keeps the last result
+            if round_ == 0:
+                warnings.warn(f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})", stacklevel=3)
+            break
+        if folded is None:
+            break
+        shrank = len(folded.graph.node) < len(model.graph.node)
+        model = folded  # with the shapes onnxslim inferred, also when nothing folded
+        if not shrank:
+            break
     return model
 
 

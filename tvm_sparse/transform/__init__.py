@@ -5,6 +5,7 @@ from .conv import ConvKernels
 from .decomposed_conv import DecomposedConvKernels
 from .dense_matmul import DenseMatmulKernels
 from .pool import PoolKernels
+from .softmax import SoftmaxKernels
 from .sparsify import SparsifyWeights
 
-__all__ = ["ConvKernels", "DecomposedConvKernels", "DenseMatmulKernels", "PoolKernels", "ShrinkChannels", "SparsifyWeights"]
+__all__ = ["ConvKernels", "DecomposedConvKernels", "DenseMatmulKernels", "PoolKernels", "ShrinkChannels", "SoftmaxKernels", "SparsifyWeights"]

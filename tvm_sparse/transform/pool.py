@@ -17,8 +17,9 @@ import tvm
 from tvm import relax
 
 from ..graph import shape_of
-from ..kernels import Im2Col, add_kernel
+from ..kernels import Im2Col
 from ..kernels.pool import pool2d_kernel, spatial_mean_kernel
+from .call_rewriter import CallRewriter, rewrite_calls
 
 _POOLS = {"relax.nn.max_pool2d": "max", "relax.nn.avg_pool2d": "avg"}
 
@@ -56,39 +57,23 @@ def _spatial_mean(call: relax.Call, shape: tuple) -> bool:
     return False
 
 
-@relax.expr_functor.mutator
-class _Pools(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.symbols = {gvar.name_hint for gvar in mod.get_global_vars()}
-
-    def visit_var_binding_(self, binding):
-        value = binding.value
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-            out = self._kernel_call(value, binding.var)
-            if out is not None:
-                self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(out)))
-                return
-        super().visit_var_binding_(binding)
-
-    def _kernel_call(self, call: relax.Call, var: relax.Var) -> relax.Expr | None:
-        shape, out_shape = _float32_nhwc(call.args[0]) if call.args else None, shape_of(var)
-        if shape is None or out_shape is None:
-            return None
-        x = self.visit_expr(call.args[0])
-        name = call.op.name
-        if name in _POOLS:
-            window = _window(call, shape, out_shape)
-            if window is None:
-                return None
-            kernel = pool2d_kernel(window, _POOLS[name], bool(getattr(call.attrs, "count_include_pad", False)), name=f"{_POOLS[name]}_pool2d")
-            gvar = add_kernel(self.builder_, self.symbols, kernel, f"{_POOLS[name]}_pool2d")
-            return relax.call_tir(gvar, [x], relax.TensorType(out_shape, "float32"))
-        if _spatial_mean(call, shape):
-            gvar = add_kernel(self.builder_, self.symbols, spatial_mean_kernel(shape), "spatial_mean")
-            pooled = relax.call_tir(gvar, [x], relax.TensorType((shape[0], 1, 1, shape[3]), "float32"))
-            return pooled if len(out_shape) == 4 else relax.op.reshape(self.builder_.emit(pooled), out_shape)
+def _pool_call(rw: CallRewriter, call: relax.Call, var: relax.Var) -> relax.Expr | None:
+    shape, out_shape = _float32_nhwc(call.args[0]) if call.args else None, shape_of(var)
+    if shape is None or out_shape is None:
         return None
+    name = call.op.name
+    if name in _POOLS:
+        window = _window(call, shape, out_shape)
+        if window is None:
+            return None
+        kernel = pool2d_kernel(window, _POOLS[name], bool(getattr(call.attrs, "count_include_pad", False)), name=f"{_POOLS[name]}_pool2d")
+        gvar = rw.add_kernel(kernel, f"{_POOLS[name]}_pool2d")
+        return relax.call_tir(gvar, [rw.visit_expr(call.args[0])], relax.TensorType(out_shape, "float32"))
+    if _spatial_mean(call, shape):
+        gvar = rw.add_kernel(spatial_mean_kernel(shape), "spatial_mean")
+        pooled = relax.call_tir(gvar, [rw.visit_expr(call.args[0])], relax.TensorType((shape[0], 1, 1, shape[3]), "float32"))
+        return pooled if len(out_shape) == 4 else relax.op.reshape(rw.builder_.emit(pooled), out_shape)
+    return None
 
 
 @tvm.transform.module_pass(opt_level=0, name="PoolKernels")
@@ -96,8 +81,4 @@ class PoolKernels:
     """Lower NHWC float32 max/average pooling and global average pooling to the project's kernels."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Pools(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_calls(mod, _pool_call)

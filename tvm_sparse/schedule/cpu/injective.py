@@ -55,6 +55,11 @@ class Injective(CPUScheduleRule):
         loops = sch.get_loops(remaining[0].block_rv)
         if not loops:
             return None
+        block = sch.get(remaining[0].block_rv)
+        dtype_bits = max(8, block.writes[0].source.dtype.bits) if block.writes else 32
+        max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
+        if max_lanes > 1 and not isinstance(sch.get(loops[-1]).extent, tirx.IntImm):
+            return _symbolic_last_loop(sch, loops, max_lanes)
         # The trailing loops of static extent are fused and vectorized; the leading ones (a symbolic
         # batch or sequence among them) are fused and run in parallel.
         split = len(loops)
@@ -62,9 +67,6 @@ class Injective(CPUScheduleRule):
             split -= 1
         inner = sch.fuse(*loops[split:]) if split < len(loops) else None
         outer = sch.fuse(*loops[:split]) if split > 0 else None
-        block = sch.get(remaining[0].block_rv)
-        dtype_bits = max(8, block.writes[0].source.dtype.bits) if block.writes else 32
-        max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
         static = int(sch.get(inner).extent) if inner is not None else 1
         lanes = _lanes(static, max_lanes)
         if lanes > 1:
@@ -79,3 +81,14 @@ class Injective(CPUScheduleRule):
                 outer = sch.fuse(outer, inner)
             sch.parallel(outer)
         return sch
+
+
+def _symbolic_last_loop(sch: s_tir.Schedule, loops: list, lanes: int) -> s_tir.Schedule:
+    """A last loop of symbolic extent ``n``: its first ``n - n % lanes`` iterations in vectors, the rest
+    scalar (``loop_partition``: no predicate in the vector loop); the leading loops fused, in parallel."""
+    outer = sch.fuse(*loops[:-1]) if len(loops) > 1 else None
+    chunks, vector = sch.split(loops[-1], [None, lanes])
+    sch.vectorize(vector)
+    sch.annotate(chunks, "pragma_loop_partition_hint", 1)
+    sch.parallel(outer if outer is not None else chunks)
+    return sch
