@@ -213,3 +213,15 @@ def test_batch_matmul_and_depthwise_with_symbolic_sizes(rng):
         args = [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), np.zeros(20, "float32")]
         depthwise["depthwise_conv2d"](*[tvm.runtime.tensor(a) for a in args], out)
         np.testing.assert_allclose(out.numpy(), conv2d_nhwc_reference(x, w, (2, 2), (1, 1), (1, 1), 20), rtol=1e-4, atol=1e-4)
+
+
+def test_a_weight_larger_than_the_cache_is_walked_once():
+    """A matmul weight over STREAMED_WEIGHT_BYTES (GPT-2's tied head) is walked block row first."""
+    from tvm_sparse.formats import BSRMatrix
+    from tvm_sparse.schedule.tasks import STREAMED_WEIGHT_BYTES, BlockMatmulTask
+
+    k = 64
+    big = BSRMatrix.from_dense(np.ones((STREAMED_WEIGHT_BYTES // (4 * k) + 16, k), "float32"), (16, 1))
+    small = BSRMatrix.from_dense(np.ones((256, k), "float32"), (16, 1))
+    assert BlockMatmulTask(128, big).default().weight_major
+    assert not BlockMatmulTask(128, small).default().weight_major
