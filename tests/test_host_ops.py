@@ -12,9 +12,14 @@ from tvm_sparse.target import host_target
 
 
 def compile_op(make, *shapes):
-    """A one-operator Relax function on float32 inputs of ``shapes``, compiled for the host."""
+    """A one-operator Relax function on float32 inputs of ``shapes``, compiled for the host; a dimension
+    given as a string is symbolic (one variable per name, shared across the inputs)."""
+    from tvm import tirx
+
+    dims = {}
+    params = [relax.Var(f"x{i}", relax.TensorType([dims.setdefault(d, tirx.Var(d, "int64")) if isinstance(d, str) else d for d in shape], "float32"))
+              for i, shape in enumerate(shapes)]
     bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(shape, "float32")) for i, shape in enumerate(shapes)]
     with bb.function("main", params):
         bb.emit_func_output(bb.emit(make(*params)))
     target = host_target()
@@ -85,25 +90,9 @@ def test_elementwise_chain(rng, shape):
     np.testing.assert_allclose(run(x, r), 0.5 * x * (1 + erf(x / np.sqrt(2))) + r, rtol=1e-5, atol=1e-5)
 
 
-def compile_symbolic(make, *shapes):
-    """As :func:`compile_op`, with ``shapes`` naming symbolic dimensions by strings (shared by name)."""
-    from tvm import tirx
-
-    dims = {}
-    params = [relax.Var(f"x{i}", relax.TensorType([dims.setdefault(d, tirx.Var(d, "int64")) if isinstance(d, str) else d for d in shape], "float32"))
-              for i, shape in enumerate(shapes)]
-    bb = relax.BlockBuilder()
-    with bb.function("main", params):
-        bb.emit_func_output(bb.emit(make(*params)))
-    target = host_target()
-    exe = tvm.compile(bb.finalize(), target=target, relax_pipeline=cpu_pipeline(target, None))
-    vm = relax.VirtualMachine(exe, tvm.cpu())
-    return lambda *arrays: vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
-
-
 def test_softmax_with_symbolic_rows_and_length(rng):
     """The attention softmax of a dynamic-length model: every length, including the scalar tails."""
-    run = compile_symbolic(lambda v: relax.op.nn.softmax(v, axis=-1), ("batch", 4, "seq", "seq"))
+    run = compile_op(lambda v: relax.op.nn.softmax(v, axis=-1), ("batch", 4, "seq", "seq"))
     for batch, seq in [(1, 1), (2, 7), (1, 16), (1, 37), (3, 128)]:
         x = (4 * rng.standard_normal((batch, 4, seq, seq))).astype("float32")
         np.testing.assert_allclose(run(x), _softmax(x), rtol=1e-5, atol=1e-7)
@@ -111,7 +100,7 @@ def test_softmax_with_symbolic_rows_and_length(rng):
 
 def test_broadcast_with_a_symbolic_last_axis(rng):
     """Attention scaling plus mask, [batch, heads, seq, seq] / 8 + [batch, 1, 1, seq]: vector main part, scalar tail."""
-    run = compile_symbolic(lambda x, m: relax.op.add(relax.op.divide(x, relax.const(8.0)), m), ("b", 3, "s", "s"), ("b", 1, 1, "s"))
+    run = compile_op(lambda x, m: relax.op.add(relax.op.divide(x, relax.const(8.0)), m), ("b", 3, "s", "s"), ("b", 1, 1, "s"))
     for b, s in [(1, 1), (2, 5), (1, 16), (1, 19), (2, 64)]:
         x, m = rng.standard_normal((b, 3, s, s)).astype("float32"), rng.standard_normal((b, 1, 1, s)).astype("float32")
         np.testing.assert_allclose(run(x, m), x / 8 + m, rtol=1e-6, atol=1e-6)

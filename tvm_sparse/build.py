@@ -46,6 +46,11 @@ def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> li
     return passes
 
 
+def _cpu_name(target: tvm.target.Target) -> str:
+    """The target's CPU (LLVM's ``mcpu``), for progress lines."""
+    return str(target.attrs.get("mcpu", target.kind.name))
+
+
 def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fast_math: bool = True) -> tvm.transform.Pass:
     """The host pipeline: :func:`graph_passes`, TVM's lowering, default schedules."""
     passes = (
@@ -64,7 +69,7 @@ def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fa
                 advance(0, f"Relax pass {p.info.name}")
                 mod = tvm.transform.Sequential([p])(mod)
                 advance()
-        progress.describe(f"compiling for {target.attrs.get('mcpu', target.kind.name)}: TIR lowering, LLVM code generation")
+        progress.describe(f"compiling for {_cpu_name(target)}: TIR lowering, LLVM code generation")
         return mod
 
     return _pipeline
@@ -132,14 +137,13 @@ def build(
         from .accel.compile import build_for_device  # it builds on this module's host pipeline
 
         return build_for_device(model, device_of(tgt), calibration, fast_math, input_shapes).executable
-    with progress.task("importing the model"):
-        loaded = load_model(model, input_shapes)
+    loaded = load_model(model, input_shapes)
     if sparsify is True:
         sparsify = SparsifyWeights()
     elif sparsify is False:
         sparsify = None
     try:
-        with progress.task(f"compiling for {tgt.attrs.get('mcpu', tgt.kind.name)}"):
+        with progress.task(f"compiling for {_cpu_name(tgt)}"):
             return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
     except TVMSparseError:
         raise

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import onnx
 import tvm
 
+from . import progress
 from .errors import ModelError
 from .input_shapes import specialize
 from .normalize import normalize
@@ -105,6 +106,11 @@ def load_onnx(model, input_shapes: Mapping | None = None) -> LoadedModel:
     """Import an ONNX model into Relax (weights as constants), normalised first
     (:func:`~tvm_sparse.normalize.normalize`); ``input_shapes`` fixes symbolic input dimensions
     (:func:`~tvm_sparse.input_shapes.specialize`, whose errors it raises)."""
+    with progress.task("importing the model"):
+        return _import_onnx(model, input_shapes)
+
+
+def _import_onnx(model, input_shapes: Mapping | None) -> LoadedModel:
     from tvm.relax.frontend.onnx import from_onnx
 
     original = densify(read_onnx(model))  # sparse initializers and Constant sparse_value: TVM reads neither

@@ -272,14 +272,27 @@ def _einsum_nodes(node: onnx.NodeProto, constants: dict, graph: onnx.GraphProto)
     return nodes
 
 
+def _known_dims(graph: onnx.GraphProto) -> tuple[dict, dict]:
+    """``(activation dims, initializer dims)`` by tensor name; an activation's unknown dimension is None."""
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+              for vi in [*graph.input, *graph.value_info]}
+    return shapes, {t.name: list(t.dims) for t in graph.initializer}
+
+
+def _set_pads(node: onnx.NodeProto, total: list[int], upper: bool) -> None:
+    """Give ``node`` explicit ``pads`` splitting each axis's ``total`` padding as ``auto_pad`` SAME_UPPER
+    (``upper``: the odd one at the end) or SAME_LOWER does, dropping ``auto_pad`` and ``output_shape``."""
+    begin = [t // 2 if upper else t - t // 2 for t in total]
+    kept = [a for a in node.attribute if a.name not in ("output_shape", "auto_pad", "pads")]
+    del node.attribute[:]
+    node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])
+
+
 def _conv_transpose_pads(model: onnx.ModelProto) -> None:
     """Replace ``output_shape`` (and ``auto_pad``) of each ``ConvTranspose`` by the ``pads`` the ONNX
     specification derives from it; raises ``ModelError`` when the input's spatial size is not static."""
-    graph = model.graph
-    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-              for vi in [*graph.input, *graph.value_info]}
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    for node in graph.node:
+    shapes, weights = _known_dims(model.graph)
+    for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type != "ConvTranspose" or "output_shape" not in attrs:
             continue
@@ -295,20 +308,13 @@ def _conv_transpose_pads(model: onnx.ModelProto) -> None:
         total = [s * (i - 1) + e + (k - 1) * d + 1 - o for s, i, e, k, d, o in zip(strides, spatial, extra, kernel, dilations, output)]
         if min(total) < 0:
             raise ModelError(f"ConvTranspose {name}: output_shape {output} is larger than the convolution gives")
-        upper = attrs.get("auto_pad") in (b"SAME_UPPER", "SAME_UPPER")
-        begin = [t // 2 if upper else t - t // 2 for t in total]
-        kept = [a for a in node.attribute if a.name not in ("output_shape", "auto_pad", "pads")]
-        del node.attribute[:]
-        node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])
+        _set_pads(node, total, upper=attrs.get("auto_pad") in (b"SAME_UPPER", "SAME_UPPER"))
 
 
 def _explicit_same_pads(model: onnx.ModelProto) -> None:
     """Write ``auto_pad`` SAME as explicit ``pads`` on convolutions and poolings where they are known."""
-    graph = model.graph
-    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-              for vi in [*graph.input, *graph.value_info]}
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    for node in graph.node:
+    shapes, weights = _known_dims(model.graph)
+    for node in model.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         mode = attrs.get("auto_pad", b"")
         mode = mode.decode() if isinstance(mode, bytes) else mode
@@ -324,7 +330,4 @@ def _explicit_same_pads(model: onnx.ModelProto) -> None:
             continue  # the padding depends on a run-time size
         total = [(k - 1) * d if s == 1 else max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
                  for k, s, d, size in zip(kernel, strides, dilations, spatial)]
-        begin = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in total]
-        kept = [a for a in node.attribute if a.name not in ("auto_pad", "pads")]
-        del node.attribute[:]
-        node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])
+        _set_pads(node, total, upper=mode == "SAME_UPPER")

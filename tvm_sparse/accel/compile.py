@@ -65,8 +65,7 @@ def build_for_device(model, device: Device, calibration=None, fast_math: bool = 
     (``{input name: shape}``) sets the listed inputs' symbolic dimensions
     (as :func:`tvm_sparse.build` does).
     """
-    with progress.task("importing the model"):
-        mod = load_model(model, input_shapes).mod  # specialised before the graph is folded
+    mod = load_model(model, input_shapes).mod  # specialised before the graph is folded
     host = host_target()
     prepared = prepare(mod)
     samples = calibration_inputs(prepared, calibration)

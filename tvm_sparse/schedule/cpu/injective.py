@@ -84,8 +84,10 @@ class Injective(CPUScheduleRule):
 
 
 def _symbolic_last_loop(sch: s_tir.Schedule, loops: list, lanes: int) -> s_tir.Schedule:
-    """A last loop of symbolic extent ``n``: its first ``n - n % lanes`` iterations in vectors, the rest
-    scalar (``loop_partition``: no predicate in the vector loop); the leading loops fused, in parallel."""
+    """A last loop of symbolic extent ``n``: split by ``lanes`` and vectorized, with the hint that has TVM's
+    ``LoopPartition`` peel the iterations whose vector would cross ``n`` (the main loop then carries no
+    predicate; the schedule primitive ``loop_partition`` takes static extents only); the leading loops
+    fused, in parallel."""
     outer = sch.fuse(*loops[:-1]) if len(loops) > 1 else None
     chunks, vector = sch.split(loops[-1], [None, lanes])
     sch.vectorize(vector)
