@@ -3,6 +3,7 @@ the simulator runner reports the simulator's cycles; unusable databases are skip
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -200,3 +201,85 @@ def test_cli_tunes_for_the_device_and_compiles_with_the_records(tmp_path, pruned
     assert "tuning records: 2 kernel(s) tuned" in capsys.readouterr().out
     assert main(["tune", str(path), "--trials", "0", "--db", str(db)]) == 1
     assert "--trials must be at least 1" in capsys.readouterr().err
+
+
+def test_a_one_by_one_convolution_with_fewer_channels_than_a_block_measures(rng):
+    """A PP-OCR-style 1x1 convolution over 2 channels with 16x16 blocks: its reference (im2col rows of 2
+    columns against a weight padded to 16) used to fail with a numpy shape error."""
+    im2col = Im2Col((1, 24, 48, 2), (1, 1), (1, 1), (0, 0), (1, 1), 1)
+    weight = BSRMatrix.from_dense(im2col.weight_matrix(rng.standard_normal((24, 1, 1, 2)).astype("float32")), (16, 16))
+    task = BlockMatmulTask(im2col.rows, weight, im2col)
+    assert task.describe() == "block conv 1152x2x24 16x16 d1.00"
+    candidate = task.candidate(task.default())
+    x, dense = candidate.args[0], weight.to_dense()
+    np.testing.assert_allclose(candidate.expected[..., :24], np.einsum("nhwc,oc->nhwo", x, dense) + candidate.args[-1][:24], rtol=1e-5, atol=1e-5)
+    assert task.measure(task.default(), host_target()) > 0
+
+
+class _FailsAboveEight(BlockMatmulTask):
+    """A generator that raises for tiles of more than 8 rows."""
+
+    def kernel(self, params):
+        if params.rows_per_tile > 8:
+            raise RuntimeError(f"no kernel for {params.rows_per_tile} rows")
+        return super().kernel(params)
+
+
+class _NoDefault(BlockMatmulTask):
+    """A task whose reference cannot be built."""
+
+    def candidate(self, params):
+        raise ValueError("matmul: Input operand 1 has a mismatch in its core dimension 0")
+
+
+def test_the_tuner_survives_failing_candidates_and_skips_a_task_without_a_reference(tmp_path, rng, capsys):
+    weight = BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1))
+    failing, broken = _FailsAboveEight(16, weight), _NoDefault(24, weight)
+    with pytest.warns(UserWarning, match=r"skipping tuning task block matmul 24x48x32 16x1 d0\.\d+: its default schedule failed: ValueError: matmul"):
+        results = tune(None, trials=12, work_dir=str(tmp_path), tasks=[broken, failing], strategy="random")
+    assert results[0].skipped and results[0].stats is None and results[0].best_seconds is None
+    stats = results[1].stats
+    assert stats.failed > 0 and stats.measured > 0 and stats.done == 11  # every candidate counted, the search went on
+    assert stats.first_error.startswith("RuntimeError: no kernel for")
+    err = capsys.readouterr().err
+    assert re.search(r"\[task 2/2\] block matmul 16x48x32 16x1 d0\.\d+: trial 1/12,", err) and "trial 12/12," in err and "trial 0/" not in err
+    assert re.search(r"best \d[\d.]* us", err) and "0.0000 ms" not in err
+
+
+def test_times_print_in_useful_units():
+    from tvm_sparse.tune import format_seconds
+
+    assert [format_seconds(s) for s in (2.5, 0.0123, 4.56e-6, 3e-9, None)] == ["2.5 s", "12.3 ms", "4.56 us", "3 ns", "-"]
+
+
+def test_ctrl_c_stops_tuning_cleanly_and_the_run_resumes(tmp_path, pruned_mlp):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import onnx
+
+    path, db = tmp_path / "mlp.onnx", tmp_path / "db"
+    onnx.save(pruned_mlp, path)
+    tuning = subprocess.Popen([sys.executable, "-m", "tvm_sparse.cli", "tune", str(path), "--db", str(db), "--trials", "400", "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((db / "measurements.jsonl").exists() and len((db / "measurements.jsonl").read_text().splitlines()) >= 4):
+            assert time.monotonic() < deadline and tuning.poll() is None, "no measurements arrived"
+            time.sleep(0.2)
+        tuning.send_signal(signal.SIGINT)
+        _, err = tuning.communicate(timeout=60)
+    finally:
+        if tuning.poll() is None:
+            tuning.kill()
+    assert tuning.returncode == 130
+    assert err.strip().splitlines()[-1] == f"interrupted: the measurements so far are in {db}; run the same command again to resume"
+    database = open_database(db)
+    task = extract_tasks(pruned_mlp)[0]
+    kept = recorded_trials(database, task)
+    assert kept >= 1
+    assert tune(pruned_mlp, trials=kept, work_dir=str(db), progress=False, tasks=[task])[0].stats is None  # resumes with what was kept
+    assert os.path.getsize(db / "database_tuning_record.json") > 0

@@ -177,10 +177,13 @@ def _cmd_compile(args) -> None:
 def _cmd_tune(args) -> int:
     from .frontend import load_model
     from .target import resolve_target
-    from .tune import tune
+    from .tune import RPCSpec, RPCUnavailable, tune
 
     if args.trials < 1:
         raise CLIError(f"--trials must be at least 1, got {args.trials}")
+    if args.rpc_timeout <= 0:
+        raise CLIError(f"--rpc-timeout must be positive, got {args.rpc_timeout}")
+    rpc = RPCSpec.parse(args.rpc) if args.rpc else None  # a malformed address fails before the model loads
     _check_directory(args.db if os.path.exists(args.db) else os.path.dirname(os.path.abspath(args.db)), f"--db {args.db}")  # tune creates it
     loaded = load_model(args.model)
     target = resolve_target(args.device or args.target)
@@ -190,16 +193,38 @@ def _cmd_tune(args) -> int:
     calibration = _parse_calibration(args.calibration, loaded.input_names) if args.calibration else None
     try:
         results = tune(loaded.mod, target, trials=args.trials, work_dir=args.db, calibration=calibration, strategy=args.strategy, seed=args.seed,
-                       progress=not args.quiet)
+                       progress=not args.quiet, rpc=rpc, rpc_timeout=args.rpc_timeout)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the measurements so far are in {args.db}; run the same command again to resume", file=sys.stderr)
         return 130
+    except RPCUnavailable as err:
+        print(f"tvm-sparse tune: error: {err}; the measurements so far are in {args.db}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:
         measured = sum(r.stats.measured for r in results if r.stats)
         print(f"tuned {len(results)} task(s), {measured} new measurement(s), records in {args.db}")
     return 0
+
+
+def _cmd_rpc_server(args) -> int:
+    import signal
+
+    from .tune.rpc import serve
+
+    server = serve(args.tracker, args.key, args.host, args.port, args.port + 100)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that the server process below is stopped too
+    print(f"tvm-sparse RPC server on {args.host}:{server.port}, registered with the tracker at {args.tracker} under key {args.key!r}; "
+          "Ctrl-C stops it", flush=True)
+    try:
+        while server.proc.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.terminate()
+    raise CLIError("the RPC server process exited")
 
 
 def _split_assignment(item: str, names, valid) -> tuple[str, str]:
@@ -440,7 +465,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a JSON summary per task")
     p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...", help="give input NAME this shape, setting its symbolic dimensions (repeat per input)")
+    p.add_argument("--rpc", metavar="HOST:PORT:KEY", help="measure on the servers of KEY at this TVM RPC tracker (started with 'tvm-sparse rpc-server'), in parallel")
+    p.add_argument("--rpc-timeout", type=float, default=60.0, metavar="SECONDS", help="longest wait for one RPC measurement (default 60)")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("rpc-server", help="serve measurements for 'tune --rpc' (TVM's RPC server, registered with a tracker)")
+    p.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the RPC tracker to register with (python -m tvm.exec.rpc_tracker)")
+    p.add_argument("--key", required=True, help="the device key tuners ask the tracker for (e.g. the CPU model)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all; TVM RPC has no authentication: trusted networks only)")
+    p.add_argument("--port", type=int, default=9090, help="first port to try (up to 100 above it)")
+    p.set_defaults(func=_cmd_rpc_server)
 
     p = sub.add_parser("run", help="run a compiled library on .npy inputs")
     p.add_argument("library", help="library written by 'tvm-sparse compile'")

@@ -15,10 +15,12 @@ kernel's knobs:
   :mod:`tvm_sparse.accel.tir_layer`; the space tiles it with sampled tile
   sizes (``sample_perfect_tile``), a loop order and double buffering.
 
-Each task also measures a decision on its own weight (:meth:`measure`):
-wall time of the compiled kernel on the host, or simulated device time. The
-kernel's output is checked against numpy first, and a wrong candidate raises
-:class:`WrongResult` instead of being timed.
+Each task turns a decision into a *candidate* on its own weight
+(:meth:`candidate`: the kernel or device program, a seeded input and the
+numpy reference output) that is measured on this host (:meth:`measure`:
+wall time of the compiled kernel, or simulated device time) or on an RPC
+server (:mod:`tvm_sparse.tune.rpc`). The output is checked against the
+reference, and a wrong candidate raises :class:`WrongResult`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tvm import s_tir, te
 
 from ..accel.device import Device
 from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, tile_fits
+from ..accel.isa import Program
 from ..accel.layer import ConvGeometry
 from ..accel.tir_layer import layer_func, tile_layer, tile_shape
 from ..errors import TVMSparseError
@@ -94,16 +97,63 @@ def _knobs(sch: s_tir.Schedule, block: str = "Y") -> dict:
     return {key[len(KNOB) :]: int(value) for key, value in annotations.items() if key.startswith(KNOB)}
 
 
-def _timed(func, args: list, expected: np.ndarray, target: tvm.target.Target) -> float:
-    """Compile ``func``, check its output against ``expected``, return its median time in seconds."""
-    lib = tvm.tirx.build(tvm.IRModule({"main": func}), target=target)
-    dev = tvm.cpu()
-    tensors = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.tensor(np.zeros(expected.shape, "float32"), dev)]
+def kernel_seconds(lib, dev, args: list[np.ndarray], out_shape) -> tuple[float, np.ndarray]:
+    """Run ``lib["main"]`` on ``args`` plus a float32 output of ``out_shape`` on ``dev`` (local or an RPC
+    session's): its median time in seconds (5 repeats of at least 40 ms) and its output."""
+    tensors = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.tensor(np.zeros(out_shape, "float32"), dev)]
     lib["main"](*tensors)
-    if not np.allclose(tensors[-1].numpy(), expected, rtol=1e-4, atol=1e-4):
-        raise WrongResult(f"max |error| {np.abs(tensors[-1].numpy() - expected).max():.3g} against numpy")
+    output = tensors[-1].numpy()
     timer = lib.time_evaluator("main", dev, number=1, repeat=5, min_repeat_ms=40)
-    return float(np.median(timer(*tensors).results))
+    return float(np.median(timer(*tensors).results)), output
+
+
+@dataclass(eq=False)
+class KernelCandidate:
+    """A host kernel to measure: ``func`` run on ``args`` must give ``expected`` (float32, to 1e-4)."""
+
+    func: tvm.tirx.PrimFunc
+    args: list[np.ndarray]
+    expected: np.ndarray
+
+    def build(self, target: tvm.target.Target) -> tvm.runtime.Module:
+        return tvm.tirx.build(tvm.IRModule({"main": self.func}), target=target)
+
+    def check(self, output: np.ndarray) -> None:
+        """Raise :class:`WrongResult` unless ``output`` matches the numpy reference."""
+        if not np.allclose(output, self.expected, rtol=1e-4, atol=1e-4):
+            raise WrongResult(f"max |error| {np.abs(output - self.expected).max():.3g} against numpy")
+
+    def measure(self, target: tvm.target.Target) -> float:
+        """Compile for ``target``, run on this host, check the output, return the median seconds."""
+        seconds, output = kernel_seconds(self.build(target), tvm.cpu(), self.args, self.expected.shape)
+        self.check(output)
+        return seconds
+
+
+@dataclass(eq=False)
+class ProgramCandidate:
+    """A device layer to measure: ``program`` run on the simulator of ``device`` must leave ``expected``
+    (int8, bit for bit) at ``out_addr``."""
+
+    program: Program
+    device: Device
+    out_addr: int
+    expected: np.ndarray
+
+    def check(self, output: np.ndarray) -> None:
+        if not np.array_equal(output, self.expected):
+            raise WrongResult("device output differs from the numpy integer model")
+
+    def seconds(self, cycles: int) -> float:
+        return cycles / (self.device.clock_mhz * 1e6)
+
+    def measure(self, target=None) -> float:
+        """Simulate on this host, check the output bit for bit, return the simulated seconds."""
+        from ..sim import run
+
+        result = run(self.program, self.device)
+        self.check(result.read(self.out_addr, self.expected.shape, np.int8))
+        return self.seconds(result.report.total.cycles)
 
 
 #: Weights larger than this (bytes) outgrow a last-level cache (32 MB per Zen 3 CCD) and stream from memory.
@@ -168,7 +218,8 @@ class BlockMatmulTask:
     def kernel(self, params: BSRKernelParams) -> tvm.tirx.PrimFunc:
         return bsr_matmul_kernel(self.m, self.weight, params, im2col=self.im2col, relu=self.relu)
 
-    def measure(self, params: BSRKernelParams, target: tvm.target.Target) -> float:
+    def candidate(self, params: BSRKernelParams) -> KernelCandidate:
+        """The kernel of ``params`` on a seeded random input, with its numpy reference."""
         rng = np.random.default_rng(0)
         n, k = self.weight.shape
         r, c = self.weight.block_shape
@@ -178,12 +229,15 @@ class BlockMatmulTask:
         bias = rng.standard_normal(n_pad).astype("float32")
         dense = np.zeros((n_pad, k_pad), "float32")
         dense[:n, :k] = self.weight.to_dense()
-        rows = _im2col_rows(x, self.im2col) if self.im2col is not None else x
-        expected = _linear_reference(rows, dense, bias, self.relu)
+        rows = _im2col_rows(x, self.im2col) if self.im2col is not None else x  # im2col rows have k columns, not k_pad
+        expected = _linear_reference(rows, dense[:, : rows.shape[1]], bias, self.relu)
         if self.im2col is not None:
             expected = expected.reshape(self.im2col.input_shape[0], *self.im2col.out_hw, n_pad)
         args = BSRKernelArgs.from_bsr(self.weight)
-        return _timed(self.kernel(params), [x, args.data, args.indices, args.indptr, bias], expected, target)
+        return KernelCandidate(self.kernel(params), [x, args.data, args.indices, args.indptr, bias], expected)
+
+    def measure(self, params: BSRKernelParams, target: tvm.target.Target) -> float:
+        return self.candidate(params).measure(target)
 
 
 def _im2col_rows(x: np.ndarray, g: Im2Col) -> np.ndarray:
@@ -240,7 +294,8 @@ class NMMatmulTask:
     def kernel(self, rows_per_tile: int) -> tvm.tirx.PrimFunc:
         return nm_matmul_kernel(self.m, self.weight, relu=self.relu, rows_per_tile=rows_per_tile)
 
-    def measure(self, rows_per_tile: int, target: tvm.target.Target) -> float:
+    def candidate(self, rows_per_tile: int) -> KernelCandidate:
+        """The kernel of ``rows_per_tile`` on a seeded random input, with its numpy reference."""
         rng = np.random.default_rng(0)
         n, k = self.weight.shape
         n_pad, k_pad = -(-n // 16) * 16, padded_reduction(k)
@@ -250,7 +305,10 @@ class NMMatmulTask:
         dense[:n, :k] = self.weight.to_dense()[:, :k]
         expected = _linear_reference(x, dense, bias, self.relu)
         args = NMKernelArgs.from_nm(self.weight)
-        return _timed(self.kernel(rows_per_tile), [x, args.positions, args.values, bias], expected, target)
+        return KernelCandidate(self.kernel(rows_per_tile), [x, args.positions, args.values, bias], expected)
+
+    def measure(self, rows_per_tile: int, target: tvm.target.Target) -> float:
+        return self.candidate(rows_per_tile).measure(target)
 
 
 @dataclass(frozen=True, eq=False)
@@ -353,19 +411,18 @@ class DeviceGemmTask:
         trace.apply_to_schedule(sch, remove_postproc=True)
         return sch.trace
 
-    def measure(self, tiling: Tiling, target=None) -> float:
-        """Simulated seconds of the layer (its output checked bit for bit against numpy first)."""
-        from ..sim import run
-
+    def candidate(self, tiling: Tiling) -> ProgramCandidate:
+        """The layer's program under ``tiling`` on a seeded random int8 input, with the numpy integer model's output."""
         rng = np.random.default_rng(0)
         k, n = self.weight.shape
         x = rng.integers(-128, 128, size=(self.m, k)).astype(np.int8)
         bias = self.bias if self.bias is not None else rng.integers(-(2**12), 2**12, size=n)
         multiplier = self.multiplier if self.multiplier is not None else rng.integers(1, 2**10, size=n)
         program, out = gemm_program(x, self.weight, bias, multiplier, self.shift, self.device, self.mode, self.relu, tiling)
-        result = run(program, self.device)
         acc = x.astype(np.int64) @ self.weight.astype(np.int64) + bias
-        expected = np.clip((acc * multiplier + (1 << (self.shift - 1))) >> self.shift, 0 if self.relu else -128, 127)
-        if not np.array_equal(result.read(out, (self.m, n), np.int8), expected):
-            raise WrongResult("device output differs from the numpy integer model")
-        return result.report.total.cycles / (self.device.clock_mhz * 1e6)
+        expected = np.clip((acc * multiplier + (1 << (self.shift - 1))) >> self.shift, 0 if self.relu else -128, 127).astype(np.int8)
+        return ProgramCandidate(program, self.device, out, expected)
+
+    def measure(self, tiling: Tiling, target=None) -> float:
+        """Simulated seconds of the layer (its output checked bit for bit against numpy first)."""
+        return self.candidate(tiling).measure()

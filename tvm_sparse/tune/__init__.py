@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 from ..schedule.choice import schedules_from
 from .database import DatabaseError, TunedSchedules, open_database
-from .search import SearchStats, SharedCostModel, best_recorded, record_default, recorded_trials, search
+from .rpc import RPCMeasurer, RPCSpec, RPCUnavailable
+from .search import LocalMeasurer, SearchStats, SharedCostModel, best_recorded, record_default, recorded_trials, search
 
-__all__ = ["DatabaseError", "TaskResult", "TunedSchedules", "extract_tasks", "tune"]
+__all__ = ["DatabaseError", "RPCSpec", "RPCUnavailable", "TaskResult", "TunedSchedules", "extract_tasks", "format_seconds", "tune"]
 
 
 class _Collector:
@@ -57,55 +59,74 @@ class TaskResult:
     stats: SearchStats | None = None  # this run's search; None when nothing was left to measure
     default_seconds: float | None = None  # measured when the task was new to the database
     best_seconds: float | None = None  # the best record after this run (the one a build applies)
+    skipped: str | None = None  # why the task was not tuned (its default schedule failed to measure)
 
     def to_dict(self) -> dict:
         stats = self.stats or SearchStats()
         return {"task": self.description, "recorded_before": self.recorded, "measured": stats.measured, "wrong_discarded": stats.wrong,
-                "failed": stats.failed, "default_seconds": self.default_seconds, "best_seconds": self.best_seconds}
+                "failed": stats.failed, "default_seconds": self.default_seconds, "best_seconds": self.best_seconds, "skipped": self.skipped}
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``seconds`` in the unit that shows it best: ``"12.3 us"``, ``"4.56 ms"``, ``"1.23 s"`` (``"-"`` for None)."""
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
 
 
 @dataclass
 class _Progress:
-    """One status line per task: tasks done, trials, best time so far."""
+    """One status line per task: ``trial k/N`` (the task's measurements, recorded ones included), best time so far."""
 
     total_tasks: int
     stream: object = field(default_factory=lambda: sys.stderr)
-    index: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def start(self, index: int, description: str, trials: int, best: float | None = None) -> None:
-        self.index, self.description, self.trials, self.best = index, description, trials, best
-        self._write(0, best)
+    def start(self, index: int, description: str, trials: int, recorded: int, best: float | None) -> None:
+        self.index, self.description, self.trials, self.recorded, self.best = index, description, trials, recorded, best
+        self._write(f"trial {recorded}/{trials}" if recorded else "measuring the default schedule")
 
     def update(self, stats: SearchStats) -> None:
-        done = stats.measured + stats.wrong + stats.failed
         if stats.best is not None and (self.best is None or stats.best_seconds < self.best):
             self.best = stats.best_seconds
-        self._write(done, self.best)
+        self._write(f"trial {self.recorded + stats.done}/{self.trials}")
 
     def finish(self, note: str) -> None:
         self.stream.write(("\n" if self.stream.isatty() else "") + f"  {note}\n")
         self.stream.flush()
 
-    def _write(self, done: int, best: float | None) -> None:
-        best_text = "-" if best is None else f"{best * 1e3:.4f} ms"
-        line = f"[task {self.index + 1}/{self.total_tasks}] {self.description}: trial {done}/{self.trials}, best {best_text}, {time.perf_counter() - self.started:.0f} s"
+    def _write(self, state: str) -> None:
+        line = f"[task {self.index + 1}/{self.total_tasks}] {self.description}: {state}, best {format_seconds(self.best)}, {time.perf_counter() - self.started:.0f} s"
         tty = self.stream.isatty()
         self.stream.write(("\r" if tty else "") + line + ("" if tty else "\n"))
         self.stream.flush()
 
 
 def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tuning", calibration=None, strategy: str = "xgb",
-         seed: int = 0, progress: bool = True, tasks: list | None = None, input_shapes=None) -> list[TaskResult]:
+         seed: int = 0, progress: bool = True, tasks: list | None = None, input_shapes=None, rpc: str | RPCSpec | None = None,
+         rpc_timeout: float = 60.0) -> list[TaskResult]:
     """Tune every kernel of ``model`` for ``target`` with up to ``trials`` measurements per task.
 
     ``target`` is what :func:`tvm_sparse.build` takes (the host CPU by
     default, or ``"sparse-accel"``); ``calibration`` is passed to the build
     for device targets, ``input_shapes`` to every build (as in
-    :func:`tvm_sparse.build`). Records are committed to the MetaSchedule database in
-    ``work_dir`` as they are measured, so Ctrl-C loses at most the batch in
-    flight and a second call resumes. ``tasks`` overrides the extracted tasks.
-    Returns one :class:`TaskResult` per task.
+    :func:`tvm_sparse.build`). ``rpc`` (``"HOST:PORT:KEY"``) measures on the
+    servers of that key at that RPC tracker (:mod:`tvm_sparse.tune.rpc`),
+    in parallel over them, ``rpc_timeout`` seconds at most per measurement;
+    without it, candidates are measured on this host.
+
+    Records are committed to the MetaSchedule database in ``work_dir`` as
+    they are measured (each measurement's host in ``measurements.jsonl``),
+    so an interruption loses at most the batch in flight and a second call
+    resumes. A candidate that fails to build, run or check is counted as
+    failed; a task whose default schedule cannot be measured is skipped
+    with a warning. ``tasks`` overrides the extracted tasks. Returns one
+    :class:`TaskResult` per task. Raises :class:`~tvm_sparse.tune.rpc.RPCUnavailable`
+    when the tracker or its servers cannot measure, and ``KeyboardInterrupt``
+    on Ctrl-C (the records so far kept).
     """
     from ..target import resolve_target
 
@@ -113,28 +134,50 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
         raise ValueError(f"trials must be at least 1, got {trials}")
     tgt = resolve_target(target)
     database = open_database(work_dir, create=True)
-    tasks = extract_tasks(model, tgt, calibration, input_shapes) if tasks is None else tasks
-    bar = _Progress(len(tasks)) if progress else None
-    shared = SharedCostModel() if strategy == "xgb" else None  # one cost model learns across the tasks
-    results = []
-    for index, task in enumerate(tasks):
-        recorded = recorded_trials(database, task)
-        result = TaskResult(task.describe(), recorded)
-        results.append(result)
-        if recorded == 0:  # the default schedule is the first record: tuning never makes a kernel slower
-            result.default_seconds = record_default(task, tgt, database)
-        left = trials - recorded_trials(database, task)
-        if left > 0:
+    measurer = RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, work_dir, rpc_timeout) if rpc else LocalMeasurer(tgt)
+    try:
+        tasks = extract_tasks(model, tgt, calibration, input_shapes) if tasks is None else tasks
+        bar = _Progress(len(tasks)) if progress else None
+        shared = SharedCostModel() if strategy == "xgb" else None  # one cost model learns across the tasks
+        results = []
+        for index, task in enumerate(tasks):  # a loop, not a comprehension: the warnings' stack level points at the caller
+            results.append(_tune_task(index, task, tgt, database, trials, work_dir, strategy, seed, measurer, shared, bar))
+        return results
+    finally:
+        measurer.close()
+
+
+def _tune_task(index, task, target, database, trials, work_dir, strategy, seed, measurer, shared, bar) -> TaskResult:
+    recorded = recorded_trials(database, task)
+    result = TaskResult(task.describe(), recorded)
+    if bar:
+        bar.start(index, task.describe(), trials, recorded, best_recorded(database, task))
+    if recorded == 0:  # the default schedule is the first record: tuning never makes a kernel slower
+        try:
+            result.default_seconds = record_default(task, target, database, work_dir, measurer)
+        except (RPCUnavailable, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - one task whose reference or default fails must not end the run
+            result.skipped = f"its default schedule failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+            warnings.warn(f"skipping tuning task {task.describe()}: {result.skipped}", stacklevel=3)
             if bar:
-                bar.start(index, task.describe(), left, best_recorded(database, task))
-            result.stats = search(task, tgt, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None, shared=shared)
-        result.best_seconds = best_recorded(database, task)
+                bar.finish(f"skipped: {result.skipped}")
+            return result
+    left = trials - recorded_trials(database, task)
+    if left > 0:
         if bar:
-            if result.stats is None:
-                bar.start(index, task.describe(), 0, result.best_seconds)
-                bar.finish(f"{recorded} trials already recorded, nothing to measure")
-            else:
-                best = "-" if result.best_seconds is None else f"{result.best_seconds * 1e3:.4f} ms"
-                default = f" (default {result.default_seconds * 1e3:.4f} ms)" if result.default_seconds else ""
-                bar.finish(f"best {best}{default}; {result.stats.wrong} wrong and {result.stats.failed} failed candidates discarded")
-    return results
+            bar.start(index, task.describe(), trials, trials - left, best_recorded(database, task))
+        result.stats = search(task, target, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None, shared=shared,
+                              measurer=measurer)
+    result.best_seconds = best_recorded(database, task)
+    stats = result.stats
+    if stats is not None and stats.measured == 0 and stats.failed:
+        warnings.warn(f"tuning task {task.describe()}: all {stats.failed} candidates failed (first: {stats.first_error})", stacklevel=3)
+    if bar:
+        if stats is None:
+            bar.finish(f"{recorded} trials already recorded, nothing to measure")
+        else:
+            default = f" (default {format_seconds(result.default_seconds)})" if result.default_seconds else ""
+            failed = f", first failure: {stats.first_error}" if stats.first_error else ""
+            bar.finish(f"best {format_seconds(result.best_seconds)}{default}; {stats.wrong} wrong and {stats.failed} failed candidates discarded{failed}")
+    return result

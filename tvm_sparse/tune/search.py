@@ -4,10 +4,10 @@ MetaSchedule supplies the search (evolutionary with its XGBoost cost model,
 or random replay), the database and the task loop. This module supplies what
 it lacks for kernels it cannot schedule itself:
 
-* a builder and a runner that measure a candidate with its task
-  (:meth:`measure`: the generated kernel's wall time, or the simulator's
-  cycles over the device clock), in process, recording wrong results as
-  failures that never reach the database;
+* a builder and a runner that measure a candidate with its task (the
+  generated kernel's wall time, or the simulator's cycles over the device
+  clock), on this host or on RPC servers (:mod:`.rpc`), recording wrong
+  results and failing candidates as failures that never reach the database;
 * a postprocessor that rejects device tilings that do not fit the buffers
   before they are measured;
 * a feature extractor over each task's knobs and what they imply (CPU:
@@ -21,9 +21,16 @@ it lacks for kernels it cannot schedule itself:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
-from collections.abc import Callable
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,8 +41,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule import _ffi_api as ms_ffi
 from tvm.s_tir.meta_schedule.logging import get_logging_func
 
-from ..accel.isa import ProgramError
 from ..schedule.tasks import TASK_ATTR, DeviceGemmTask, WrongResult
+from .rpc import RPCUnavailable
 
 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
@@ -50,21 +57,55 @@ class SearchStats:
     best_seconds: float = float("inf")
     best: object = None
     history: list = field(default_factory=list)  # seconds of each measured candidate, in order
+    first_error: str | None = None  # why the first failed candidate failed
+
+    @property
+    def done(self) -> int:
+        return self.measured + self.wrong + self.failed
 
 
-class _Done(ms.runner.PyRunnerFuture):
-    def __init__(self, result: ms.runner.RunnerResult):
-        super().__init__()
-        self._result = result
+MEASUREMENT_LOG = "measurements.jsonl"
+
+
+def log_measurement(work_dir: str, task, knobs, seconds: float, host: str) -> None:
+    """Append one measurement (task, decision, seconds, host) to ``work_dir``'s :data:`MEASUREMENT_LOG`,
+    beside MetaSchedule's records (whose format has no place for the host)."""
+    line = {"task": task.describe(), "knobs": str(knobs), "seconds": seconds, "host": host, "time": time.time()}
+    with open(os.path.join(work_dir, MEASUREMENT_LOG), "a") as log:
+        log.write(json.dumps(line) + "\n")
+
+
+class _Measured:
+    """A measurement already finished (on this host, or failed before it was sent)."""
+
+    def __init__(self, value=None, error: Exception | None = None):
+        self.value, self.error = value, error
 
     def done(self) -> bool:
         return True
 
-    def result(self) -> ms.runner.RunnerResult:
-        return self._result
+    def result(self) -> tuple[float, str]:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
-_DoneFuture = derived_object(_Done)
+class LocalMeasurer:
+    """Measures candidates on this host, one at a time (wall time, or the simulator's cycles)."""
+
+    host = f"{socket.gethostname()} (local)"
+
+    def __init__(self, target: tvm.target.Target):
+        self.target = target
+
+    def submit(self, candidate) -> _Measured:
+        try:
+            return _Measured((candidate.measure(self.target), self.host))
+        except Exception as err:  # noqa: BLE001 - a failing candidate is counted, never fatal
+            return _Measured(error=err)
+
+    def close(self) -> None:
+        pass
 
 
 def _make_builder(task, artifacts: dict):
@@ -85,33 +126,108 @@ def _make_builder(task, artifacts: dict):
     return KnobBuilder()
 
 
-def _make_runner(task, target, artifacts: dict, stats: SearchStats, on_result: Callable | None):
+def _error_text(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
+
+
+@contextlib.contextmanager
+def _ctrl_c_flag() -> Iterator[threading.Event]:
+    """Ctrl-C sets the returned flag instead of raising: a KeyboardInterrupt raised in one of the Python
+    callbacks of MetaSchedule's C++ loop (cost model, search strategy) comes out as a bare RuntimeError.
+    The runner acts on the flag; a second Ctrl-C raises at once."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Runner:
+    """Sends each candidate to the measurer and counts what comes back. A failing candidate is counted
+    (``stats.failed``) and the search goes on; servers that are gone, or Ctrl-C (``interrupted``), stop
+    it (kept in ``stop``: an exception raised through MetaSchedule's C++ loop loses its type)."""
+
+    def __init__(self, task, measurer, artifacts: dict, stats: SearchStats, work_dir: str, on_result: Callable | None,
+                 interrupted: threading.Event):
+        self.task, self.measurer, self.artifacts, self.stats = task, measurer, artifacts, stats
+        self.work_dir, self.on_result, self.interrupted = work_dir, on_result, interrupted
+        self.stop: BaseException | None = None
+
+    def check_interrupt(self) -> None:
+        if self.interrupted.is_set():
+            self.stop = KeyboardInterrupt()
+            raise self.stop
+
+    def submit(self, artifact: str):
+        self.check_interrupt()
+        knobs = self.artifacts.pop(artifact)
+        try:
+            return knobs, self.measurer.submit(self.task.candidate(knobs))
+        except Exception as err:  # noqa: BLE001 - generating or building the candidate failed
+            return knobs, _Measured(error=err)
+
+    def finish(self, knobs, pending) -> ms.runner.RunnerResult:
+        self.check_interrupt()
+        stats = self.stats
+        try:
+            seconds, host = pending.result()
+        except WrongResult as err:
+            stats.wrong += 1
+            result = ms.runner.RunnerResult(None, f"wrong result: {err}")
+        except RPCUnavailable as err:
+            self.stop = err
+            raise
+        except Exception as err:  # noqa: BLE001 - a failing candidate is counted, never fatal
+            stats.failed += 1
+            stats.first_error = stats.first_error or _error_text(err)
+            result = ms.runner.RunnerResult(None, _error_text(err))
+        else:
+            stats.measured += 1
+            stats.history.append(seconds)
+            if seconds < stats.best_seconds:
+                stats.best_seconds, stats.best = seconds, knobs
+            log_measurement(self.work_dir, self.task, knobs, seconds, host)
+            result = ms.runner.RunnerResult([seconds], None)
+        if self.on_result is not None:
+            self.on_result(stats)
+        return result
+
+
+class _Future(ms.runner.PyRunnerFuture):
+    def __init__(self, runner: _Runner, knobs, pending):
+        super().__init__()
+        self._runner, self._knobs, self._pending, self._result = runner, knobs, pending, None
+
+    def done(self) -> bool:
+        return self._pending.done()
+
+    def result(self) -> ms.runner.RunnerResult:
+        if self._result is None:
+            self._result = self._runner.finish(self._knobs, self._pending)
+        return self._result
+
+
+_RunnerFuture = derived_object(_Future)
+
+
+def _make_runner(runner: _Runner):
     @derived_object
     class TaskRunner(ms.runner.PyRunner):
-        """Measures candidates with the task (wall time on the host, or simulated device time)."""
+        """Measures candidates with the task's check: on this host or on RPC servers (:mod:`.rpc`)."""
 
         def run(self, runner_inputs):
-            futures = []
-            for inp in runner_inputs:
-                knobs = artifacts.pop(inp.artifact_path)
-                try:
-                    seconds = task.measure(knobs, target)
-                except WrongResult as err:
-                    stats.wrong += 1
-                    result = ms.runner.RunnerResult(None, f"wrong result: {err}")
-                except (ProgramError, tvm.error.TVMError, ValueError) as err:
-                    stats.failed += 1
-                    result = ms.runner.RunnerResult(None, f"{type(err).__name__}: {err}")
-                else:
-                    stats.measured += 1
-                    stats.history.append(seconds)
-                    if seconds < stats.best_seconds:
-                        stats.best_seconds, stats.best = seconds, knobs
-                    result = ms.runner.RunnerResult([seconds], None)
-                if on_result is not None:
-                    on_result(stats)
-                futures.append(_DoneFuture(result))
-            return futures
+            return [_RunnerFuture(runner, *runner.submit(str(inp.artifact_path))) for inp in runner_inputs]
 
     return TaskRunner()
 
@@ -201,11 +317,13 @@ def best_recorded(database: ms.database.Database, task) -> float | None:
     return float(np.mean([float(t) for t in top[0].run_secs])) if top else None
 
 
-def record_default(task, target: tvm.target.Target, database: ms.database.Database) -> float:
-    """Measure the task's default schedule and commit it as a record, so that a tuned build never picks a
-    schedule slower than the default. Returns its seconds."""
+def record_default(task, target: tvm.target.Target, database: ms.database.Database, work_dir: str, measurer=None) -> float:
+    """Measure the task's default schedule (with ``measurer``, default this host) and commit it as a
+    record, so that a tuned build never picks a schedule slower than the default. Returns its seconds;
+    raises what the measurement raised (:class:`WrongResult` when the default computes a wrong result)."""
     knobs = task.default()
-    seconds = task.measure(knobs, target)
+    seconds, host = (measurer or LocalMeasurer(target)).submit(task.candidate(knobs)).result()
+    log_measurement(work_dir, task, knobs, seconds, host)
     trace = task.trace(knobs)
     if trace is not None:
         func = task.workload()
@@ -226,14 +344,20 @@ def search(
     trials_per_round: int = 8,
     on_result: Callable[[SearchStats], None] | None = None,
     shared: SharedCostModel | None = None,
+    measurer=None,
 ) -> SearchStats:
     """Measure up to ``trials`` candidates of ``task`` and commit them to ``database``.
 
     ``strategy`` is ``"xgb"`` (MetaSchedule's evolutionary search guided by
     its XGBoost cost model; ``shared``: a model already trained on other
     tasks, which this search goes on training) or ``"random"`` (random replay
-    of the design space, the baseline). ``on_result`` is called after each
-    measurement.
+    of the design space, the baseline). ``measurer``: where candidates are
+    measured (:class:`LocalMeasurer` by default, or
+    :class:`~tvm_sparse.tune.rpc.RPCMeasurer`). ``on_result`` is called after
+    each measurement. A candidate that fails to build, run or check is
+    counted and the search goes on; raises
+    :class:`~tvm_sparse.tune.rpc.RPCUnavailable` when the RPC servers are
+    gone and ``KeyboardInterrupt`` on Ctrl-C, the measurements so far committed.
     """
     stats = SearchStats()
     artifacts: dict = {}
@@ -247,17 +371,30 @@ def search(
     else:
         raise ValueError(f"unknown search strategy {strategy!r} (xgb or random)")
     context = _tune_context(task, target, search_strategy, seed)
-    ms.tune.tune_tasks(
-        tasks=[context],
-        task_weights=[1.0],
-        work_dir=work_dir,
-        max_trials_global=trials,
-        num_trials_per_iter=trials_per_round,
-        builder=_make_builder(task, artifacts),
-        runner=_make_runner(task, target, artifacts, stats, on_result),
-        database=database,
-        cost_model=cost_model,
-        measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()],
-        task_scheduler="round-robin",
-    )
+    with _ctrl_c_flag() as interrupted:
+        runner = _Runner(task, measurer or LocalMeasurer(target), artifacts, stats, work_dir, on_result, interrupted)
+        _tune(runner, context, trials, trials_per_round, work_dir, database, cost_model, artifacts, task)
+        runner.check_interrupt()  # a Ctrl-C during the last round
     return stats
+
+
+def _tune(runner: _Runner, context, trials, trials_per_round, work_dir, database, cost_model, artifacts, task) -> None:
+    """MetaSchedule's task loop over one task; raises what stopped the runner."""
+    try:
+        ms.tune.tune_tasks(
+            tasks=[context],
+            task_weights=[1.0],
+            work_dir=work_dir,
+            max_trials_global=trials,
+            num_trials_per_iter=trials_per_round,
+            builder=_make_builder(task, artifacts),
+            runner=_make_runner(runner),
+            database=database,
+            cost_model=cost_model,
+            measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()],
+            task_scheduler="round-robin",
+        )
+    except BaseException:
+        if runner.stop is not None:
+            raise runner.stop from None
+        raise
