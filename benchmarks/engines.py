@@ -36,17 +36,20 @@ import numpy as np
 THREADS = 2
 
 
-def machine() -> str:
-    """The CPU model and the threads each engine gets."""
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} CPUs, {THREADS} threads per engine"
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """The CPU model and the threads each engine gets."""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {THREADS} threads per engine"
 
 
 def _session(kind: str, path: str):

@@ -134,7 +134,7 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
         raise ValueError(f"trials must be at least 1, got {trials}")
     tgt = resolve_target(target)
     database = open_database(work_dir, create=True)
-    measurer = RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, work_dir, rpc_timeout) if rpc else LocalMeasurer(tgt)
+    measurer = RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, rpc_timeout) if rpc else LocalMeasurer(tgt)
     try:
         tasks = extract_tasks(model, tgt, calibration, input_shapes) if tasks is None else tasks
         bar = _Progress(len(tasks)) if progress else None

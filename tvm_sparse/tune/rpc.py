@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import struct
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,7 +192,7 @@ class RPCMeasurer:
     ``timeout``: seconds for one measurement, tracker request included.
     """
 
-    def __init__(self, spec: RPCSpec, target, work_dir: str, timeout: float = 60.0):
+    def __init__(self, spec: RPCSpec, target, timeout: float = 60.0):
         from tvm.support.popen_pool import PopenPoolExecutor
 
         self.spec, self.target, self.timeout = spec, target, timeout
@@ -200,8 +201,7 @@ class RPCMeasurer:
         if self.servers == 0:
             raise RPCUnavailable(f"the RPC tracker at {spec.host}:{spec.port} has no server of key {spec.key!r} "
                                  f"(start one with: tvm-sparse rpc-server --tracker {spec.host}:{spec.port} --key {spec.key})")
-        self.directory = os.path.join(work_dir, "rpc-candidates")
-        os.makedirs(self.directory, exist_ok=True)
+        self.directory = tempfile.TemporaryDirectory(prefix="tvm-sparse-rpc-")  # the libraries on their way out
         self.pool = PopenPoolExecutor(max_workers=self.servers, timeout=timeout)
         self.in_a_row = 0
         self.count = 0
@@ -222,10 +222,10 @@ class RPCMeasurer:
 
         if isinstance(candidate, KernelCandidate):
             self.count += 1
-            library = os.path.join(self.directory, f"kernel-{os.getpid()}-{self.count}.so")
+            library = os.path.join(self.directory.name, f"kernel-{self.count}.so")
             candidate.build(self.target).export_library(library)
             future = self.pool.submit(_run_kernel, self.config, library, candidate.args, candidate.expected.shape)
-            future.add_done_callback(lambda _: os.remove(library))
+            future.add_done_callback(lambda _: os.path.exists(library) and os.remove(library))
         else:
             future = self.pool.submit(_run_program, self.config, candidate.program.to_bytes(), candidate.device.to_json(),
                                       candidate.out_addr, candidate.expected.size)
@@ -246,3 +246,4 @@ class RPCMeasurer:
 
     def close(self) -> None:
         self.pool.shutdown()
+        self.directory.cleanup()

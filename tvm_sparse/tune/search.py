@@ -373,28 +373,23 @@ def search(
     context = _tune_context(task, target, search_strategy, seed)
     with _ctrl_c_flag() as interrupted:
         runner = _Runner(task, measurer or LocalMeasurer(target), artifacts, stats, work_dir, on_result, interrupted)
-        _tune(runner, context, trials, trials_per_round, work_dir, database, cost_model, artifacts, task)
+        try:
+            ms.tune.tune_tasks(
+                tasks=[context],
+                task_weights=[1.0],
+                work_dir=work_dir,
+                max_trials_global=trials,
+                num_trials_per_iter=trials_per_round,
+                builder=_make_builder(task, artifacts),
+                runner=_make_runner(runner),
+                database=database,
+                cost_model=cost_model,
+                measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()],
+                task_scheduler="round-robin",
+            )
+        except BaseException:
+            if runner.stop is not None:  # what stopped the runner, with its type (the C++ loop re-raises a RuntimeError)
+                raise runner.stop from None
+            raise
         runner.check_interrupt()  # a Ctrl-C during the last round
     return stats
-
-
-def _tune(runner: _Runner, context, trials, trials_per_round, work_dir, database, cost_model, artifacts, task) -> None:
-    """MetaSchedule's task loop over one task; raises what stopped the runner."""
-    try:
-        ms.tune.tune_tasks(
-            tasks=[context],
-            task_weights=[1.0],
-            work_dir=work_dir,
-            max_trials_global=trials,
-            num_trials_per_iter=trials_per_round,
-            builder=_make_builder(task, artifacts),
-            runner=_make_runner(runner),
-            database=database,
-            cost_model=cost_model,
-            measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()],
-            task_scheduler="round-robin",
-        )
-    except BaseException:
-        if runner.stop is not None:
-            raise runner.stop from None
-        raise
