@@ -4,6 +4,7 @@ the simulator runner reports the simulator's cycles; unusable databases are skip
 import json
 import logging
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -232,7 +233,8 @@ class _NoDefault(BlockMatmulTask):
         raise ValueError("matmul: Input operand 1 has a mismatch in its core dimension 0")
 
 
-def test_the_tuner_survives_failing_candidates_and_skips_a_task_without_a_reference(tmp_path, rng, capsys):
+def test_the_tuner_survives_failing_candidates_and_skips_a_task_without_a_reference(tmp_path, rng, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the live trial lines show on a terminal only
     weight = BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1))
     failing, broken = _FailsAboveEight(16, weight), _NoDefault(24, weight)
     with pytest.warns(UserWarning, match=r"skipping tuning task block matmul 24x48x32 16x1 d0\.\d+: its default schedule failed: ValueError: matmul"):
@@ -244,6 +246,7 @@ def test_the_tuner_survives_failing_candidates_and_skips_a_task_without_a_refere
     err = capsys.readouterr().err
     assert re.search(r"\[task 2/2\] block matmul 16x48x32 16x1 d0\.\d+: trial 1/12,", err) and "trial 12/12," in err and "trial 0/" not in err
     assert re.search(r"best \d[\d.]* us", err) and "0.0000 ms" not in err
+    assert "[task 1/2] block matmul 24x48x32 16x1" in err and ": skipped\n" in err
 
 
 def test_times_print_in_useful_units():
@@ -283,3 +286,14 @@ def test_ctrl_c_stops_tuning_cleanly_and_the_run_resumes(tmp_path, pruned_mlp):
     assert kept >= 1
     assert tune(pruned_mlp, trials=kept, work_dir=str(db), progress=False, tasks=[task])[0].stats is None  # resumes with what was kept
     assert os.path.getsize(db / "database_tuning_record.json") > 0
+
+
+def test_one_trial_is_the_default_measured_and_reported(tmp_path, pruned_mlp, capsys):
+    import onnx
+
+    path = tmp_path / "mlp.onnx"
+    onnx.save(pruned_mlp, path)
+    assert main(["tune", str(path), "--trials", "1", "--db", str(tmp_path / "db")]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == f"tuned 2 task(s), 2 new measurement(s), records in {tmp_path / 'db'}"
+    assert out.err.count("] block matmul") == 2 and "nothing to measure" not in out.err  # one result line per task

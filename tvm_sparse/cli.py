@@ -181,8 +181,8 @@ def _cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise CLIError(f"--trials must be at least 1, got {args.trials}")
-    if args.rpc_timeout <= 0:
-        raise CLIError(f"--rpc-timeout must be positive, got {args.rpc_timeout}")
+    if not 1 <= args.rpc_timeout <= 24 * 3600:  # NaN fails this too
+        raise CLIError(f"--rpc-timeout must be from 1 to 86400 seconds, got {args.rpc_timeout}")
     rpc = RPCSpec.parse(args.rpc) if args.rpc else None  # a malformed address fails before the model loads
     _check_directory(args.db if os.path.exists(args.db) else os.path.dirname(os.path.abspath(args.db)), f"--db {args.db}")  # tune creates it
     loaded = load_model(args.model)
@@ -198,13 +198,15 @@ def _cmd_tune(args) -> int:
         print(f"\ninterrupted: the measurements so far are in {args.db}; run the same command again to resume", file=sys.stderr)
         return 130
     except RPCUnavailable as err:
-        print(f"tvm-sparse tune: error: {err}; the measurements so far are in {args.db}", file=sys.stderr)
+        kept = f"; the measurements so far are in {args.db}" if os.path.isdir(args.db) else ""
+        print(f"tvm-sparse tune: error: {err}{kept}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
     else:
-        measured = sum(r.stats.measured for r in results if r.stats)
-        print(f"tuned {len(results)} task(s), {measured} new measurement(s), records in {args.db}")
+        skipped = sum(r.skipped is not None for r in results)
+        tuned = f"{len(results) - skipped} of {len(results)} task(s) ({skipped} skipped)" if skipped else f"{len(results)} task(s)"
+        print(f"tuned {tuned}, {sum(r.new_measurements for r in results)} new measurement(s), records in {args.db}")
     return 0
 
 
@@ -213,7 +215,11 @@ def _cmd_rpc_server(args) -> int:
 
     from .tune.rpc import serve
 
-    server = serve(args.tracker, args.key, args.host, args.port, args.port + 100)
+    if not 1 <= args.port <= 65535:
+        raise CLIError(f"--port must be from 1 to 65535, got {args.port}")
+    if not args.key.strip() or ":" in args.key:
+        raise CLIError(f"--key {args.key!r}: a key is a non-blank name without ':'")
+    server = serve(args.tracker, args.key, args.host, args.port, min(args.port + 100, 65536))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that the server process below is stopped too
     print(f"tvm-sparse RPC server on {args.host}:{server.port}, registered with the tracker at {args.tracker} under key {args.key!r}; "
           "Ctrl-C stops it", flush=True)

@@ -35,7 +35,8 @@ def quiet() -> Iterator[None]:
         _QUIET.reset(token)
 
 
-def _shown() -> bool:
+def shown() -> bool:
+    """Whether progress shows: stderr is a terminal, outside :func:`quiet`, without ``TVM_SPARSE_QUIET=1``."""
     return not _QUIET.get() and os.environ.get("TVM_SPARSE_QUIET", "") in ("", "0") and sys.stderr.isatty()
 
 
@@ -50,7 +51,7 @@ def task(description: str, total: int | None = None) -> Iterator[Advance]:
     ``total`` is the number of steps (``None``: unknown, only the elapsed
     time is shown). The line disappears when the block ends.
     """
-    if not _shown():
+    if not shown():
         yield _no_op
         return
     live = _LIVE.get()

@@ -22,10 +22,11 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from .. import progress
 from ..schedule.choice import schedules_from
 from .database import DatabaseError, TunedSchedules, open_database
 from .rpc import RPCMeasurer, RPCSpec, RPCUnavailable
-from .search import LocalMeasurer, SearchStats, SharedCostModel, best_recorded, record_default, recorded_trials, search
+from .search import LocalMeasurer, SearchStats, SharedCostModel, best_recorded, error_text, record_default, recorded_trials, search
 
 __all__ = ["DatabaseError", "RPCSpec", "RPCUnavailable", "TaskResult", "TunedSchedules", "extract_tasks", "format_seconds", "tune"]
 
@@ -61,9 +62,15 @@ class TaskResult:
     best_seconds: float | None = None  # the best record after this run (the one a build applies)
     skipped: str | None = None  # why the task was not tuned (its default schedule failed to measure)
 
+    @property
+    def new_measurements(self) -> int:
+        """Measurements this run added to the database (the default's included)."""
+        return (self.stats.measured if self.stats else 0) + (self.default_seconds is not None)
+
     def to_dict(self) -> dict:
         stats = self.stats or SearchStats()
-        return {"task": self.description, "recorded_before": self.recorded, "measured": stats.measured, "wrong_discarded": stats.wrong,
+        return {"task": self.description, "recorded_before": self.recorded, "measured": stats.measured, "new_measurements": self.new_measurements,
+                "wrong_discarded": stats.wrong,
                 "failed": stats.failed, "default_seconds": self.default_seconds, "best_seconds": self.best_seconds, "skipped": self.skipped}
 
 
@@ -79,30 +86,41 @@ def format_seconds(seconds: float | None) -> str:
 
 @dataclass
 class _Progress:
-    """One status line per task: ``trial k/N`` (the task's measurements, recorded ones included), best time so far."""
+    """Tuning progress on stderr: a live ``trial k/N`` line per task (the task's trials, recorded ones
+    included, and the best time so far; on a terminal only, as :mod:`tvm_sparse.progress`), and one result
+    line per task when it ends."""
 
     total_tasks: int
-    stream: object = field(default_factory=lambda: sys.stderr)
     started: float = field(default_factory=time.perf_counter)
 
     def start(self, index: int, description: str, trials: int, recorded: int, best: float | None) -> None:
         self.index, self.description, self.trials, self.recorded, self.best = index, description, trials, recorded, best
-        self._write(f"trial {recorded}/{trials}" if recorded else "measuring the default schedule")
+        self._live(f"trial {recorded}/{trials}" if recorded else "measuring the default schedule")
+
+    def default_measured(self, seconds: float) -> None:
+        self.recorded, self.best = 1, seconds
+        self._live(f"trial 1/{self.trials}")
 
     def update(self, stats: SearchStats) -> None:
         if stats.best is not None and (self.best is None or stats.best_seconds < self.best):
             self.best = stats.best_seconds
-        self._write(f"trial {self.recorded + stats.done}/{self.trials}")
+        self._live(f"trial {self.recorded + stats.done}/{self.trials}")
 
     def finish(self, note: str) -> None:
-        self.stream.write(("\n" if self.stream.isatty() else "") + f"  {note}\n")
-        self.stream.flush()
+        self._write(f"{self._prefix()}: {note}", live=False)
 
-    def _write(self, state: str) -> None:
-        line = f"[task {self.index + 1}/{self.total_tasks}] {self.description}: {state}, best {format_seconds(self.best)}, {time.perf_counter() - self.started:.0f} s"
-        tty = self.stream.isatty()
-        self.stream.write(("\r" if tty else "") + line + ("" if tty else "\n"))
-        self.stream.flush()
+    def _prefix(self) -> str:
+        return f"[task {self.index + 1}/{self.total_tasks}] {self.description}"
+
+    def _live(self, state: str) -> None:
+        if progress.shown():
+            self._write(f"{self._prefix()}: {state}, best {format_seconds(self.best)}, {time.perf_counter() - self.started:.0f} s", live=True)
+
+    @staticmethod
+    def _write(line: str, live: bool) -> None:
+        tty = sys.stderr.isatty()
+        sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if live and tty else "\n"))
+        sys.stderr.flush()
 
 
 def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tuning", calibration=None, strategy: str = "xgb",
@@ -133,9 +151,9 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
     tgt = resolve_target(target)
-    database = open_database(work_dir, create=True)
     measurer = RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, rpc_timeout) if rpc else LocalMeasurer(tgt)
     try:
+        database = open_database(work_dir, create=True)
         tasks = extract_tasks(model, tgt, calibration, input_shapes) if tasks is None else tasks
         bar = _Progress(len(tasks)) if progress else None
         shared = SharedCostModel() if strategy == "xgb" else None  # one cost model learns across the tasks
@@ -158,15 +176,15 @@ def _tune_task(index, task, target, database, trials, work_dir, strategy, seed, 
         except (RPCUnavailable, KeyboardInterrupt):
             raise
         except Exception as err:  # noqa: BLE001 - one task whose reference or default fails must not end the run
-            result.skipped = f"its default schedule failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-            warnings.warn(f"skipping tuning task {task.describe()}: {result.skipped}", stacklevel=3)
+            result.skipped = f"its default schedule failed: {error_text(err)}"
             if bar:
-                bar.finish(f"skipped: {result.skipped}")
+                bar.finish("skipped")
+            warnings.warn(f"skipping tuning task {task.describe()}: {result.skipped}", stacklevel=3)
             return result
+        if bar:
+            bar.default_measured(result.default_seconds)
     left = trials - recorded_trials(database, task)
     if left > 0:
-        if bar:
-            bar.start(index, task.describe(), trials, trials - left, best_recorded(database, task))
         result.stats = search(task, target, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None, shared=shared,
                               measurer=measurer)
     result.best_seconds = best_recorded(database, task)
@@ -174,10 +192,11 @@ def _tune_task(index, task, target, database, trials, work_dir, strategy, seed, 
     if stats is not None and stats.measured == 0 and stats.failed:
         warnings.warn(f"tuning task {task.describe()}: all {stats.failed} candidates failed (first: {stats.first_error})", stacklevel=3)
     if bar:
-        if stats is None:
-            bar.finish(f"{recorded} trials already recorded, nothing to measure")
+        if result.new_measurements == 0:
+            bar.finish(f"{recorded} trials already recorded, nothing to measure; best {format_seconds(result.best_seconds)}")
         else:
             default = f" (default {format_seconds(result.default_seconds)})" if result.default_seconds else ""
-            failed = f", first failure: {stats.first_error}" if stats.first_error else ""
-            bar.finish(f"best {format_seconds(result.best_seconds)}{default}; {stats.wrong} wrong and {stats.failed} failed candidates discarded{failed}")
+            discarded = f"; {stats.wrong} wrong and {stats.failed} failed candidates discarded" if stats else ""
+            first = f" (first failure: {stats.first_error})" if stats and stats.first_error else ""
+            bar.finish(f"best {format_seconds(result.best_seconds)}{default}{discarded}{first}")
     return result

@@ -12,11 +12,13 @@ What travels over the wire:
   included) and the device description out; its cycles and output back.
 
 Outputs are checked here against the numpy reference, so a server only
-runs. As in MetaSchedule's ``RPCRunner`` (whose :class:`RPCConfig` this
-uses), measurements run in a pool of worker processes, one per server, each
-asking the tracker for a session: candidates are measured in parallel over
-the servers, and a worker that does not answer within the timeout is
-killed. A tracker that does not answer, a key without servers, or servers
+runs. As in MetaSchedule's ``RPCRunner``, measurements run in a pool of
+worker processes, one per server, each asking the tracker for a session:
+candidates are measured in parallel over the servers, and a worker that
+does not answer within the timeout is killed. The tracker is spoken to with
+TVM's protocol (``tvm.rpc.base``) on sockets whose every operation is
+bounded by the timeout; TVM's client retries for a minute and can wait
+forever on a peer that is not a tracker. A tracker that does not answer, a key without servers, or servers
 that are all gone raise :class:`RPCUnavailable` within a bounded time.
 
 TVM's RPC has no authentication: a server runs whatever it is sent. Keep
@@ -31,6 +33,7 @@ import os
 import socket
 import struct
 import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +48,21 @@ class RPCUnavailable(TVMSparseError):
     """The tracker or its servers cannot measure: no answer, no server of the key, or not a tvm-sparse server."""
 
 
+class NotTVMSparseServer(RPCUnavailable):
+    """A server of the key lacks tvm-sparse's functions (a plain ``python -m tvm.exec.rpc_server``)."""
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6ADDR]:PORT`` for an IPv6 address) as ``(host, port)``; raises
+    :class:`RPCUnavailable` naming ``what`` on anything else."""
+    host, _, port = str(text).rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or ":" in host and not str(text).startswith("[") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise RPCUnavailable(f"{what} {text!r}: expected HOST:PORT with a port from 1 to 65535 (an IPv6 host in brackets: [::1]:9190)")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class RPCSpec:
     """Where to measure: the tracker's address and the key its servers registered with."""
@@ -56,19 +74,67 @@ class RPCSpec:
     @staticmethod
     def parse(text: str) -> RPCSpec:
         """``HOST:PORT:KEY`` (e.g. ``10.0.0.5:9190:zen3``); raises :class:`RPCUnavailable` on anything else."""
-        parts = str(text).rsplit(":", 2)
-        if len(parts) != 3 or not all(parts) or not parts[1].isdigit():
+        address, _, key = str(text).rpartition(":")
+        if not key.strip() or not address:
             raise RPCUnavailable(f"RPC tracker {text!r}: expected HOST:PORT:KEY (e.g. 127.0.0.1:9190:cpu)")
-        return RPCSpec(parts[0], int(parts[1]), parts[2])
+        return RPCSpec(*parse_address(address, "RPC tracker"), key)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}:{self.key}"
+        return f"{self.address}:{self.key}"
 
-    def config(self, timeout: float):
-        """MetaSchedule's :class:`RPCConfig` for this tracker (``timeout``: seconds, for the tracker and a session)."""
-        from tvm.s_tir.meta_schedule.runner import RPCConfig
 
-        return RPCConfig(self.host, self.port, self.key, session_timeout_sec=timeout)
+def _tracker_socket(spec: RPCSpec, timeout: float) -> socket.socket:
+    """A socket to the tracker after TVM's tracker handshake, every operation bounded by ``timeout`` seconds
+    (TVM's own client retries for a minute and can wait forever on a peer that is not a tracker)."""
+    from tvm.rpc import base
+
+    try:
+        sock = socket.create_connection((spec.host, spec.port), timeout=timeout)
+    except OSError as err:
+        raise RPCUnavailable(f"no RPC tracker answers at {spec.address} ({err.strerror or err}); "
+                             f"start one with: python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {spec.port}") from None
+    try:
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        magic = struct.unpack("<i", base.recvall(sock, 4))[0]
+    except (OSError, RuntimeError, struct.error) as err:
+        sock.close()
+        raise RPCUnavailable(f"{spec.address} does not answer as an RPC tracker ({err or type(err).__name__})") from None
+    if magic != base.RPC_TRACKER_MAGIC:
+        sock.close()
+        raise RPCUnavailable(f"{spec.address} is not an RPC tracker")
+    return sock
+
+
+def _ask_tracker(spec: RPCSpec, timeout: float, request: list):
+    """Send ``request`` to the tracker and return its answer's value; raises :class:`RPCUnavailable`."""
+    from tvm.rpc import base
+
+    with _tracker_socket(spec, timeout) as sock:
+        try:
+            base.sendjson(sock, request)
+            code, value = base.recvjson(sock)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise RPCUnavailable(f"the RPC tracker at {spec.address} stopped answering ({err or type(err).__name__})") from None
+    if code != base.TrackerCode.SUCCESS:
+        raise RPCUnavailable(f"the RPC tracker at {spec.address} refused {request[0]}: {value}")
+    return value
+
+
+def servers(spec: RPCSpec, timeout: float) -> list[tuple[str, int]]:
+    """The addresses of the servers of ``spec.key`` the tracker knows (busy or free)."""
+    from tvm.rpc import base
+
+    info = _ask_tracker(spec, timeout, [base.TrackerCode.SUMMARY])["server_info"]
+    return [tuple(item["addr"]) for item in info if item["key"].partition(":")[2] == spec.key]
+
+
+def count_servers(spec: RPCSpec, timeout: float) -> int:
+    """How many servers of ``spec.key`` the tracker knows; raises :class:`RPCUnavailable` when it does not answer."""
+    return len(servers(spec, timeout))
 
 
 def register_server_functions() -> None:
@@ -93,54 +159,58 @@ def register_server_functions() -> None:
         return struct.pack("<Q", result.report.total.cycles) + output.tobytes()
 
 
-def _check_tracker(spec: RPCSpec, timeout: float) -> None:
-    """Raise :class:`RPCUnavailable` unless a tracker answers at ``spec`` within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((spec.host, spec.port), timeout=timeout):
-            pass
-    except OSError as err:
-        raise RPCUnavailable(f"no RPC tracker answers at {spec.host}:{spec.port} ({err.strerror or err}); "
-                             f"start one with: python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {spec.port}") from None
-
-
-def serve(tracker: str, key: str, host: str = "0.0.0.0", port: int = 9090, port_end: int = 9199):
-    """Start a tvm-sparse RPC server (TVM's ``tvm.rpc.Server`` in a child process) that registers with the
-    tracker at ``tracker`` (``HOST:PORT``) under ``key``, on the first free port in ``[port, port_end)``.
-    Returns the :class:`tvm.rpc.Server` (``.port``; ``.terminate()`` stops it). Raises
-    :class:`RPCUnavailable` when no tracker answers."""
+def serve(tracker: str, key: str, host: str = "0.0.0.0", port: int = 9090, port_end: int = 9199, wait: float = 30.0):
+    """Start a tvm-sparse RPC server (TVM's ``tvm.rpc.Server`` in a child process) on the first free port in
+    ``[port, port_end)`` and wait up to ``wait`` seconds for it to register with the tracker at ``tracker``
+    (``HOST:PORT``) under ``key``. Returns the :class:`tvm.rpc.Server` (``.port``; ``.terminate()`` stops it).
+    Raises :class:`RPCUnavailable` when no tracker answers there or the server does not register."""
     from tvm import rpc
 
-    spec = RPCSpec.parse(f"{tracker}:{key}")
-    _check_tracker(spec, timeout=10)
-    return rpc.Server(host, port, port_end, tracker_addr=(spec.host, spec.port), key=key, silent=True,
-                      server_init_callback=register_server_functions)
-
-
-def count_servers(spec: RPCSpec, timeout: float) -> int:
-    """How many servers of ``spec.key`` the tracker knows (raises :class:`RPCUnavailable` when it does not answer)."""
-    _check_tracker(spec, timeout)
-    try:
-        return spec.config(timeout).count_num_servers(allow_missing=True)
-    except Exception as err:  # noqa: BLE001 - the tracker's reply, whatever went wrong with it
-        raise RPCUnavailable(f"the RPC tracker at {spec.host}:{spec.port} does not answer ({type(err).__name__}: {err})") from None
+    spec = RPCSpec(*parse_address(tracker, "--tracker"), key)
+    count_servers(spec, timeout=10)  # a tracker answers there
+    server = rpc.Server(host, port, port_end, tracker_addr=(spec.host, spec.port), key=key, silent=True,
+                        server_init_callback=register_server_functions)
+    deadline = time.monotonic() + wait
+    while not any(addr[1] == server.port for addr in servers(spec, timeout=10)):
+        if time.monotonic() > deadline or not server.proc.is_alive():
+            server.terminate()
+            raise RPCUnavailable(f"the RPC server on port {server.port} did not register with the tracker at {spec.address} within {wait:g} s")
+        time.sleep(0.2)
+    return server
 
 
 # Pool workers: each opens its own session through the tracker, so candidates spread over the servers.
 
 
-def _session(config):
-    session = config.connect_server()
-    return session, session.get_function(HOST_FUNC)()
+def _session(spec: RPCSpec, timeout: float):
+    """A session with a server of ``spec.key`` (waits for a free one) and the server's name."""
+    from tvm import rpc
+    from tvm.rpc import base
+
+    with _tracker_socket(spec, timeout) as sock:
+        sock.settimeout(None)  # the worker's own timeout bounds the wait for a free server
+        base.sendjson(sock, [base.TrackerCode.REQUEST, spec.key, "", 1])
+        code, value = base.recvjson(sock)
+    if code != base.TrackerCode.SUCCESS:
+        raise RPCUnavailable(f"the RPC tracker at {spec.address} refused a session: {value}")
+    url, port, match_key = value
+    session = rpc.connect(url, port, match_key, session_timeout=timeout)
+    try:
+        host = session.get_function(HOST_FUNC)()
+    except AttributeError:
+        raise NotTVMSparseServer(f"the server of key {spec.key!r} at {url}:{port} is not a tvm-sparse RPC server "
+                                 f"(start it with: tvm-sparse rpc-server)") from None
+    return session, host
 
 
-def _probe(config) -> str:
-    return _session(config)[1]
+def _probe(spec: RPCSpec, timeout: float) -> str:
+    return _session(spec, timeout)[1]
 
 
-def _run_kernel(config, library: str, args: list, out_shape: tuple) -> tuple[float, np.ndarray, str]:
+def _run_kernel(spec: RPCSpec, timeout: float, library: str, args: list, out_shape: tuple) -> tuple[float, np.ndarray, str]:
     from ..schedule.tasks import kernel_seconds
 
-    session, host = _session(config)
+    session, host = _session(spec, timeout)
     name = os.path.basename(library)
     session.upload(library, name)
     seconds, output = kernel_seconds(session.load_module(name), session.cpu(), args, out_shape)
@@ -148,11 +218,17 @@ def _run_kernel(config, library: str, args: list, out_shape: tuple) -> tuple[flo
     return seconds, output, host
 
 
-def _run_program(config, program: bytes, device_json: str, out_addr: int, out_bytes: int) -> tuple[int, bytes, str]:
-    session, host = _session(config)
+def _run_program(spec: RPCSpec, timeout: float, program: bytes, device_json: str, out_addr: int, out_bytes: int) -> tuple[int, bytes, str]:
+    session, host = _session(spec, timeout)
     raw = session.get_function(SIMULATE_FUNC)(program, device_json, out_addr, out_bytes)
     (cycles,) = struct.unpack_from("<Q", raw)
     return cycles, bytes(raw[8:]), host
+
+
+def _last_line(err: BaseException) -> str:
+    """The message of an error from a pool worker (re-raised there with its traceback as the message)."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(err).__name__
 
 
 class _Remote:
@@ -170,10 +246,13 @@ class _Remote:
         try:
             value, output, host = self.future.result()
         except TimeoutError:
-            self.measurer.failed(f"no answer within {self.measurer.timeout:g} s")
-            raise
+            reason = f"no answer within {self.measurer.timeout:g} s"
+            self.measurer.failed(reason)
+            raise TimeoutError(reason) from None
+        except NotTVMSparseServer as err:
+            raise NotTVMSparseServer(_last_line(err).partition(": ")[2]) from None
         except Exception as err:  # noqa: BLE001 - a remote error arrives as whatever the worker could pickle
-            self.measurer.failed(f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
+            self.measurer.failed(_last_line(err))
             raise
         self.measurer.answered()
         if isinstance(self.candidate, ProgramCandidate):
@@ -187,33 +266,33 @@ class RPCMeasurer:
     """Measures candidates on the servers of ``spec.key``, one worker process per server.
 
     Raises :class:`RPCUnavailable` (at construction, or from a result) when the tracker does not answer,
-    no server of the key is registered or answers as a tvm-sparse server, or the servers are gone
+    no server of the key is registered, a server is not a tvm-sparse server, or the servers are gone
     (every server left the tracker, or ``3 x servers`` measurements in a row got no answer).
-    ``timeout``: seconds for one measurement, tracker request included.
+    ``timeout``: seconds for one measurement, the wait for a free server included.
     """
 
     def __init__(self, spec: RPCSpec, target, timeout: float = 60.0):
         from tvm.support.popen_pool import PopenPoolExecutor
 
         self.spec, self.target, self.timeout = spec, target, timeout
-        self.config = spec.config(timeout)
         self.servers = count_servers(spec, timeout)
         if self.servers == 0:
-            raise RPCUnavailable(f"the RPC tracker at {spec.host}:{spec.port} has no server of key {spec.key!r} "
-                                 f"(start one with: tvm-sparse rpc-server --tracker {spec.host}:{spec.port} --key {spec.key})")
+            raise RPCUnavailable(f"the RPC tracker at {spec.address} has no server of key {spec.key!r} "
+                                 f"(start one with: tvm-sparse rpc-server --tracker {spec.address} --key {spec.key})")
         self.directory = tempfile.TemporaryDirectory(prefix="tvm-sparse-rpc-")  # the libraries on their way out
         self.pool = PopenPoolExecutor(max_workers=self.servers, timeout=timeout)
+        self.pending: set[concurrent.futures.Future] = set()
         self.in_a_row = 0
         self.count = 0
         try:
-            self.pool.submit(_probe, self.config).result()
+            self.pool.submit(_probe, spec, timeout).result()
         except TimeoutError:
             self.close()
-            raise RPCUnavailable(f"no server of key {spec.key!r} at {spec.host}:{spec.port} gave a session within {timeout:g} s") from None
-        except Exception as err:  # noqa: BLE001
+            raise RPCUnavailable(f"no server of key {spec.key!r} at {spec.address} gave a session within {timeout:g} s") from None
+        except Exception as err:  # noqa: BLE001 - whatever the first session met, as one line
             self.close()
-            raise RPCUnavailable(f"the server of key {spec.key!r} at {spec.host}:{spec.port} is not a tvm-sparse RPC server "
-                                 f"(start it with tvm-sparse rpc-server): {str(err).strip().splitlines()[-1]}") from None
+            line = _last_line(err)
+            raise RPCUnavailable(line.partition(": ")[2] if isinstance(err, RPCUnavailable) else f"no session with a server of key {spec.key!r}: {line}") from None
 
     def submit(self, candidate) -> _Remote:
         """Start measuring ``candidate`` (:class:`~tvm_sparse.schedule.tasks.KernelCandidate`: built here
@@ -224,11 +303,19 @@ class RPCMeasurer:
             self.count += 1
             library = os.path.join(self.directory.name, f"kernel-{self.count}.so")
             candidate.build(self.target).export_library(library)
-            future = self.pool.submit(_run_kernel, self.config, library, candidate.args, candidate.expected.shape)
-            future.add_done_callback(lambda _: os.path.exists(library) and os.remove(library))
+            future = self.pool.submit(_run_kernel, self.spec, self.timeout, library, candidate.args, candidate.expected.shape)
         else:
-            future = self.pool.submit(_run_program, self.config, candidate.program.to_bytes(), candidate.device.to_json(),
+            library = None
+            future = self.pool.submit(_run_program, self.spec, self.timeout, candidate.program.to_bytes(), candidate.device.to_json(),
                                       candidate.out_addr, candidate.expected.size)
+        self.pending.add(future)
+
+        def finished(done):
+            self.pending.discard(done)
+            if library is not None and os.path.exists(library):
+                os.remove(library)
+
+        future.add_done_callback(finished)
         return _Remote(self, candidate, future)
 
     def answered(self) -> None:
@@ -238,12 +325,14 @@ class RPCMeasurer:
         """A measurement got no result: raise :class:`RPCUnavailable` when the servers are gone, else return
         (the candidate counts as failed)."""
         self.in_a_row += 1
-        left = count_servers(self.spec, self.timeout)
-        if left == 0:
-            raise RPCUnavailable(f"no server of key {self.spec.key!r} is left at {self.spec.host}:{self.spec.port} (last error: {reason})")
+        if count_servers(self.spec, min(self.timeout, 10.0)) == 0:
+            raise RPCUnavailable(f"no server of key {self.spec.key!r} is left at {self.spec.address} (last error: {reason})")
         if self.in_a_row >= 3 * self.servers:
             raise RPCUnavailable(f"{self.in_a_row} measurements in a row failed on the servers of key {self.spec.key!r} (last: {reason})")
 
     def close(self) -> None:
-        self.pool.shutdown()
+        """Cancel what has not started, stop the workers (a measurement in flight is dropped)."""
+        for future in list(self.pending):
+            future.cancel()
+        self.pool.shutdown(wait=False)
         self.directory.cleanup()

@@ -126,9 +126,14 @@ def _make_builder(task, artifacts: dict):
     return KnobBuilder()
 
 
-def _error_text(err: BaseException) -> str:
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
+def error_text(err: BaseException) -> str:
+    """``"Type: message"`` on one line (the last line of a multi-line message, which a pool worker's
+    traceback or TVM's error ends with), without repeating the type when the message starts with it."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    name = type(err).__name__
+    named = last.split(":", 1)[0].rsplit(".", 1)[-1] == name  # "Type: ..." or "package.module.Type: ..."
+    return f"{name}: {last.split(':', 1)[1].strip()}" if named else f"{name}: {last}" if last else name
 
 
 @contextlib.contextmanager
@@ -190,8 +195,8 @@ class _Runner:
             raise
         except Exception as err:  # noqa: BLE001 - a failing candidate is counted, never fatal
             stats.failed += 1
-            stats.first_error = stats.first_error or _error_text(err)
-            result = ms.runner.RunnerResult(None, _error_text(err))
+            stats.first_error = stats.first_error or error_text(err)
+            result = ms.runner.RunnerResult(None, error_text(err))
         else:
             stats.measured += 1
             stats.history.append(seconds)
@@ -230,6 +235,23 @@ def _make_runner(runner: _Runner):
             return [_RunnerFuture(runner, *runner.submit(str(inp.artifact_path))) for inp in runner_inputs]
 
     return TaskRunner()
+
+
+def _make_recorder(task, target: tvm.target.Target, database: ms.database.Database):
+    @derived_object
+    class AddMeasuredToDatabase(ms.measure_callback.PyMeasureCallback):
+        """MetaSchedule's ``AddToDatabase`` for measured candidates only: it would commit a failed or wrong
+        candidate too, with a run time of 1e10 s."""
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            func = task.workload()
+            workload = database.commit_workload(tvm.IRModule({"main": func}))
+            for candidate, result in zip(measure_candidates, runner_results):
+                if result.error_msg is None and result.run_secs:
+                    database.commit_tuning_record(ms.database.TuningRecord(candidate.sch.trace, workload, list(result.run_secs), target,
+                                                                           candidate.args_info))
+
+    return AddMeasuredToDatabase()
 
 
 def _make_fit_check(task: DeviceGemmTask):
@@ -384,7 +406,7 @@ def search(
                 runner=_make_runner(runner),
                 database=database,
                 cost_model=cost_model,
-                measure_callbacks=[ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel()],
+                measure_callbacks=[_make_recorder(task, target, database), ms.measure_callback.UpdateCostModel()],
                 task_scheduler="round-robin",
             )
         except BaseException:
