@@ -270,7 +270,7 @@ def test_ctrl_c_stops_tuning_cleanly_and_the_run_resumes(tmp_path, pruned_mlp):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not ((db / "measurements.jsonl").exists() and len((db / "measurements.jsonl").read_text().splitlines()) >= 4):
+        while not ((db / "measurements.jsonl").exists() and len((db / "measurements.jsonl").read_text().splitlines()) >= 2):
             assert time.monotonic() < deadline and tuning.poll() is None, "no measurements arrived"
             time.sleep(0.2)
         tuning.send_signal(signal.SIGINT)

@@ -149,17 +149,17 @@ def test_rpc_server_command_registers_and_a_server_dying_mid_run_ends_tuning(tmp
         path, db = tmp_path / "mlp.onnx", tmp_path / "db"
         onnx.save(pruned_mlp, path)
         tuning = subprocess.Popen([sys.executable, "-m", "tvm_sparse.cli", "tune", str(path), "--db", str(db), "--trials", "200",
-                                   "--rpc", str(spec), "--rpc-timeout", "10", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(lambda: (db / MEASUREMENT_LOG).exists() and len(_hosts(db)) >= 3, 120, "no measurements arrived")
+                                   "--rpc", str(spec), "--rpc-timeout", "4", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: (db / MEASUREMENT_LOG).exists() and len(_hosts(db)) >= 2, 120, "no measurements arrived")
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
         start = time.monotonic()
         _, err = tuning.communicate(timeout=120)
-        assert time.monotonic() - start < 3 * 10  # about one --rpc-timeout, not one per candidate still queued
+        assert time.monotonic() - start < 3 * 4  # about one --rpc-timeout, not one per candidate still queued
         assert tuning.returncode == 1
         last = err.strip().splitlines()[-1]
         assert last.startswith("tvm-sparse tune: error:") and "lonely" in last and f"the measurements so far are in {db}" in last
-        assert open_database(db) is not None and len(_hosts(db)) >= 3
+        assert open_database(db) is not None and len(_hosts(db)) >= 2
     finally:
         for proc in (server, tuning):
             if proc is not None and proc.poll() is None:

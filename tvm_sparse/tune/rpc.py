@@ -56,9 +56,10 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[V6ADDR]:PORT`` for an IPv6 address) as ``(host, port)``; raises
     :class:`RPCUnavailable` naming ``what`` on anything else."""
     host, _, port = str(text).rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or ":" in host and not str(text).startswith("[") or not port.isdigit() or not 1 <= int(port) <= 65535:
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    valid_port = port.isdigit() and 1 <= int(port) <= 65535
+    if not host or (":" in host and not bracketed) or not valid_port:
         raise RPCUnavailable(f"{what} {text!r}: expected HOST:PORT with a port from 1 to 65535 (an IPv6 host in brackets: [::1]:9190)")
     return host, int(port)
 
