@@ -60,8 +60,8 @@ class Injective(CPUScheduleRule):
         max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
         if max_lanes > 1 and not isinstance(sch.get(loops[-1]).extent, tirx.IntImm):
             return _symbolic_last_loop(sch, loops, max_lanes)
-        # The trailing loops of static extent are fused and vectorized; the leading ones (a symbolic
-        # batch or sequence among them) are fused and run in parallel.
+        # The trailing loops of static extent are fused and vectorized; the rest runs in parallel with
+        # the leading ones (a symbolic batch or sequence among them: at batch 1 they alone give one thread).
         split = len(loops)
         while split > 0 and isinstance(sch.get(loops[split - 1]).extent, tirx.IntImm):
             split -= 1
@@ -77,9 +77,7 @@ class Injective(CPUScheduleRule):
             if inner is not None and static >= MIN_PARALLEL_ELEMENTS:
                 sch.parallel(inner)
         else:
-            if inner is not None and static < MIN_PARALLEL_ELEMENTS:
-                outer = sch.fuse(outer, inner)
-            sch.parallel(outer)
+            sch.parallel(sch.fuse(outer, inner) if inner is not None else outer)
         return sch
 
 
