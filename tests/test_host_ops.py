@@ -104,3 +104,21 @@ def test_broadcast_with_a_symbolic_last_axis(rng):
     for b, s in [(1, 1), (2, 5), (1, 16), (1, 19), (2, 64)]:
         x, m = rng.standard_normal((b, 3, s, s)).astype("float32"), rng.standard_normal((b, 1, 1, s)).astype("float32")
         np.testing.assert_allclose(run(x, m), x / 8 + m, rtol=1e-6, atol=1e-6)
+
+
+def test_injective_ops_with_a_symbolic_batch_run_in_parallel_over_more_than_the_batch(rng):
+    """At batch 1 a parallel loop over the batch alone is one thread: the static loops after it share it."""
+    from tvm import s_tir, te, tirx
+
+    from tvm_sparse.schedule.cpu.injective import Injective
+
+    batch = tirx.Var("batch", "int64")
+    x = te.placeholder((batch, 3, 128, 128), "float32", name="x")  # 49,152 elements per image: worth threads
+    y = te.compute((batch, 128, 128, 3), lambda n, h, w, c: x[n, c, h, w], name="y")
+    sch = Injective().apply(te.create_prim_func([x, y]), host_target(), False)
+    parallel = [loop for loop in sch.get_loops(sch.get_sblock("y")) if sch.get(loop).kind == tirx.ForKind.PARALLEL]
+    assert len(parallel) == 1 and not isinstance(sch.get(parallel[0]).extent, tirx.Var)  # batch x a static extent, not batch
+    run = compile_op(lambda v: relax.op.permute_dims(v, [0, 2, 3, 1]), ("batch", 3, 64, 64))
+    for size in (1, 3):
+        a = rng.standard_normal((size, 3, 64, 64)).astype("float32")
+        np.testing.assert_array_equal(run(a), a.transpose(0, 2, 3, 1))
