@@ -23,6 +23,7 @@ searches (the exhaustive pass measured every point already).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import tempfile
 import time
@@ -46,6 +47,19 @@ class MemoisedTask(DeviceGemmTask):
         if tiling not in self.cache:
             self.cache[tiling] = super().measure(tiling, target)
         return self.cache[tiling]
+
+    def candidate(self, tiling):
+        """What the search measures: the memoised time of ``tiling``."""
+        return _Memoised(self, tiling)
+
+
+@dataclasses.dataclass
+class _Memoised:
+    task: MemoisedTask
+    tiling: Tiling
+
+    def measure(self, target=None) -> float:
+        return self.task.measure(self.tiling, target)
 
 
 def divisors(size: int, step: int = 1, least: int = 1) -> list[int]:
