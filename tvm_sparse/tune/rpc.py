@@ -226,8 +226,9 @@ def _run_program(spec: RPCSpec, timeout: float, program: bytes, device_json: str
     return cycles, bytes(raw[8:]), host
 
 
-def _last_line(err: BaseException) -> str:
-    """The message of an error from a pool worker (re-raised there with its traceback as the message)."""
+def last_line(err: BaseException) -> str:
+    """The last non-blank line of an error's message (a pool worker re-raises with its traceback as the message;
+    TVM's errors end with theirs); the type's name when the message is empty."""
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(err).__name__
 
@@ -251,9 +252,9 @@ class _Remote:
             self.measurer.failed(reason)
             raise TimeoutError(reason) from None
         except NotTVMSparseServer as err:
-            raise NotTVMSparseServer(_last_line(err).partition(": ")[2]) from None
+            raise NotTVMSparseServer(last_line(err).partition(": ")[2]) from None
         except Exception as err:  # noqa: BLE001 - a remote error arrives as whatever the worker could pickle
-            self.measurer.failed(_last_line(err))
+            self.measurer.failed(last_line(err))
             raise
         self.measurer.answered()
         if isinstance(self.candidate, ProgramCandidate):
@@ -292,7 +293,7 @@ class RPCMeasurer:
             raise RPCUnavailable(f"no server of key {spec.key!r} at {spec.address} gave a session within {timeout:g} s") from None
         except Exception as err:  # noqa: BLE001 - whatever the first session met, as one line
             self.close()
-            line = _last_line(err)
+            line = last_line(err)
             raise RPCUnavailable(line.partition(": ")[2] if isinstance(err, RPCUnavailable) else f"no session with a server of key {spec.key!r}: {line}") from None
 
     def submit(self, candidate) -> _Remote:

@@ -42,7 +42,7 @@ from tvm.s_tir.meta_schedule import _ffi_api as ms_ffi
 from tvm.s_tir.meta_schedule.logging import get_logging_func
 
 from ..schedule.tasks import TASK_ATTR, DeviceGemmTask, WrongResult
-from .rpc import RPCUnavailable
+from .rpc import RPCUnavailable, last_line
 
 logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
@@ -129,11 +129,12 @@ def _make_builder(task, artifacts: dict):
 def error_text(err: BaseException) -> str:
     """``"Type: message"`` on one line (the last line of a multi-line message, which a pool worker's
     traceback or TVM's error ends with), without repeating the type when the message starts with it."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else ""
     name = type(err).__name__
+    if not str(err).strip():
+        return name
+    last = last_line(err)
     named = last.split(":", 1)[0].rsplit(".", 1)[-1] == name  # "Type: ..." or "package.module.Type: ..."
-    return f"{name}: {last.split(':', 1)[1].strip()}" if named else f"{name}: {last}" if last else name
+    return f"{name}: {last.split(':', 1)[1].strip()}" if named else f"{name}: {last}"
 
 
 @contextlib.contextmanager
