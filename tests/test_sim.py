@@ -57,7 +57,7 @@ def gemm_program(x, w, mode, bias, multiplier, shift, relu, device="sparse-accel
     if mode == Opcode.GEMM_NM:
         values, meta = pack_nm(w, 2, 4)
     elif mode == Opcode.GEMM_BLOCK:
-        values, meta = pack_blocks(w, 16, 16)
+        values, meta = pack_blocks(w, 16, 16, 16)
         values = values.reshape(-1, 16 * 16)
     else:
         values = w

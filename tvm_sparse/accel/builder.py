@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .isa import (
+    COEF_MODES,
     NO_FLAGS,
     AluOp,
     Buffer,
@@ -14,7 +15,10 @@ from .isa import (
     Program,
     Queue,
     conv_geometry,
+    engine_band,
+    engine_pads,
 )
+from .packing import encode_runs
 
 
 class ProgramBuilder:
@@ -34,6 +38,12 @@ class ProgramBuilder:
         addr = len(self._dram)
         self._dram.extend(np.ascontiguousarray(array).tobytes())
         return addr
+
+    def place_runs(self, tile: np.ndarray, run_bits: int) -> tuple[int, int, int]:
+        """Place int8 ``tile`` run-length coded (:func:`~.packing.encode_runs`): ``(values address, runs
+        address, entries)`` for :meth:`load_rle`."""
+        values, runs = encode_runs(tile, run_bits)
+        return self.place(values), self.place(np.frombuffer(runs, np.uint8)), values.size
 
     def reserve(self, nbytes: int, align: int = 64) -> int:
         """Zeroed DRAM for outputs; returns its byte address."""
@@ -64,6 +74,12 @@ class ProgramBuilder:
         each index replaced by its ``TABLE`` entry (counted from ``table_addr``)."""
         return self.emit(Opcode.LOAD_CODED, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, table_addr=table_addr, index_bits=index_bits)
 
+    def load_rle(self, sram_addr: int, dram_addr: int, meta_addr: int, entries: int, rows: int, cols: int, run_bits: int, flags: Flag = NO_FLAGS):
+        """DMA a run-length coded activation tile (:func:`~.packing.encode_runs`: ``entries`` int8 values at
+        ``dram_addr``, their packed ``run_bits``-bit zero runs at ``meta_addr``) into a contiguous ``rows x cols``
+        ``INP`` tile."""
+        return self.emit(Opcode.LOAD_RLE, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, meta_addr=meta_addr, entries=entries, run_bits=run_bits)
+
     def store(self, sram_addr: int, dram_addr: int, rows: int, cols: int, dram_stride: int | None = None, int32: bool = False, flags: Flag = NO_FLAGS):
         stride = cols * (4 if int32 else 1) if dram_stride is None else dram_stride
         flags = Flag(flags) | (Flag.INT32_OUT if int32 else Flag(0))
@@ -88,6 +104,22 @@ class ProgramBuilder:
         flags = Flag(flags) | (Flag.ACCUMULATE if accumulate else Flag(0))
         geometry = conv_geometry(kernel, basis, stride, padding)
         return self.emit(Opcode.BASIS_CONV, flags, acc_addr=acc_addr, inp_addr=inp_addr, wgt_addr=wgt_addr, height=height, width=width, channels=channels, geometry=geometry)
+
+    def engine_config(self, channels: int, outputs: int, height: int, width: int, kernel: int, basis: int, stride: int, padding: int,
+                      pad_top: int, pad_bottom: int, maps_shift: int, out_shift: int, params_addr: int, basis_first: bool = False, flags: Flag = NO_FLAGS):
+        """Set the fused engine's registers and latch its parameters from ``ACC`` (see
+        :class:`~tvm_sparse.sim.engine.EngineConfig`), combine-first or ``basis_first``."""
+        return self.emit(Opcode.ENGINE_CONFIG, flags, channels=channels, outputs=outputs, band=engine_band(height, width),
+                         geometry=conv_geometry(kernel, basis, stride, padding), pads=engine_pads(pad_top, pad_bottom, maps_shift, out_shift),
+                         params_addr=params_addr, order=int(basis_first))
+
+    def decomp_conv(self, acc_addr: int, inp_addr: int, wgt_addr: int, basis_addr: int, coef_mode: str, meta_addr: int = 0, relu: bool = False, flags: Flag = NO_FLAGS):
+        """A band of a decomposed convolution on the fused engine (:mod:`tvm_sparse.sim.engine`): ``INP`` rows,
+        coefficients at ``wgt_addr`` (``coef_mode`` ``dense`` or ``block`` with ``META`` at ``meta_addr``),
+        basis kernels at ``basis_addr``."""
+        flags = Flag(flags) | (Flag.RELU if relu else Flag(0))
+        return self.emit(Opcode.DECOMP_CONV, flags, acc_addr=acc_addr, inp_addr=inp_addr, wgt_addr=wgt_addr, meta_addr=meta_addr,
+                         basis_addr=basis_addr, coef_mode=COEF_MODES.index(coef_mode))
 
     def nop(self, queue: Queue, flags: Flag):
         return self.emit(Opcode.NOP, flags, queue=queue)

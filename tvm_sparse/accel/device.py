@@ -25,7 +25,9 @@ from ..errors import TVMSparseError
 TARGET_DIR = data_dir("target")
 DEFAULT_DEVICE = "sparse-accel"
 
-ACTIVATION_SKIPPING = ("none", "gate", "skip")
+#: What the PEs do with zero activations: nothing, gate them (no multiply energy), skip them in dense tiles
+#: (nor cycles), or skip them in dense and block-sparse tiles alike (SCNN's two-sided sparsity).
+ACTIVATION_SKIPPING = ("none", "gate", "skip", "two-sided")
 SUPPORTED_DATATYPES = {"input": "int8", "weight": "int8", "accumulator": "int32"}
 #: Horowitz, ISSCC 2014, 45 nm (pJ per action).
 DEFAULT_ENERGY_PJ = {"int8_mult": 0.2, "int8_add": 0.03, "sram_read_32b": 5.0, "sram_write_32b": 5.0, "dram_32b": 640.0}
@@ -57,11 +59,14 @@ class Buffers:
 
 @dataclass(frozen=True)
 class BlockSparseMode:
-    """Cambricon-S-style block selection: only stored ``block_rows x block_cols`` weight blocks are fetched and issued."""
+    """Cambricon-S-style block selection: only stored ``block_rows x block_cols`` weight blocks are fetched and issued.
+
+    ``block_cols`` divides the output lanes; ``block_rows`` need not divide the reduction lanes (a kernel row
+    or a whole k x k kernel, Mao et al. 2017): a block straddling two lane chunks costs both."""
 
     block_rows: int  # along the reduction axis
     block_cols: int  # along the output axis
-    index_bits: int  # metadata per stored block
+    index_bits: int  # per stored block: its relative index, the count of empty blocks skipped before it (1-16)
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,23 @@ class NMMode:
 
 @dataclass(frozen=True)
 class DecomposedConvMode:
-    """ESCALATE's engine: coefficients x shared basis kernels, up to ``max_basis`` per layer."""
+    """ESCALATE's engine: coefficients x shared basis kernels, up to ``max_basis`` per layer.
+
+    With ``maps_buffer_bytes`` the engine runs a decomposed layer fused (``DECOMP_CONV``, ESCALATE's
+    stream processing of the intermediate maps): the PE array's coefficient GEMM rows are requantized on
+    their way into an on-chip line buffer of int8 maps, which the basis stage (``basis_macs_per_cycle``
+    MACs of its own) convolves while the PE array computes the next rows. Without it the two steps run
+    one after the other through DRAM (``BASIS_CONV``, on the PE array).
+    """
 
     max_basis: int
     kernel_sizes: tuple[int, ...]
+    maps_buffer_bytes: int | None = None  # the fused dataflow's line buffer of int8 maps
+    basis_macs_per_cycle: int | None = None  # the fused dataflow's basis stage
+
+    @property
+    def fused(self) -> bool:
+        return self.maps_buffer_bytes is not None
 
 
 @dataclass(frozen=True)
@@ -97,12 +115,30 @@ class WeightSharingMode:
 
 
 @dataclass(frozen=True)
+class ActivationCompressionMode:
+    """SCNN/EIE-style compressed activations: an input tile arrives from DRAM as its nonzero int8 values, each
+    with the count of zeros before it in ``run_bits`` bits, and ``LOAD_RLE`` expands it into ``INP``."""
+
+    run_bits: int
+
+    @property
+    def max_run(self) -> int:
+        return (1 << self.run_bits) - 1
+
+
+@dataclass(frozen=True)
 class SparseModes:
     block: BlockSparseMode | None
     nm: NMMode | None
     decomposed_conv: DecomposedConvMode | None
-    activation_skipping: str  # "none", "gate" (zero operands cost no energy) or "skip" (nor cycles)
+    activation_skipping: str  # "none", "gate" (zero operands cost no energy), "skip" (nor cycles) or "two-sided" (in block tiles too)
     weight_sharing: WeightSharingMode | None = None  # orthogonal to the GEMM modes: how weight tiles are loaded
+    activation_compression: ActivationCompressionMode | None = None  # orthogonal too: how input tiles are loaded
+
+    @property
+    def skips_activations(self) -> bool:
+        """Whether dense GEMM tiles issue only the nonzero activations (``skip`` and ``two-sided``)."""
+        return self.activation_skipping in ("skip", "two-sided")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -188,8 +224,11 @@ class _Fields:
             return default
         return self.doc[key]
 
-    def positive_int(self, key: str, default=...) -> int:
+    def positive_int(self, key: str, default=...) -> int | None:
+        """The field as a positive int; an absent field gives ``default`` (None: optional)."""
         value = self.raw(key, default)
+        if value is None and default is None and key not in self.doc:
+            return None
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise DeviceError(f"{self._name(key)}: must be a positive integer, got {value!r}")
         return value
@@ -263,11 +302,10 @@ def _parse_modes(fields: _Fields, pe: PEArray) -> SparseModes:
     if (b := fields.sub("block", None)) is not None:
         block = BlockSparseMode(b.positive_int("block_rows"), b.positive_int("block_cols"), b.positive_int("index_bits"))
         b.done()
-        if pe.reduction_lanes % block.block_rows or pe.output_lanes % block.block_cols:
-            raise DeviceError(
-                f"sparse_modes.block: a {block.block_rows}x{block.block_cols} block must divide the "
-                f"{pe.reduction_lanes}x{pe.output_lanes} PE array"
-            )
+        if pe.output_lanes % block.block_cols:
+            raise DeviceError(f"sparse_modes.block.block_cols: {block.block_cols} must divide output_lanes ({pe.output_lanes})")
+        if block.index_bits > 16:
+            raise DeviceError(f"sparse_modes.block.index_bits: at most 16 (the width of a tile's block count), got {block.index_bits}")
     if (f := fields.sub("nm", None)) is not None:
         nm = NMMode(f.positive_int("n"), f.positive_int("m"))
         f.done()
@@ -279,17 +317,28 @@ def _parse_modes(fields: _Fields, pe: PEArray) -> SparseModes:
         sizes = d.raw("kernel_sizes")
         if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes):
             raise DeviceError(f"sparse_modes.decomposed_conv.kernel_sizes: must be a non-empty list of positive integers, got {sizes!r}")
-        decomposed = DecomposedConvMode(d.positive_int("max_basis"), tuple(sizes))
+        decomposed = DecomposedConvMode(
+            d.positive_int("max_basis"), tuple(sizes), d.positive_int("maps_buffer_bytes", None), d.positive_int("basis_macs_per_cycle", None)
+        )
         d.done()
+        if (decomposed.maps_buffer_bytes is None) != (decomposed.basis_macs_per_cycle is None):
+            given, missing = ("maps_buffer_bytes", "basis_macs_per_cycle") if decomposed.basis_macs_per_cycle is None else ("basis_macs_per_cycle", "maps_buffer_bytes")
+            raise DeviceError(f"sparse_modes.decomposed_conv.{missing}: missing (the fused dataflow that {given} describes needs both)")
     sharing = None
     if (w := fields.sub("weight_sharing", None)) is not None:
         sharing = WeightSharingMode(w.positive_int("index_bits"))
         w.done()
         if sharing.index_bits > 8:
             raise DeviceError(f"sparse_modes.weight_sharing.index_bits: at most 8 (a table of int8 values), got {sharing.index_bits}")
+    compression = None
+    if (c := fields.sub("activation_compression", None)) is not None:
+        compression = ActivationCompressionMode(c.positive_int("run_bits"))
+        c.done()
+        if compression.run_bits > 8:
+            raise DeviceError(f"sparse_modes.activation_compression.run_bits: at most 8 (a zero-run count in a byte), got {compression.run_bits}")
     skipping = fields.choice("activation_skipping", ACTIVATION_SKIPPING, "none")
     fields.done()
-    return SparseModes(block, nm, decomposed, skipping, sharing)
+    return SparseModes(block, nm, decomposed, skipping, sharing, activation_compression=compression)
 
 
 def _check_one_tile_fits(buffers: Buffers, pe: PEArray) -> None:

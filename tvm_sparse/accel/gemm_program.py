@@ -11,7 +11,7 @@ and out, with the weight in one of the device's modes:
 3. :class:`ProgramEmitter` turns them into instructions: buffer halves
    alternate (double buffering), tokens between the queues say when a half
    is free, each weight tile is encoded in the layer's mode (dense, N:M, block)
-   and placed in DRAM.
+   and placed in DRAM (and, on request, each input tile run-length coded).
 
 The layer's dimensions must be multiples of the tile (:func:`padded_shape`);
 callers pad with zeros.
@@ -19,6 +19,7 @@ callers pad with zeros.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,8 @@ from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
 GEMM_MODE_OF = {op: mode for mode, op in GEMM_OPS.items()}
-#: K and N are padded to a multiple of this (every device mode's granularity).
+#: K and N are padded to a multiple of this (every device mode's granularity; K of a block-mode layer also
+#: to a multiple of the block rows: :func:`reduction_granule`).
 GRANULE = 16
 #: Row tiles have at least two rows: schedules drop unit loops, and the tensorized GEMM needs its row loop
 #: (a one-row layer runs as two, the second all zeros).
@@ -48,20 +50,20 @@ class Tiling:
     double_buffer: bool = True
     rows_outer: bool = False  # row tiles in the outer loop (inputs stay resident) or column tiles (weights do)
 
-    def fitted(self, m: int, k: int, n: int) -> Tiling:
-        """The tile for an ``m x k x n`` layer (``k``, ``n`` multiples of ``GRANULE``): ``reduction``/``cols``
-        the largest divisors of ``k``/``n`` within the limits, ``rows`` balanced so that row tiles waste the
-        fewest padding rows."""
+    def fitted(self, m: int, k: int, n: int, granule: int = GRANULE) -> Tiling:
+        """The tile for an ``m x k x n`` layer (``k`` a multiple of ``granule``, ``n`` of ``GRANULE``):
+        ``reduction``/``cols`` the largest such divisors of ``k``/``n`` within the limits (at least one
+        granule), ``rows`` balanced so that row tiles waste the fewest padding rows."""
 
-        def divisor(size: int, limit: int) -> int:
-            best = GRANULE
-            for t in range(GRANULE, min(size, limit) + 1, GRANULE):
+        def divisor(size: int, limit: int, step: int) -> int:
+            best = step
+            for t in range(step, min(size, limit) + 1, step):
                 if size % t == 0:
                     best = t
             return best
 
         rows = max(MIN_TILE_ROWS, -(-m // -(-m // self.rows)))
-        return Tiling(rows, divisor(k, self.reduction), divisor(n, self.cols), self.double_buffer, self.rows_outer)
+        return Tiling(rows, divisor(k, self.reduction, granule), divisor(n, self.cols, GRANULE), self.double_buffer, self.rows_outer)
 
 
 DEFAULT_TILING = Tiling()
@@ -80,10 +82,17 @@ def tile_fits(device: Device, tile: Tiling, n: int) -> str | None:
     return None
 
 
-def padded_shape(m: int, k: int, n: int, tiling: Tiling) -> tuple[int, int, int]:
-    """``(M, K, N)`` rounded up so that ``tiling.fitted`` tiles divide them."""
-    k_pad, n_pad = -(-k // GRANULE) * GRANULE, -(-n // GRANULE) * GRANULE
-    tile = tiling.fitted(m, k_pad, n_pad)
+def reduction_granule(device: Device, mode: str) -> int:
+    """What a ``mode`` layer's K and its tiles' reduction are multiples of: ``GRANULE``, and in block mode
+    the block rows too (9 for whole 3x3 kernels: 144)."""
+    block = device.modes.block
+    return math.lcm(GRANULE, block.block_rows) if mode == "block" and block is not None else GRANULE
+
+
+def padded_shape(m: int, k: int, n: int, tiling: Tiling, granule: int = GRANULE) -> tuple[int, int, int]:
+    """``(M, K, N)`` rounded up so that ``tiling.fitted`` tiles divide them (K to a multiple of ``granule``)."""
+    k_pad, n_pad = -(-k // granule) * granule, -(-n // GRANULE) * GRANULE
+    tile = tiling.fitted(m, k_pad, n_pad, granule)
     return -(-m // tile.rows) * tile.rows, k_pad, n_pad
 
 
@@ -98,13 +107,15 @@ def _pack(weight: np.ndarray, mode: str, device: Device) -> tuple[np.ndarray, by
         raise ProgramError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
     if device.modes.block is None:
         raise ProgramError(f"device {device.name} has no block-sparse mode")
-    blocks, meta = pack_blocks(weight, device.modes.block.block_rows, device.modes.block.block_cols)
+    block = device.modes.block
+    blocks, meta = pack_blocks(weight, block.block_rows, block.block_cols, block.index_bits)
     return blocks.reshape(len(blocks), blocks.shape[1] * blocks.shape[2]), meta
 
 
 @dataclass(frozen=True)
 class _Load:
-    """One DMA of a GEMM step: ``rows x cols`` elements from DRAM (``stride`` bytes apart), or a coded weight tile."""
+    """One DMA of a GEMM step: ``rows x cols`` elements from DRAM (``stride`` bytes apart), a coded weight tile,
+    or a run-length coded input tile (``runs``: its runs' DRAM address and entry count; ``dram`` its values')."""
 
     buf: Buffer
     dram: int
@@ -112,6 +123,7 @@ class _Load:
     cols: int
     stride: int
     coded: bool = False
+    runs: tuple[int, int] | None = None
 
 
 def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray | None:
@@ -121,8 +133,12 @@ def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray |
     if sharing is None:
         return None
     if mode == "block":  # the stored blocks' values, without pack_blocks' per-tile limit on the block count
-        grid = block_grid(weight, device.modes.block.block_rows, device.modes.block.block_cols)
-        values = grid[nonzero_blocks(grid)]
+        block = device.modes.block
+        grid = block_grid(weight, block.block_rows, block.block_cols)
+        present = nonzero_blocks(grid)
+        values = grid[present].ravel()
+        if present.size > 1 << block.index_bits:  # a tile's gap may need bridging zero blocks
+            values = np.append(values, np.int8(0))
     else:
         values = _pack(weight, mode, device)[0]
     return weight_table(values, sharing.index_bits)
@@ -131,8 +147,12 @@ def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray |
 class ProgramEmitter:
     """Instructions for a layer's tile operations: buffer halves, dependency tokens, weight tile encodings."""
 
-    def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int, table: np.ndarray | None = None):
+    def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int, table: np.ndarray | None = None, activations: np.ndarray | None = None):
         self.b, self.device, self.mode, self.relu, self.shift = b, device, mode, relu, shift
+        if activations is not None and device.modes.activation_compression is None:
+            raise ProgramError(f"device {device.name} has no activation compression")
+        self.activations, self.inp_tiles = activations, {}  # (m0, k0) -> a coded input tile's (values, runs, entries)
+        self.run_bits = device.modes.activation_compression.run_bits if activations is not None else 0
         self.table, self.table_addr = table, b.place(table) if table is not None else 0
         self.index_bits = device.modes.weight_sharing.index_bits if table is not None else 0
         self.k, self.n = weight.shape
@@ -179,7 +199,13 @@ class ProgramEmitter:
 
     def _dma_load_inp(self, op: TileOp) -> None:
         (m0, k0), (rows, cols) = op.origin(0), op.shape(0)
-        self.pending.append(_Load(Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k))
+        if self.activations is None:
+            self.pending.append(_Load(Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k))
+            return
+        if (m0, k0) not in self.inp_tiles:
+            self.inp_tiles[m0, k0] = self.b.place_runs(self.activations[m0 : m0 + rows, k0 : k0 + cols], self.run_bits)
+        values, runs, entries = self.inp_tiles[m0, k0]
+        self.pending.append(_Load(Buffer.INP, values, rows, cols, cols, runs=(runs, entries)))
 
     def _dma_load_wgt(self, op: TileOp) -> None:
         (k0, n0), (rows, cols) = op.origin(0), op.shape(0)
@@ -209,6 +235,8 @@ class ProgramEmitter:
             flags = (Flag.POP_NEXT if i == 0 and self.step >= self.halves else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
             if load.coded:
                 self.b.load_coded(sram[load.buf], load.dram, load.rows, load.cols, self.index_bits, flags=flags)
+            elif load.runs:
+                self.b.load_rle(sram[load.buf], load.dram, *load.runs, load.rows, load.cols, self.run_bits, flags=flags)
             else:
                 self.b.load(load.buf, sram[load.buf], load.dram, load.rows, load.cols, dram_stride=load.stride, flags=flags)
         self.pending = []
@@ -242,18 +270,22 @@ def emit_gemm_layer(
     relu: bool = False,
     tiling: Tiling = DEFAULT_TILING,
     table: np.ndarray | None = None,
+    activations: np.ndarray | None = None,
 ) -> None:
     """Emit the layer on int8 ``X[rows, K]`` at ``x_addr`` writing int8 ``Y[rows, N]`` at ``out_addr``.
 
     ``weight`` is ``[K, N]``; ``rows``, ``K`` and ``N`` must be the :func:`padded_shape` of the layer.
-    With a ``table`` (:func:`sharing_table`), weight tiles travel as indices into it.
+    With a ``table`` (:func:`sharing_table`), weight tiles travel as indices into it. With ``activations``
+    (``X`` itself, on a device with activation compression), each input tile is placed run-length coded
+    (SCNN) and loaded with ``LOAD_RLE``, and ``x_addr`` is not read.
     """
     k, n = weight.shape
-    tile = tiling.fitted(rows, k, n)
-    if (rows, k, n) != padded_shape(rows, k, n, tiling):
+    granule = reduction_granule(device, mode)
+    tile = tiling.fitted(rows, k, n, granule)
+    if (rows, k, n) != padded_shape(rows, k, n, tiling, granule):
         raise ProgramError(f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles")
     params = b.place(np.stack([bias, multiplier]).astype(np.int32))
-    emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift, table)
+    emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift, table, activations)
     for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode, tile.rows_outer)):
         emitter.emit(op)
 
@@ -270,14 +302,16 @@ def gemm_program(
     tiling: Tiling = DEFAULT_TILING,
     name: str = "gemm",
     table: np.ndarray | None = None,
+    compress_activations: bool = False,
 ):
     """A whole program for one layer, padding it as needed: returns ``(program, out_addr)``.
 
     The int8 result is the leading ``[M, N]`` of a ``[M', N']`` array at ``out_addr``
-    (``N' = N`` when ``N`` is a multiple of 16).
+    (``N' = N`` when ``N`` is a multiple of 16). With ``compress_activations`` ``x`` travels run-length
+    coded (the device needs ``sparse_modes.activation_compression``).
     """
     (m, k), n = x.shape, weight.shape[1]
-    mp, kp, np_ = padded_shape(m, k, n, tiling)
+    mp, kp, np_ = padded_shape(m, k, n, tiling, reduction_granule(device, mode))
     b = ProgramBuilder(device.name)
     b.layer(name)
     xp = np.zeros((mp, kp), np.int8)
@@ -286,9 +320,9 @@ def gemm_program(
     wp[:k, :n] = weight
     bias_p, mult_p = np.zeros(np_, np.int64), np.zeros(np_, np.int64)
     bias_p[:n], mult_p[:n] = bias, multiplier
-    x_addr = b.place(xp)
+    x_addr = 0 if compress_activations else b.place(xp)
     out_addr = b.reserve(mp * np_)
-    emit_gemm_layer(b, device, x_addr, wp, bias_p, mult_p, shift, out_addr, mp, mode, relu, tiling, table)
+    emit_gemm_layer(b, device, x_addr, wp, bias_p, mult_p, shift, out_addr, mp, mode, relu, tiling, table, xp if compress_activations else None)
     return b.build(), out_addr
 
 
@@ -296,23 +330,25 @@ def gemm_program(
 CANDIDATE_TILINGS = [Tiling(r, k, c) for r in (16, 32, 64, 128) for k in (128, 256, 512) for c in (32, 64, 128, 256)]
 
 
-def estimate_cost(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, device: Device) -> tuple[float, int] | None:
+def estimate_cost(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, device: Device, meta_bytes: int = 0, granule: int = GRANULE) -> tuple[float, int] | None:
     """``(cycles, DRAM bytes)`` of a layer with ``tiling`` (None if the tile does not fit). Cycles are a
-    roofline estimate: the larger of the PE cycles on the padded layer and the DMA cycles; bytes count the
-    activations re-read per column tile and the weight per row tile (they also cost energy)."""
-    mp, kp, np_ = padded_shape(m, k, n, tiling)
-    tile = tiling.fitted(m, kp, np_)
+    roofline estimate: the larger of the PE cycles on the padded layer (``weight_bytes``: the stored values)
+    and the DMA cycles; bytes count the activations re-read per column tile and the weight and its
+    ``meta_bytes`` per row tile (they also cost energy). ``granule``: :func:`reduction_granule`."""
+    mp, kp, np_ = padded_shape(m, k, n, tiling, granule)
+    tile = tiling.fitted(m, kp, np_, granule)
     if tile_fits(device, tile, np_):
         return None
     density = weight_bytes / max(1, k * n)
     compute = mp * kp * np_ * density / device.pe_array.macs_per_cycle
-    traffic = mp * kp * (np_ // tile.cols) + weight_bytes * (mp // tile.rows) + mp * np_
+    traffic = mp * kp * (np_ // tile.cols) + (weight_bytes + meta_bytes) * (mp // tile.rows) + mp * np_
     return max(compute, traffic / device.dram_bytes_per_cycle), traffic
 
 
-def choose_tiling(m: int, k: int, n: int, weight_bytes: int, device: Device) -> Tiling:
-    """The candidate tiling with the fewest estimated cycles, then the least DRAM traffic."""
-    scored = [(estimate_cost(m, k, n, weight_bytes, t, device), i) for i, t in enumerate(CANDIDATE_TILINGS)]
+def choose_tiling(m: int, k: int, n: int, weight_bytes: int, device: Device, meta_bytes: int = 0, granule: int = GRANULE) -> Tiling:
+    """The candidate tiling with the fewest estimated cycles, then the least DRAM traffic (arguments as
+    :func:`estimate_cost`'s)."""
+    scored = [(estimate_cost(m, k, n, weight_bytes, t, device, meta_bytes, granule), i) for i, t in enumerate(CANDIDATE_TILINGS)]
     scored = [(c, i) for c, i in scored if c is not None]
     if not scored:
         raise ProgramError(f"no tiling of a {m}x{k}x{n} layer fits {device.name}'s buffers")

@@ -4,7 +4,10 @@ Memory. DRAM is a byte-addressed image. On chip there are four buffers,
 addressed in elements: ``INP`` (int8 activations), ``WGT`` (int8 weights),
 ``META`` (bytes of sparse metadata) and ``ACC`` (int32 accumulators), and,
 on devices with weight sharing, the load unit's ``TABLE`` of shared int8
-weight values that ``LOAD_CODED`` expands indices through.
+weight values that ``LOAD_CODED`` expands indices through. ``LOAD_RLE``
+expands run-length coded activations (devices with activation compression).
+The fused decomposed-convolution engine keeps its intermediate maps in a line
+buffer of its own that no instruction addresses (``DECOMP_CONV``).
 
 Queues. As in VTA, instructions run on three queues that overlap: ``LOAD``
 (DMA into the buffers), ``COMPUTE`` (GEMM tiles and the ALU) and ``STORE``
@@ -13,7 +16,9 @@ dependency flags order the queues: an instruction may wait for a token from
 its neighbouring queue before it starts (``POP_PREV``/``POP_NEXT``) and send
 one when it ends (``PUSH_PREV``/``PUSH_NEXT``). The load queue's next is
 compute, compute's next is store. Double buffering is two buffer halves and
-tokens that say which half is free.
+tokens that say which half is free. A pipelined unit (the fused engine) frees
+its queue once its first stage is done, releases its inputs (``PUSH_PREV``)
+once they are read and signals its results (``PUSH_NEXT``) when complete.
 
 Encoding. Every instruction is 32 bytes, little endian: opcode (u8), flags
 (u8), layer tag (u16), then seven 32-bit fields whose meaning depends on the
@@ -48,6 +53,9 @@ class Opcode(enum.IntEnum):
     NOP = 7  # a queue step that only moves dependency tokens
     BASIS_CONV = 8  # ESCALATE's second step: ACC[p, o] (+)= sum_r basis_r (*) INP[:, :, r * C + o]
     LOAD_CODED = 9  # DRAM index_bits-bit indices -> WGT int8 values TABLE[index] (a contiguous rows x cols tile)
+    ENGINE_CONFIG = 10  # set the decomposed-convolution engine's registers for the DECOMP_CONVs that follow
+    DECOMP_CONV = 11  # a decomposed convolution's band: coefficient GEMM -> int8 maps on chip -> basis conv -> requantize
+    LOAD_RLE = 12  # DRAM nonzero values + run_bits-bit zero runs (SCNN) -> INP (a contiguous rows x cols tile)
 
 
 class Buffer(enum.IntEnum):
@@ -102,18 +110,24 @@ FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.NOP: (),
     Opcode.BASIS_CONV: ("acc_addr", "inp_addr", "wgt_addr", "height", "width", "channels", "geometry"),
     Opcode.LOAD_CODED: ("sram_addr", "dram_addr", "rows", "cols", "table_addr", "index_bits"),
+    Opcode.ENGINE_CONFIG: ("channels", "outputs", "band", "geometry", "pads", "params_addr", "order"),
+    Opcode.DECOMP_CONV: ("acc_addr", "inp_addr", "wgt_addr", "meta_addr", "basis_addr", "coef_mode"),
+    Opcode.LOAD_RLE: ("sram_addr", "dram_addr", "rows", "cols", "meta_addr", "entries", "run_bits"),
 }
 #: Fields read as signed (immediates); all others are unsigned.
 SIGNED_FIELDS = {"operand"}
 QUEUE_OF = {
     Opcode.LOAD: Queue.LOAD,
     Opcode.LOAD_CODED: Queue.LOAD,
+    Opcode.LOAD_RLE: Queue.LOAD,
     Opcode.STORE: Queue.STORE,
     Opcode.GEMM: Queue.COMPUTE,
     Opcode.GEMM_BLOCK: Queue.COMPUTE,
     Opcode.GEMM_NM: Queue.COMPUTE,
     Opcode.ALU: Queue.COMPUTE,
     Opcode.BASIS_CONV: Queue.COMPUTE,
+    Opcode.ENGINE_CONFIG: Queue.COMPUTE,
+    Opcode.DECOMP_CONV: Queue.COMPUTE,
 }
 INSTRUCTION_BYTES = 32
 
@@ -129,6 +143,37 @@ def conv_geometry(kernel: int, basis: int, stride: int = 1, padding: int = 0) ->
 def split_geometry(geometry: int) -> tuple[int, int, int, int]:
     """``(kernel, basis, stride, padding)`` of a ``BASIS_CONV`` geometry field."""
     return geometry & 255, geometry >> 8 & 255, geometry >> 16 & 255, geometry >> 24 & 255
+
+
+#: ``DECOMP_CONV``'s coefficient encodings (its ``coef_mode`` field) and ``ENGINE_CONFIG``'s orders (``order``).
+COEF_MODES = ("dense", "block")
+ENGINE_ORDERS = ("combine-first", "basis-first")
+
+
+def engine_band(height: int, width: int) -> int:
+    """The ``band`` field of ``ENGINE_CONFIG``: the band's input rows and their width, 16 bits each."""
+    if not (0 <= height < 2**16 and 0 <= width < 2**16):
+        raise ProgramError(f"ENGINE_CONFIG band {height}x{width} does not fit two 16-bit halves")
+    return height | width << 16
+
+
+def split_band(band: int) -> tuple[int, int]:
+    """``(height, width)`` of an ``ENGINE_CONFIG`` band field."""
+    return band & 0xFFFF, band >> 16
+
+
+def engine_pads(pad_top: int, pad_bottom: int, maps_shift: int, out_shift: int) -> int:
+    """The ``pads`` field of ``ENGINE_CONFIG``: the band's zero map rows above and below it and the two
+    requantization shifts (maps, output), a byte each."""
+    for name, value in (("pad_top", pad_top), ("pad_bottom", pad_bottom), ("maps_shift", maps_shift), ("out_shift", out_shift)):
+        if not 0 <= value < 256:
+            raise ProgramError(f"ENGINE_CONFIG {name} {value} does not fit its byte")
+    return pad_top | pad_bottom << 8 | maps_shift << 16 | out_shift << 24
+
+
+def split_pads(pads: int) -> tuple[int, int, int, int]:
+    """``(pad_top, pad_bottom, maps_shift, out_shift)`` of an ``ENGINE_CONFIG`` pads field."""
+    return pads & 255, pads >> 8 & 255, pads >> 16 & 255, pads >> 24 & 255
 _HEADER = struct.Struct("<BBH")
 _SLOTS = 7
 
@@ -266,6 +311,14 @@ def disassemble(program: Program) -> str:
                     value = Buffer(value).name if value in Buffer._value2member_map_ else value
                 elif name == "geometry":
                     value = "k{}/r{}/s{}/p{}".format(*split_geometry(value))
+                elif name == "band":
+                    value = "{}x{}".format(*split_band(value))
+                elif name == "pads":
+                    value = "top{}/bottom{}/shifts{},{}".format(*split_pads(value))
+                elif name == "order":
+                    value = ENGINE_ORDERS[value] if value < len(ENGINE_ORDERS) else value
+                elif name == "coef_mode":
+                    value = COEF_MODES[value] if value < len(COEF_MODES) else value
                 elif name == "alu_op":
                     value = AluOp(value).name if value in AluOp._value2member_map_ else value
                 elif name.endswith("addr"):

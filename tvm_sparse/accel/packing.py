@@ -1,10 +1,17 @@
-"""Weight tiles in the device's sparse encodings (what ``WGT`` and ``META`` hold).
+"""Weight tiles in the device's sparse encodings (what ``WGT`` and ``META`` hold), and run-length coded activations.
 
 A GEMM tile's weight is ``[k, n]`` (reduction x output), int8.
 
 * Block mode: the stored ``block_rows x block_cols`` blocks, row-major in
-  block order; ``META`` holds their count and then one position per block,
-  all little-endian ``uint16``: ``kb * (n / block_cols) + nb``.
+  block order (``kb * (n / block_cols) + nb``); ``META`` holds their count
+  (little-endian ``uint16``) and then one relative index per block, the
+  count of empty blocks skipped before it, in the device's ``index_bits``
+  bits (packed like N:M metadata), as Deep Compression and SCNN index
+  weights. A gap longer than ``2**index_bits - 1`` blocks is bridged by
+  stored zero blocks (an entry ``2**index_bits - 1`` per ``2**index_bits``
+  blocks); blocks after the last entry are implicit. A tile of at most
+  ``2**index_bits`` blocks never needs bridging (the shipped 16x16 blocks
+  with 16-bit indices).
 * N:M mode: along ``k``, every group of ``m`` rows keeps ``n_keep`` values per
   column: ``WGT`` is ``[k * n_keep / m, n]`` and ``META`` the position of each
   kept value inside its group (``ceil(log2 m)`` bits, packed little-endian
@@ -12,6 +19,13 @@ A GEMM tile's weight is ``[k, n]`` (reduction x output), int8.
 * Weight sharing (any mode): ``WGT``'s values travel as ``index_bits``-bit
   indices into the layer's table of int8 values, packed like N:M metadata;
   ``LOAD_CODED`` expands them.
+
+Activations (``INP`` tiles, on devices with activation compression) travel
+run-length coded as in SCNN (Parashar et al., ISCA 2017) and EIE: a tile's
+nonzero int8 values in row-major order, each with the count of zeros before
+it in ``run_bits`` bits (the block mode's relative indices, bridging stored
+zeros included, packed like N:M metadata); zeros after the last entry are
+implicit. ``LOAD_RLE`` expands them.
 """
 
 from __future__ import annotations
@@ -21,7 +35,8 @@ import numpy as np
 from ..formats.nm import kept_positions, nm_violations, pack_bits, position_bits, unpack_bits
 from .isa import ProgramError
 
-__all__ = ["block_grid", "code_values", "nonzero_blocks", "pack_bits", "pack_blocks", "pack_nm", "unpack_bits", "weight_table"]
+__all__ = ["BLOCK_COUNT_BYTES", "absolute_positions", "block_grid", "block_metadata_bytes", "block_stream_bytes", "code_values", "encode_runs", "nonzero_blocks", "pack_bits",
+           "pack_blocks", "pack_nm", "relative_indices", "unpack_bits", "weight_table"]
 
 
 def block_grid(weight: np.ndarray, block_rows: int, block_cols: int) -> np.ndarray:
@@ -34,18 +49,56 @@ def block_grid(weight: np.ndarray, block_rows: int, block_cols: int) -> np.ndarr
 
 def nonzero_blocks(grid: np.ndarray) -> np.ndarray:
     """Which blocks of a :func:`block_grid` hold a nonzero (bool ``[k / block_rows, n / block_cols]``)."""
-    return np.abs(grid).sum(axis=(2, 3)) > 0
+    return (grid != 0).any(axis=(2, 3))
 
 
-def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int) -> tuple[np.ndarray, bytes]:
-    """``(blocks[count, block_rows, block_cols], metadata)`` of the nonzero blocks of ``weight[k, n]``."""
-    n = weight.shape[1]
+#: Bytes of the entry count that opens a tile's block metadata (little-endian ``uint16``).
+BLOCK_COUNT_BYTES = 2
+
+
+def relative_indices(positions: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative indices of increasing ``positions`` (Deep Compression, Han et al. ICLR'16; SCNN): ``(skips,
+    slots)``, int64. ``skips[e]`` is entry ``e``'s count of positions skipped since the previous entry
+    (``index_bits`` bits); ``slots[i]`` is the entry of ``positions[i]``. A gap over ``2**index_bits - 1``
+    is bridged by entries that skip ``2**index_bits - 1`` and store a zero."""
+    span = 1 << index_bits
+    gaps = np.diff(np.asarray(positions, np.int64), prepend=-1) - 1
+    entries = gaps // span + 1  # bridging entries, then the position's own
+    slots = np.cumsum(entries) - 1
+    skips = np.full(int(entries.sum()), span - 1, np.int64)
+    skips[slots] = gaps % span
+    return skips, slots
+
+
+def absolute_positions(skips: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`relative_indices`: each entry's position (bridging entries included)."""
+    return np.cumsum(np.asarray(skips, np.int64) + 1) - 1
+
+
+def block_metadata_bytes(entries: int, index_bits: int) -> int:
+    """Bytes of a tile's block metadata: the count, then ``entries`` packed ``index_bits``-bit indices."""
+    return BLOCK_COUNT_BYTES + -(-entries * index_bits // 8)
+
+
+def block_stream_bytes(weight: np.ndarray, block_rows: int, block_cols: int, index_bits: int) -> tuple[int, int]:
+    """``(value bytes, metadata bytes)`` of int8 ``weight[k, n]`` encoded as one block tile (bridging blocks
+    included, no limit on the count): what a layer's block-sparse weight costs to store and move, to within
+    the per-tile restarts of its relative indices."""
+    skips, _ = relative_indices(np.flatnonzero(nonzero_blocks(block_grid(weight, block_rows, block_cols))), index_bits)
+    return skips.size * block_rows * block_cols, block_metadata_bytes(skips.size, index_bits)
+
+
+def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int, index_bits: int) -> tuple[np.ndarray, bytes]:
+    """``(blocks[entries, block_rows, block_cols] int8, metadata)``: the nonzero blocks of int8 ``weight[k, n]``
+    and the bridging zero blocks their ``index_bits``-bit relative indices need (module docstring)."""
     grid = block_grid(weight, block_rows, block_cols)
-    kb, nb = np.nonzero(nonzero_blocks(grid))
-    if len(kb) >= 2**16:
-        raise ProgramError(f"{len(kb)} blocks do not fit one tile's 16-bit block count")
-    positions = np.concatenate([[len(kb)], kb * (n // block_cols) + nb]).astype("<u2")
-    return np.ascontiguousarray(grid[kb, nb], dtype=np.int8), positions.tobytes()
+    present = nonzero_blocks(grid)
+    skips, slots = relative_indices(np.flatnonzero(present), index_bits)
+    if skips.size >= 2**16:
+        raise ProgramError(f"{skips.size} blocks do not fit one tile's 16-bit block count")
+    blocks = np.zeros((skips.size, block_rows, block_cols), np.int8)
+    blocks[slots] = grid[present]
+    return blocks, np.array([skips.size], "<u2").tobytes() + pack_bits(skips, index_bits)
 
 
 def pack_nm(weight: np.ndarray, n_keep: int, m: int) -> tuple[np.ndarray, bytes]:
@@ -80,3 +133,14 @@ def code_values(values: np.ndarray, table: np.ndarray, index_bits: int) -> bytes
     if flat.size and (indices.max() >= table.size or (table[indices] != flat).any()):
         raise ProgramError("a weight value is not in the layer's shared-weight table")
     return pack_bits(indices, index_bits)
+
+
+def encode_runs(tile: np.ndarray, run_bits: int) -> tuple[np.ndarray, bytes]:
+    """``(values[entries] int8, runs)``: int8 ``tile`` (any shape, read row-major) run-length coded with
+    ``run_bits``-bit zero runs (SCNN/EIE; module docstring); ``runs`` packs one count per entry."""
+    flat = np.asarray(tile, np.int8).ravel()
+    nonzero = np.flatnonzero(flat)
+    runs, slots = relative_indices(nonzero, run_bits)
+    values = np.zeros(runs.size, np.int8)  # bridging entries store zeros
+    values[slots] = flat[nonzero]
+    return values, pack_bits(runs, run_bits)

@@ -35,9 +35,10 @@ import tvm
 from tvm import s_tir, te
 
 from ..accel.device import Device
-from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, tile_fits
+from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, reduction_granule, tile_fits
 from ..accel.isa import Program
 from ..accel.layer import ConvGeometry
+from ..accel.packing import block_stream_bytes
 from ..accel.tir_layer import layer_func, tile_layer, tile_shape
 from ..errors import TVMSparseError
 from ..formats import BSRMatrix, NMMatrix
@@ -329,6 +330,26 @@ class DeviceGemmTask:
         return int(np.count_nonzero(self.weight)) if self.mode != "dense" else self.weight.size
 
     @cached_property
+    def encoded_bytes(self) -> tuple[int, int]:
+        """``(value bytes, metadata bytes)`` the weight's tiles move: block mode stores whole blocks (and
+        bridging zero blocks) with ``index_bits`` per block, N:M its metadata bits per kept value."""
+        k, n = self.weight.shape
+        if self.mode == "block":
+            block = self.device.modes.block
+            padded = np.pad(self.weight, ((0, -k % block.block_rows), (0, -n % block.block_cols)))
+            return block_stream_bytes(padded, block.block_rows, block.block_cols, block.index_bits)
+        if self.mode == "nm":
+            nm = self.device.modes.nm
+            kept = k * n // nm.m * nm.n
+            return self.stored_bytes, -(-kept * nm.metadata_bits_per_value // 8)
+        return self.stored_bytes, 0
+
+    @property
+    def granule(self) -> int:
+        """What K and the tiles' reduction are multiples of (:func:`~tvm_sparse.accel.gemm_program.reduction_granule`)."""
+        return reduction_granule(self.device, self.mode)
+
+    @cached_property
     def key(self) -> dict:
         k, n = self.weight.shape
         return {"kernel": "device_gemm", "device": self.device.name, "m": self.rows, "k": k, "n": n, "mode": self.mode,
@@ -371,10 +392,11 @@ class DeviceGemmTask:
         fractions of the layer, buffer occupancy, and the roofline estimate against the layer's ideal (PE
         cycles on the stored weights, DRAM bytes moving each operand once) and the tile count per ideal cycle."""
         k, n = self.weight.shape
-        tile = tiling.fitted(self.rows, k, n)
+        tile = tiling.fitted(self.rows, k, n, self.granule)
         halves = 2 if tile.double_buffer else 1
         bufs = self.device.buffers
-        estimate = estimate_cost(self.rows, k, n, self.stored_bytes, tile, self.device)
+        values, meta = self.encoded_bytes
+        estimate = estimate_cost(self.rows, k, n, values, tile, self.device, meta, self.granule)
         cycles, traffic = estimate if estimate is not None else (float("inf"), float("inf"))
         ideal_cycles = max(1.0, self.rows * self.stored_bytes / self.device.pe_array.macs_per_cycle)
         ideal_traffic = self.rows * k + self.stored_bytes + self.rows * n
@@ -385,18 +407,19 @@ class DeviceGemmTask:
 
     def check(self, tiling: Tiling) -> str | None:
         """Why the device cannot run ``tiling`` (None if it can): rejected before measurement."""
-        if tiling.rows < MIN_TILE_ROWS or tiling.reduction % 16 or tiling.cols % 16:
+        if tiling.rows < MIN_TILE_ROWS or tiling.reduction % self.granule or tiling.cols % 16:
             return f"a {tiling.rows}x{tiling.reduction}x{tiling.cols} tile is off the device's granule"
         return tile_fits(self.device, tiling, self.weight.shape[1])
 
     def default(self) -> Tiling:
         k, n = self.weight.shape
-        return choose_tiling(self.m, k, n, self.stored_bytes, self.device)
+        values, meta = self.encoded_bytes
+        return choose_tiling(self.m, k, n, values, self.device, meta, self.granule)
 
     def trace(self, tiling: Tiling) -> s_tir.Trace | None:
         """The design-space trace of ``tiling`` (None when its tiles do not divide the layer)."""
         k, n = self.weight.shape
-        tile = tiling.fitted(self.rows, k, n)
+        tile = tiling.fitted(self.rows, k, n, self.granule)
         if self.rows % tile.rows or k % tile.reduction or n % tile.cols:
             return None
         space = self.design_space(s_tir.Schedule(self.workload()))[int(tile.rows_outer)]

@@ -16,8 +16,11 @@ import numpy as np
 
 from ..accel.device import Device
 from ..accel.isa import AluOp, Buffer, Flag, Instruction, Opcode, split_geometry
-from ..accel.packing import unpack_bits
+from ..accel.packing import BLOCK_COUNT_BYTES, absolute_positions, block_metadata_bytes, unpack_bits
 from .machine import DeviceFault, Machine
+
+#: Bits of block metadata the index decoder reads per cycle.
+INDEX_WORD_BITS = 16
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Work:
     macs_issued: int = 0  # MACs the PE array performed
     macs_gated: int = 0  # issued MACs with a zero activation (no multiply energy when the device gates)
     alu_ops: int = 0
+    basis_macs: int = 0  # of macs_issued, those of the fused engine's basis stage (beside the PE array)
+    issue_cycles: int | None = None  # cycles until the queue takes its next instruction (None: all of them)
+    release_cycles: int | None = None  # cycles until the buffers the previous queue fills are no longer read
 
 
 def _wrap32(values: np.ndarray) -> np.ndarray:
@@ -85,6 +91,28 @@ def load_coded(machine: Machine, ins: Instruction) -> Work:
     return Work(dma_bytes=nbytes, dram_read_bytes=nbytes, sram_read_bytes=count, sram_write_bytes=count)
 
 
+def load_rle(machine: Machine, ins: Instruction) -> Work:
+    """A run-length coded activation tile (SCNN; format in :mod:`~tvm_sparse.accel.packing`): ``entries``
+    int8 values at ``dram_addr``, their ``run_bits``-bit zero runs packed at ``meta_addr``, expanded into a
+    contiguous ``rows x cols`` ``INP`` tile. The values count as data bytes, the runs as metadata bytes."""
+    mode = machine.device.modes.activation_compression
+    if mode is None:
+        raise DeviceFault(f"device {machine.device.name} has no activation compression")
+    if ins.run_bits != mode.run_bits:
+        raise DeviceFault(f"LOAD_RLE with {ins.run_bits}-bit runs on a device with {mode.run_bits}-bit ones")
+    dst = machine.region(Buffer.INP, ins.sram_addr, ins.rows, ins.cols)
+    meta_bytes = _ceil(ins.entries * ins.run_bits, 8)
+    values = machine.dram_region(ins.dram_addr, 1, ins.entries, ins.entries, np.int8)[0]
+    runs = unpack_bits(machine.dram_region(ins.meta_addr, 1, meta_bytes, meta_bytes, np.uint8)[0], ins.run_bits, ins.entries)
+    positions = absolute_positions(runs)
+    if ins.entries and positions[-1] >= dst.size:
+        raise DeviceFault(f"LOAD_RLE stream decodes to {positions[-1] + 1} values, more than the {ins.rows}x{ins.cols} tile holds")
+    flat = np.zeros(dst.size, np.int8)  # zeros after the last entry are implicit
+    flat[positions] = values
+    dst[...] = flat.reshape(dst.shape)
+    return Work(dma_bytes=ins.entries + meta_bytes, dram_read_bytes=ins.entries, dram_read_metadata_bytes=meta_bytes, sram_write_bytes=dst.size)
+
+
 def store(machine: Machine, ins: Instruction) -> Work:
     src = machine.region(Buffer.ACC, ins.sram_addr, ins.rows, ins.cols, ins.sram_stride or ins.cols)
     dtype = np.int32 if Flag.INT32_OUT in ins.flags else np.int8
@@ -111,14 +139,14 @@ def _accumulate(acc: np.ndarray, inp: np.ndarray, weight: np.ndarray, ins: Instr
 def _activation_cycles(device: Device, inp: np.ndarray, reduction: int) -> tuple[int, int]:
     """PE cycles for the input rows against one output group, and the zero-activation count.
 
-    With ``activation_skipping == "skip"`` the device compresses each input
-    row to its nonzeros and feeds ``reduction_lanes`` of them per cycle
-    (SCNN/EIE); otherwise every reduction chunk costs a cycle.
+    With ``activation_skipping`` ``"skip"`` or ``"two-sided"`` the device
+    compresses each input row to its nonzeros and feeds ``reduction_lanes``
+    of them per cycle (SCNN/EIE); otherwise every reduction chunk costs a cycle.
     """
     lanes = device.pe_array.reduction_lanes
     nonzero_per_row = np.count_nonzero(inp, axis=1)
     zeros = int(inp.size - nonzero_per_row.sum())
-    if device.modes.activation_skipping == "skip":
+    if device.modes.skips_activations:
         return int(np.sum(-(-nonzero_per_row // lanes))), zeros
     return inp.shape[0] * _ceil(reduction, lanes), zeros
 
@@ -143,7 +171,7 @@ def gemm(machine: Machine, ins: Instruction) -> Work:
     _accumulate(acc, inp, weight, ins)
     row_cycles, zeros = _activation_cycles(device, inp, ins.k)
     groups = _ceil(ins.n, device.pe_array.output_lanes)
-    skipped = device.modes.activation_skipping == "skip"
+    skipped = device.modes.skips_activations
     issued = (inp.size - zeros) * ins.n if skipped else ins.m * ins.k * ins.n
     return _gemm_work(device, ins, inp, row_cycles * groups, issued, weight.size, 0, 0 if skipped else zeros)
 
@@ -174,33 +202,53 @@ def gemm_nm(machine: Machine, ins: Instruction) -> Work:
 
 
 def gemm_block(machine: Machine, ins: Instruction) -> Work:
-    """The tile's weight is assembled from the stored blocks that ``META`` lists (count first)."""
+    """The tile's weight is assembled from the stored blocks that ``META`` lists (count first, then relative
+    indices; bridging zero blocks are issued like any other)."""
     device = machine.device
-    mode = device.modes.block
-    if mode is None:
-        raise DeviceFault(f"device {device.name} has no block-sparse mode")
-    br, bc = mode.block_rows, mode.block_cols
-    if ins.k % br or ins.n % bc:
-        raise DeviceFault(f"block GEMM: a {ins.k}x{ins.n} tile is not a whole number of {br}x{bc} blocks")
     acc, inp = _gemm_operands(machine, ins)
-    count = int(machine.region(Buffer.META, ins.meta_addr, 1, 2)[0].view("<u2")[0])
-    blocks = machine.region(Buffer.WGT, ins.wgt_addr, count, br * bc).reshape(count, br, bc)
-    positions = machine.region(Buffer.META, ins.meta_addr + 2, 1, 2 * count)[0].view("<u2").astype(np.int64)
-    grid_cols = ins.n // bc
-    if (positions >= (ins.k // br) * grid_cols).any():
-        raise DeviceFault("block metadata holds a position outside the tile")
-    kb, nb = positions // grid_cols, positions % grid_cols
-    grid = np.zeros((ins.k // br, grid_cols, br, bc), np.int32)
-    np.add.at(grid, (kb, nb), blocks)
-    weight = grid.transpose(0, 2, 1, 3).reshape(ins.k, ins.n)
+    weight, kb, nb, meta_bytes = _block_weight(machine, ins.wgt_addr, ins.meta_addr, ins.k, ins.n)
     _accumulate(acc, inp, weight, ins)
-    # Per output group of PE columns, the distinct reduction chunks its blocks cover cost m cycles each.
-    lanes, out_lanes = device.pe_array.reduction_lanes, device.pe_array.output_lanes
-    group_of = nb * bc // out_lanes
-    chunks = {(int(g), int(k) * br // lanes) for g, k in zip(group_of, kb)}
-    pe_cycles = ins.m * len(chunks) + count  # + one cycle per block to decode its index
+    br, bc = device.modes.block.block_rows, device.modes.block.block_cols
+    group_of = nb * bc // device.pe_array.output_lanes
+    row_cycles, issued = ins.m * _block_chunks(device, kb, group_of, ins.k), ins.m * len(kb) * br * bc
+    if device.modes.activation_skipping == "two-sided":
+        row_cycles, issued = _two_sided_block_cycles(device, inp, kb, group_of, br, bc)
+    # + decoding the indices: one metadata word a cycle (one 16-bit index, or four 4-bit ones)
+    pe_cycles = row_cycles + _ceil(len(kb) * device.modes.block.index_bits, INDEX_WORD_BITS)
     zeros = ins.m * ins.k - np.count_nonzero(inp)
-    return _gemm_work(device, ins, inp, pe_cycles, ins.m * count * br * bc, blocks.size, 2 * count + 2, zeros)
+    return _gemm_work(device, ins, inp, pe_cycles, issued, len(kb) * br * bc, meta_bytes, zeros)
+
+
+def _block_chunks(device: Device, kb: np.ndarray, group_of: np.ndarray, k: int) -> int:
+    """The (output group, reduction chunk) pairs that stored blocks overlap; each costs a pass of the input
+    rows. A block of ``block_rows`` not dividing ``reduction_lanes`` may straddle two chunks and then costs
+    both (its rows share the lanes with its neighbours'). ``kb``, ``group_of``: each block's reduction-block
+    index and output group; ``k``: the tile's reduction length."""
+    if not len(kb):
+        return 0
+    lanes, br = device.pe_array.reduction_lanes, device.modes.block.block_rows
+    first, last = kb * br // lanes, (kb * br + br - 1) // lanes
+    chunks = _ceil(k, lanes)
+    pairs = [(group_of * chunks + first + s)[first + s <= last] for s in range(int((last - first).max()) + 1)]
+    return int(np.unique(np.concatenate(pairs)).size)
+
+
+def _two_sided_block_cycles(device: Device, inp: np.ndarray, kb: np.ndarray, group_of: np.ndarray, block_rows: int, block_cols: int) -> tuple[int, int]:
+    """PE cycles and issued MACs of a block tile that skips zero activations too (SCNN's two-sided sparsity).
+
+    Per input row, each output group of PE columns is streamed the nonzero activations under its stored
+    blocks, gathered and compressed as ``skip`` compresses a dense row, ``reduction_lanes`` per cycle; each
+    meets its row of every stored block in the group (SCNN's cartesian product of nonzero activations and
+    nonzero weights, here with weights nonzero at block granularity). With no zero activation this is the
+    cost without skipping when blocks are as tall as the lanes. ``inp`` is int8 ``[m, k]``; ``kb`` and
+    ``group_of`` are each stored block's reduction-block index and output group.
+    """
+    lanes = device.pe_array.reduction_lanes
+    nonzero = np.count_nonzero(inp.reshape(inp.shape[0], -1, block_rows), axis=2)  # [m, k / block_rows]
+    covers = np.zeros((int(group_of.max(initial=-1)) + 1, nonzero.shape[1]), np.int64)
+    covers[group_of, kb] = 1  # the reduction blocks under each output group's stored blocks
+    streamed = nonzero @ covers.T  # [m, groups]: the nonzero activations each group is fed per row
+    return int(np.sum(-(-streamed // lanes))), int(nonzero[:, kb].sum()) * block_cols
 
 
 def alu(machine: Machine, ins: Instruction) -> Work:
@@ -232,7 +280,7 @@ def alu(machine: Machine, ins: Instruction) -> Work:
     elif op == AluOp.MIN:
         value = np.minimum(value, operand)
     else:  # REQUANT
-        value = np.clip(_round_shift(value * operand, np.int64(ins.shift)), 0 if Flag.RELU in ins.flags else -128, 127)
+        value = requantize(value, operand, ins.shift, Flag.RELU in ins.flags)
     x[...] = _wrap32(value)
     cycles = ins.rows * _ceil(ins.cols, machine.device.pe_array.output_lanes)
     reads = x.size * 4 + (ins.cols * 4 * (2 if ins.alu_op == AluOp.BIAS_REQUANT else 1) if Flag.ROW_OPERAND in ins.flags else 0)
@@ -256,14 +304,10 @@ def basis_conv(machine: Machine, ins: Instruction) -> Work:
     maps = machine.region(Buffer.INP, ins.inp_addr, height * width, channels * basis).reshape(height, width, basis, channels).transpose(0, 1, 3, 2)
     kernels = machine.region(Buffer.WGT, ins.wgt_addr, basis, kernel * kernel).reshape(basis, kernel, kernel).astype(np.float64)
     acc = machine.region(Buffer.ACC, ins.acc_addr, out_h * out_w, channels)
-    padded = np.pad(maps.astype(np.float64), ((padding, padding), (padding, padding), (0, 0), (0, 0)))
-    total = np.zeros((out_h, out_w, channels), np.float64)
-    for i in range(kernel):
-        for j in range(kernel):
-            window = padded[i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
-            total += window @ kernels[:, i, j]
+    padded = np.pad(maps, ((padding, padding), (padding, padding), (0, 0), (0, 0)))
+    total = _basis_taps(padded, kernels, stride, out_h, out_w)
     base = acc.astype(np.int64) if Flag.ACCUMULATE in ins.flags else 0
-    acc[...] = _wrap32(base + total.reshape(out_h * out_w, channels).astype(np.int64))
+    acc[...] = _wrap32(base + total.reshape(out_h * out_w, channels))
     macs = out_h * out_w * channels * basis * kernel * kernel
     return Work(
         pe_cycles=_ceil(macs, device.pe_array.macs_per_cycle),
@@ -272,6 +316,49 @@ def basis_conv(machine: Machine, ins: Instruction) -> Work:
         sram_read_bytes=maps.size + kernels.size + (acc.size * 4 if Flag.ACCUMULATE in ins.flags else 0),
         sram_write_bytes=acc.size * 4,
     )
+
+
+def _block_weight(machine: Machine, wgt_addr: int, meta_addr: int, k: int, n: int):
+    """A block-sparse ``[k, n]`` weight from ``WGT``/``META`` (the block mode's encoding): ``(weight, block
+    rows, block columns, metadata bytes)``."""
+    mode = machine.device.modes.block
+    if mode is None:
+        raise DeviceFault(f"device {machine.device.name} has no block-sparse mode")
+    br, bc = mode.block_rows, mode.block_cols
+    if k % br or n % bc:
+        raise DeviceFault(f"block weight: a {k}x{n} tile is not a whole number of {br}x{bc} blocks")
+    count = int(machine.region(Buffer.META, meta_addr, 1, BLOCK_COUNT_BYTES)[0].view("<u2")[0])
+    blocks = machine.region(Buffer.WGT, wgt_addr, count, br * bc).reshape(count, br, bc)
+    meta_bytes = block_metadata_bytes(count, mode.index_bits)
+    packed = machine.region(Buffer.META, meta_addr + BLOCK_COUNT_BYTES, 1, meta_bytes - BLOCK_COUNT_BYTES)[0]
+    positions = absolute_positions(unpack_bits(packed, mode.index_bits, count))
+    grid_cols = n // bc
+    if count and positions[-1] >= (k // br) * grid_cols:
+        raise DeviceFault(f"block metadata decodes to block {positions[-1]}, outside the tile's {(k // br) * grid_cols}")
+    kb, nb = positions // grid_cols, positions % grid_cols
+    grid = np.zeros((k // br, grid_cols, br, bc), np.int32)
+    grid[kb, nb] = blocks  # positions increase: each block lands once
+    return grid.transpose(0, 2, 1, 3).reshape(k, n), kb, nb, meta_bytes
+
+
+def _basis_taps(padded: np.ndarray, kernels: np.ndarray, stride: int, out_h: int, out_w: int) -> np.ndarray:
+    """The basis convolution of zero-padded maps ``[H, W, O, r]`` with ``kernels [r, k, k]``: int64
+    ``[out_h, out_w, O]`` (summed exactly in float64)."""
+    padded, kernels = padded.astype(np.float64), kernels.astype(np.float64)
+    total = np.zeros((out_h, out_w, padded.shape[2]), np.float64)
+    for i in range(kernels.shape[1]):
+        for j in range(kernels.shape[2]):
+            window = padded[i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+            total += window @ kernels[:, i, j]
+    return total.astype(np.int64)
+
+
+def requantize(value: np.ndarray, multiplier, shift: int, relu: bool) -> np.ndarray:
+    """The device's requantization of int64 ``value``: ``clip(round_half_up(value * multiplier / 2**shift),
+    lo, 127)`` with ``lo`` 0 under ReLU, else -128 (``multiplier`` per column or scalar)."""
+    if shift > 62:
+        raise DeviceFault(f"shift {shift} is out of range")
+    return np.clip(_round_shift(value * multiplier, np.int64(shift)), 0 if relu else -128, 127)
 
 
 def _round_shift(value: np.ndarray, shift) -> np.ndarray:
@@ -286,6 +373,7 @@ def _round_shift(value: np.ndarray, shift) -> np.ndarray:
 _SEMANTICS = {
     Opcode.LOAD: load,
     Opcode.LOAD_CODED: load_coded,
+    Opcode.LOAD_RLE: load_rle,
     Opcode.STORE: store,
     Opcode.GEMM: gemm,
     Opcode.GEMM_NM: gemm_nm,

@@ -27,6 +27,9 @@ class Machine:
             Buffer.TABLE: device.modes.weight_sharing.table_size if device.modes.weight_sharing else 0,
         }
         self.buffers = {buf: np.zeros(size, dtype=BUFFER_DTYPES[buf]) for buf, size in sizes.items()}
+        self.engine = None  # the fused decomposed-convolution engine's registers (set by ENGINE_CONFIG)
+        self.engine_pipeline = None  # and its pipeline's state across instructions (sim.engine.EnginePipeline)
+        self.now = 0  # the cycle the executing instruction starts at
 
     def region(self, buf: Buffer, addr: int, rows: int, cols: int, stride: int | None = None) -> np.ndarray:
         """A writable ``rows x cols`` view of ``buf`` starting at element ``addr`` (row stride ``stride``)."""

@@ -21,6 +21,7 @@ class Counters:
     gemm_cycles: int = 0  # cycles of GEMM tile instructions (the PE array's share of the compute queue)
     macs_dense: int = 0
     macs_issued: int = 0
+    basis_macs: int = 0  # of macs_issued, those of the fused engine's basis stage (not the PE array)
     dram_read_bytes: int = 0
     dram_read_metadata_bytes: int = 0
     dram_write_bytes: int = 0
@@ -44,6 +45,7 @@ class Counters:
         self.busy_cycles[queue.name.lower()] += end - start
         self.macs_dense += work.macs_dense
         self.macs_issued += work.macs_issued
+        self.basis_macs += work.basis_macs
         self.dram_read_bytes += work.dram_read_bytes
         self.dram_read_metadata_bytes += work.dram_read_metadata_bytes
         self.dram_write_bytes += work.dram_write_bytes
@@ -58,7 +60,7 @@ class Counters:
             cycles=self.cycles,
             time_us=self.cycles / device.clock_mhz,
             macs_skipped=self.macs_skipped,
-            pe_utilization=self.macs_issued / (peak * self.cycles) if self.cycles else 0.0,
+            pe_utilization=(self.macs_issued - self.basis_macs) / (peak * self.cycles) if self.cycles else 0.0,
             energy_total_pj=sum(self.energy_pj.values()),
         )
         return out

@@ -17,10 +17,11 @@ import numpy as np
 
 from ..accel.device import Device, load_device
 from ..accel.isa import Flag, Instruction, Program, Queue
+from .engine import SEMANTICS as ENGINE_SEMANTICS
 from .execute import execute
 from .machine import DeviceFault, Machine
 from .report import Counters, SimReport, TimelineEvent
-from .timing import cycles, energy_pj
+from .timing import cycles, energy_pj, issue_cycles, release_cycles
 
 
 @dataclass
@@ -87,13 +88,15 @@ def run(program: Program, device: Device | str | None = None) -> SimResult:
         for ch in pops:
             tokens[ch].popleft()
         try:
-            work = execute(machine, ins)
+            machine.now = start
+            work = ENGINE_SEMANTICS.get(ins.opcode, execute)(machine, ins)
         except DeviceFault as err:
             raise DeviceFault(f"instruction {index} ({ins.opcode.name}): {err}") from None
         end = start + cycles(device, ins, work)
-        free_at[queue] = end
-        for ch in pushes:
-            tokens.setdefault(ch, deque()).append(end)
+        free_at[queue] = start + issue_cycles(device, ins, work)
+        for ch in pushes:  # a pipelined unit releases its inputs (to the previous queue) before it completes
+            released = start + release_cycles(device, ins, work) if ch[1] < queue else end
+            tokens.setdefault(ch, deque()).append(released)
         energy = energy_pj(device, work)
         tag = program.tags[ins.tag] if ins.tag < len(program.tags) else str(ins.tag)
         total.add(queue, start, end, work, energy)

@@ -38,7 +38,9 @@ from tvm import relax
 from ..accel.basis_program import BasisGeometry, emit_basis_layer, emit_expand_layer
 from ..accel.builder import ProgramBuilder
 from ..accel.device import Device
+from ..accel.fused_program import FusedOperands, emit_fused_layer, fused_channels
 from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing_table
+from ..accel.isa import ProgramError
 from ..accel.layer import LayerHeader, encode_layer
 from ..accel.packing import block_grid, nonzero_blocks
 from ..accel.quantize import QuantizedLayer, quantize
@@ -151,10 +153,25 @@ class OffloadToAccel:
             plans, absorbed = {}, set()
             layers = find_layers(func, names)
             pairs = self._engine_pairs(layers, use_counts(func))
+            fused = {}  # id(pair) -> the emitter of a pair the fused engine runs (at its basis convolution)
             for index, layer in enumerate(layers):
                 op = "conv2d" if isinstance(layer, ConvLayer) else "matmul"
                 pair = pairs.get(id(layer))
                 step = pair.step(layer) if pair else None
+                if pair and layer is pair.combine and self.stage == "deploy" and self.device.modes.decomposed_conv.fused:
+                    basis_index = next(i for i, other in enumerate(layers) if other is pair.basis)
+                    try:
+                        fused[id(pair)] = self._fused_emitter(pair, index, basis_index)
+                    except ProgramError:
+                        pass  # does not fit the engine's buffers: two steps through DRAM
+                if pair and id(pair) in fused:
+                    self.placements.append(Placement(layer.name, op, "device", mode="fused"))
+                    if layer is pair.combine:  # runs inside the fused layer, emitted at the basis convolution
+                        absorbed.update([layer.output_var, *layer.absorbed_vars])
+                    else:
+                        plans[layer.output_var] = fused[id(pair)]
+                        absorbed.update(layer.absorbed_vars)
+                    continue
                 if pair and step is None:  # the pair's coefficient GEMM
                     layer = pair.coefficient_layer()
                 reason = "" if step else _host_reason(layer)
@@ -273,6 +290,51 @@ class OffloadToAccel:
             if table is not None or not per_tensor:
                 return quant, w_kn, mode, table
 
+    def _fused_emitter(self, pair: EnginePair, combine_index: int, basis_index: int):
+        """A decomposed layer as one layer of the fused engine (``DECOMP_CONV``), in the pair's order. The
+        quantization is the two steps': the maps get the range the first step's calibration saw at its
+        output (the second step's input)."""
+        first, second = self._stats(pair.combine, combine_index), self._stats(pair.basis, basis_index)
+        o, k, _, rank = pair.basis.weight.shape
+        n, h, w, c = pair.combine.x_shape
+        c_pad = fused_channels(c, self.device)
+        coefficients = pair.coefficient_layer()
+        if pair.basis_first:  # basis kernels on the input channels, then the coefficients on the strided maps
+            basis_q = QuantizedLayer.from_float(pair.kernels.reshape(rank, k * k), None, first["input_absmax"], first["output_absmax"])
+            coef_q = QuantizedLayer.from_float(coefficients.matrix(), coefficients.bias, first["output_absmax"], second["output_absmax"])
+            weight = np.zeros((rank, c_pad, o), np.int8)
+            weight[:, :c] = coef_q.weight.reshape(o, rank, c).transpose(1, 2, 0)
+            weight = weight.reshape(rank * c_pad, o)
+            maps_params = np.stack([np.zeros(rank * c_pad), np.repeat(basis_q.multiplier, c_pad)])
+            kernels = basis_q.weight.reshape(rank, k, k)
+            ops = FusedOperands(weight, maps_params, basis_q.shift, kernels, np.stack([coef_q.bias, coef_q.multiplier]), coef_q.shift, "", True, coefficients.relu)
+            quantized = {pair.combine.name: basis_q, pair.basis.name: coef_q}
+            scales = (basis_q.input_scale, coef_q.output_scale)
+        else:  # the coefficient GEMM's maps, then the basis convolution
+            coef_q = QuantizedLayer.from_float(coefficients.matrix(), coefficients.bias, first["input_absmax"], first["output_absmax"])
+            basis_q = QuantizedLayer.from_float(pair.basis.matrix(), pair.basis.bias, first["output_absmax"], second["output_absmax"])
+            kernels, multiplier = _shared_basis_operands(pair, basis_q)
+            weight = np.zeros((c_pad, rank * o), np.int8)
+            weight[:c] = coef_q.weight.T
+            ops = FusedOperands(weight, np.stack([coef_q.bias, coef_q.multiplier]), coef_q.shift, kernels, np.stack([basis_q.bias, multiplier]), basis_q.shift, "", False, pair.basis.relu)
+            quantized = {pair.combine.name: coef_q, pair.basis.name: basis_q}
+            scales = (coef_q.input_scale, basis_q.output_scale)
+        ops = dataclasses.replace(ops, coef_mode="block" if choose_mode(weight, self.device) == "block" else "dense")
+        g = BasisGeometry(n, h, w, o, rank, k, pair.basis.strides[0], pair.basis.padding[0])
+        b = ProgramBuilder(self.device.name)
+        b.layer(pair.basis.name)
+        x_addr = b.reserve(n * h * w * c_pad)
+        out_addr = b.reserve(int(np.prod(pair.basis.out_shape)))
+        emit_fused_layer(b, self.device, g, x_addr, ops, out_addr)
+        self.quantized.update(quantized)
+        header = LayerHeader(
+            name=pair.basis.name, mode="fused", input_shape=tuple(pair.combine.x_shape), output_shape=tuple(pair.basis.out_shape),
+            rows=n * h * w, reduction=c, reduction_padded=c_pad, outputs=o, outputs_padded=o, relu=ops.relu,
+            input_scale=scales[0], output_scale=scales[1], x_addr=x_addr, out_addr=out_addr,
+            device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
+        )
+        return _run_on_device(pair.basis, encode_layer(header, b.build()), x=pair.combine.x)
+
     def _basis_emitter(self, pair: EnginePair, index: int, placement: Placement):
         """A decomposed layer's basis convolution (combine-first) on the device's engine."""
         layer = pair.basis
@@ -285,12 +347,8 @@ class OffloadToAccel:
         b.layer(layer.name)
         x_addr = b.reserve(n * h * w * maps)
         out_addr = b.reserve(int(np.prod(layer.out_shape)))
-        # Per-channel scaling (e.g. a folded BatchNorm) lives in the weight scales; a sign in the multiplier.
-        signs = np.where(pair.scales < 0, -1, 1)
-        if not np.array_equal(quant.weight, signs[:, None] * quant.weight[:1]):
-            raise ValueError(f"layer {layer.name}: the quantized basis differs between channels")
-        basis_q = quant.weight[0].reshape(k, k, rank).transpose(2, 0, 1)
-        emit_basis_layer(b, self.device, g, x_addr, basis_q, quant.bias, quant.multiplier * signs, quant.shift, out_addr, layer.relu)
+        basis_q, multiplier = _shared_basis_operands(pair, quant)
+        emit_basis_layer(b, self.device, g, x_addr, basis_q, quant.bias, multiplier, quant.shift, out_addr, layer.relu)
         header = LayerHeader(
             name=layer.name, mode="basis", input_shape=tuple(layer.x_shape), output_shape=tuple(layer.out_shape),
             rows=n * h * w, reduction=maps, reduction_padded=maps, outputs=o, outputs_padded=o, relu=layer.relu,
@@ -370,13 +428,23 @@ class EnginePair:
         )
 
 
-def _run_on_device(layer: Layer, blob: np.ndarray, shape: tuple[int, ...] | None = None):
-    """The emitter of a device layer: the runtime entry point on the layer's input and its program blob
-    (``shape``: the output's, when not the layer's)."""
+def _shared_basis_operands(pair: EnginePair, quant: QuantizedLayer) -> tuple[np.ndarray, np.ndarray]:
+    """``(kernels int8 [r, k, k], multiplier [O])`` of a basis convolution quantized per output channel:
+    the per-channel scaling (e.g. a folded BatchNorm) lives in the weight scales, a sign in the multiplier."""
+    o, k, _, rank = pair.basis.weight.shape
+    signs = np.where(pair.scales < 0, -1, 1)
+    if not np.array_equal(quant.weight, signs[:, None] * quant.weight[:1]):
+        raise ValueError(f"layer {pair.basis.name}: the quantized basis differs between channels")
+    return quant.weight[0].reshape(k, k, rank).transpose(2, 0, 1), quant.multiplier * signs
+
+
+def _run_on_device(layer: Layer, blob: np.ndarray, shape: tuple[int, ...] | None = None, x: relax.Expr | None = None):
+    """The emitter of a device layer: the runtime entry point on the layer's input (or ``x``) and its
+    program blob (``shape``: the output's, when not the layer's)."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         out = relax.TensorType(shape or _output_shape(layer), "float32")
-        return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x), relax.const(blob)], out))
+        return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x if x is None else x), relax.const(blob)], out))
 
     return emit
 
