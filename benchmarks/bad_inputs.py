@@ -31,8 +31,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tvm_sparse.accel import load_device
 from tvm_sparse.accel.builder import ProgramBuilder
-from tvm_sparse.accel.device import Device
-from tvm_sparse.accel.isa import Buffer, Flag, Program, Queue
+from tvm_sparse.hw.device import Device
+from tvm_sparse.hw.isa import Buffer, Flag, Program, Queue
 from tvm_sparse.cli import main
 from tvm_sparse.errors import TVMSparseError
 from tvm_sparse.sim import run

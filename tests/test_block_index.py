@@ -8,8 +8,8 @@ import pytest
 from tvm_sparse.accel import Device, load_device
 from tvm_sparse.accel.builder import ProgramBuilder
 from tvm_sparse.accel.gemm_program import Tiling, gemm_program, reduction_granule, sharing_table
-from tvm_sparse.accel.isa import Buffer, Flag, Opcode
-from tvm_sparse.accel.packing import (
+from tvm_sparse.hw.isa import Buffer, Flag, Opcode
+from tvm_sparse.hw.encoding import (
     absolute_positions,
     block_metadata_bytes,
     block_stream_bytes,

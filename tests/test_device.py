@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tvm_sparse.accel import Device, DeviceError, load_device, shipped_devices
-from tvm_sparse.accel.device import DEFAULT_ENERGY_PJ
+from tvm_sparse.hw.device import DEFAULT_ENERGY_PJ
 
 
 def test_shipped_variants_load_with_the_same_provisioning():

@@ -8,8 +8,8 @@ import pytest
 from tvm_sparse.accel import Device, DeviceError, load_device
 from tvm_sparse.accel.builder import ProgramBuilder
 from tvm_sparse.accel.gemm_program import Tiling, gemm_program
-from tvm_sparse.accel.isa import Buffer, Opcode, Program, ProgramError, disassemble
-from tvm_sparse.accel.packing import encode_runs
+from tvm_sparse.hw.isa import Buffer, Opcode, Program, ProgramError, disassemble
+from tvm_sparse.hw.encoding import encode_runs
 from tvm_sparse.sim import DeviceFault, run
 from tvm_sparse.sim.execute import execute
 from tvm_sparse.sim.machine import Machine

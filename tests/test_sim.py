@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tvm_sparse.accel import load_device
 from tvm_sparse.accel.builder import ProgramBuilder
-from tvm_sparse.accel.isa import (
+from tvm_sparse.hw.isa import (
     AluOp,
     Buffer,
     Flag,
@@ -19,7 +19,7 @@ from tvm_sparse.accel.isa import (
     Queue,
     disassemble,
 )
-from tvm_sparse.accel.packing import code_values, pack_bits, pack_blocks, pack_nm, unpack_bits, weight_table
+from tvm_sparse.hw.encoding import code_values, pack_bits, pack_blocks, pack_nm, unpack_bits, weight_table
 from tvm_sparse.sim import DeviceFault, run
 
 SYNC_LOAD = Flag.PUSH_NEXT

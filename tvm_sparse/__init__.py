@@ -6,10 +6,10 @@ use_available_cpus()
 
 from . import accel, analysis, formats, kernels, prune, transform
 from .accel.runtime import register as _register_accel_runtime
-from .accel.target import register_shipped_devices as _register_accel_targets
 from .analysis import analyze
 from .build import build, cpu_pipeline
 from .errors import ModelError, TVMSparseError
+from .target import register_shipped_devices as _register_accel_targets
 from .tune import tune  # the function; the subpackage stays importable as tvm_sparse.tune.*
 
 _register_accel_targets()

@@ -10,7 +10,6 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 
 from . import progress
-from .accel.target import device_of, is_accel_target
 from .analysis.slow_path import CountModelFlops, ReportDefaultSchedules
 from .errors import TVMSparseError, tvm_rejection
 from .fast_math import FastMath
@@ -18,7 +17,7 @@ from .frontend import load_model
 from .prepare import prepare_passes
 from .schedule.choice import schedules_from
 from .schedule.cpu import default_rules
-from .target import resolve_target
+from .target import device_of, is_accel_target, resolve_target
 from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, PoolKernels, ShrinkChannels, SoftmaxKernels, SparsifyWeights
 
 

@@ -135,7 +135,7 @@ def _cmd_prune(args) -> None:
 
 
 def _cmd_compile(args) -> None:
-    from .accel.target import device_of, is_accel_target
+    from .target import device_of, is_accel_target
     from .build import build
     from .frontend import load_model
     from .library import metadata_path, write_metadata

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .accel.device import Device
+from .hw.device import Device
 from .errors import TVMSparseError
 
 

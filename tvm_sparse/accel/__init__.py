@@ -1,9 +1,9 @@
 """The ``sparse-accel`` device: description, ISA, target, compile path and runtime."""
 
 from .compile import AccelBuild, build_for_device
-from .device import DEFAULT_DEVICE, Device, DeviceError, load_device, shipped_devices
+from ..hw.device import DEFAULT_DEVICE, Device, DeviceError, load_device, shipped_devices
 from .runtime import last_run, reset_run
-from .target import target
+from ..target import accel_target as target
 
 
 def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True, input_shapes=None) -> AccelBuild:

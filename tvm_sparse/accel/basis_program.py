@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .builder import ProgramBuilder
-from .device import Device
-from .isa import AluOp, Buffer, Flag, ProgramError
+from ..hw.device import Device
+from ..hw.isa import AluOp, Buffer, Flag, ProgramError
 
 
 @dataclass(frozen=True)

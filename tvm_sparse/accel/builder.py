@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .isa import (
+from ..hw.isa import (
     COEF_MODES,
     NO_FLAGS,
     AluOp,
@@ -18,7 +18,7 @@ from .isa import (
     engine_band,
     engine_pads,
 )
-from .packing import encode_runs
+from ..hw.encoding import encode_runs
 
 
 class ProgramBuilder:
@@ -40,7 +40,7 @@ class ProgramBuilder:
         return addr
 
     def place_runs(self, tile: np.ndarray, run_bits: int) -> tuple[int, int, int]:
-        """Place int8 ``tile`` run-length coded (:func:`~.packing.encode_runs`): ``(values address, runs
+        """Place int8 ``tile`` run-length coded (:func:`~tvm_sparse.hw.encoding.encode_runs`): ``(values address, runs
         address, entries)`` for :meth:`load_rle`."""
         values, runs = encode_runs(tile, run_bits)
         return self.place(values), self.place(np.frombuffer(runs, np.uint8)), values.size
@@ -75,7 +75,7 @@ class ProgramBuilder:
         return self.emit(Opcode.LOAD_CODED, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, table_addr=table_addr, index_bits=index_bits)
 
     def load_rle(self, sram_addr: int, dram_addr: int, meta_addr: int, entries: int, rows: int, cols: int, run_bits: int, flags: Flag = NO_FLAGS):
-        """DMA a run-length coded activation tile (:func:`~.packing.encode_runs`: ``entries`` int8 values at
+        """DMA a run-length coded activation tile (:func:`~tvm_sparse.hw.encoding.encode_runs`: ``entries`` int8 values at
         ``dram_addr``, their packed ``run_bits``-bit zero runs at ``meta_addr``) into a contiguous ``rows x cols``
         ``INP`` tile."""
         return self.emit(Opcode.LOAD_RLE, flags, sram_addr=sram_addr, dram_addr=dram_addr, rows=rows, cols=cols, meta_addr=meta_addr, entries=entries, run_bits=run_bits)

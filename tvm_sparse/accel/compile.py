@@ -27,7 +27,7 @@ from ..target import host_target
 from ..transform.offload import OffloadToAccel
 from . import runtime
 from .calibration import calibration_inputs
-from .device import Device
+from ..hw.device import Device
 
 
 @dataclass

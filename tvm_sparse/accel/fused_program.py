@@ -17,9 +17,9 @@ import numpy as np
 from ..sim.engine import EngineConfig, EnginePipeline
 from .basis_program import BasisGeometry, _check_engine, _emit_loads
 from .builder import ProgramBuilder
-from .device import Device
-from .isa import Buffer, Flag, ProgramError
-from .packing import block_grid, nonzero_blocks, pack_blocks
+from ..hw.device import Device
+from ..hw.isa import Buffer, Flag, ProgramError
+from ..hw.encoding import block_grid, nonzero_blocks, pack_blocks
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .builder import ProgramBuilder
-from .device import Device
+from ..hw.device import Device
 from .intrinsics import GEMM_OPS
-from .isa import AluOp, Buffer, Flag, Opcode, ProgramError
+from ..hw.isa import AluOp, Buffer, Flag, Opcode, ProgramError
 from .lowering import TileOp, tile_operations
-from .packing import block_grid, code_values, nonzero_blocks, pack_blocks, pack_nm, weight_table
+from ..hw.encoding import block_grid, code_values, nonzero_blocks, pack_blocks, pack_nm, weight_table
 from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}

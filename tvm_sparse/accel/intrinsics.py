@@ -131,7 +131,8 @@ def _epilogue(tm: int, tn: int, shift: int, relu: bool):
 
 
 def requant_expr(acc, bias, multiplier, shift: int, low: int):
-    """``clip(round((acc + bias) * multiplier >> shift), low, 127)`` as int8 (the device's BIAS_REQUANT, with RELU for low = 0)."""
+    """``clip(round((acc + bias) * multiplier >> shift), low, 127)`` as int8: the device's BIAS_REQUANT
+    (with RELU for low = 0), in TIR; :func:`tvm_sparse.hw.integer.requantize` is its definition."""
     scaled = (T.Cast("int64", acc + bias) * multiplier + T.int64(1 << (shift - 1))) >> T.int64(shift)
     return T.Cast("int8", T.max(T.min(scaled, T.int64(127)), T.int64(low)))
 

@@ -2,7 +2,7 @@
 
 The blob is a constant of the compiled Relax module (so ``export_library``
 carries it): a little-endian ``uint32`` header length, a JSON header, then
-the layer's :class:`~.isa.Program`. The host side of a layer (im2col of a
+the layer's :class:`~tvm_sparse.hw.isa.Program`. The host side of a layer (im2col of a
 convolution's input, quantizing the input, dequantizing the output) is plain
 numpy here, next to the float reference used for calibration.
 """
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .isa import Program
+from ..hw.isa import Program
 
 
 @dataclass(frozen=True)

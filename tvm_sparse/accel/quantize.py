@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hw.integer import requantize
+
 INT8_MAX = 127
 #: Multipliers stay below 2**30 so that ``acc * multiplier`` fits the device's 64-bit product.
 MULTIPLIER_BITS = 30
@@ -68,5 +70,4 @@ class QuantizedLayer:
     def reference(self, x_q: np.ndarray, relu: bool) -> np.ndarray:
         """The device's integer result for ``x_q`` (numpy, exact): what the simulator must reproduce."""
         acc = x_q.astype(np.int64) @ self.weight.astype(np.int64).T + self.bias
-        y = np.clip((acc * self.multiplier + (1 << (self.shift - 1))) >> self.shift, -128, 127)
-        return np.maximum(y, 0) if relu else y
+        return requantize(acc, self.multiplier, self.shift, relu)

@@ -3,7 +3,7 @@ the host, and the whole run as one Chrome trace."""
 
 from __future__ import annotations
 
-from .isa import Queue
+from ..hw.isa import Queue
 from ..sim.report import queue_tracks
 from .runtime import last_run
 

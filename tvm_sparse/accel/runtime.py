@@ -22,7 +22,7 @@ import numpy as np
 import tvm
 
 from ..sim import run
-from .device import Device
+from ..hw.device import Device
 from .layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, expand_float, gemm_rows
 from .quantize import quantize
 

@@ -12,41 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hw.encoding import kept_positions, nm_violations, pack_bits, position_bits
 from .errors import FormatError
-
-
-def position_bits(m: int) -> int:
-    return max(1, (m - 1).bit_length())
-
-
-def pack_bits(values: np.ndarray, bits: int) -> bytes:
-    """Unsigned ``values`` of ``bits`` bits each, packed little-endian into bytes."""
-    flat = np.asarray(values, dtype=np.uint64).ravel()
-    bit_matrix = (flat[:, None] >> np.arange(bits, dtype=np.uint64)) & 1
-    return np.packbits(bit_matrix.astype(np.uint8).ravel(), bitorder="little").tobytes()
-
-
-def unpack_bits(data, bits: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_bits`: ``count`` values."""
-    bit_array = np.unpackbits(np.asarray(data, dtype=np.uint8), bitorder="little")[: count * bits]
-    return (bit_array.reshape(count, bits).astype(np.int64) << np.arange(bits)).sum(axis=1)
-
-
-def nm_violations(weight: np.ndarray, n: int, m: int) -> int:
-    """How many groups of ``m`` along the last axis hold more than ``n`` nonzeros (``weight``'s last
-    axis is padded with zeros to a multiple of ``m``)."""
-    w = np.asarray(weight)
-    pad = -w.shape[-1] % m
-    if pad:
-        w = np.concatenate([w, np.zeros((*w.shape[:-1], pad), w.dtype)], axis=-1)
-    groups = w.reshape(*w.shape[:-1], -1, m)
-    return int((np.count_nonzero(groups, axis=-1) > n).sum())
-
-
-def kept_positions(groups: np.ndarray, n: int) -> np.ndarray:
-    """Per group, ``n`` positions in ascending order: the nonzeros, then zero fillers."""
-    order = np.argsort(groups == 0, axis=-1, kind="stable")[..., :n]
-    return np.sort(order, axis=-1)
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,13 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
-from ..accel.device import Device
 from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, reduction_granule, tile_fits
-from ..accel.isa import Program
 from ..accel.layer import ConvGeometry
-from ..accel.packing import block_stream_bytes
 from ..accel.tir_layer import layer_func, tile_layer, tile_shape
+from ..hw.device import Device
+from ..hw.encoding import block_stream_bytes
+from ..hw.integer import requantize
+from ..hw.isa import Program
 from ..errors import TVMSparseError
 from ..formats import BSRMatrix, NMMatrix
 from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
@@ -443,7 +444,7 @@ class DeviceGemmTask:
         multiplier = self.multiplier if self.multiplier is not None else rng.integers(1, 2**10, size=n)
         program, out = gemm_program(x, self.weight, bias, multiplier, self.shift, self.device, self.mode, self.relu, tiling)
         acc = x.astype(np.int64) @ self.weight.astype(np.int64) + bias
-        expected = np.clip((acc * multiplier + (1 << (self.shift - 1))) >> self.shift, 0 if self.relu else -128, 127).astype(np.int8)
+        expected = requantize(acc, multiplier, self.shift, self.relu).astype(np.int8)
         return ProgramCandidate(program, self.device, out, expected)
 
     def measure(self, tiling: Tiling, target=None) -> float:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..accel.device import Device
-from ..accel.isa import COEF_MODES, ENGINE_ORDERS, Buffer, Flag, Instruction, Opcode, split_band, split_geometry, split_pads
-from .execute import INDEX_WORD_BITS, Work, _basis_taps, _block_chunks, _block_weight, _ceil, _wrap32, requantize
+from ..hw.device import Device
+from ..hw.isa import COEF_MODES, ENGINE_ORDERS, Buffer, Flag, Instruction, Opcode, split_band, split_geometry, split_pads
+from ..hw.integer import requantize, wrap32
+from .execute import INDEX_WORD_BITS, Work, _basis_taps, _block_chunks, _block_weight, _ceil
 from .machine import DeviceFault, Machine
 
 @dataclass(frozen=True)
@@ -163,14 +164,14 @@ def decomp_conv(machine: Machine, ins: Instruction) -> Work:
     if cfg.basis_first:  # every channel convolved with each kernel, then combined
         padded = np.pad(x.reshape(cfg.height, cfg.width, cfg.channels, 1), pad)
         taps = [_basis_taps(padded, kernels[j : j + 1], cfg.stride, out_h, out_w) for j in range(cfg.basis)]
-        maps = requantize(_wrap32(np.concatenate(taps, axis=2).reshape(out_h * out_w, cfg.maps)).astype(np.int64) + maps_bias, maps_multiplier, cfg.maps_shift, relu=False)
-        result = _wrap32((maps.astype(np.float64) @ coef.weight.astype(np.float64)).astype(np.int64))
+        maps = requantize(wrap32(np.concatenate(taps, axis=2).reshape(out_h * out_w, cfg.maps)).astype(np.int64) + maps_bias, maps_multiplier, cfg.maps_shift, relu=False)
+        result = wrap32((maps.astype(np.float64) @ coef.weight.astype(np.float64)).astype(np.int64))
         gemm_pixels = out_h * out_w
     else:  # the coefficient GEMM gives each output channel's maps, then the basis convolution
-        gemm = _wrap32((x.astype(np.float64) @ coef.weight.astype(np.float64)).astype(np.int64))
+        gemm = wrap32((x.astype(np.float64) @ coef.weight.astype(np.float64)).astype(np.int64))
         maps = requantize(gemm + maps_bias, maps_multiplier, cfg.maps_shift, relu=False)
         padded = np.pad(maps.reshape(cfg.height, cfg.width, cfg.basis, cfg.outputs).transpose(0, 1, 3, 2), pad)
-        result = _wrap32(_basis_taps(padded, kernels, cfg.stride, out_h, out_w).reshape(out_h * out_w, cfg.outputs))
+        result = wrap32(_basis_taps(padded, kernels, cfg.stride, out_h, out_w).reshape(out_h * out_w, cfg.outputs))
         gemm_pixels = rows
     out[...] = requantize(result.astype(np.int64) + out_bias, out_multiplier, cfg.out_shift, Flag.RELU in ins.flags)
     if machine.engine_pipeline is None:

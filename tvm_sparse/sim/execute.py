@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..accel.device import Device
-from ..accel.isa import AluOp, Buffer, Flag, Instruction, Opcode, split_geometry
-from ..accel.packing import BLOCK_COUNT_BYTES, absolute_positions, block_metadata_bytes, unpack_bits
+from ..hw.device import Device
+from ..hw.isa import AluOp, Buffer, Flag, Instruction, Opcode, split_geometry
+from ..hw.encoding import BLOCK_COUNT_BYTES, absolute_positions, block_metadata_bytes, unpack_bits
+from ..hw.integer import MAX_SHIFT, requantize, round_shift, wrap32
 from .machine import DeviceFault, Machine
 
 #: Bits of block metadata the index decoder reads per cycle.
@@ -41,10 +42,6 @@ class Work:
     basis_macs: int = 0  # of macs_issued, those of the fused engine's basis stage (beside the PE array)
     issue_cycles: int | None = None  # cycles until the queue takes its next instruction (None: all of them)
     release_cycles: int | None = None  # cycles until the buffers the previous queue fills are no longer read
-
-
-def _wrap32(values: np.ndarray) -> np.ndarray:
-    return ((values.astype(np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 
 def _ceil(a: int, b: int) -> int:
@@ -92,7 +89,7 @@ def load_coded(machine: Machine, ins: Instruction) -> Work:
 
 
 def load_rle(machine: Machine, ins: Instruction) -> Work:
-    """A run-length coded activation tile (SCNN; format in :mod:`~tvm_sparse.accel.packing`): ``entries``
+    """A run-length coded activation tile (SCNN; format in :mod:`~tvm_sparse.hw.encoding`): ``entries``
     int8 values at ``dram_addr``, their ``run_bits``-bit zero runs packed at ``meta_addr``, expanded into a
     contiguous ``rows x cols`` ``INP`` tile. The values count as data bytes, the runs as metadata bytes."""
     mode = machine.device.modes.activation_compression
@@ -133,7 +130,7 @@ def _gemm_operands(machine: Machine, ins: Instruction):
 def _accumulate(acc: np.ndarray, inp: np.ndarray, weight: np.ndarray, ins: Instruction) -> None:
     product = inp.astype(np.float64) @ weight.astype(np.float64)
     base = acc.astype(np.int64) if Flag.ACCUMULATE in ins.flags else 0
-    acc[...] = _wrap32(base + product.astype(np.int64))
+    acc[...] = wrap32(base + product.astype(np.int64))
 
 
 def _activation_cycles(device: Device, inp: np.ndarray, reduction: int) -> tuple[int, int]:
@@ -267,21 +264,21 @@ def alu(machine: Machine, ins: Instruction) -> Work:
             raise DeviceFault("BIAS_REQUANT takes row operands (multiplier and addend rows)")
         value = value + machine.region(Buffer.ACC, ins.addend, 1, ins.cols).astype(np.int64)
         op = AluOp.REQUANT
-    if op in (AluOp.SHR, AluOp.REQUANT) and ins.shift > 62:
+    if op in (AluOp.SHR, AluOp.REQUANT) and ins.shift > MAX_SHIFT:
         raise DeviceFault(f"shift {ins.shift} is out of range")
     if op == AluOp.ADD:
         value = value + operand
     elif op == AluOp.MUL:
         value = value * operand
     elif op == AluOp.SHR:
-        value = _round_shift(value, operand)
+        value = round_shift(value, operand)
     elif op == AluOp.MAX:
         value = np.maximum(value, operand)
     elif op == AluOp.MIN:
         value = np.minimum(value, operand)
     else:  # REQUANT
         value = requantize(value, operand, ins.shift, Flag.RELU in ins.flags)
-    x[...] = _wrap32(value)
+    x[...] = wrap32(value)
     cycles = ins.rows * _ceil(ins.cols, machine.device.pe_array.output_lanes)
     reads = x.size * 4 + (ins.cols * 4 * (2 if ins.alu_op == AluOp.BIAS_REQUANT else 1) if Flag.ROW_OPERAND in ins.flags else 0)
     return Work(pe_cycles=cycles, alu_ops=x.size, sram_read_bytes=reads, sram_write_bytes=x.size * 4)
@@ -307,7 +304,7 @@ def basis_conv(machine: Machine, ins: Instruction) -> Work:
     padded = np.pad(maps, ((padding, padding), (padding, padding), (0, 0), (0, 0)))
     total = _basis_taps(padded, kernels, stride, out_h, out_w)
     base = acc.astype(np.int64) if Flag.ACCUMULATE in ins.flags else 0
-    acc[...] = _wrap32(base + total.reshape(out_h * out_w, channels))
+    acc[...] = wrap32(base + total.reshape(out_h * out_w, channels))
     macs = out_h * out_w * channels * basis * kernel * kernel
     return Work(
         pe_cycles=_ceil(macs, device.pe_array.macs_per_cycle),
@@ -351,23 +348,6 @@ def _basis_taps(padded: np.ndarray, kernels: np.ndarray, stride: int, out_h: int
             window = padded[i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
             total += window @ kernels[:, i, j]
     return total.astype(np.int64)
-
-
-def requantize(value: np.ndarray, multiplier, shift: int, relu: bool) -> np.ndarray:
-    """The device's requantization of int64 ``value``: ``clip(round_half_up(value * multiplier / 2**shift),
-    lo, 127)`` with ``lo`` 0 under ReLU, else -128 (``multiplier`` per column or scalar)."""
-    if shift > 62:
-        raise DeviceFault(f"shift {shift} is out of range")
-    return np.clip(_round_shift(value * multiplier, np.int64(shift)), 0 if relu else -128, 127)
-
-
-def _round_shift(value: np.ndarray, shift) -> np.ndarray:
-    """Arithmetic shift right, rounding half up (``(x + 2**(s-1)) >> s``)."""
-    shift = np.asarray(shift, dtype=np.int64)
-    if (shift < 0).any() or (shift > 62).any():
-        raise DeviceFault("shift amount outside 0..62")
-    rounding = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
-    return (value + rounding) >> shift
 
 
 _SEMANTICS = {

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..accel.device import Device
-from ..accel.isa import BUFFER_DTYPES, Buffer
-from ..errors import TVMSparseError
-
-
-class DeviceFault(TVMSparseError):
-    """The program did something the device cannot do; the message names the instruction."""
+from ..hw.device import Device
+from ..hw.isa import BUFFER_DTYPES, Buffer, DeviceFault
 
 
 class Machine:

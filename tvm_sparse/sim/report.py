@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from ..accel.device import Device
-from ..accel.isa import Queue
+from ..hw.device import Device
+from ..hw.isa import Queue
 from .execute import Work
 
 

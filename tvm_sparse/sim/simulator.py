@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..accel.device import Device, load_device
-from ..accel.isa import Flag, Instruction, Program, Queue
+from ..hw.device import Device, load_device
+from ..hw.isa import Flag, Instruction, Program, Queue
 from .engine import SEMANTICS as ENGINE_SEMANTICS
 from .execute import execute
 from .machine import DeviceFault, Machine

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 
-from ..accel.device import Device
-from ..accel.isa import Instruction, Opcode
+from ..hw.device import Device
+from ..hw.isa import Instruction, Opcode
 from .execute import Work
 
 DMA_SETUP_CYCLES = 8

@@ -151,8 +151,8 @@ def register_server_functions() -> None:
     @tvm_ffi.register_global_func(SIMULATE_FUNC, override=True)
     def simulate(program: bytes, device_json: str, out_addr: int, out_bytes: int) -> bytes:
         """Run a sparse-accel program on the simulator: 8 bytes of cycles (little-endian) + ``out_bytes`` at ``out_addr``."""
-        from ..accel.device import Device
-        from ..accel.isa import Program
+        from ..hw.device import Device
+        from ..hw.isa import Program
         from ..sim import run
 
         result = run(Program.from_bytes(bytes(program)), Device.from_dict(json.loads(device_json), "RPC client"))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..data import data_dir
 from ..errors import TVMSparseError
+from .encoding import position_bits
 
 #: Shipped device descriptions.
 TARGET_DIR = data_dir("target")
@@ -78,7 +79,7 @@ class NMMode:
 
     @property
     def metadata_bits_per_value(self) -> int:
-        return max(1, (self.m - 1).bit_length())
+        return position_bits(self.m)
 
 
 @dataclass(frozen=True)

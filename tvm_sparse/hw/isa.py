@@ -43,6 +43,10 @@ class ProgramError(TVMSparseError):
     """A malformed instruction stream or program file; the message names the instruction."""
 
 
+class DeviceFault(TVMSparseError):
+    """The program did something the device cannot do; the message names the instruction."""
+
+
 class Opcode(enum.IntEnum):
     LOAD = 1  # DRAM -> buffer, 2-D strided
     STORE = 2  # ACC -> DRAM, 2-D strided, as int8 (saturating) or int32
