@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program
+from tvm_sparse.codegen.gemm_program import Tiling, gemm_program
 from tvm_sparse.hw.isa import ProgramError
 from tvm_sparse.sim import run
 

@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.builder import ProgramBuilder
+from tvm_sparse.codegen.builder import ProgramBuilder
 from tvm_sparse.hw.device import Device
 from tvm_sparse.hw.isa import Buffer, Flag, Program, Queue
 from tvm_sparse.cli import main
@@ -38,7 +38,7 @@ from tvm_sparse.errors import TVMSparseError
 from tvm_sparse.sim import run
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import TunedSchedules
-from tvm_sparse.tune.database import open_database
+from tvm_sparse.schedule.database import open_database
 from tvm_sparse.target import host_target
 
 OUTCOMES = ("clear error", "works", "internal error", "crash")

@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from tvm_sparse.build import cpu_pipeline
+from tvm_sparse.pipeline import cpu_pipeline
 from tvm_sparse.formats import BSRMatrix
 from tvm_sparse.kernels import BSRKernelArgs, Im2Col, bsr_matmul_kernel
 from tvm_sparse.kernels.batch_matmul import batch_matmul_kernel

@@ -23,7 +23,7 @@ import numpy as np
 
 import tvm_sparse
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.gemm_program import gemm_program
+from tvm_sparse.codegen.gemm_program import gemm_program
 from tvm_sparse.hw.isa import INSTRUCTION_BYTES, Program
 from tvm_sparse.errors import TVMSparseError
 from tvm_sparse.prune import prune_onnx

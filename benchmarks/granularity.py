@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from tvm_sparse.accel import Device, load_device
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program, reduction_granule
+from tvm_sparse.codegen.gemm_program import Tiling, gemm_program, reduction_granule
 from tvm_sparse.hw.isa import ProgramError
 from tvm_sparse.hw.encoding import pack_blocks
 from tvm_sparse.prune import prune_blocks, prune_unstructured

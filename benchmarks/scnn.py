@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program
+from tvm_sparse.codegen.gemm_program import Tiling, gemm_program
 from tvm_sparse.sim import run
 
 RNG = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from tvm import relax
 
 import tvm_sparse
-from tvm_sparse.accel.quantize import quantize
+from tvm_sparse.codegen.quantize import quantize
 from tvm_sparse.accel.run_report import run_report
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import GraphBuilder, bert_encoder, mlp, resnet

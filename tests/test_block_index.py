@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tvm_sparse.accel import Device, load_device
-from tvm_sparse.accel.builder import ProgramBuilder
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program, reduction_granule, sharing_table
+from tvm_sparse.codegen.builder import ProgramBuilder
+from tvm_sparse.codegen.gemm_program import Tiling, gemm_program, reduction_granule, sharing_table
 from tvm_sparse.hw.isa import Buffer, Flag, Opcode
 from tvm_sparse.hw.encoding import (
     absolute_positions,

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 
 from conftest import run_executable, run_onnxruntime
 from tvm_sparse import build
-from tvm_sparse.build import graph_passes
+from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.analysis.slow_path import DefaultScheduleWarning
 from tvm_sparse.frontend import load_model
 from tvm_sparse.graph import find_layers, weight_names

@@ -15,7 +15,7 @@ from tvm_sparse.compress import codebook_quantize, compression_report, decode, e
 from tvm_sparse.compress.report import layer_compression
 from tvm_sparse.formats import FormatError
 from tvm_sparse.prune import prune_onnx, prune_unstructured
-from tvm_sparse.prune.onnx_model import weight_matrices
+from tvm_sparse.onnx_weights import weight_matrices
 from tvm_sparse.testing import mlp
 
 

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 from conftest import run_executable, run_onnxruntime
 from test_conv import conv_model
 from tvm_sparse import analyze, build
-from tvm_sparse.accel.layer import basis_conv_float, expand_float
+from tvm_sparse.codegen.layer import basis_conv_float, expand_float
 from tvm_sparse.formats import FormatError
 from tvm_sparse.graph import ConvLayer
 from tvm_sparse.prune import decompose_kernels, energy_profile, parse_pattern, prune_coefficients, prune_onnx, quantize_hybrid

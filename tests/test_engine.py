@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from tvm_sparse.accel.basis_program import BasisGeometry
-from tvm_sparse.accel.builder import ProgramBuilder
+from tvm_sparse.codegen.basis_program import BasisGeometry
+from tvm_sparse.codegen.builder import ProgramBuilder
 from tvm_sparse.hw.device import Device, DeviceError, load_device
-from tvm_sparse.accel.fused_program import FusedOperands, emit_fused_layer, fused_channels
+from tvm_sparse.codegen.fused_program import FusedOperands, emit_fused_layer, fused_channels
 from tvm_sparse.hw.isa import Program, ProgramError, disassemble
 from tvm_sparse.sim import run
 from tvm_sparse.sim.engine import EngineConfig, EnginePipeline, engine_cycles

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.gemm_program import gemm_program
+from tvm_sparse.codegen.gemm_program import gemm_program
 from tvm_sparse.hw.isa import INSTRUCTION_BYTES, Program, ProgramError
 from tvm_sparse.sim import DeviceFault, run
 

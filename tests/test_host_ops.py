@@ -7,7 +7,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from tvm_sparse.build import cpu_pipeline
+from tvm_sparse.pipeline import cpu_pipeline
 from tvm_sparse.target import host_target
 
 

@@ -1,5 +1,6 @@
-"""The package's layering: the hardware contract (``tvm_sparse.hw``) and the simulator (``tvm_sparse.sim``)
-stand below the compiler and run without TVM."""
+"""The package's layering: its units (top-level subpackages and modules) import one another one way, and the
+hardware contract (``tvm_sparse.hw``) and the simulator (``tvm_sparse.sim``) stand below the compiler and run
+without TVM."""
 
 import ast
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import tvm_sparse
-from tvm_sparse.accel.gemm_program import gemm_program
+from tvm_sparse.codegen.gemm_program import gemm_program
 from tvm_sparse.hw.device import load_device
 from tvm_sparse.sim import run
 
@@ -18,11 +19,16 @@ PACKAGE = Path(tvm_sparse.__file__).parent
 ALLOWED = {"hw": ({"errors", "data"}, {"numpy"}), "sim": ({"hw"}, {"numpy"})}
 
 
+def units() -> list[str]:
+    return sorted(p.stem if p.suffix == ".py" else p.name for p in PACKAGE.iterdir() if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists())
+
+
 def imports_of(unit: str) -> tuple[set, set]:
     """``(units of the package, outside top-level modules)`` that ``unit``'s files import, at any level
     (function-level imports included)."""
     units, outside = set(), set()
-    for path in (PACKAGE / unit).rglob("*.py"):
+    files = (PACKAGE / unit).rglob("*.py") if (PACKAGE / unit).is_dir() else [PACKAGE / f"{unit}.py"]
+    for path in files:
         package = list(path.relative_to(PACKAGE).parts[:-1])
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
@@ -34,6 +40,23 @@ def imports_of(unit: str) -> tuple[set, set]:
             elif isinstance(node, ast.Import):
                 outside.update(alias.name.split(".")[0] for alias in node.names)
     return units - {unit}, outside - set(sys.stdlib_module_names) - {"__future__"}
+
+
+def test_units_import_each_other_one_way():
+    graph = {unit: imports_of(unit)[0] for unit in units()}
+    state: dict = {}
+
+    def visit(unit, path):
+        if state.get(unit) == "done":
+            return
+        assert state.get(unit) != "open", "import cycle: " + " -> ".join(path[path.index(unit) :] + [unit])
+        state[unit] = "open"
+        for other in sorted(graph.get(unit, ())):
+            visit(other, path + [unit])
+        state[unit] = "done"
+
+    for unit in graph:
+        visit(unit, [])
 
 
 def test_contract_and_simulator_import_only_what_lies_below():

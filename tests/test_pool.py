@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import run_executable, run_onnxruntime
 from tvm_sparse import build
-from tvm_sparse.build import graph_passes
+from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.frontend import load_model
 from tvm_sparse.target import host_target
 

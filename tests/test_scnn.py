@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tvm_sparse.accel import Device, DeviceError, load_device
-from tvm_sparse.accel.builder import ProgramBuilder
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program
+from tvm_sparse.codegen.builder import ProgramBuilder
+from tvm_sparse.codegen.gemm_program import Tiling, gemm_program
 from tvm_sparse.hw.isa import Buffer, Opcode, Program, ProgramError, disassemble
 from tvm_sparse.hw.encoding import encode_runs
 from tvm_sparse.sim import DeviceFault, run

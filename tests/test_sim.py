@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.builder import ProgramBuilder
+from tvm_sparse.codegen.builder import ProgramBuilder
 from tvm_sparse.hw.isa import (
     AluOp,
     Buffer,
@@ -378,7 +378,7 @@ def test_random_alu_programs_match_exact_integers(steps, seed):
 def test_basis_layer_program_matches_reference(rng):
     """The compiled basis-convolution layer (chunked over channels, several images) against numpy."""
     from tvm_sparse.accel import load_device
-    from tvm_sparse.accel.basis_program import BasisGeometry, emit_basis_layer
+    from tvm_sparse.codegen.basis_program import BasisGeometry, emit_basis_layer
 
     g = BasisGeometry(batch=2, height=9, width=7, channels=40, rank=3, kernel=3, stride=2, padding=1)
     device = load_device("sparse-accel-escalate")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tvm_sparse.accel import Device, load_device
-from tvm_sparse.accel.gemm_program import DEFAULT_TILING, Tiling, gemm_program
+from tvm_sparse.codegen.gemm_program import DEFAULT_TILING, Tiling, gemm_program
 from tvm_sparse.sim import run
 
 DENSE, SPARSE = load_device("sparse-accel-dense"), load_device("sparse-accel")
@@ -124,9 +124,9 @@ def test_activation_skipping_and_gating(rng):
 
 
 def test_layer_is_compiled_through_tensorized_tir():
-    from tvm_sparse.accel.intrinsics import EPILOGUE, FILL, GEMM, LOAD_INP, LOAD_WGT
-    from tvm_sparse.accel.lowering import tile_operations
-    from tvm_sparse.accel.tir_layer import schedule_layer
+    from tvm_sparse.codegen.intrinsics import EPILOGUE, FILL, GEMM, LOAD_INP, LOAD_WGT
+    from tvm_sparse.codegen.lowering import tile_operations
+    from tvm_sparse.codegen.tir_layer import schedule_layer
 
     mod = schedule_layer(64, 128, 48, 16, 64, 16, shift=10, relu=True)
     ops = tile_operations(mod)

@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import block_sparse, run_executable, run_onnxruntime
 from tvm_sparse import analyze, build
-from tvm_sparse.build import graph_passes
+from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.errors import ModelError
 from tvm_sparse.frontend import load_model
 from tvm_sparse.graph import DIM_HINT, dim_hints, find_layers, representative

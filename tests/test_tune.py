@@ -15,7 +15,7 @@ from tvm.s_tir import meta_schedule as ms
 
 import tvm_sparse
 from tvm_sparse.accel import load_device
-from tvm_sparse.accel.gemm_program import Tiling, gemm_program
+from tvm_sparse.codegen.gemm_program import Tiling, gemm_program
 from tvm_sparse.cli import main
 from tvm_sparse.formats import BSRMatrix, NMMatrix
 from tvm_sparse.kernels import Im2Col, bsr_matmul_kernel
@@ -26,7 +26,7 @@ from tvm_sparse.sim import run
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import TunedSchedules, extract_tasks, tune
-from tvm_sparse.tune.database import META_FILE, open_database
+from tvm_sparse.schedule.database import META_FILE, open_database
 from tvm_sparse.tune.search import SharedCostModel, recorded_trials, search
 
 DEVICE = load_device("sparse-accel")

@@ -19,7 +19,7 @@ from tvm_sparse.cli import main
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import RPCUnavailable, tune
-from tvm_sparse.tune.database import open_database
+from tvm_sparse.schedule.database import open_database
 from tvm_sparse.tune.rpc import RPCSpec, count_servers, serve
 from tvm_sparse.tune.search import MEASUREMENT_LOG
 

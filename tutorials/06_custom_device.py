@@ -20,7 +20,7 @@ from _common import FAST
 
 import tvm_sparse
 from tvm_sparse.accel import DeviceError, load_device
-from tvm_sparse.accel.gemm_program import gemm_program
+from tvm_sparse.codegen.gemm_program import gemm_program
 from tvm_sparse.sim import run
 
 doc = json.loads(tvm_sparse.accel.shipped_devices()["sparse-accel"].read_text())
@@ -60,9 +60,9 @@ print(target.keys)
 # Under the hood, a device layer is TIR tensorized with the device's intrinsics:
 # DMA tile loads, accumulator reset, a GEMM tile per weight mode,
 # requantize-and-store. New device operations are new ``TensorIntrin``s (see
-# ``tvm_sparse.accel.intrinsics``) plus their encoding in ``ProgramEmitter``.
-from tvm_sparse.accel.lowering import tile_operations
-from tvm_sparse.accel.tir_layer import schedule_layer
+# ``tvm_sparse.codegen.intrinsics``) plus their encoding in ``ProgramEmitter``.
+from tvm_sparse.codegen.lowering import tile_operations
+from tvm_sparse.codegen.tir_layer import schedule_layer
 
 ops = tile_operations(schedule_layer(32, 64, 32, 16, 32, 16, shift=8, relu=True))
 print([op.op for op in ops[:6]])

@@ -7,8 +7,9 @@ use_available_cpus()
 from . import accel, analysis, formats, kernels, prune, transform
 from .accel.runtime import register as _register_accel_runtime
 from .analysis import analyze
-from .build import build, cpu_pipeline
+from .build import build
 from .errors import ModelError, TVMSparseError
+from .pipeline import cpu_pipeline
 from .target import register_shipped_devices as _register_accel_targets
 from .tune import tune  # the function; the subpackage stays importable as tvm_sparse.tune.*
 

@@ -6,72 +6,14 @@ import logging
 
 import tvm
 from tvm import relax
-from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-from tvm.s_tir import dlight
 
 from . import progress
-from .analysis.slow_path import CountModelFlops, ReportDefaultSchedules
 from .errors import TVMSparseError, tvm_rejection
-from .fast_math import FastMath
 from .frontend import load_model
-from .prepare import prepare_passes
+from .pipeline import cpu_name, cpu_pipeline
 from .schedule.choice import schedules_from
-from .schedule.cpu import default_rules
 from .target import device_of, is_accel_target, resolve_target
-from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, PoolKernels, ShrinkChannels, SoftmaxKernels, SparsifyWeights
-
-
-def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
-    """The Relax-level part of the host pipeline, in order (run them to inspect the rewritten graph).
-
-    :func:`prepare_passes`, the sparse rewrite, the dense kernels, then a
-    warning for every compute-heavy operator none of them took
-    (:mod:`~tvm_sparse.analysis.slow_path`). ``fast_math``
-    replaces float32 exp/erf/tanh/softmax by TVM's vectorizable polynomial
-    approximations (relative error ~1e-6), and gives softmax over the last axis
-    the project's kernel (:class:`~tvm_sparse.transform.SoftmaxKernels`, the
-    same exponential); libm's scalar calls are otherwise the slowest part of a
-    transformer on the CPU.
-    """
-    passes = prepare_passes() + [CountModelFlops(), DecomposedConvKernels(), ShrinkChannels()]
-    if sparsify is not None:
-        passes.append(sparsify)
-    passes += [DenseMatmulKernels(), ConvKernels(), PoolKernels()]
-    if fast_math:
-        passes.append(SoftmaxKernels())  # its exponential is fast_exp's polynomial
-    passes.append(ReportDefaultSchedules())
-    if fast_math:
-        passes.append(FastMath())
-    return passes
-
-
-def _cpu_name(target: tvm.target.Target) -> str:
-    """The target's CPU (LLVM's ``mcpu``), for progress lines."""
-    return str(target.attrs.get("mcpu", target.kind.name))
-
-
-def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fast_math: bool = True) -> tvm.transform.Pass:
-    """The host pipeline: :func:`graph_passes`, TVM's lowering, default schedules."""
-    passes = (
-        graph_passes(sparsify, fast_math)
-        + cpu_generic.library_dispatch_passes(target)
-        + cpu_generic.legalize_passes(target)
-        + [dlight.ApplyDefaultSchedule(*default_rules())]
-        + cpu_generic.dataflow_lower_passes(target)
-        + cpu_generic.finalize_passes(target)
-    )
-
-    @tvm.transform.module_pass(opt_level=0, name="tvm_sparse.cpu_pipeline")
-    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target, progress.task("Relax passes", total=len(passes)) as advance:
-            for p in passes:  # one Sequential each: the same opt-level and required-pass rules as one for all
-                advance(0, f"Relax pass {p.info.name}")
-                mod = tvm.transform.Sequential([p])(mod)
-                advance()
-        progress.describe(f"compiling for {_cpu_name(target)}: TIR lowering, LLVM code generation")
-        return mod
-
-    return _pipeline
+from .transform import SparsifyWeights
 
 
 def build(
@@ -125,7 +67,7 @@ def build(
     """
     tgt = resolve_target(target)
     if tuning_db is not None:
-        from .tune import TunedSchedules
+        from .schedule.database import TunedSchedules
 
         source = TunedSchedules.open(tuning_db, tgt)
         with schedules_from(source):
@@ -142,7 +84,7 @@ def build(
     elif sparsify is False:
         sparsify = None
     try:
-        with progress.task(f"compiling for {_cpu_name(tgt)}"):
+        with progress.task(f"compiling for {cpu_name(tgt)}"):
             return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
     except TVMSparseError:
         raise

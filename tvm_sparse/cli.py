@@ -85,7 +85,7 @@ def _cmd_analyze(args) -> None:
 
 def _sparsity_maps(args) -> None:
     from .figures import sparsity_maps_figure
-    from .prune.onnx_model import weight_matrices
+    from .onnx_weights import weight_matrices
 
     weights = weight_matrices(args.model)
     if args.layers:

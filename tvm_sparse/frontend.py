@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from .errors import ModelError
 from .input_shapes import specialize
 from .normalize import normalize
 from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, weight_key
-from .onnx_weights import densify, find_weights
+from .onnx_weights import densify, find_weights, read_onnx
 
 
 @dataclass
@@ -29,31 +28,6 @@ class LoadedModel:
     input_shapes: dict[str, tuple]
     input_dtypes: dict[str, str]
     output_names: list[str]
-
-
-def read_onnx(model) -> onnx.ModelProto:
-    """Read an ONNX model from a path, bytes or a ModelProto, with a clear error."""
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, bytes):
-        proto = onnx.ModelProto()
-        try:
-            proto.ParseFromString(model)
-        except Exception as err:  # protobuf raises DecodeError and friends
-            raise ModelError(f"not a valid ONNX model: {err}") from None
-        return proto
-    path = os.fspath(model)
-    if os.path.isdir(path):
-        raise ModelError(f"{path}: is a directory, not an ONNX model file")
-    if not os.path.isfile(path):
-        raise ModelError(f"{path}: no such model file")
-    try:
-        proto = onnx.load(path)
-    except Exception as err:
-        raise ModelError(f"{path}: not a valid ONNX model ({type(err).__name__}: {err})") from None
-    if not proto.graph.node and not proto.graph.output:
-        raise ModelError(f"{path}: not a valid ONNX model (empty graph)")
-    return proto
 
 
 #: Ops TVM's importer handles itself rather than through its converter table.

@@ -23,6 +23,8 @@ sparse tensor stores its new nonzeros.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -543,3 +545,52 @@ def densify(model: onnx.ModelProto) -> onnx.ModelProto:
         del node.attribute[:]
         node.attribute.append(helper.make_attribute("value", value))
     return dense
+
+
+def read_onnx(model) -> onnx.ModelProto:
+    """Read an ONNX model from a path, bytes or a ModelProto, with a clear error."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, bytes):
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(model)
+        except Exception as err:  # protobuf raises DecodeError and friends
+            raise ModelError(f"not a valid ONNX model: {err}") from None
+        return proto
+    path = os.fspath(model)
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a directory, not an ONNX model file")
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such model file")
+    try:
+        proto = onnx.load(path)
+    except Exception as err:
+        raise ModelError(f"{path}: not a valid ONNX model ({type(err).__name__}: {err})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelError(f"{path}: not a valid ONNX model (empty graph)")
+    return proto
+
+
+def weight_matrices(model) -> dict[str, np.ndarray]:
+    """The float32 ``(out, in)`` matrix of every weight of an ONNX model, by the name of its first layer
+    (see :meth:`~tvm_sparse.onnx_weights.OnnxLayer.matrix`)."""
+    return {w.layers[0].name: w.layers[0].matrix() for w in find_weights(read_onnx(model)).weights}
+
+
+#: Key of the JSON an initializer's ``doc_string`` carries when its values are locally quantized.
+LOCAL_QUANTIZATION = "tvm_sparse.local_quantization"
+
+
+def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
+    """``(bits, block shape)`` of each weight that ``prune_onnx(local_bits=...)`` quantized, by layer name."""
+    found = {}
+    for weight in find_weights(read_onnx(model)).weights:
+        doc = weight.storage.doc_string
+        try:
+            info = json.loads(doc)[LOCAL_QUANTIZATION] if doc else None
+            if info is not None:
+                found[weight.layers[0].name] = (int(info["bits"]), (int(info["block"][0]), int(info["block"][1])))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue  # another tool's doc string
+    return found

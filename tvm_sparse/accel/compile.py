@@ -20,7 +20,7 @@ import tvm
 from tvm import relax
 
 from .. import progress
-from ..build import cpu_pipeline
+from ..pipeline import cpu_pipeline
 from ..prepare import prepare
 from ..frontend import load_model
 from ..target import host_target

@@ -23,8 +23,8 @@ import tvm
 
 from ..sim import run
 from ..hw.device import Device
-from .layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, expand_float, gemm_rows
-from .quantize import quantize
+from ..codegen.layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, expand_float, gemm_rows
+from ..codegen.quantize import quantize
 
 _LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device, the blob)
 #: (layer name, mode, SimReport) of the device layers run since the last reset, newest last (bounded).

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..onnx_weights import local_quantization, read_onnx, weight_matrices
 from . import huffman
 from .local import quantize_blocks
 
@@ -117,9 +118,6 @@ class CompressionReport:
 
 def compression_report(model) -> CompressionReport:
     """The report of every Gemm/MatMul/Conv weight of an ONNX model (path, bytes or ModelProto)."""
-    from ..frontend import read_onnx
-    from ..prune.onnx_model import local_quantization, weight_matrices
-
     model = read_onnx(model)
     local = local_quantization(model)
     return CompressionReport([layer_compression(name, matrix, local.get(name)) for name, matrix in weight_matrices(model).items()])

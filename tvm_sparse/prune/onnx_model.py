@@ -26,8 +26,7 @@ from onnx import numpy_helper
 from ..compress import codebook_quantize, imbalance, prune_balanced, quantize_blocks
 from ..errors import ModelError
 from ..formats import FormatError
-from ..frontend import read_onnx
-from ..onnx_weights import LAYER_OPS, ModelWeights, OnnxLayer, SkippedLayer, find_weights
+from ..onnx_weights import LAYER_OPS, LOCAL_QUANTIZATION, ModelWeights, OnnxLayer, SkippedLayer, find_weights, read_onnx
 from .decompose import decompose_kernels, prune_coefficients, quantize_hybrid
 from .magnitude import Pattern, parse_pattern, prune_weight
 
@@ -59,30 +58,6 @@ def _nothing_to_prune(skipped: list[SkippedLayer], what: str) -> ModelError:
         return ModelError(f"nothing to prune: the model has no {what}")
     shown = "; ".join(map(str, skipped[:4])) + (f"; and {len(skipped) - 4} more" if len(skipped) > 4 else "")
     return ModelError(f"nothing to prune: no layer's weight can be pruned ({shown})")
-
-
-def weight_matrices(model) -> dict[str, np.ndarray]:
-    """The float32 ``(out, in)`` matrix of every weight of an ONNX model, by the name of its first layer
-    (see :meth:`~tvm_sparse.onnx_weights.OnnxLayer.matrix`)."""
-    return {w.layers[0].name: w.layers[0].matrix() for w in find_weights(read_onnx(model)).weights}
-
-
-#: Key of the JSON an initializer's ``doc_string`` carries when its values are locally quantized.
-LOCAL_QUANTIZATION = "tvm_sparse.local_quantization"
-
-
-def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
-    """``(bits, block shape)`` of each weight that ``prune_onnx(local_bits=...)`` quantized, by layer name."""
-    found = {}
-    for weight in find_weights(read_onnx(model)).weights:
-        doc = weight.storage.doc_string
-        try:
-            info = json.loads(doc)[LOCAL_QUANTIZATION] if doc else None
-            if info is not None:
-                found[weight.layers[0].name] = (int(info["bits"]), (int(info["block"][0]), int(info["block"][1])))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue  # another tool's doc string
-    return found
 
 
 def prune_onnx(model, pattern: Pattern | str, density: float | None = None, codebook_bits: int | None = None,

@@ -12,7 +12,7 @@ kernel's knobs:
   space samples the generator's parameters and annotates them on the
   workload; :meth:`decode` reads them back.
 * A device GEMM layer (:class:`DeviceGemmTask`) is the TIR layer of
-  :mod:`tvm_sparse.accel.tir_layer`; the space tiles it with sampled tile
+  :mod:`tvm_sparse.codegen.tir_layer`; the space tiles it with sampled tile
   sizes (``sample_perfect_tile``), a loop order and double buffering.
 
 Each task turns a decision into a *candidate* on its own weight
@@ -34,9 +34,9 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
-from ..accel.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, reduction_granule, tile_fits
-from ..accel.layer import ConvGeometry
-from ..accel.tir_layer import layer_func, tile_layer, tile_shape
+from ..codegen.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, reduction_granule, tile_fits
+from ..codegen.layer import ConvGeometry
+from ..codegen.tir_layer import layer_func, tile_layer, tile_shape
 from ..hw.device import Device
 from ..hw.encoding import block_stream_bytes
 from ..hw.integer import requantize
@@ -244,7 +244,7 @@ class BlockMatmulTask:
 
 def _im2col_rows(x: np.ndarray, g: Im2Col) -> np.ndarray:
     """The block kernel's im2col matrix of NHWC ``x`` in numpy: columns ``(group, kh, kw, c)``, each group's
-    patches from the device runtime's :meth:`~tvm_sparse.accel.layer.ConvGeometry.im2col`."""
+    patches from the device runtime's :meth:`~tvm_sparse.codegen.layer.ConvGeometry.im2col`."""
     _, h, w, c = x.shape
     (oh, ow), (kh, kw), (sh, sw), (pt, pl), (dh, dw) = g.out_hw, g.kernel, g.strides, g.padding, g.dilation
     bottom, right = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - h - pt), max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - w - pl)
@@ -347,7 +347,7 @@ class DeviceGemmTask:
 
     @property
     def granule(self) -> int:
-        """What K and the tiles' reduction are multiples of (:func:`~tvm_sparse.accel.gemm_program.reduction_granule`)."""
+        """What K and the tiles' reduction are multiples of (:func:`~tvm_sparse.codegen.gemm_program.reduction_granule`)."""
         return reduction_granule(self.device, self.mode)
 
     @cached_property

@@ -35,15 +35,15 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..accel.basis_program import BasisGeometry, emit_basis_layer, emit_expand_layer
-from ..accel.builder import ProgramBuilder
+from ..codegen.basis_program import BasisGeometry, emit_basis_layer, emit_expand_layer
+from ..codegen.builder import ProgramBuilder
 from ..hw.device import Device
-from ..accel.fused_program import FusedOperands, emit_fused_layer, fused_channels
-from ..accel.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing_table
+from ..codegen.fused_program import FusedOperands, emit_fused_layer, fused_channels
+from ..codegen.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing_table
 from ..hw.isa import ProgramError
-from ..accel.layer import LayerHeader, encode_layer
+from ..codegen.layer import LayerHeader, encode_layer
 from ..hw.encoding import block_grid, nonzero_blocks
-from ..accel.quantize import QuantizedLayer, quantize
+from ..codegen.quantize import QuantizedLayer, quantize
 from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
 from ..schedule.choice import tuned
 from ..schedule.tasks import DeviceGemmTask

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .. import progress
 from ..schedule.choice import schedules_from
-from .database import DatabaseError, TunedSchedules, open_database
+from ..schedule.database import DatabaseError, TunedSchedules, open_database
 from .rpc import RPCMeasurer, RPCSpec, RPCUnavailable
 from .search import LocalMeasurer, SearchStats, SharedCostModel, best_recorded, error_text, record_default, recorded_trials, search
 
