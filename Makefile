@@ -15,6 +15,8 @@ demo: $(VENV)/.installed-test
 	$(PY) -m tvm_sparse.demo
 
 test: $(VENV)/.installed-test
+	$(PY) -m ruff check tvm_sparse tests benchmarks tutorials
+	$(PY) -m ruff format --check tvm_sparse tests benchmarks tutorials
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-bench

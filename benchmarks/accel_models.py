@@ -51,7 +51,9 @@ def simulate(model, device, x: np.ndarray):
 def benchmark(label: str, model, x: np.ndarray) -> None:
     for name, pattern, density in PATTERNS:
         pruned, _ = prune_onnx(model, pattern, density)
-        reference = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        reference = ort.InferenceSession(
+            pruned.SerializeToString(), providers=["CPUExecutionProvider"]
+        ).run(None, {"x": x})[0]
         _, dense, dense_compile, _ = simulate(pruned, "sparse-accel-dense", x)
         out, sparse, sparse_compile, run_s = simulate(pruned, "sparse-accel", x)
         cosine = float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
@@ -68,12 +70,20 @@ def benchmark(label: str, model, x: np.ndarray) -> None:
 def engine_totals(report: dict, names: set) -> dict:
     """Cycles, MACs issued (millions), energy (uJ) and DRAM bytes (MB) of the device layers whose name starts
     with one of ``names`` (a decomposed layer's parts, or the original convolution)."""
-    layers = [layer for layer in report["layers"] if layer["runs_on"] == "device" and any(layer["name"].startswith(n) for n in names)]
+    layers = [
+        layer
+        for layer in report["layers"]
+        if layer["runs_on"] == "device" and any(layer["name"].startswith(n) for n in names)
+    ]
     return {
         "cycles": sum(layer["cycles"] for layer in layers),
         "macs": sum(layer["macs_issued"] for layer in layers) / 1e6,
         "energy": sum(layer["energy_pj"] for layer in layers) / 1e6,
-        "dram": sum(layer["dram_read_bytes"] + layer["dram_read_metadata_bytes"] + layer["dram_write_bytes"] for layer in layers) / 1e6,
+        "dram": sum(
+            layer["dram_read_bytes"] + layer["dram_read_metadata_bytes"] + layer["dram_write_bytes"]
+            for layer in layers
+        )
+        / 1e6,
     }
 
 
@@ -81,9 +91,15 @@ def print_breakdown(dense: dict, sparse: dict, engine: set) -> None:
     """Per engine layer: the dense convolution's cycles, and those of its parts in the order they run."""
     for name in sorted(engine):
         whole = engine_totals(dense, {name})["cycles"]
-        parts = [layer for layer in sparse["layers"] if layer["runs_on"] == "device" and layer["name"].startswith(name)]
-        step = lambda layer: layer["mode"] if layer["mode"] in ENGINE_MODES else "coefficient GEMM"
-        cells = " | ".join(f"{step(layer)} {layer['cycles']} ({layer['pe_utilization']:.0%} PE)" for layer in parts)
+        parts = [
+            layer
+            for layer in sparse["layers"]
+            if layer["runs_on"] == "device" and layer["name"].startswith(name)
+        ]
+        cells = " | ".join(
+            f"{layer['mode'] if layer['mode'] in ENGINE_MODES else 'coefficient GEMM'} {layer['cycles']} ({layer['pe_utilization']:.0%} PE)"
+            for layer in parts
+        )
         print(f"  {name}: dense {whole} cycles | {cells}")
 
 
@@ -101,19 +117,33 @@ def decomposed(label: str, model, x: np.ndarray, breakdown: bool = False) -> Non
     in 16x16 blocks) on the ESCALATE-like variant, fused and in two steps through DRAM, over the 3x3
     convolutions the engine runs."""
     pruned, layers = prune_onnx(model, "decompose:rank=4,coef-density=0.2,coef-block=16x16")
-    reference = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    reference = ort.InferenceSession(
+        pruned.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})[0]
     _, dense, _, _ = simulate(model, "sparse-accel-dense", x)
     _, two_steps, _, _ = simulate(pruned, two_step_variant(), x)
     out, sparse, compile_s, run_s = simulate(pruned, "sparse-accel-escalate", x)
-    engine = {layer["name"].rsplit(".", 1)[0] for layer in sparse["layers"] if layer.get("mode") in ENGINE_MODES}
+    engine = {
+        layer["name"].rsplit(".", 1)[0]
+        for layer in sparse["layers"]
+        if layer.get("mode") in ENGINE_MODES
+    }
     base = engine_totals(dense, engine)
     cosine = float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
-    print(f"{label}, decomposed rank 4, 80% coefficients pruned, over the {len(engine)} 3x3 layers the engine runs:")
+    print(
+        f"{label}, decomposed rank 4, 80% coefficients pruned, over the {len(engine)} 3x3 layers the engine runs:"
+    )
     print(f"  {'':28s} {'cycles':>10s} {'MACs (M)':>9s} {'energy uJ':>10s} {'DRAM MB':>8s}")
-    for name, report in (("original, dense device", dense), ("decomposed, two steps", two_steps), ("decomposed, fused", sparse)):
+    for name, report in (
+        ("original, dense device", dense),
+        ("decomposed, two steps", two_steps),
+        ("decomposed, fused", sparse),
+    ):
         t = engine_totals(report, engine)
-        print(f"  {name:28s} {t['cycles']:10d} {t['macs']:9.1f} {t['energy']:10.1f} {t['dram']:8.2f}   "
-              f"{base['cycles'] / t['cycles']:.2f}x fewer cycles, {base['macs'] / t['macs']:.2f}x fewer MACs, {base['energy'] / t['energy']:.2f}x less energy")
+        print(
+            f"  {name:28s} {t['cycles']:10d} {t['macs']:9.1f} {t['energy']:10.1f} {t['dram']:8.2f}   "
+            f"{base['cycles'] / t['cycles']:.2f}x fewer cycles, {base['macs'] / t['macs']:.2f}x fewer MACs, {base['energy'] / t['energy']:.2f}x less energy"
+        )
     print(
         f"  whole model {dense['total_cycles']} -> {sparse['total_cycles']} cycles ({dense['total_cycles'] / sparse['total_cycles']:.2f}x), "
         f"{dense['total_energy_pj'] / sparse['total_energy_pj']:.2f}x less energy | cosine vs onnxruntime (decomposed model) {cosine:.4f} | "
@@ -126,17 +156,33 @@ def decomposed(label: str, model, x: np.ndarray, breakdown: bool = False) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("resnet", "bert", "decomposed", "all"), default="all", help="decomposed: only the decomposed ResNet-50 on the ESCALATE-like variant")
+    parser.add_argument(
+        "--model",
+        choices=("resnet", "bert", "decomposed", "all"),
+        default="all",
+        help="decomposed: only the decomposed ResNet-50 on the ESCALATE-like variant",
+    )
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--breakdown", action="store_true", help="per decomposed layer: cycles of the dense conv and of its two parts")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="per decomposed layer: cycles of the dense conv and of its two parts",
+    )
     opts = parser.parse_args()
     rng = np.random.default_rng(0)
     if opts.model in ("bert", "all"):
         model = bert_encoder(hidden=768, heads=12, ffn=3072, seq=128, layers=opts.layers)
-        benchmark(f"BERT-base encoder ({opts.layers} layers)", model, rng.standard_normal((1, 128, 768)).astype("float32"))
+        benchmark(
+            f"BERT-base encoder ({opts.layers} layers)",
+            model,
+            rng.standard_normal((1, 128, 768)).astype("float32"),
+        )
     if opts.model in ("resnet", "decomposed", "all"):
-        model, x = resnet(image=opts.image), rng.standard_normal((1, 3, opts.image, opts.image)).astype("float32")
+        model, x = (
+            resnet(image=opts.image),
+            rng.standard_normal((1, 3, opts.image, opts.image)).astype("float32"),
+        )
         if opts.model != "decomposed":
             benchmark(f"ResNet-50 ({opts.image}x{opts.image})", model, x)
         decomposed(f"ResNet-50 ({opts.image}x{opts.image})", model, x, opts.breakdown)

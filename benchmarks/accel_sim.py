@@ -29,10 +29,25 @@ from tvm_sparse.sim import run
 RNG = np.random.default_rng(0)
 RESNET50 = [  # (output pixels, kernel taps x input channels, output channels, count) at 224x224
     (112 * 112, 7 * 7 * 3, 64, 1),
-    (56 * 56, 64, 64, 1), (56 * 56, 9 * 64, 64, 3), (56 * 56, 64, 256, 4), (56 * 56, 256, 64, 2),
-    (28 * 28, 256, 128, 1), (28 * 28, 9 * 128, 128, 4), (28 * 28, 128, 512, 4), (28 * 28, 256, 512, 1), (28 * 28, 512, 128, 3),
-    (14 * 14, 512, 256, 1), (14 * 14, 9 * 256, 256, 6), (14 * 14, 256, 1024, 6), (14 * 14, 512, 1024, 1), (14 * 14, 1024, 256, 5),
-    (7 * 7, 1024, 512, 1), (7 * 7, 9 * 512, 512, 3), (7 * 7, 512, 2048, 3), (7 * 7, 1024, 2048, 1), (7 * 7, 2048, 512, 2),
+    (56 * 56, 64, 64, 1),
+    (56 * 56, 9 * 64, 64, 3),
+    (56 * 56, 64, 256, 4),
+    (56 * 56, 256, 64, 2),
+    (28 * 28, 256, 128, 1),
+    (28 * 28, 9 * 128, 128, 4),
+    (28 * 28, 128, 512, 4),
+    (28 * 28, 256, 512, 1),
+    (28 * 28, 512, 128, 3),
+    (14 * 14, 512, 256, 1),
+    (14 * 14, 9 * 256, 256, 6),
+    (14 * 14, 256, 1024, 6),
+    (14 * 14, 512, 1024, 1),
+    (14 * 14, 1024, 256, 5),
+    (7 * 7, 1024, 512, 1),
+    (7 * 7, 9 * 512, 512, 3),
+    (7 * 7, 512, 2048, 3),
+    (7 * 7, 1024, 2048, 1),
+    (7 * 7, 2048, 512, 2),
 ]
 
 
@@ -51,7 +66,9 @@ def simulate(x, w, device_name, mode, tilings=TILINGS):
     best = None
     for tiling in tilings:
         try:
-            program, _ = gemm_program(x, w, np.zeros(n, np.int64), np.ones(n, np.int64), 8, device, mode, tiling=tiling)
+            program, _ = gemm_program(
+                x, w, np.zeros(n, np.int64), np.ones(n, np.int64), 8, device, mode, tiling=tiling
+            )
         except ProgramError:  # does not fit this device's buffers
             continue
         total = run(program, device).report.total
@@ -85,7 +102,13 @@ def main() -> None:
     x = int8(m, k)
     compare(f"GEMM {m}x{k}x{n}, 2:4 weights", x, two_of_four(k, n), "sparse-accel", "nm")
     mask = RNG.random((k // 16, n // 16)) < 0.1
-    compare(f"GEMM {m}x{k}x{n}, 16x16 blocks, density 0.1", x, (int8(k, n) * np.kron(mask, np.ones((16, 16), np.int8))).astype(np.int8), "sparse-accel", "block")
+    compare(
+        f"GEMM {m}x{k}x{n}, 16x16 blocks, density 0.1",
+        x,
+        (int8(k, n) * np.kron(mask, np.ones((16, 16), np.int8))).astype(np.int8),
+        "sparse-accel",
+        "block",
+    )
     relu_x = np.maximum(x, 0)
     compare(f"GEMM {m}x{k}x{n}, half-zero activations", relu_x, int8(k, n), "sparse-accel", "dense")
     if opts.skip_resnet:
@@ -94,7 +117,9 @@ def main() -> None:
     total_macs = wall = cycles = 0
     for rows, red, cols, count in RESNET50:
         x, w = int8(rows, red), int8(red, cols)
-        program, _ = gemm_program(x, w, np.zeros(cols, np.int64), np.ones(cols, np.int64), 8, device)
+        program, _ = gemm_program(
+            x, w, np.zeros(cols, np.int64), np.ones(cols, np.int64), 8, device
+        )
         start = time.perf_counter()
         report = run(program, device).report.total
         wall += (time.perf_counter() - start) * count

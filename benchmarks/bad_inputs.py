@@ -19,8 +19,8 @@ import collections
 import contextlib
 import copy
 import io
-import sys
 import json
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,16 +30,16 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tvm_sparse.accel import load_device
+from tvm_sparse.cli import main
 from tvm_sparse.codegen.builder import ProgramBuilder
+from tvm_sparse.errors import TVMSparseError
 from tvm_sparse.hw.device import Device
 from tvm_sparse.hw.isa import Buffer, Flag, Program, Queue
-from tvm_sparse.cli import main
-from tvm_sparse.errors import TVMSparseError
+from tvm_sparse.schedule.database import open_database
 from tvm_sparse.sim import run
+from tvm_sparse.target import host_target
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import TunedSchedules
-from tvm_sparse.schedule.database import open_database
-from tvm_sparse.target import host_target
 
 OUTCOMES = ("clear error", "works", "internal error", "crash")
 
@@ -47,7 +47,11 @@ OUTCOMES = ("clear error", "works", "internal error", "crash")
 def cli(*args) -> str:
     """Run the command; classify by exit status and the shape of stderr."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         try:
             code = main([str(a) for a in args])
@@ -86,7 +90,12 @@ def _model_with(d: Path, name: str, edit) -> Path:
 
 def _single_node(op: str, opset: int = 17) -> onnx.ModelProto:
     node = helper.make_node(op, ["x"], ["y"], name="n0")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -129,9 +138,13 @@ def fallback_models(d: Path) -> dict:
         for node in list(m.graph.node):
             if node.op_type == "Gemm":
                 tensor = next(t for t in m.graph.initializer if t.name == node.input[1])
-                half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name + ".h")
+                half = numpy_helper.from_array(
+                    numpy_helper.to_array(tensor).astype(np.float16), tensor.name + ".h"
+                )
                 m.graph.initializer.append(half)
-                cast = helper.make_node("Cast", [half.name], [tensor.name + ".c"], to=TensorProto.FLOAT)
+                cast = helper.make_node(
+                    "Cast", [half.name], [tensor.name + ".c"], to=TensorProto.FLOAT
+                )
                 m.graph.node.insert(0, cast)
                 node.input[1] = cast.output[0]
 
@@ -166,8 +179,12 @@ def device_cases() -> dict:
         "unknown datatype": edited("datatypes.weight", "int4"),
         "non-numeric bandwidth": edited("dram_bytes_per_cycle", "fast"),
         "N:M with n >= m": edited("sparse_modes.nm", {"n": 4, "m": 4}),
-        "block not dividing the output lanes": edited("sparse_modes.block", {"block_rows": 16, "block_cols": 5, "index_bits": 16}),
-        "block index wider than its count": edited("sparse_modes.block", {"block_rows": 16, "block_cols": 16, "index_bits": 17}),
+        "block not dividing the output lanes": edited(
+            "sparse_modes.block", {"block_rows": 16, "block_cols": 5, "index_bits": 16}
+        ),
+        "block index wider than its count": edited(
+            "sparse_modes.block", {"block_rows": 16, "block_cols": 16, "index_bits": 17}
+        ),
         "unknown mode": edited("sparse_modes.bitmap", {}),
         "unknown buffer field": edited("buffers.extra_bytes", 4),
         "empty name": edited("name", ""),
@@ -233,15 +250,28 @@ def database_cases(d: Path) -> dict:
             warnings.simplefilter("always")
             records = TunedSchedules.open(path, host_target())
         if records.database is None and caught:
-            raise TVMSparseError(str(caught[0].message))  # skipped with a warning: the documented behaviour
+            raise TVMSparseError(
+                str(caught[0].message)
+            )  # skipped with a warning: the documented behaviour
         return records
 
     paths = {
-        "corrupt record file": database("corrupt", lambda p: (p / "database_tuning_record.json").write_text("{oops\n")),
-        "corrupt workload file": database("corrupt_wl", lambda p: (p / "database_workload.json").write_text("[1, 2\n")),
-        "another TVM version": database("version", lambda p: (p / "tvm_sparse.json").write_text(json.dumps({"format": 1, "tvm": "0.20.0"}))),
+        "corrupt record file": database(
+            "corrupt", lambda p: (p / "database_tuning_record.json").write_text("{oops\n")
+        ),
+        "corrupt workload file": database(
+            "corrupt_wl", lambda p: (p / "database_workload.json").write_text("[1, 2\n")
+        ),
+        "another TVM version": database(
+            "version",
+            lambda p: (p / "tvm_sparse.json").write_text(
+                json.dumps({"format": 1, "tvm": "0.20.0"})
+            ),
+        ),
         "not a tuning database": d / "no_such_db",
-        "unreadable metadata": database("meta", lambda p: (p / "tvm_sparse.json").write_text("\x00\x01")),
+        "unreadable metadata": database(
+            "meta", lambda p: (p / "tvm_sparse.json").write_text("\x00\x01")
+        ),
     }
     return {name: (lambda path=path: open_records(path)) for name, path in paths.items()}
 
@@ -265,7 +295,9 @@ def main_(verbose: bool = False) -> None:
             tally["device descriptions"][outcome] += 1
             details.append(("device descriptions", name, outcome))
         (d / "bad_device.json").write_text("{not json")
-        outcome = cli("compile", d / "good.onnx", "-o", d / "o.so", "--device", d / "bad_device.json")
+        outcome = cli(
+            "compile", d / "good.onnx", "-o", d / "o.so", "--device", d / "bad_device.json"
+        )
         tally["device descriptions"][outcome] += 1
         details.append(("device descriptions", "unparsable --device file", outcome))
         for name, fn in program_cases().items():
@@ -295,7 +327,11 @@ def main_(verbose: bool = False) -> None:
             outcome = cli("run", lib, *args)
             tally["tvm-sparse run"][outcome] += 1
             details.append(("tvm-sparse run", name, outcome))
-        for name, path in {"an ONNX model": good, "a text file": d / "text.onnx", "a missing file": d / "absent.so"}.items():
+        for name, path in {
+            "an ONNX model": good,
+            "a text file": d / "text.onnx",
+            "a missing file": d / "absent.so",
+        }.items():
             outcome = cli("run", path, "--input", f"x={d / 'x.npy'}")
             tally["tvm-sparse run"][outcome] += 1
             details.append(("tvm-sparse run", f"library that is {name}", outcome))
@@ -322,7 +358,10 @@ def main_(verbose: bool = False) -> None:
         details.append(("tvm-sparse tune", "--trials 0", outcome))
 
     for category, outcome_counts in tally.items():
-        print(f"{category:28s} " + ", ".join(f"{o} {outcome_counts[o]}" for o in OUTCOMES if outcome_counts[o]))
+        print(
+            f"{category:28s} "
+            + ", ".join(f"{o} {outcome_counts[o]}" for o in OUTCOMES if outcome_counts[o])
+        )
     total = collections.Counter()
     for counts in tally.values():
         total.update(counts)

@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
 
-    model = bert_encoder(hidden=args.hidden, heads=args.heads, ffn=args.ffn, seq=args.seq, layers=args.layers)
+    model = bert_encoder(
+        hidden=args.hidden, heads=args.heads, ffn=args.ffn, seq=args.seq, layers=args.layers
+    )
     model, _ = prune_onnx(model, f"block:{args.block}", args.density)
     x = np.random.default_rng(0).standard_normal((1, args.seq, args.hidden)).astype("float32")
     print(
@@ -52,7 +54,9 @@ def main() -> None:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     reference = session.run(None, {"x": x})[0]
     ort_ms = median_ms(lambda: session.run(None, {"x": x}), args.repeat)
     print(f"onnxruntime {ort.__version__}: {ort_ms:8.2f} ms")
@@ -60,13 +64,23 @@ def main() -> None:
     results = {}
     for label, sparsify in (("tvm-sparse", True), ("tvm-sparse dense build", False)):
         start = time.perf_counter()
-        exe = build(model, target={"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": THREADS}, sparsify=sparsify)
+        exe = build(
+            model,
+            target={
+                "kind": "llvm",
+                "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                "num-cores": THREADS,
+            },
+            sparsify=sparsify,
+        )
         compile_s = time.perf_counter() - start
         vm = relax.VirtualMachine(exe, tvm.cpu())
         xt = tvm.runtime.tensor(x)
         err = float(np.abs(vm["main"](xt).numpy() - reference).max())
         results[label] = median_ms(lambda: vm["main"](xt), args.repeat)
-        print(f"{label}: {results[label]:8.2f} ms   (compile {compile_s:.1f}s, max |err| vs onnxruntime {err:.2e})")
+        print(
+            f"{label}: {results[label]:8.2f} ms   (compile {compile_s:.1f}s, max |err| vs onnxruntime {err:.2e})"
+        )
     sparse_ms = results["tvm-sparse"]
     print(f"speedup over onnxruntime: {ort_ms / sparse_ms:.2f}x")
     print(f"speedup over the dense build: {results['tvm-sparse dense build'] / sparse_ms:.2f}x")

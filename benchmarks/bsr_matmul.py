@@ -18,6 +18,7 @@ kernel, and against the ideal ``1/density``. Run: ``python benchmarks/bsr_matmul
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 import scipy.sparse
 import torch
@@ -30,7 +31,11 @@ from tvm_sparse.target import host_target
 from tvm_sparse.testing import median_seconds
 
 THREADS = 2
-SHAPES = {"ffn_in 768->3072": (768, 3072), "ffn_out 3072->768": (3072, 768), "attn 768->768": (768, 768)}
+SHAPES = {
+    "ffn_in 768->3072": (768, 3072),
+    "ffn_out 3072->768": (3072, 768),
+    "attn 768->768": (768, 768),
+}
 DENSITIES = (0.5, 0.3, 0.2, 0.1, 0.05)
 BLOCKS = ((1, 1), (16, 1), (8, 8), (32, 32))
 TOKENS = 128
@@ -45,7 +50,10 @@ class TVMKernel:
         m = x.shape[0]
         n_pad = block[0] * (len(bsr.indptr) - 1)
         self.lib = tvm.compile(bsr_matmul_kernel(m, bsr), target=host_target(THREADS))
-        self.args = [tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, np.zeros(n_pad, "float32"))]
+        self.args = [
+            tvm.runtime.tensor(a)
+            for a in (x, args.data, args.indices, args.indptr, np.zeros(n_pad, "float32"))
+        ]
         self.args.append(tvm.runtime.tensor(np.zeros((m, n_pad), "float32")))
         self.n = weight.shape[0]
 
@@ -68,14 +76,18 @@ def main() -> None:
     shapes = dict(list(SHAPES.items())[:1]) if opts.quick else SHAPES
     densities = (0.3, 0.1) if opts.quick else DENSITIES
     rng = np.random.default_rng(0)
-    print(f"threads={THREADS} tokens={TOKENS} times in ms (median); 'vs dense' = torch dense / this kernel")
+    print(
+        f"threads={THREADS} tokens={TOKENS} times in ms (median); 'vs dense' = torch dense / this kernel"
+    )
     header = f"{'shape':18s} {'block':6s} {'dens':>5s} {'ours':>7s} {'ours-dn':>7s} {'t-dense':>7s} {'t-csr':>7s} {'t-bsr':>7s} {'sp-csr':>7s} {'vs dense':>8s} {'vs t-sp':>8s} {'ideal':>6s}"
     print(header)
     for label, (k, n) in shapes.items():
         x = rng.standard_normal((TOKENS, k)).astype("float32")
         xt = torch.from_numpy(x)
         dense_w = rng.standard_normal((n, k)).astype("float32")
-        t_torch_dense = median_seconds(lambda: torch.nn.functional.linear(xt, torch.from_numpy(dense_w)))
+        t_torch_dense = median_seconds(
+            lambda: torch.nn.functional.linear(xt, torch.from_numpy(dense_w))
+        )
         ours_dense = TVMKernel(x, dense_w, (16, k)).time()
         for block in BLOCKS:
             for density in densities:
@@ -95,9 +107,9 @@ def main() -> None:
                 t_scipy = median_seconds(lambda: sp @ x.T)
                 best_torch_sparse = np.nanmin([t_csr, t_bsr])
                 print(
-                    f"{label:18s} {block[0]}x{block[1]:<4d} {density:5.2f} {t_ours*1e3:7.3f} {ours_dense*1e3:7.3f} "
-                    f"{t_torch_dense*1e3:7.3f} {t_csr*1e3:7.3f} {t_bsr*1e3:7.3f} {t_scipy*1e3:7.3f} "
-                    f"{t_torch_dense/t_ours:7.2f}x {best_torch_sparse/t_ours:7.2f}x {1/density:5.1f}x",
+                    f"{label:18s} {block[0]}x{block[1]:<4d} {density:5.2f} {t_ours * 1e3:7.3f} {ours_dense * 1e3:7.3f} "
+                    f"{t_torch_dense * 1e3:7.3f} {t_csr * 1e3:7.3f} {t_bsr * 1e3:7.3f} {t_scipy * 1e3:7.3f} "
+                    f"{t_torch_dense / t_ours:7.2f}x {best_torch_sparse / t_ours:7.2f}x {1 / density:5.1f}x",
                     flush=True,
                 )
 

@@ -34,7 +34,9 @@ def compare(label: str, model, x: np.ndarray, repeat: int = 10, sparsify: bool =
     alternating three rounds so that both see the same machine load; print the best medians."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     reference = session.run(None, {"x": x})[0]
     start = time.perf_counter()
     vm = relax.VirtualMachine(build(model, sparsify=sparsify), tvm.cpu())

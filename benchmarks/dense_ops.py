@@ -24,11 +24,11 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from tvm_sparse.pipeline import cpu_pipeline
 from tvm_sparse.formats import BSRMatrix
 from tvm_sparse.kernels import BSRKernelArgs, Im2Col, bsr_matmul_kernel
 from tvm_sparse.kernels.batch_matmul import batch_matmul_kernel
 from tvm_sparse.kernels.depthwise_conv import depthwise_conv_kernel
+from tvm_sparse.pipeline import cpu_pipeline
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import median_seconds
 from tvm_sparse.threads import available_cpus
@@ -71,7 +71,9 @@ def peak_gflops() -> float:
                 for lane in T.vectorized(lanes):
                     Y[t, a, lane] = acc[a, lane]
 
-    seconds = time_kernel(peak, [np.zeros((threads, chains, lanes), "float32")], best=True)  # noise only slows it
+    seconds = time_kernel(
+        peak, [np.zeros((threads, chains, lanes), "float32")], best=True
+    )  # noise only slows it
     return 2 * iterations * chains * lanes * threads / seconds / 1e9
 
 
@@ -87,44 +89,91 @@ def gemm(m: int, k: int, n: int, label: str) -> None:
     x, w = rand(m, k), rand(n, k)
     panels = BSRMatrix.from_dense(w, (16, k))
     args = BSRKernelArgs.from_bsr(panels)
-    ours = time_kernel(bsr_matmul_kernel(m, panels), [x, args.data, args.indices, args.indptr, np.zeros(n, "float32"), np.zeros((m, n), "float32")])
+    ours = time_kernel(
+        bsr_matmul_kernel(m, panels),
+        [
+            x,
+            args.data,
+            args.indices,
+            args.indptr,
+            np.zeros(n, "float32"),
+            np.zeros((m, n), "float32"),
+        ],
+    )
     xt, wt = torch.from_numpy(x), torch.from_numpy(w)
     theirs = median_seconds(lambda: torch.nn.functional.linear(xt, wt))
     report(f"GEMM {m}x{k}x{n} ({label})", ours, theirs, 2 * m * k * n)
 
 
 def conv(size: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
-    im2col = Im2Col((1, size, size, c_in), (kernel, kernel), (stride, stride), (kernel // 2, kernel // 2))
+    im2col = Im2Col(
+        (1, size, size, c_in), (kernel, kernel), (stride, stride), (kernel // 2, kernel // 2)
+    )
     x, w = rand(1, size, size, c_in), rand(c_out, kernel, kernel, c_in)
     panels = BSRMatrix.from_dense(im2col.weight_matrix(w), (16, im2col.columns))
     args = BSRKernelArgs.from_bsr(panels)
     func = bsr_matmul_kernel(im2col.rows, panels, im2col=im2col)
-    ours = time_kernel(func, [x, args.data, args.indices, args.indptr, np.zeros(c_out, "float32"), np.zeros((1, *im2col.out_hw, c_out), "float32")])
+    ours = time_kernel(
+        func,
+        [
+            x,
+            args.data,
+            args.indices,
+            args.indptr,
+            np.zeros(c_out, "float32"),
+            np.zeros((1, *im2col.out_hw, c_out), "float32"),
+        ],
+    )
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     wt = torch.from_numpy(w.transpose(0, 3, 1, 2).copy())
     theirs = min(
         median_seconds(lambda: torch.nn.functional.conv2d(a, b, stride=stride, padding=kernel // 2))
-        for a, b in ((xt, wt), (xt.contiguous(memory_format=torch.channels_last), wt.contiguous(memory_format=torch.channels_last)))
+        for a, b in (
+            (xt, wt),
+            (
+                xt.contiguous(memory_format=torch.channels_last),
+                wt.contiguous(memory_format=torch.channels_last),
+            ),
+        )
     )
     oh, ow = im2col.out_hw
-    report(f"conv {size}x{size}x{c_in}->{c_out} {kernel}x{kernel} s{stride}", ours, theirs, 2 * oh * ow * c_out * im2col.columns)
+    report(
+        f"conv {size}x{size}x{c_in}->{c_out} {kernel}x{kernel} s{stride}",
+        ours,
+        theirs,
+        2 * oh * ow * c_out * im2col.columns,
+    )
 
 
 def depthwise(size: int, channels: int, stride: int = 1) -> None:
     im2col = Im2Col((1, size, size, channels), (3, 3), (stride, stride), (1, 1), groups=channels)
     x, w = rand(1, size, size, channels), rand(3, 3, 1, channels)
     oh, ow = im2col.out_hw
-    ours = time_kernel(depthwise_conv_kernel(im2col), [x, w, np.zeros(channels, "float32"), np.zeros((1, oh, ow, channels), "float32")])
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
+    ours = time_kernel(
+        depthwise_conv_kernel(im2col),
+        [x, w, np.zeros(channels, "float32"), np.zeros((1, oh, ow, channels), "float32")],
+    )
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(
+        memory_format=torch.channels_last
+    )
     wt = torch.from_numpy(w[:, :, 0, :].transpose(2, 0, 1)[:, None].copy())
-    theirs = median_seconds(lambda: torch.nn.functional.conv2d(xt, wt, stride=stride, padding=1, groups=channels))
-    report(f"depthwise {size}x{size}x{channels} 3x3 s{stride}", ours, theirs, 2 * oh * ow * channels * 9)
+    theirs = median_seconds(
+        lambda: torch.nn.functional.conv2d(xt, wt, stride=stride, padding=1, groups=channels)
+    )
+    report(
+        f"depthwise {size}x{size}x{channels} 3x3 s{stride}",
+        ours,
+        theirs,
+        2 * oh * ow * channels * 9,
+    )
 
 
 def batch_matmul(batch: int, m: int, k: int, n: int, transpose_b: bool, label: str) -> None:
     a = rand(batch, m, k)
     b = rand(batch, n, k) if transpose_b else rand(batch, k, n)
-    ours = time_kernel(batch_matmul_kernel(batch, m, n, k, transpose_b), [a, b, np.zeros((batch, m, n), "float32")])
+    ours = time_kernel(
+        batch_matmul_kernel(batch, m, n, k, transpose_b), [a, b, np.zeros((batch, m, n), "float32")]
+    )
     at, bt = torch.from_numpy(a), torch.from_numpy(b)
     theirs = median_seconds(lambda: torch.bmm(at, bt.transpose(1, 2) if transpose_b else bt))
     report(f"batch matmul {batch}x{m}x{k}x{n} ({label})", ours, theirs, 2 * batch * m * k * n)
@@ -137,7 +186,10 @@ def relax_op(label: str, shape, make, torch_fn) -> None:
     with bb.function("main", [x]):
         bb.emit_func_output(bb.emit(make(x)))
     target = host_target(THREADS)
-    vm = relax.VirtualMachine(tvm.compile(bb.finalize(), target=target, relax_pipeline=cpu_pipeline(target, None)), tvm.cpu())
+    vm = relax.VirtualMachine(
+        tvm.compile(bb.finalize(), target=target, relax_pipeline=cpu_pipeline(target, None)),
+        tvm.cpu(),
+    )
     data = rand(*shape)
     xt = tvm.runtime.tensor(data)
     ours = median_seconds(lambda: vm["main"](xt))
@@ -148,10 +200,20 @@ def relax_op(label: str, shape, make, torch_fn) -> None:
 
 def main() -> None:
     torch.set_num_threads(THREADS)
-    print(f"threads={THREADS}; measured peak (register FMA loop, all {available_cpus()} CPUs): {peak_gflops():.0f} GFLOP/s")
+    print(
+        f"threads={THREADS}; measured peak (register FMA loop, all {available_cpus()} CPUs): {peak_gflops():.0f} GFLOP/s"
+    )
     gemm(128, 768, 3072, "BERT-base FFN")
     gemm(784, 2304, 512, "conv-as-GEMM")
-    for args in ((224, 3, 64, 7, 2), (56, 64, 64, 3), (56, 64, 256, 1), (56, 256, 64, 1), (28, 128, 128, 3), (14, 256, 256, 3), (7, 512, 512, 3)):
+    for args in (
+        (224, 3, 64, 7, 2),
+        (56, 64, 64, 3),
+        (56, 64, 256, 1),
+        (56, 256, 64, 1),
+        (28, 128, 128, 3),
+        (14, 256, 256, 3),
+        (7, 512, 512, 3),
+    ):
         conv(*args)
     depthwise(56, 128)
     depthwise(28, 256, 2)
@@ -159,7 +221,12 @@ def main() -> None:
     batch_matmul(12, 128, 128, 64, False, "attention context")
     hidden = 768
     weight, bias = relax.const(np.ones(hidden, "float32")), relax.const(np.zeros(hidden, "float32"))
-    relax_op("softmax", (1, 12, 128, 128), lambda x: relax.op.nn.softmax(x, axis=-1), lambda x: torch.softmax(x, -1))
+    relax_op(
+        "softmax",
+        (1, 12, 128, 128),
+        lambda x: relax.op.nn.softmax(x, axis=-1),
+        lambda x: torch.softmax(x, -1),
+    )
     relax_op(
         "layer_norm",
         (1, 128, hidden),

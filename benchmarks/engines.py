@@ -71,7 +71,11 @@ def _session(kind: str, path: str):
 
         def run(feeds):
             out = vm["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
-            return [o.numpy() for o in out] if isinstance(out, tvm.ir.Array | list | tuple) else [out.numpy()]
+            return (
+                [o.numpy() for o in out]
+                if isinstance(out, tvm.ir.Array | list | tuple)
+                else [out.numpy()]
+            )
 
         return run
     raise ValueError(f"unknown engine kind {kind!r} (tvm or ort)")
@@ -94,8 +98,14 @@ def worker(engine: str, inputs: str, runs: int, warmup: int, outputs: str | None
     print(json.dumps({"times": times}))
 
 
-def time_engines(engines: dict[str, str], inputs: str, rounds: int = 3, runs: int = 20, warmup: int = 3,
-                 outputs_dir: str | None = None) -> dict[str, float]:
+def time_engines(
+    engines: dict[str, str],
+    inputs: str,
+    rounds: int = 3,
+    runs: int = 20,
+    warmup: int = 3,
+    outputs_dir: str | None = None,
+) -> dict[str, float]:
     """Median seconds per run of each engine (label -> ``kind:path``), over ``rounds`` alternating rounds
     of one process per engine. With ``outputs_dir``, each engine's first round saves its outputs as
     ``<label>.npz`` there."""
@@ -104,7 +114,16 @@ def time_engines(engines: dict[str, str], inputs: str, rounds: int = 3, runs: in
     for r in range(rounds):
         order = list(engines.items())
         for label, engine in order if r % 2 == 0 else order[::-1]:
-            command = [sys.executable, __file__, engine, inputs, "--runs", str(runs), "--warmup", str(warmup)]
+            command = [
+                sys.executable,
+                __file__,
+                engine,
+                inputs,
+                "--runs",
+                str(runs),
+                "--warmup",
+                str(warmup),
+            ]
             if outputs_dir and r == 0:
                 command += ["--outputs", os.path.join(outputs_dir, f"{label}.npz")]
             done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
@@ -121,7 +140,9 @@ def load_outputs(path: str) -> list[np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="time one engine in this process (the worker of time_engines)")
+    parser = argparse.ArgumentParser(
+        description="time one engine in this process (the worker of time_engines)"
+    )
     parser.add_argument("engine", help="tvm:LIB.so or ort:MODEL.onnx")
     parser.add_argument("inputs", help=".npz of the inputs, by input name, in the model's order")
     parser.add_argument("--runs", type=int, default=20)

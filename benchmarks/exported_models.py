@@ -45,15 +45,34 @@ from tvm_sparse.testing import exported  # noqa: E402
 BATCHES = (1, 8)
 #: name -> (builder at benchmark size, sizes of the non-batch symbolic dimensions)
 MODELS = {
-    "torch_bert": (lambda: exported.torch_bert(vocab=30522, hidden=768, heads=12, ffn=3072, layers=4, max_position=512), {"sequence": 128}),
+    "torch_bert": (
+        lambda: exported.torch_bert(
+            vocab=30522, hidden=768, heads=12, ffn=3072, layers=4, max_position=512
+        ),
+        {"sequence": 128},
+    ),
     "tf2onnx_cnn": (lambda: exported.tf2onnx_cnn(image=224, width=64, classes=1000), {}),
     "keras2onnx_cnn": (lambda: exported.keras2onnx_cnn(image=224, width=64, classes=1000), {}),
-    "torch_audio_cnn": (lambda: exported.torch_audio_cnn(width=128, classes=35), {"samples": 16000}),
+    "torch_audio_cnn": (
+        lambda: exported.torch_audio_cnn(width=128, classes=35),
+        {"samples": 16000},
+    ),
     "torch_conv_decoder": (lambda: exported.torch_conv_decoder(latent=64, width=64, size=28), {}),
-    "torch_squeezenet": (lambda: exported.torch_squeezenet(image=224, width=64, fires=(2, 2, 4), classes=1000), {}),
+    "torch_squeezenet": (
+        lambda: exported.torch_squeezenet(image=224, width=64, fires=(2, 2, 4), classes=1000),
+        {},
+    ),
     "fp16_cnn": (lambda: exported.fp16_cnn(image=112, width=64, classes=1000), {}),
-    "tf2onnx_einsum_encoder": (lambda: exported.tf2onnx_einsum_encoder(dim=768, heads=12, ffn=3072), {"unk__7": 128}),
-    "torch_gpt2_tied": (lambda: exported.torch_gpt2_tied(vocab=50257, hidden=768, heads=12, layers=2, max_position=1024), {"sequence": 128}),
+    "tf2onnx_einsum_encoder": (
+        lambda: exported.tf2onnx_einsum_encoder(dim=768, heads=12, ffn=3072),
+        {"unk__7": 128},
+    ),
+    "torch_gpt2_tied": (
+        lambda: exported.torch_gpt2_tied(
+            vocab=50257, hidden=768, heads=12, layers=2, max_position=1024
+        ),
+        {"sequence": 128},
+    ),
 }
 PRUNED_LENGTHS = (32, 128, 384)
 
@@ -87,7 +106,10 @@ def _error(workdir: str, labels: list[str], reference: str = "ort") -> float:
 
 def dense(names: list[str], rounds: int, runs: int) -> None:
     print("dense models, one dynamic library each (ratio = tvm-sparse / onnxruntime time)")
-    print(f"{'model':24s} {'batch':>5s} {'tvm-sparse':>11s} {'onnxruntime':>12s} {'ratio':>6s} {'max rel err':>11s} {'default ops':>11s}", flush=True)
+    print(
+        f"{'model':24s} {'batch':>5s} {'tvm-sparse':>11s} {'onnxruntime':>12s} {'ratio':>6s} {'max rel err':>11s} {'default ops':>11s}",
+        flush=True,
+    )
     for name in names:
         build_model, dims = MODELS[name]
         entry = build_model()
@@ -103,40 +125,72 @@ def dense(names: list[str], rounds: int, runs: int) -> None:
             for batch in BATCHES:
                 feeds = entry.inputs({_batch_dim(entry.model): batch, **dims})
                 if not dynamic:
-                    seconds, left = _compile(entry.model, lib, sparsify=False, input_shapes={k: v.shape for k, v in feeds.items()})
+                    seconds, left = _compile(
+                        entry.model,
+                        lib,
+                        sparsify=False,
+                        input_shapes={k: v.shape for k, v in feeds.items()},
+                    )
                 inputs = os.path.join(workdir, "inputs.npz")
                 np.savez(inputs, **feeds)
-                times = time_engines({"tvm": f"tvm:{lib}", "ort": f"ort:{onnx_path}"}, inputs, rounds, runs, outputs_dir=workdir)
-                print(f"{name:24s} {batch:5d} {times['tvm'] * 1e3:9.2f}ms {times['ort'] * 1e3:10.2f}ms {times['tvm'] / times['ort']:6.2f} "
-                      f"{_error(workdir, ['tvm']):11.1e} {left:11d}", flush=True)
+                times = time_engines(
+                    {"tvm": f"tvm:{lib}", "ort": f"ort:{onnx_path}"},
+                    inputs,
+                    rounds,
+                    runs,
+                    outputs_dir=workdir,
+                )
+                print(
+                    f"{name:24s} {batch:5d} {times['tvm'] * 1e3:9.2f}ms {times['ort'] * 1e3:10.2f}ms {times['tvm'] / times['ort']:6.2f} "
+                    f"{_error(workdir, ['tvm']):11.1e} {left:11d}",
+                    flush=True,
+                )
             print(f"{'':24s} (compile {seconds:.0f} s)", flush=True)
 
 
 def pruned_bert(rounds: int, runs: int) -> None:
-    print("\npruned BERT-base (4 layers, 16x1 blocks at density 0.1), dynamic sequence vs static builds and onnxruntime")
+    print(
+        "\npruned BERT-base (4 layers, 16x1 blocks at density 0.1), dynamic sequence vs static builds and onnxruntime"
+    )
     entry = MODELS["torch_bert"][0]()
     model, _ = prune_onnx(entry.model, "block:16x1", density=0.1)
-    print(f"{'tokens':>6s} {'dynamic':>10s} {'static':>10s} {'onnxruntime':>12s} {'dyn/static':>10s} {'dyn/ort':>8s} {'max rel err':>11s}", flush=True)
+    print(
+        f"{'tokens':>6s} {'dynamic':>10s} {'static':>10s} {'onnxruntime':>12s} {'dyn/static':>10s} {'dyn/ort':>8s} {'max rel err':>11s}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as workdir:
-        onnx_path, dynamic = os.path.join(workdir, "pruned.onnx"), os.path.join(workdir, "dynamic.so")
+        onnx_path, dynamic = (
+            os.path.join(workdir, "pruned.onnx"),
+            os.path.join(workdir, "dynamic.so"),
+        )
         onnx.save(model, onnx_path)
         _compile(model, dynamic)
         for length in PRUNED_LENGTHS:
             feeds = entry.inputs({"batch": 1, "sequence": length})
             static = os.path.join(workdir, f"static{length}.so")
-            _compile(model, static, input_shapes={name: value.shape for name, value in feeds.items()})
+            _compile(
+                model, static, input_shapes={name: value.shape for name, value in feeds.items()}
+            )
             inputs = os.path.join(workdir, "inputs.npz")
             np.savez(inputs, **feeds)
-            engines = {"dynamic": f"tvm:{dynamic}", "static": f"tvm:{static}", "ort": f"ort:{onnx_path}"}
+            engines = {
+                "dynamic": f"tvm:{dynamic}",
+                "static": f"tvm:{static}",
+                "ort": f"ort:{onnx_path}",
+            }
             times = time_engines(engines, inputs, rounds, runs, outputs_dir=workdir)
-            print(f"{length:6d} {times['dynamic'] * 1e3:8.2f}ms {times['static'] * 1e3:8.2f}ms {times['ort'] * 1e3:10.2f}ms "
-                  f"{times['dynamic'] / times['static']:10.2f} {times['dynamic'] / times['ort']:8.2f} {_error(workdir, ['dynamic', 'static']):11.1e}",
-                  flush=True)
+            print(
+                f"{length:6d} {times['dynamic'] * 1e3:8.2f}ms {times['static'] * 1e3:8.2f}ms {times['ort'] * 1e3:10.2f}ms "
+                f"{times['dynamic'] / times['static']:10.2f} {times['dynamic'] / times['ort']:8.2f} {_error(workdir, ['dynamic', 'static']):11.1e}",
+                flush=True,
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated, from: {', '.join(MODELS)}"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--skip-pruned", action="store_true")

@@ -24,8 +24,8 @@ import numpy as np
 import tvm_sparse
 from tvm_sparse.accel import load_device
 from tvm_sparse.codegen.gemm_program import gemm_program
-from tvm_sparse.hw.isa import INSTRUCTION_BYTES, Program
 from tvm_sparse.errors import TVMSparseError
+from tvm_sparse.hw.isa import INSTRUCTION_BYTES, Program
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.sim import run
 from tvm_sparse.testing import mlp
@@ -73,7 +73,9 @@ def main() -> None:
         if index % 10 == 0:
             tvm_sparse.build(data)
 
-    onnx = fuzz("ONNX import + analysis + sparsify", opts.seconds, lambda: flip(model, rng), compile_model)
+    onnx = fuzz(
+        "ONNX import + analysis + sparsify", opts.seconds, lambda: flip(model, rng), compile_model
+    )
 
     device = load_device("sparse-accel")
     x = rng.integers(-128, 128, size=(8, 32)).astype(np.int8)
@@ -82,7 +84,9 @@ def main() -> None:
     w24.reshape(8, 4, 16)[:, 2:, :] = 0
     wb[16:] = 0
     programs = [
-        gemm_program(x, weight, np.zeros(16, np.int64), np.ones(16, np.int64), 4, device, mode, relu=True)[0].to_bytes()
+        gemm_program(
+            x, weight, np.zeros(16, np.int64), np.ones(16, np.int64), 4, device, mode, relu=True
+        )[0].to_bytes()
         for weight, mode in ((w, "dense"), (w24, "nm"), (wb, "block"))
     ]
 
@@ -92,7 +96,12 @@ def main() -> None:
         count = int.from_bytes(data[10:14], "little")
         return flip(data, rng, code, code + count * INSTRUCTION_BYTES)
 
-    streams = fuzz("instruction streams (decode + simulate)", opts.seconds, corrupt_program, lambda data, _: run(Program.from_bytes(data), device))
+    streams = fuzz(
+        "instruction streams (decode + simulate)",
+        opts.seconds,
+        corrupt_program,
+        lambda data, _: run(Program.from_bytes(data), device),
+    )
     crashes = sum(v for k, v in (onnx + streams).items() if k.startswith("CRASH"))
     print(f"crashes: {crashes}")
 

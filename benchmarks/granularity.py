@@ -31,8 +31,8 @@ import numpy as np
 
 from tvm_sparse.accel import Device, load_device
 from tvm_sparse.codegen.gemm_program import Tiling, gemm_program, reduction_granule
-from tvm_sparse.hw.isa import ProgramError
 from tvm_sparse.hw.encoding import pack_blocks
+from tvm_sparse.hw.isa import ProgramError
 from tvm_sparse.prune import prune_blocks, prune_unstructured
 from tvm_sparse.sim import run
 
@@ -87,7 +87,11 @@ def variant(block_rows: int, index_bits: int) -> Device:
     """``sparse-accel-dense`` with a block mode of ``block_rows x 1`` blocks and ``index_bits``-bit indices."""
     doc = json.loads(load_device("sparse-accel-dense").to_json())
     doc["name"] = f"sparse-accel-{block_rows}x1-i{index_bits}"
-    doc["sparse_modes"]["block"] = {"block_rows": block_rows, "block_cols": 1, "index_bits": index_bits}
+    doc["sparse_modes"]["block"] = {
+        "block_rows": block_rows,
+        "block_cols": 1,
+        "index_bits": index_bits,
+    }
     return Device.from_dict(doc)
 
 
@@ -105,7 +109,11 @@ def int8_weight(weight: np.ndarray) -> np.ndarray:
 
 def pruned(weight: np.ndarray, block_rows: int, density: float) -> np.ndarray:
     """Float ``weight [O, C*k*k]`` magnitude-pruned to ``density`` in units of ``block_rows`` contiguous weights."""
-    return prune_unstructured(weight, density) if block_rows == 1 else prune_blocks(weight, (1, block_rows), density)
+    return (
+        prune_unstructured(weight, density)
+        if block_rows == 1
+        else prune_blocks(weight, (1, block_rows), density)
+    )
 
 
 def stored_bytes(weight_kn: np.ndarray, device: Device, tile: Tiling) -> tuple[int, int]:
@@ -116,26 +124,61 @@ def stored_bytes(weight_kn: np.ndarray, device: Device, tile: Tiling) -> tuple[i
     values = meta = 0
     for k0 in range(0, weight_kn.shape[0], tile.reduction):
         for n0 in range(0, weight_kn.shape[1], tile.cols):
-            blocks, metadata = pack_blocks(weight_kn[k0 : k0 + tile.reduction, n0 : n0 + tile.cols], block.block_rows, block.block_cols, block.index_bits)
+            blocks, metadata = pack_blocks(
+                weight_kn[k0 : k0 + tile.reduction, n0 : n0 + tile.cols],
+                block.block_rows,
+                block.block_cols,
+                block.index_bits,
+            )
             values, meta = values + blocks.size, meta + len(metadata)
     return values, meta
 
 
-def simulate(name: str, x: np.ndarray, weight_kn: np.ndarray, device: Device, mode: str, tiling: Tiling) -> Counts:
+def simulate(
+    name: str, x: np.ndarray, weight_kn: np.ndarray, device: Device, mode: str, tiling: Tiling
+) -> Counts:
     """Run the layer ``x [M, K] @ weight_kn [K, N]`` (int8, requantized per column) and check it bit for bit."""
     acc = x.astype(np.int64) @ weight_kn.astype(np.int64)
-    multiplier = (127 << SHIFT) // np.maximum(np.abs(acc).max(axis=0), 1)  # the largest output maps to 127
+    multiplier = (127 << SHIFT) // np.maximum(
+        np.abs(acc).max(axis=0), 1
+    )  # the largest output maps to 127
     expected = np.clip((acc * multiplier + (1 << (SHIFT - 1))) >> SHIFT, -128, 127)
-    program, out = gemm_program(x, weight_kn, np.zeros(acc.shape[1], np.int64), multiplier, SHIFT, device, mode, tiling=tiling, name=name)
+    program, out = gemm_program(
+        x,
+        weight_kn,
+        np.zeros(acc.shape[1], np.int64),
+        multiplier,
+        SHIFT,
+        device,
+        mode,
+        tiling=tiling,
+        name=name,
+    )
     result = run(program, device)
     if not np.array_equal(result.read(out, acc.shape, np.int8), expected):
-        raise AssertionError(f"{name} on {device.name}: the device output differs from numpy's integer model")
+        raise AssertionError(
+            f"{name} on {device.name}: the device output differs from numpy's integer model"
+        )
     total = result.report.total
-    values, meta = stored_bytes(weight_kn, device, tiling.fitted(*x.shape, weight_kn.shape[1], reduction_granule(device, mode)))
-    return Counts(values, meta, total.dram_read_bytes, total.dram_read_metadata_bytes, total.dram_write_bytes, total.sram_bytes, total.cycles)
+    values, meta = stored_bytes(
+        weight_kn,
+        device,
+        tiling.fitted(*x.shape, weight_kn.shape[1], reduction_granule(device, mode)),
+    )
+    return Counts(
+        values,
+        meta,
+        total.dram_read_bytes,
+        total.dram_read_metadata_bytes,
+        total.dram_write_bytes,
+        total.sram_bytes,
+        total.cycles,
+    )
 
 
-def measure(layers: list[str], densities: list[float], index_bits: int, cols: int, seed: int) -> tuple[Counts, dict]:
+def measure(
+    layers: list[str], densities: list[float], index_bits: int, cols: int, seed: int
+) -> tuple[Counts, dict]:
     """The dense baseline's counts and ``{(granularity, density): counts}``, each summed over ``layers``."""
     rng = np.random.default_rng(seed)
     dense, results = Counts(), {}
@@ -144,7 +187,9 @@ def measure(layers: list[str], densities: list[float], index_bits: int, cols: in
         x = rng.integers(-128, 128, size=(pixels, channels * kernel * kernel)).astype(np.int8)
         weight = rng.standard_normal((outputs, channels * kernel * kernel))  # [O, (c, kh, kw)]
         tiling = tiling_for(kernel, cols)
-        dense += simulate(name, x, int8_weight(weight).T, load_device("sparse-accel-dense"), "dense", tiling)
+        dense += simulate(
+            name, x, int8_weight(weight).T, load_device("sparse-accel-dense"), "dense", tiling
+        )
         for granularity, rows_of in GRANULARITIES.items():
             device = variant(rows_of(kernel), index_bits)
             for density in densities:
@@ -160,20 +205,33 @@ def table(dense: Counts, results: dict, densities: list[float]) -> str:
     rows = [head]
 
     def row(label: str, density: str, c: Counts) -> str:
-        return (f"{label:11s} {density:>7s} {c.weight_bytes:10d} {c.index_bytes:9d} {c.dram_read:11d} {c.dram_read_meta:10d} "
-                f"{c.dram_write:9d} {c.sram:12d} {c.cycles:10d}")
+        return (
+            f"{label:11s} {density:>7s} {c.weight_bytes:10d} {c.index_bytes:9d} {c.dram_read:11d} {c.dram_read_meta:10d} "
+            f"{c.dram_write:9d} {c.sram:12d} {c.cycles:10d}"
+        )
 
     rows.append(row("dense", "1.0", dense))
     for density in densities:
         rows += [row(g, f"{density:g}", results[g, density]) for g in GRANULARITIES]
-    rows += ["", f"{'fine / coarse':22s} {'weight+index':>14s} {'DRAM reads':>12s} {'SRAM':>8s} {'DRAM+SRAM':>10s} {'cycles':>8s}"]
+    rows += [
+        "",
+        f"{'fine / coarse':22s} {'weight+index':>14s} {'DRAM reads':>12s} {'SRAM':>8s} {'DRAM+SRAM':>10s} {'cycles':>8s}",
+    ]
     for density in densities:
         fine = results["fine", density]
         for coarse in ("vector", "kernel"):
             c = results[coarse, density]
-            ratios = [fine.stored / c.stored, fine.reads / c.reads,
-                      fine.sram / c.sram, (fine.dram + fine.sram) / (c.dram + c.sram), fine.cycles / c.cycles]
-            rows.append(f"{'fine / ' + coarse:15s} {density:6g} " + " ".join(f"{r:{w}.2f}x" for r, w in zip(ratios, (13, 11, 7, 9, 7))))
+            ratios = [
+                fine.stored / c.stored,
+                fine.reads / c.reads,
+                fine.sram / c.sram,
+                (fine.dram + fine.sram) / (c.dram + c.sram),
+                fine.cycles / c.cycles,
+            ]
+            rows.append(
+                f"{'fine / ' + coarse:15s} {density:6g} "
+                + " ".join(f"{r:{w}.2f}x" for r, w in zip(ratios, (13, 11, 7, 9, 7)))
+            )
     return "\n".join(rows)
 
 
@@ -188,13 +246,37 @@ def plot(dense: Counts, results: dict, densities: list[float], path: str) -> Non
     stored, dram, ratio = fig.subplots(1, 3)
     colors = dict(zip(GRANULARITIES, ("C0", "C1", "C2")))
     for g, color in colors.items():
-        stored.plot(densities, [results[g, d].stored / dense.weight_bytes for d in densities], "o-", color=color, label=g)
-        dram.plot(densities, [results[g, d].reads / dense.reads for d in densities], "o-", color=color, label=g)
+        stored.plot(
+            densities,
+            [results[g, d].stored / dense.weight_bytes for d in densities],
+            "o-",
+            color=color,
+            label=g,
+        )
+        dram.plot(
+            densities,
+            [results[g, d].reads / dense.reads for d in densities],
+            "o-",
+            color=color,
+            label=g,
+        )
     top = PAPER_RATIO
     for coarse in ("vector", "kernel"):
         pairs = [(results["fine", d], results[coarse, d]) for d in densities]
-        ratio.plot(densities, [f.stored / c.stored for f, c in pairs], "o-", color=colors[coarse], label=f"weight+index, fine/{coarse}")
-        ratio.plot(densities, [f.reads / c.reads for f, c in pairs], "s:", color=colors[coarse], label=f"DRAM reads, fine/{coarse}")
+        ratio.plot(
+            densities,
+            [f.stored / c.stored for f, c in pairs],
+            "o-",
+            color=colors[coarse],
+            label=f"weight+index, fine/{coarse}",
+        )
+        ratio.plot(
+            densities,
+            [f.reads / c.reads for f, c in pairs],
+            "s:",
+            color=colors[coarse],
+            label=f"DRAM reads, fine/{coarse}",
+        )
         top = max(top, *(f.stored / c.stored for f, c in pairs))
     ratio.axhline(PAPER_RATIO, color="gray", linestyle="--", label="Mao et al. on SCNN: ~2x")
     stored.set(title="weight + index bytes / dense weight bytes", xlabel="density")
@@ -209,17 +291,34 @@ def plot(dense: Counts, results: dict, densities: list[float], path: str) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--densities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
-    parser.add_argument("--layers", nargs="+", default=["alexnet", "vgg16"], help="layer names or prefixes (alexnet, vgg16)")
-    parser.add_argument("--index-bits", type=int, default=4, help="bits per relative block index (SCNN: 4)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=["alexnet", "vgg16"],
+        help="layer names or prefixes (alexnet, vgg16)",
+    )
+    parser.add_argument(
+        "--index-bits", type=int, default=4, help="bits per relative block index (SCNN: 4)"
+    )
     parser.add_argument("--plot", default="granularity.png")
-    parser.add_argument("--cols", type=int, default=64, help="output columns per tile (narrower with wider indices, "
-                        "whose fine-grained tiles outgrow the metadata buffer: 32 for 8 bits, 16 for 16)")
+    parser.add_argument(
+        "--cols",
+        type=int,
+        default=64,
+        help="output columns per tile (narrower with wider indices, "
+        "whose fine-grained tiles outgrow the metadata buffer: 32 for 8 bits, 16 for 16)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args()
-    layers = [name for name in LAYERS if any(name == p or name.startswith(p + ".") for p in opts.layers)]
+    layers = [
+        name for name in LAYERS if any(name == p or name.startswith(p + ".") for p in opts.layers)
+    ]
     if not layers:
         parser.error(f"no layer matches {opts.layers} (layers: {', '.join(LAYERS)})")
-    print(f"{len(layers)} layers ({', '.join(layers)}), {opts.index_bits}-bit relative indices", flush=True)
+    print(
+        f"{len(layers)} layers ({', '.join(layers)}), {opts.index_bits}-bit relative indices",
+        flush=True,
+    )
     try:
         dense, results = measure(layers, opts.densities, opts.index_bits, opts.cols, opts.seed)
     except ProgramError as err:

@@ -41,7 +41,9 @@ def _worker(conv: bool) -> None:
     the failure)."""
     reply = os.fdopen(os.dup(1), "w")
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # TVM and the importer print diagnostics; the replies have their own descriptor
+    os.dup2(
+        devnull, 1
+    )  # TVM and the importer print diagnostics; the replies have their own descriptor
     cases = node_cases()
     reply.write(json.dumps("ready") + "\n")
     reply.flush()
@@ -69,7 +71,11 @@ class _Worker:
         code = self.stop()
         if line is None:
             return f"timeout after {timeout:.0f} s"
-        return f"crash ({signal.Signals(-code).name})" if code < 0 else f"worker exited with status {code}"
+        return (
+            f"crash ({signal.Signals(-code).name})"
+            if code < 0
+            else f"worker exited with status {code}"
+        )
 
     def ask(self, name: str, backend: str, timeout: float) -> str:
         if self.proc is None:
@@ -101,7 +107,9 @@ class _Worker:
         return code
 
 
-def run_suite(names: list[str], jobs: int, timeout: float, conv: bool = False, progress=None) -> dict[str, dict[str, str]]:
+def run_suite(
+    names: list[str], jobs: int, timeout: float, conv: bool = False, progress=None
+) -> dict[str, dict[str, str]]:
     """``{case: {backend: PASS or why it failed}}`` for every case in ``names``."""
     todo = queue.Queue()
     for name in names:
@@ -138,7 +146,15 @@ def summarize(results: dict[str, dict[str, str]]) -> str:
     groups = {"both": [], "TVM only": [], "tvm-sparse only": [], "neither": []}
     for name, outcome in sorted(results.items()):
         tvm_ok, ours_ok = outcome["tvm"] == PASS, outcome["tvm-sparse"] == PASS
-        key = "both" if tvm_ok and ours_ok else "TVM only" if tvm_ok else "tvm-sparse only" if ours_ok else "neither"
+        key = (
+            "both"
+            if tvm_ok and ours_ok
+            else "TVM only"
+            if tvm_ok
+            else "tvm-sparse only"
+            if ours_ok
+            else "neither"
+        )
         groups[key].append(name)
     lines = [f"{len(results)} node test cases", "", "| passed by | cases |", "|---|---|"]
     lines += [f"| {key} | {len(names)} |" for key, names in groups.items()]
@@ -153,10 +169,16 @@ def summarize(results: dict[str, dict[str, str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case and backend (default 120)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per case and backend (default 120)"
+    )
     parser.add_argument("-k", metavar="REGEX", help="only the cases whose name matches")
-    parser.add_argument("--json", metavar="FILE", help="also write {case: {backend: outcome}} to FILE")
-    parser.add_argument("--behind-conv", action="store_true", help="run each case behind an identity convolution")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write {case: {backend: outcome}} to FILE"
+    )
+    parser.add_argument(
+        "--behind-conv", action="store_true", help="run each case behind an identity convolution"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -169,7 +191,9 @@ def main() -> None:
     except re.error as err:
         parser.error(f"-k: not a regular expression ({err})")
     cases = node_cases()
-    names = sorted(n for n, case in cases.items() if not args.behind_conv or behind_conv(case) is not None)
+    names = sorted(
+        n for n, case in cases.items() if not args.behind_conv or behind_conv(case) is not None
+    )
     names = [n for n in names if pattern.search(n)]
     if not names:
         parser.error("no node test case matches")

@@ -36,7 +36,10 @@ def profile(lib: str, inputs: str, runs: int) -> dict[str, list[float]]:
             totals[str(symbol)] += time.perf_counter() - started.pop()
         return 0
 
-    vm.set_instrument(tvm.register_global_func("tvm_sparse.profile_instrument", instrument, override=True) or tvm.get_global_func("tvm_sparse.profile_instrument"))
+    vm.set_instrument(
+        tvm.register_global_func("tvm_sparse.profile_instrument", instrument, override=True)
+        or tvm.get_global_func("tvm_sparse.profile_instrument")
+    )
     per_run: dict[str, list[float]] = defaultdict(list)
     for _ in range(runs):
         totals.clear()

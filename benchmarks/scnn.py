@@ -87,7 +87,9 @@ def im2col(maps: np.ndarray, kernel: int) -> np.ndarray:
 def block_pruned(k: int, n: int) -> np.ndarray:
     """int8 ``[k, n]`` with ``WEIGHT_DENSITY`` of its 16x16 blocks kept."""
     mask = RNG.random((k // 16, n // 16)) < WEIGHT_DENSITY
-    return (RNG.integers(-128, 128, (k, n)) * np.kron(mask, np.ones((16, 16), np.int64))).astype(np.int8)
+    return (RNG.integers(-128, 128, (k, n)) * np.kron(mask, np.ones((16, 16), np.int64))).astype(
+        np.int8
+    )
 
 
 def reference(x, w, bias, multiplier) -> np.ndarray:
@@ -110,19 +112,30 @@ def simulate(x, w, bias, multiplier, variant: str) -> Cost:
     """Run the layer (ReLU, int8 out) on ``variant``; exit unless the output is the numpy reference's."""
     device_name, mode, compress = VARIANTS[variant]
     device = load_device(device_name)
-    program, out = gemm_program(x, w, bias, multiplier, SHIFT, device, mode, True, TILING, compress_activations=compress)
+    program, out = gemm_program(
+        x, w, bias, multiplier, SHIFT, device, mode, True, TILING, compress_activations=compress
+    )
     result = run(program, device)
     expected = reference(x, w, bias, multiplier)
     if not (result.read(out, expected.shape, np.int8) == expected).all():
         raise SystemExit(f"{variant}: output differs from the numpy integer reference")
     total = result.report.total
-    return Cost(total.cycles, total.dram_read_bytes, total.dram_read_metadata_bytes, sum(total.energy_pj.values()))
+    return Cost(
+        total.cycles,
+        total.dram_read_bytes,
+        total.dram_read_metadata_bytes,
+        sum(total.energy_pj.values()),
+    )
 
 
 def ratios(costs: dict) -> str:
     """Each sparse variant's speedup and energy saving over dense."""
     dense = costs["dense"]
-    return " | ".join(f"{dense.cycles / c.cycles:6.2f}x {dense.energy_pj / c.energy_pj:6.2f}x" for v, c in costs.items() if v != "dense")
+    return " | ".join(
+        f"{dense.cycles / c.cycles:6.2f}x {dense.energy_pj / c.energy_pj:6.2f}x"
+        for v, c in costs.items()
+        if v != "dense"
+    )
 
 
 def main() -> None:
@@ -130,7 +143,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=len(LAYERS), help="run the first N layers")
     opts = parser.parse_args()
     sparse = [v for v in VARIANTS if v != "dense"]
-    print("cycles and energy of dense over each variant's, per layer (densities: nonzero im2col activations, weights)")
+    print(
+        "cycles and energy of dense over each variant's, per layer (densities: nonzero im2col activations, weights)"
+    )
     print(f"{'layer':14s} {'act':>4s} {'wgt':>5s} | " + " | ".join(f"{v:^15s}" for v in sparse))
     sums = dict.fromkeys(VARIANTS, Cost(0, 0, 0, 0.0))
     for conv in LAYERS[: opts.layers]:
@@ -139,12 +154,19 @@ def main() -> None:
         bias = RNG.integers(-(2**14), 2**14, conv.outputs)
         multiplier = RNG.integers(1, 2**8, conv.outputs)
         costs = {variant: simulate(x, w, bias, multiplier, variant) for variant in VARIANTS}
-        print(f"{conv.name:14s} {np.count_nonzero(x) / x.size:4.2f} {np.count_nonzero(w) / w.size:5.2f} | {ratios(costs)}", flush=True)
+        print(
+            f"{conv.name:14s} {np.count_nonzero(x) / x.size:4.2f} {np.count_nonzero(w) / w.size:5.2f} | {ratios(costs)}",
+            flush=True,
+        )
         sums = {variant: sums[variant] + cost for variant, cost in costs.items()}
     print(f"{'total':25s} | {ratios(sums)}")
-    print(f"\n{'variant':16s} {'cycles':>11s} {'DRAM read: data':>16s} {'metadata':>9s} {'energy':>9s}")
+    print(
+        f"\n{'variant':16s} {'cycles':>11s} {'DRAM read: data':>16s} {'metadata':>9s} {'energy':>9s}"
+    )
     for variant, c in sums.items():
-        print(f"{variant:16s} {c.cycles:11,d} {c.data_bytes / 1e6:13.2f} MB {c.meta_bytes / 1e6:6.2f} MB {c.energy_pj / 1e6:6.0f} uJ")
+        print(
+            f"{variant:16s} {c.cycles:11,d} {c.data_bytes / 1e6:13.2f} MB {c.meta_bytes / 1e6:6.2f} MB {c.energy_pj / 1e6:6.0f} uJ"
+        )
     print("every output bit-exact against the numpy integer reference")
 
 

@@ -31,11 +31,26 @@ def main() -> None:
     bert = bert_encoder(hidden=768, heads=12, ffn=3072, seq=128, layers=opts.layers)
     x = rng.standard_normal((1, 128, 768)).astype("float32")
     for block in ("16x1", "8x8"):
-        compare(f"BERT-base encoder ({opts.layers} layers), {block} blocks at density 0.1", prune_onnx(bert, f"block:{block}", 0.1)[0], x, sparsify=True)
+        compare(
+            f"BERT-base encoder ({opts.layers} layers), {block} blocks at density 0.1",
+            prune_onnx(bert, f"block:{block}", 0.1)[0],
+            x,
+            sparsify=True,
+        )
     cnn = resnet(image=opts.image)
     x = rng.standard_normal((1, 3, opts.image, opts.image)).astype("float32")
-    compare(f"ResNet-50 ({opts.image}x{opts.image}), 3x3 convs decomposed rank 4, 80% coefficients pruned", prune_onnx(cnn, "decompose:rank=4,coef-density=0.2")[0], x, sparsify=True)
-    compare(f"ResNet-50 ({opts.image}x{opts.image}), 16x16 channel blocks at density 0.1", prune_onnx(cnn, "block:16x16", 0.1)[0], x, sparsify=True)
+    compare(
+        f"ResNet-50 ({opts.image}x{opts.image}), 3x3 convs decomposed rank 4, 80% coefficients pruned",
+        prune_onnx(cnn, "decompose:rank=4,coef-density=0.2")[0],
+        x,
+        sparsify=True,
+    )
+    compare(
+        f"ResNet-50 ({opts.image}x{opts.image}), 16x16 channel blocks at density 0.1",
+        prune_onnx(cnn, "block:16x16", 0.1)[0],
+        x,
+        sparsify=True,
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,13 @@ RNG = np.random.default_rng(0)
 def kernel_time(func, args) -> float:
     lib = tvm.compile(func, target=host_target(THREADS))
     tensors = [tvm.runtime.tensor(a) for a in args]
-    return float(np.median(lib.mod.time_evaluator(func.attrs["global_symbol"], tvm.cpu(), number=10, repeat=7)(*tensors).results))
+    return float(
+        np.median(
+            lib.mod.time_evaluator(func.attrs["global_symbol"], tvm.cpu(), number=10, repeat=7)(
+                *tensors
+            ).results
+        )
+    )
 
 
 def nm_matmuls() -> None:
@@ -53,12 +59,24 @@ def nm_matmuls() -> None:
         t_torch = median_seconds(lambda: torch.nn.functional.linear(xt, torch.from_numpy(dense_w)))
         panels = BSRMatrix.from_dense(dense_w, (16, k))
         a = BSRKernelArgs.from_bsr(panels)
-        t_ours_dense = kernel_time(bsr_matmul_kernel(m, panels), [x, a.data, a.indices, a.indptr, np.zeros(n, "float32"), np.zeros((m, n), "float32")])
+        t_ours_dense = kernel_time(
+            bsr_matmul_kernel(m, panels),
+            [x, a.data, a.indices, a.indptr, np.zeros(n, "float32"), np.zeros((m, n), "float32")],
+        )
         for keep, group in ((2, 4), (1, 4), (2, 8)):
             w = prune_weight(dense_w, f"nm:{keep}:{group}")
             nm = NMMatrix.from_dense(w, keep, group)
             args = NMKernelArgs.from_nm(nm)
-            t = kernel_time(nm_matmul_kernel(m, nm), [x, args.positions, args.values, np.zeros(n, "float32"), np.zeros((m, n), "float32")])
+            t = kernel_time(
+                nm_matmul_kernel(m, nm),
+                [
+                    x,
+                    args.positions,
+                    args.values,
+                    np.zeros(n, "float32"),
+                    np.zeros((m, n), "float32"),
+                ],
+            )
             csr = torch.from_numpy(w).to_sparse_csr()
             t_csr = median_seconds(lambda: torch.sparse.mm(csr, xt.T))
             print(
@@ -78,20 +96,32 @@ def conv_layer_model(batch: int, weight: np.ndarray, channels_last: bool = False
     y = g.node("Transpose", [y], perm=[0, 2, 3, 1]) if channels_last else y
     y = g.node("Identity", [y], name="y")
     c, o = weight.shape[1], weight.shape[0]
-    shape = lambda channels: [batch, 28, 28, channels] if channels_last else [batch, channels, 28, 28]
-    return g.model([helper.make_tensor_value_info("x", TensorProto.FLOAT, shape(c))], [helper.make_tensor_value_info(y, TensorProto.FLOAT, shape(o))])
+
+    def shape(channels):
+        return [batch, 28, 28, channels] if channels_last else [batch, channels, 28, 28]
+
+    return g.model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape(c))],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, shape(o))],
+    )
 
 
 def executed_macs(model) -> int:
     """MACs of the model's convolutions, counting only nonzero weights (28x28 outputs, stride 1)."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    return sum(np.count_nonzero(inits[n.input[1]]) * 28 * 28 for n in model.graph.node if n.op_type == "Conv")
+    return sum(
+        np.count_nonzero(inits[n.input[1]]) * 28 * 28
+        for n in model.graph.node
+        if n.op_type == "Conv"
+    )
 
 
 def convolutions() -> None:
     weight = (RNG.standard_normal((256, 256, 3, 3)) * 0.05).astype("float32")
     variants = {
-        "decomposed rank 4, 80% coefficients pruned": lambda m: prune_onnx(m, "decompose:rank=4,coef-density=0.2"),
+        "decomposed rank 4, 80% coefficients pruned": lambda m: prune_onnx(
+            m, "decompose:rank=4,coef-density=0.2"
+        ),
         "8x8 channel blocks, density 0.1": lambda m: prune_onnx(m, "block:8x8", 0.1),
     }
     for batch in (1, 8):
@@ -99,11 +129,19 @@ def convolutions() -> None:
         xt, wt = torch.from_numpy(x), torch.from_numpy(weight)
         t_torch = min(
             median_seconds(lambda: torch.nn.functional.conv2d(xt, wt, padding=1)),
-            median_seconds(lambda: torch.nn.functional.conv2d(xt.contiguous(memory_format=torch.channels_last), wt.contiguous(memory_format=torch.channels_last), padding=1)),
+            median_seconds(
+                lambda: torch.nn.functional.conv2d(
+                    xt.contiguous(memory_format=torch.channels_last),
+                    wt.contiguous(memory_format=torch.channels_last),
+                    padding=1,
+                )
+            ),
         )
         for layout in ("NCHW", "NHWC"):
             original = conv_layer_model(batch, weight, channels_last=layout == "NHWC")
-            xtvm = tvm.runtime.tensor(x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+            xtvm = tvm.runtime.tensor(
+                x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            )
             dense_macs = executed_macs(original)
             for label, make in variants.items():
                 model, _ = make(original)

@@ -40,7 +40,9 @@ def tasks(rng):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating re-timings of default and tuned")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating re-timings of default and tuned"
+    )
     args = parser.parse_args()
     target = host_target()
     rng = np.random.default_rng(0)
@@ -54,8 +56,16 @@ def main() -> None:
             times["default"].append(task.measure(default, target))
             times["tuned"].append(task.measure(tuned, target))
         d, t = np.median(times["default"]), np.median(times["tuned"])
-        verdict = "tuned >= 1.3x" if d / t >= 1.3 else ("default within 10% of tuned" if d <= 1.1 * t else "tuned < 1.3x, default > 10% off")
-        print(f"{task.describe():42s} {d * 1e3:10.3f} {t * 1e3:9.3f} {d / t:7.2f}x  {tuned}  [{verdict}; {stats.wrong} wrong candidates]")
+        verdict = (
+            "tuned >= 1.3x"
+            if d / t >= 1.3
+            else (
+                "default within 10% of tuned" if d <= 1.1 * t else "tuned < 1.3x, default > 10% off"
+            )
+        )
+        print(
+            f"{task.describe():42s} {d * 1e3:10.3f} {t * 1e3:9.3f} {d / t:7.2f}x  {tuned}  [{verdict}; {stats.wrong} wrong candidates]"
+        )
 
 
 if __name__ == "__main__":

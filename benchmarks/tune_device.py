@@ -71,7 +71,9 @@ def space(task: DeviceGemmTask) -> list[Tiling]:
     k, n = task.weight.shape
     points = [
         Tiling(tm, tk, tn, bool(db), bool(order))
-        for tm, tk, tn, db, order in itertools.product(divisors(task.rows), divisors(k, 16), divisors(n, 16), (0, 1), (0, 1))
+        for tm, tk, tn, db, order in itertools.product(
+            divisors(task.rows), divisors(k, 16), divisors(n, 16), (0, 1), (0, 1)
+        )
     ]
     return [t for t in points if task.check(t) is None]
 
@@ -98,9 +100,21 @@ def layer(name: str, m: int, k: int, n: int, mode: str, density: float, rng) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=float, default=0.15, help="trials as a fraction of the space size")
-    parser.add_argument("--transfer-trials", type=int, default=24, help="trials on each of the other layers before the transferred search")
-    parser.add_argument("--round", type=int, default=4, help="candidates measured per search round (the cost model retrains between rounds)")
+    parser.add_argument(
+        "--budget", type=float, default=0.15, help="trials as a fraction of the space size"
+    )
+    parser.add_argument(
+        "--transfer-trials",
+        type=int,
+        default=24,
+        help="trials on each of the other layers before the transferred search",
+    )
+    parser.add_argument(
+        "--round",
+        type=int,
+        default=4,
+        help="candidates measured per search round (the cost model retrains between rounds)",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     target = tvm_sparse.accel.target("sparse-accel")
@@ -116,17 +130,27 @@ def main() -> None:
     for task in layers:
         start = time.perf_counter()
         points = space(task)
-        costs = {t: task.measure(t, target) for t in points}  # also fills the task's memo for the searches
+        costs = {
+            t: task.measure(t, target) for t in points
+        }  # also fills the task's memo for the searches
         best = min(costs, key=costs.get)
         default = task.default()
-        print(f"  space: {len(points)} valid tilings, enumerated in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"  space: {len(points)} valid tilings, enumerated in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         print(f"  optimum {costs[best] * 1e6:.2f} us at {best}")
-        print(f"  default (roofline choice) {task.measure(default, target) * 1e6:.2f} us: {task.measure(default, target) / costs[best]:.3f}x the optimum")
+        print(
+            f"  default (roofline choice) {task.measure(default, target) * 1e6:.2f} us: {task.measure(default, target) / costs[best]:.3f}x the optimum"
+        )
         budget = max(8, int(args.budget * len(points)))
         goal = costs[best] * 1.05
         near = sum(c <= goal for c in costs.values())
-        print(f"  budget {budget} trials ({args.budget:.0%} of the space); goal: within 5% of the optimum ({goal * 1e6:.2f} us), "
-              f"which {near} tilings ({near / len(points):.1%}) reach", flush=True)
+        print(
+            f"  budget {budget} trials ({args.budget:.0%} of the space); goal: within 5% of the optimum ({goal * 1e6:.2f} us), "
+            f"which {near} tilings ({near / len(points):.1%}) reach",
+            flush=True,
+        )
         summary = {}
         for strategy in ("xgb", "xgb+transfer", "random"):
             reached = []
@@ -136,21 +160,49 @@ def main() -> None:
                     shared = SharedCostModel(args.round)
                     for other in others:
                         with tempfile.TemporaryDirectory() as work:
-                            search(other, target, ms.database.MemoryDatabase(), args.transfer_trials, work, seed=seed, trials_per_round=args.round, shared=shared)
+                            search(
+                                other,
+                                target,
+                                ms.database.MemoryDatabase(),
+                                args.transfer_trials,
+                                work,
+                                seed=seed,
+                                trials_per_round=args.round,
+                                shared=shared,
+                            )
                 with tempfile.TemporaryDirectory() as work:
-                    stats = search(task, target, ms.database.MemoryDatabase(), budget, work, strategy=strategy.split("+")[0], seed=seed,
-                                   trials_per_round=args.round, shared=shared)
+                    stats = search(
+                        task,
+                        target,
+                        ms.database.MemoryDatabase(),
+                        budget,
+                        work,
+                        strategy=strategy.split("+")[0],
+                        seed=seed,
+                        trials_per_round=args.round,
+                        shared=shared,
+                    )
                 hit = trials_to_reach(stats.history, goal)
                 reached.append(hit)
                 best_found = min(stats.history) if stats.history else float("inf")
-                print(f"    {strategy:12s} seed {seed}: best {best_found / costs[best]:.3f}x the optimum, within 5% after {hit if hit else 'never'} trials", flush=True)
+                print(
+                    f"    {strategy:12s} seed {seed}: best {best_found / costs[best]:.3f}x the optimum, within 5% after {hit if hit else 'never'} trials",
+                    flush=True,
+                )
             summary[strategy] = reached
-        means = {strategy: np.mean([h or budget for h in reached]) for strategy, reached in summary.items()}
+        means = {
+            strategy: np.mean([h or budget for h in reached])
+            for strategy, reached in summary.items()
+        }
         for strategy, reached in summary.items():
             hits = sum(h is not None for h in reached)
-            print(f"  {strategy:12s}: reached the goal in {hits}/{len(reached)} seeds, mean trials {means[strategy]:.1f} (misses count as the budget)")
+            print(
+                f"  {strategy:12s}: reached the goal in {hits}/{len(reached)} seeds, mean trials {means[strategy]:.1f} (misses count as the budget)"
+            )
         for strategy in ("xgb", "xgb+transfer"):
-            print(f"  {strategy} needs {means['random'] / means[strategy]:.2f}x fewer trials than random on average")
+            print(
+                f"  {strategy} needs {means['random'] / means[strategy]:.2f}x fewer trials than random on average"
+            )
 
 
 if __name__ == "__main__":

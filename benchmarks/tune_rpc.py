@@ -36,7 +36,10 @@ from engines import cpu_model  # noqa: E402
 
 def start_servers(tracker: Tracker, key: str, count: int) -> list:
     os.environ["TVM_NUM_THREADS"] = "1"  # inherited by the server processes
-    servers = [serve(f"127.0.0.1:{tracker.port}", key, host="127.0.0.1", port=19500, port_end=19900) for _ in range(count)]
+    servers = [
+        serve(f"127.0.0.1:{tracker.port}", key, host="127.0.0.1", port=19500, port_end=19900)
+        for _ in range(count)
+    ]
     spec = RPCSpec("127.0.0.1", tracker.port, key)
     deadline = time.monotonic() + 60
     while count_servers(spec, 5) < count:
@@ -46,7 +49,9 @@ def start_servers(tracker: Tracker, key: str, count: int) -> list:
     return servers
 
 
-def tuned_once(model, target: str, trials: int, spec: RPCSpec) -> tuple[float, collections.Counter, int]:
+def tuned_once(
+    model, target: str, trials: int, spec: RPCSpec
+) -> tuple[float, collections.Counter, int]:
     """Seconds to tune ``model`` in a fresh database, the measurements per server, and the number of tasks."""
     with tempfile.TemporaryDirectory() as db:
         start = time.perf_counter()
@@ -59,7 +64,11 @@ def tuned_once(model, target: str, trials: int, spec: RPCSpec) -> tuple[float, c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="sparse-accel", help="llvm (host kernels) or a sparse-accel variant (simulated layers)")
+    parser.add_argument(
+        "--target",
+        default="sparse-accel",
+        help="llvm (host kernels) or a sparse-accel variant (simulated layers)",
+    )
     parser.add_argument("--trials", type=int, default=16, help="measurements per task")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -72,7 +81,12 @@ def main() -> None:
         spread: dict[int, collections.Counter] = {}
         for _ in range(args.rounds):
             for count in (1, 2):
-                seconds, spread[count], tasks = tuned_once(model, args.target, args.trials, RPCSpec("127.0.0.1", tracker.port, f"bench{count}"))
+                seconds, spread[count], tasks = tuned_once(
+                    model,
+                    args.target,
+                    args.trials,
+                    RPCSpec("127.0.0.1", tracker.port, f"bench{count}"),
+                )
                 times[count].append(seconds)
     finally:
         for servers in pools.values():
@@ -80,13 +94,17 @@ def main() -> None:
                 server.terminate()
         tracker.terminate()
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, one TVM thread per server; target {args.target}, "
-          f"{tasks} tasks x {args.trials} trials, median of {args.rounds} rounds")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, one TVM thread per server; target {args.target}, "
+        f"{tasks} tasks x {args.trials} trials, median of {args.rounds} rounds"
+    )
     print(f"{'servers':>8} {'wall s':>8} {'measurements per server':>26}")
     for count in (1, 2):
         per_server = " / ".join(str(n) for n in sorted(spread[count].values(), reverse=True))
         print(f"{count:>8} {statistics.median(times[count]):>8.1f} {per_server:>26}")
-    print(f"2 servers: {statistics.median(times[1]) / statistics.median(times[2]):.2f}x the tuning throughput of 1")
+    print(
+        f"2 servers: {statistics.median(times[1]) / statistics.median(times[2]):.2f}x the tuning throughput of 1"
+    )
 
 
 if __name__ == "__main__":

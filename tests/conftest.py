@@ -42,13 +42,19 @@ def linear_model(weight_out_in, x_shape, gemm=True, bias=None, weight_as_input=F
         args = ["x", w_name] + (["b"] if bias is not None else [])
         nodes.append(helper.make_node("Gemm", args, ["y"], transB=1, name="fc"))
     else:
-        nodes.append(helper.make_node("MatMul", ["x", w_name], ["y" if bias is None else "h"], name="fc"))
+        nodes.append(
+            helper.make_node("MatMul", ["x", w_name], ["y" if bias is None else "h"], name="fc")
+        )
         if bias is not None:
             nodes.append(helper.make_node("Add", ["h", "b"], ["y"], name="bias"))
     if bias is not None:
         inits.append(numpy_helper.from_array(bias, "b"))
     graph = helper.make_graph(
-        nodes, "linear", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], initializer=inits
+        nodes,
+        "linear",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

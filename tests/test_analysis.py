@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import block_sparse, linear_model
+
 from tvm_sparse import analyze
 from tvm_sparse.analysis import CPUCostModel, nm_compliance, profile_weight
 from tvm_sparse.prune import prune_nm, prune_onnx
@@ -38,7 +38,10 @@ def test_structure_labels(rng):
     assert profile_weight(np.ones((8, 8), "float32")).structure == "dense"
     assert profile_weight(np.zeros((8, 8), "float32")).structure == "all-zero"
     assert profile_weight(block_sparse(rng, (64, 64), (16, 1), 0.2)).structure == "block 16x1"
-    assert profile_weight(prune_nm(rng.standard_normal((8, 64)).astype("float32"), 2, 4)).structure == "2:4"
+    assert (
+        profile_weight(prune_nm(rng.standard_normal((8, 64)).astype("float32"), 2, 4)).structure
+        == "2:4"
+    )
     unstructured = np.where(rng.random((64, 64)) < 0.3, 1.0, 0.0).astype("float32")
     assert profile_weight(unstructured).structure == "unstructured"
 
@@ -54,7 +57,10 @@ def test_cost_model_break_even(rng):
     half = np.where(rng.random((768, 768)) < 0.5, 1.0, 0.0).astype("float32")
     assert model.choose(profile_weight(half)).format == "dense"
     # predictions fall as density grows
-    preds = [model.predict(profile_weight(block_sparse(rng, (256, 256), (16, 1), d)), (16, 1)) for d in (0.05, 0.2, 0.5)]
+    preds = [
+        model.predict(profile_weight(block_sparse(rng, (256, 256), (16, 1), d)), (16, 1))
+        for d in (0.05, 0.2, 0.5)
+    ]
     assert preds[0] > preds[1] > preds[2]
 
 
@@ -73,5 +79,7 @@ def test_analyze_onnx_report_names_and_json(tmp_path):
 
 
 def test_analyze_reports_dense_for_weights_given_as_inputs(rng):
-    model = linear_model(rng.standard_normal((32, 16)).astype("float32"), (4, 16), weight_as_input=True)
+    model = linear_model(
+        rng.standard_normal((32, 16)).astype("float32"), (4, 16), weight_as_input=True
+    )
     assert analyze(model).layers == []

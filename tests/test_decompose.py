@@ -2,17 +2,29 @@
 
 import numpy as np
 import pytest
-from onnx import numpy_helper
-
 from conftest import run_executable, run_onnxruntime
+from onnx import numpy_helper
 from test_conv import conv_model
+
 from tvm_sparse import analyze, build
 from tvm_sparse.codegen.layer import basis_conv_float, expand_float
 from tvm_sparse.formats import FormatError
 from tvm_sparse.graph import ConvLayer
-from tvm_sparse.prune import decompose_kernels, energy_profile, parse_pattern, prune_coefficients, prune_onnx, quantize_hybrid
+from tvm_sparse.prune import (
+    decompose_kernels,
+    energy_profile,
+    parse_pattern,
+    prune_coefficients,
+    prune_onnx,
+    quantize_hybrid,
+)
 from tvm_sparse.testing import resnet
-from tvm_sparse.transform.decomposed_conv import basis_first, basis_first_pays, maps_major, shared_basis
+from tvm_sparse.transform.decomposed_conv import (
+    basis_first,
+    basis_first_pays,
+    maps_major,
+    shared_basis,
+)
 
 
 def low_rank_weight(rng, o, i, k, rank):
@@ -34,7 +46,9 @@ def test_lossy_options(rng):
     d = decompose_kernels(rng.standard_normal((32, 16, 3, 3)).astype("float32"), 4)
     pruned = prune_coefficients(d, 0.2)
     maps = pruned.coefficients.transpose(2, 0, 1).reshape(4 * 32, 16)  # basis-major: row j * O + o
-    blocks = np.abs(maps.reshape(8, 16, 16)).sum(axis=1)  # 16 output channels x 1 input channel per block
+    blocks = np.abs(maps.reshape(8, 16, 16)).sum(
+        axis=1
+    )  # 16 output channels x 1 input channel per block
     assert np.count_nonzero(blocks) == round(0.2 * blocks.size)
     q = quantize_hybrid(d)
     for o in range(32):
@@ -43,7 +57,14 @@ def test_lossy_options(rng):
     np.testing.assert_allclose(steps, np.rint(steps), atol=1e-3)  # 8-bit grid
 
 
-@pytest.mark.parametrize("text, message", [("decompose:rank=0", "rank"), ("decompose:depth=3", "unknown option"), ("decompose:quant=int4", "quant=hybrid")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("decompose:rank=0", "rank"),
+        ("decompose:depth=3", "unknown option"),
+        ("decompose:quant=int4", "quant=hybrid"),
+    ],
+)
 def test_bad_decompose_patterns(text, message):
     with pytest.raises(FormatError, match=message):
         parse_pattern(text)
@@ -52,16 +73,26 @@ def test_bad_decompose_patterns(text, message):
 def test_decomposed_onnx_matches_the_original_at_full_energy(rng):
     model = resnet(image=16, width=8, blocks=(1,), classes=10)
     decomposed, layers = prune_onnx(model, "decompose:energy=1")
-    assert {layer.name for layer in layers} == {"stem", "stage0.block0.conv2"}  # the k x k convolutions
+    assert {layer.name for layer in layers} == {
+        "stem",
+        "stage0.block0.conv2",
+    }  # the k x k convolutions
     note = next(layer.note for layer in layers if layer.name == "stage0.block0.conv2")
     assert note.startswith("rank 9 of 9, energy 1.000")
     ops = [n.op_type for n in decomposed.graph.node]
-    assert ops.count("Conv") == len([n for n in model.graph.node if n.op_type == "Conv"]) + len(layers)
+    assert ops.count("Conv") == len([n for n in model.graph.node if n.op_type == "Conv"]) + len(
+        layers
+    )
     x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
     (original,) = run_onnxruntime(model, {"x": x})
     (converted,) = run_onnxruntime(decomposed, {"x": x})
     np.testing.assert_allclose(converted, original, rtol=1e-3, atol=1e-3 * np.abs(original).max())
-    np.testing.assert_allclose(run_executable(build(decomposed), x), converted, rtol=1e-4, atol=1e-4 * np.abs(converted).max())
+    np.testing.assert_allclose(
+        run_executable(build(decomposed), x),
+        converted,
+        rtol=1e-4,
+        atol=1e-4 * np.abs(converted).max(),
+    )
 
 
 @pytest.mark.parametrize("kwargs", [dict(stride=2), dict(dilation=2), dict(pads=[0, 1, 2, 1])])
@@ -80,13 +111,18 @@ def test_analysis_reports_the_energy_of_each_rank(rng):
     assert layer.decomposition["energy"][-1] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("kernel, kwargs", [(3, dict()), (3, dict(stride=2)), (5, dict(dilation=2)), (1, dict()), (7, dict(stride=2))])
+@pytest.mark.parametrize(
+    "kernel, kwargs",
+    [(3, dict()), (3, dict(stride=2)), (5, dict(dilation=2)), (1, dict()), (7, dict(stride=2))],
+)
 def test_block_sparse_convolutions(rng, kernel, kwargs):
     model = conv_model((1, 32, 12, 10), 64, kernel, **kwargs)
     pruned, _ = prune_onnx(model, "block:16x16", 0.2)
     layer = analyze(pruned).layers[0]
     assert layer.op == "conv2d" and layer.choice.format == "bsr"
-    weight = numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name == "conv.weight"))
+    weight = numpy_helper.to_array(
+        next(t for t in pruned.graph.initializer if t.name == "conv.weight")
+    )
     assert np.count_nonzero(weight) < 0.3 * weight.size
     x = rng.standard_normal((1, 32, 12, 10)).astype("float32")
     (expected,) = run_onnxruntime(pruned, {"x": x})
@@ -107,8 +143,12 @@ def _conv_chain(rng, zero_filters=(), unread_inputs=(), bias=True):
     b1[list(zero_filters)] = 0
     w2[:, list(unread_inputs)] = 0
     inputs = ["x", g.const("c1.w", w1)] + ([g.const("c1.b", b1)] if bias else [])
-    h = g.node("Relu", [g.node("Conv", inputs, name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
-    y = g.node("Conv", [h, g.const("c2.w", w2)], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    h = g.node(
+        "Relu", [g.node("Conv", inputs, name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    )
+    y = g.node(
+        "Conv", [h, g.const("c2.w", w2)], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+    )
     y = g.node("Identity", [y], name="y")
     return g.model(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 10, 10])],
@@ -116,7 +156,10 @@ def _conv_chain(rng, zero_filters=(), unread_inputs=(), bias=True):
     )
 
 
-@pytest.mark.parametrize("zero_filters, unread_inputs, removed", [((1, 5, 9), (), 3), ((), (0, 2), 2), ((3,), (3, 4), 2), ((), (), 0)])
+@pytest.mark.parametrize(
+    "zero_filters, unread_inputs, removed",
+    [((1, 5, 9), (), 3), ((), (0, 2), 2), ((3,), (3, 4), 2), ((), (), 0)],
+)
 def test_channel_shrinking_keeps_results(rng, zero_filters, unread_inputs, removed):
     import tvm
 
@@ -153,11 +196,26 @@ def _decomposed_pair(rng, channels_in, channels_out, rank, stride, image=8):
     kernels = rng.standard_normal((rank, 3, 3)).astype("float32")
     scales = rng.uniform(-2, 2, channels_out).astype("float32")
     out = (image - 1) // stride + 1
-    combine = ConvLayer("combine", None, None, (1, image, image, channels_in), rng.standard_normal((channels_out * rank, 1, 1, channels_in)).astype("float32"),
-                        out_shape=(1, image, image, channels_out * rank))
+    combine = ConvLayer(
+        "combine",
+        None,
+        None,
+        (1, image, image, channels_in),
+        rng.standard_normal((channels_out * rank, 1, 1, channels_in)).astype("float32"),
+        out_shape=(1, image, image, channels_out * rank),
+    )
     basis_weight = scales[:, None, None, None] * kernels.transpose(1, 2, 0)[None]
-    basis = ConvLayer("basis", None, None, (1, image, image, channels_out * rank), basis_weight.astype("float32"),
-                      strides=(stride, stride), padding=(1, 1, 1, 1), groups=channels_out, out_shape=(1, out, out, channels_out))
+    basis = ConvLayer(
+        "basis",
+        None,
+        None,
+        (1, image, image, channels_out * rank),
+        basis_weight.astype("float32"),
+        strides=(stride, stride),
+        padding=(1, 1, 1, 1),
+        groups=channels_out,
+        out_shape=(1, out, out, channels_out),
+    )
     return combine, basis, kernels, scales
 
 
@@ -165,7 +223,9 @@ def _decomposed_pair(rng, channels_in, channels_out, rank, stride, image=8):
 def test_basis_first_order_computes_the_same_convolution(rng, stride):
     combine, basis, kernels, scales = _decomposed_pair(rng, 6, 5, 3, stride)
     found_kernels, found_scales = shared_basis(basis)
-    np.testing.assert_allclose(found_kernels * found_scales[0], kernels * scales[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        found_kernels * found_scales[0], kernels * scales[0], rtol=1e-5, atol=1e-6
+    )
     x = rng.standard_normal((1, 8, 8, 6)).astype("float32")
     combined = x @ maps_major(combine, 3).matrix().T  # combine-first: maps j * O + o
     expected = basis_conv_float(combined, basis.weight.transpose(0, 3, 1, 2), stride, 1)
@@ -175,8 +235,12 @@ def test_basis_first_order_computes_the_same_convolution(rng, stride):
 
 def test_basis_first_is_chosen_where_it_issues_fewer_macs(rng):
     assert basis_first_pays(*_decomposed_pair(rng, 16, 16, 4, stride=2)[:2])
-    assert not basis_first_pays(*_decomposed_pair(rng, 16, 16, 4, stride=1)[:2])  # a tie keeps ESCALATE's order
-    assert not basis_first_pays(*_decomposed_pair(rng, 64, 16, 4, stride=1)[:2])  # more inputs than outputs
+    assert not basis_first_pays(
+        *_decomposed_pair(rng, 16, 16, 4, stride=1)[:2]
+    )  # a tie keeps ESCALATE's order
+    assert not basis_first_pays(
+        *_decomposed_pair(rng, 64, 16, 4, stride=1)[:2]
+    )  # more inputs than outputs
     assert basis_first_pays(*_decomposed_pair(rng, 16, 64, 4, stride=1)[:2])
     _, basis, _, _ = _decomposed_pair(rng, 4, 4, 2, stride=1)
     basis.weight[1, 0, 0, 0] += 1.0  # group 1 no longer a multiple of the basis

@@ -8,8 +8,8 @@ import pytest
 
 from tvm_sparse.codegen.basis_program import BasisGeometry
 from tvm_sparse.codegen.builder import ProgramBuilder
-from tvm_sparse.hw.device import Device, DeviceError, load_device
 from tvm_sparse.codegen.fused_program import FusedOperands, emit_fused_layer, fused_channels
+from tvm_sparse.hw.device import Device, DeviceError, load_device
 from tvm_sparse.hw.isa import Program, ProgramError, disassemble
 from tvm_sparse.sim import run
 from tvm_sparse.sim.engine import EngineConfig, EnginePipeline, engine_cycles
@@ -35,7 +35,11 @@ def integer_model(x: np.ndarray, ops: FusedOperands, g: BasisGeometry) -> np.nda
     basis = ops.basis.astype(np.int64)
 
     def taps(padded, term):
-        return sum(term(padded[:, a : a + s * (oh - 1) + 1 : s, b : b + s * (ow - 1) + 1 : s], a, b) for a in range(k) for b in range(k))
+        return sum(
+            term(padded[:, a : a + s * (oh - 1) + 1 : s, b : b + s * (ow - 1) + 1 : s], a, b)
+            for a in range(k)
+            for b in range(k)
+        )
 
     def requant(acc, params, shift, lo):
         return np.clip(round_shift((acc + params[0]) * params[1], shift), lo, 127)
@@ -43,15 +47,35 @@ def integer_model(x: np.ndarray, ops: FusedOperands, g: BasisGeometry) -> np.nda
     if ops.basis_first:  # every channel with each kernel: maps j * C + c, then the coefficients
         padded = np.pad(x.astype(np.int64), ((0, 0), (p, p), (p, p), (0, 0)))
         acc = taps(padded, lambda win, a, b: win[..., None, :] * basis[:, a, b, None])
-        result = requant(acc.reshape(-1, r * c), ops.maps_params, ops.maps_shift, -128) @ ops.coefficients.astype(np.int64)
+        result = requant(
+            acc.reshape(-1, r * c), ops.maps_params, ops.maps_shift, -128
+        ) @ ops.coefficients.astype(np.int64)
     else:  # the coefficients give maps j * O + o, then each channel's maps with the kernels
-        maps = requant(x.reshape(-1, c).astype(np.int64) @ ops.coefficients.astype(np.int64), ops.maps_params, ops.maps_shift, -128)
+        maps = requant(
+            x.reshape(-1, c).astype(np.int64) @ ops.coefficients.astype(np.int64),
+            ops.maps_params,
+            ops.maps_shift,
+            -128,
+        )
         padded = np.pad(maps.reshape(n, h, w, r, o), ((0, 0), (p, p), (p, p), (0, 0), (0, 0)))
-        result = taps(padded, lambda win, a, b: np.einsum("nhwjo,j->nhwo", win, basis[:, a, b])).reshape(-1, o)
-    return requant(result, ops.out_params, ops.out_shift, 0 if ops.relu else -128).reshape(n, oh, ow, o)
+        result = taps(
+            padded, lambda win, a, b: np.einsum("nhwjo,j->nhwo", win, basis[:, a, b])
+        ).reshape(-1, o)
+    return requant(result, ops.out_params, ops.out_shift, 0 if ops.relu else -128).reshape(
+        n, oh, ow, o
+    )
 
 
-def layer(rng, device, g: BasisGeometry, channels: int, basis_first: bool, coef_mode: str, density: float = 0.4, relu: bool = True):
+def layer(
+    rng,
+    device,
+    g: BasisGeometry,
+    channels: int,
+    basis_first: bool,
+    coef_mode: str,
+    density: float = 0.4,
+    relu: bool = True,
+):
     """Random int8 operands of a decomposed layer (``g.channels`` outputs, ``channels`` inputs, padded)."""
     c_pad = fused_channels(channels, device)
     x = rng.integers(-128, 128, (g.batch, g.height, g.width, c_pad), dtype=np.int8)
@@ -59,10 +83,16 @@ def layer(rng, device, g: BasisGeometry, channels: int, basis_first: bool, coef_
     x[:, 0] = 0  # an all-zero input row
     rows, cols = (g.rank * c_pad, g.channels) if basis_first else (c_pad, g.rank * g.channels)
     coefficients = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
-    if coef_mode == "block":  # 16x16 blocks kept with probability density (all-zero blocks included)
+    if (
+        coef_mode == "block"
+    ):  # 16x16 blocks kept with probability density (all-zero blocks included)
         keep = rng.random((-(-rows // 16), -(-cols // 16))) < density
-        coefficients = (coefficients * np.kron(keep, np.ones((16, 16), bool))[:rows, :cols]).astype(np.int8)
-    padding_rows = np.arange(rows) % c_pad >= channels if basis_first else np.arange(rows) >= channels
+        coefficients = (coefficients * np.kron(keep, np.ones((16, 16), bool))[:rows, :cols]).astype(
+            np.int8
+        )
+    padding_rows = (
+        np.arange(rows) % c_pad >= channels if basis_first else np.arange(rows) >= channels
+    )
     coefficients[padding_rows] = 0
     maps = rows if basis_first else cols
     ops = FusedOperands(
@@ -111,7 +141,9 @@ def test_fused_layer_matches_the_integer_model(rng, shape, channels, basis_first
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(expected)) > 32  # not saturated away
     counters = result.report.total
-    assert counters.dram_write_bytes == expected.size  # only the outputs leave the chip: no maps in DRAM
+    assert (
+        counters.dram_write_bytes == expected.size
+    )  # only the outputs leave the chip: no maps in DRAM
     assert 0 < counters.basis_macs < counters.macs_issued
 
 
@@ -126,7 +158,11 @@ def test_bands_and_chunks_cover_the_layer(rng, basis_first):
     np.testing.assert_array_equal(got, integer_model(x, ops, g))
     bands = {ins.band for ins in program.instructions if ins.opcode.name == "ENGINE_CONFIG"}
     chunks = {ins.outputs for ins in program.instructions if ins.opcode.name == "ENGINE_CONFIG"}
-    assert len(bands) > 1 and sum(chunks) > 0 and len([i for i in program.instructions if i.opcode.name == "DECOMP_CONV"]) > 2
+    assert (
+        len(bands) > 1
+        and sum(chunks) > 0
+        and len([i for i in program.instructions if i.opcode.name == "DECOMP_CONV"]) > 2
+    )
 
 
 def test_engine_overlaps_consecutive_steps():
@@ -142,7 +178,9 @@ def test_engine_overlaps_consecutive_steps():
     # the basis stage bounds a combine-first step with few coefficients: doubling it shortens the step
     doc = json.loads(device.to_json())
     doc["sparse_modes"]["decomposed_conv"]["basis_macs_per_cycle"] *= 2
-    assert engine_cycles(cfg, Device.from_dict(doc), pixel_cycles=1) < engine_cycles(cfg, device, pixel_cycles=1)
+    assert engine_cycles(cfg, Device.from_dict(doc), pixel_cycles=1) < engine_cycles(
+        cfg, device, pixel_cycles=1
+    )
 
 
 def program_of(device, *instructions) -> Program:
@@ -153,7 +191,21 @@ def program_of(device, *instructions) -> Program:
     return b.build()
 
 
-CONFIG = dict(channels=16, outputs=16, height=4, width=4, kernel=3, basis=4, stride=1, padding=1, pad_top=1, pad_bottom=1, maps_shift=8, out_shift=8, params_addr=0)
+CONFIG = dict(
+    channels=16,
+    outputs=16,
+    height=4,
+    width=4,
+    kernel=3,
+    basis=4,
+    stride=1,
+    padding=1,
+    pad_top=1,
+    pad_bottom=1,
+    maps_shift=8,
+    out_shift=8,
+    params_addr=0,
+)
 DECOMP = dict(acc_addr=0, inp_addr=0, wgt_addr=64, basis_addr=0, coef_mode="dense")
 
 
@@ -162,10 +214,25 @@ DECOMP = dict(acc_addr=0, inp_addr=0, wgt_addr=64, basis_addr=0, coef_mode="dens
     [
         ("sparse-accel-escalate", [("decomp_conv", DECOMP)], "before any ENGINE_CONFIG"),
         ("sparse-accel", [("engine_config", CONFIG)], "has no fused decomposed-convolution engine"),
-        ("sparse-accel-escalate", [("engine_config", {**CONFIG, "width": 2000})], "do not fit the 32768-byte maps buffer"),
+        (
+            "sparse-accel-escalate",
+            [("engine_config", {**CONFIG, "width": 2000})],
+            "do not fit the 32768-byte maps buffer",
+        ),
         ("sparse-accel-escalate", [("engine_config", {**CONFIG, "kernel": 7})], "7x7 kernels"),
-        ("sparse-accel-escalate", [("engine_config", {**CONFIG, "pad_top": 3})], "is not smaller than the 3x3 kernel"),
-        ("sparse-accel-escalate", [("engine_config", {**CONFIG, "channels": 20}), ("decomp_conv", {**DECOMP, "coef_mode": "block"})], "whole number of 16x16 blocks"),
+        (
+            "sparse-accel-escalate",
+            [("engine_config", {**CONFIG, "pad_top": 3})],
+            "is not smaller than the 3x3 kernel",
+        ),
+        (
+            "sparse-accel-escalate",
+            [
+                ("engine_config", {**CONFIG, "channels": 20}),
+                ("decomp_conv", {**DECOMP, "coef_mode": "block"}),
+            ],
+            "whole number of 16x16 blocks",
+        ),
     ],
 )
 def test_engine_faults_name_the_problem(device, instructions, message):
@@ -176,9 +243,14 @@ def test_engine_faults_name_the_problem(device, instructions, message):
 
 def test_engine_instructions_round_trip_and_disassemble():
     device = load_device("sparse-accel-escalate")
-    program = program_of(device, ("engine_config", {**CONFIG, "basis_first": True}), ("decomp_conv", DECOMP))
+    program = program_of(
+        device, ("engine_config", {**CONFIG, "basis_first": True}), ("decomp_conv", DECOMP)
+    )
     text = disassemble(Program.from_bytes(program.to_bytes()))
-    assert "ENGINE_CONFIG channels=16 outputs=16 band=4x4 geometry=k3/r4/s1/p1 pads=top1/bottom1/shifts8,8" in text
+    assert (
+        "ENGINE_CONFIG channels=16 outputs=16 band=4x4 geometry=k3/r4/s1/p1 pads=top1/bottom1/shifts8,8"
+        in text
+    )
     assert "order=basis-first" in text and "coef_mode=dense" in text
     with pytest.raises(ProgramError, match="band 70000x4 does not fit"):
         program_of(device, ("engine_config", {**CONFIG, "height": 70000}))
@@ -197,7 +269,10 @@ def test_layer_too_large_for_the_buffers_is_a_program_error(rng):
     [
         ({"maps_buffer_bytes": 4096}, "basis_macs_per_cycle: missing"),
         ({"basis_macs_per_cycle": 64}, "maps_buffer_bytes: missing"),
-        ({"maps_buffer_bytes": 0, "basis_macs_per_cycle": 64}, "maps_buffer_bytes: must be a positive integer"),
+        (
+            {"maps_buffer_bytes": 0, "basis_macs_per_cycle": 64},
+            "maps_buffer_bytes: must be a positive integer",
+        ),
     ],
 )
 def test_fused_engine_fields_are_validated(fields, message):

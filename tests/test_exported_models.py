@@ -36,26 +36,42 @@ SHAPE_SUB = (
     "the causal mask's key_length - query_length (Sub of two Unsqueeze(Gather(Shape(.))) values) is rejected by TVM's ONNX "
     "importer (ModelError: 'Node /transformer/h.0/attn/Sub cannot handle ShapeExpr inputs'); not among the fixes in progress"
 )
-HOST_XFAIL = {"torch_gpt2_tied_matmul": RANGE_SHAPE, "torch_gpt2_tied_gemm_position_ids": SHAPE_SUB}  # dynamic only: input_shapes works
+HOST_XFAIL = {
+    "torch_gpt2_tied_matmul": RANGE_SHAPE,
+    "torch_gpt2_tied_gemm_position_ids": SHAPE_SUB,
+}  # dynamic only: input_shapes works
 
 
 def cases(xfails: dict) -> list:
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=xfails[name])) if name in xfails else name for name in CORPUS]
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=xfails[name]))
+        if name in xfails
+        else name
+        for name in CORPUS
+    ]
 
 
 def run(exe, feeds: dict) -> list[np.ndarray]:
-    result = relax.VirtualMachine(exe, tvm.cpu())["main"](*[tvm.runtime.tensor(v) for v in feeds.values()])
-    return [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [r.numpy() for r in result]
+    result = relax.VirtualMachine(exe, tvm.cpu())["main"](
+        *[tvm.runtime.tensor(v) for v in feeds.values()]
+    )
+    return (
+        [result.numpy()] if isinstance(result, tvm.runtime.Tensor) else [r.numpy() for r in result]
+    )
 
 
 def reference(exported: ExportedModel, feeds: dict) -> list[np.ndarray]:
     """onnxruntime's outputs on the float32 model the exported one was converted from (the float16 model:
     tvm-sparse computes it in float32 with its float16 weights, as that model does), else on the model itself."""
-    return run_onnxruntime(exported.float_model if exported.float_model is not None else exported.model, feeds)
+    return run_onnxruntime(
+        exported.float_model if exported.float_model is not None else exported.model, feeds
+    )
 
 
 def output_scale(model: onnx.ModelProto) -> float:
-    return float(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "output_scale")))
+    return float(
+        numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "output_scale"))
+    )
 
 
 def assert_matches(exported: ExportedModel, got: np.ndarray, expected: np.ndarray) -> None:
@@ -76,7 +92,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def test_corpus_models_are_valid_and_run_in_onnxruntime(name):
     exported = CORPUS[name]
     onnx.checker.check_model(exported.model)
-    session = ort.InferenceSession(exported.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        exported.model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     assert [i.name for i in session.get_inputs()] == list(exported.inputs(exported.sizes[0]))
     for size in exported.sizes:
         outputs = session.run(None, exported.inputs(size))
@@ -108,7 +126,12 @@ def test_sparse_accel_within_quantization_tolerance(name):
     size = exported.sizes[-1]
     feeds = exported.inputs(size)
     samples = [feeds] + [exported.inputs(size, seed) for seed in (1, 2, 3)]
-    build = tvm_sparse.accel.compile(exported.model, "sparse-accel", calibration=samples, input_shapes=exported.input_shapes(size))
+    build = tvm_sparse.accel.compile(
+        exported.model,
+        "sparse-accel",
+        calibration=samples,
+        input_shapes=exported.input_shapes(size),
+    )
     on_device = [p for p in build.placements if p.target == "device"]
     assert on_device
     tvm_sparse.accel.reset_run()
@@ -122,8 +145,12 @@ def test_sparse_accel_within_quantization_tolerance(name):
 def test_pruned_exports_run_the_block_sparse_kernels(name):
     exported = CORPUS[name]
     pruned, layers = prune_onnx(exported.model, "block:16x1", density=0.1)
-    chosen = [layer.name for layer in tvm_sparse.analyze(pruned).layers if layer.choice.format == "bsr"]
-    assert sorted(chosen) == sorted(layer.name for layer in layers)  # every pruned layer, dynamic shapes and all
+    chosen = [
+        layer.name for layer in tvm_sparse.analyze(pruned).layers if layer.choice.format == "bsr"
+    ]
+    assert sorted(chosen) == sorted(
+        layer.name for layer in layers
+    )  # every pruned layer, dynamic shapes and all
     exe = tvm_sparse.build(pruned)
     assert len(re.findall(r"call\s+bsr_", exe.as_text())) == len(layers)
     for size in exported.sizes:

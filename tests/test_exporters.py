@@ -48,7 +48,12 @@ def test_channels_last_cnn_with_unfolded_batchnorm(rng, opset):
     x = g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1)
     out = g.node("Identity", [g.linear(x, "head", 32, 10, gemm=True)], name="y")
     model = g.model([_value("x", [2, 12, 12, 16])], [_value(out, [2, 10])], opset=opset)
-    _check(model, rng.standard_normal((2, 12, 12, 16)).astype("float32"), pattern="block:8x8", density=0.5)
+    _check(
+        model,
+        rng.standard_normal((2, 12, 12, 16)).astype("float32"),
+        pattern="block:8x8",
+        density=0.5,
+    )
 
 
 def test_channels_last_transposes_cancel_the_layout_conversion(rng):
@@ -60,9 +65,21 @@ def test_channels_last_transposes_cancel_the_layout_conversion(rng):
     model = g.model([_value("x", [1, 10, 10, 16])], [_value(out, [1, 10, 10, 32])])
     mod = tvm.transform.Sequential(prepare_passes())(load_model(model).mod)
     permutes = []
-    relax.analysis.post_order_visit(mod["main"].body, lambda e: permutes.append(e) if isinstance(e, relax.Call) and e.op.same_as(tvm.ir.Op.get("relax.permute_dims")) else None)
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: (
+            permutes.append(e)
+            if isinstance(e, relax.Call) and e.op.same_as(tvm.ir.Op.get("relax.permute_dims"))
+            else None
+        ),
+    )
     assert not permutes
-    _check(model, rng.standard_normal((1, 10, 10, 16)).astype("float32"), pattern="block:8x8", density=0.5)
+    _check(
+        model,
+        rng.standard_normal((1, 10, 10, 16)).astype("float32"),
+        pattern="block:8x8",
+        density=0.5,
+    )
 
 
 def test_fold_transposes_composes_chains():
@@ -79,7 +96,12 @@ def test_fold_transposes_composes_chains():
 
     folded = FoldTransposes()(Chain)
     x = np.arange(120, dtype="float32").reshape(2, 3, 4, 5)
-    run = lambda mod: relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+
+    def run(mod):
+        return relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())["main"](
+            tvm.runtime.tensor(x)
+        ).numpy()
+
     np.testing.assert_array_equal(run(folded), x.transpose(2, 3, 1, 0))
     assert folded["main"].script().count("permute_dims") == 1
 
@@ -91,13 +113,25 @@ def test_transformer_block_across_opsets(rng, opset, fused_layer_norm):
     g = GraphBuilder(opset)
 
     def norm(x, name):
-        return g.layer_norm(x, name, dim) if fused_layer_norm else g.layer_norm_decomposed(x, name, dim, opset)
+        return (
+            g.layer_norm(x, name, dim)
+            if fused_layer_norm
+            else g.layer_norm_decomposed(x, name, dim, opset)
+        )
 
     q, k, v = (g.linear("x", name, dim, dim) for name in ("q", "k", "v"))
-    scores = g.node("Mul", [g.node("MatMul", [q, g.node("Transpose", [k], perm=[1, 0])]), g.const("scale", np.array(dim**-0.5, "float32"))])
+    scores = g.node(
+        "Mul",
+        [
+            g.node("MatMul", [q, g.node("Transpose", [k], perm=[1, 0])]),
+            g.const("scale", np.array(dim**-0.5, "float32")),
+        ],
+    )
     attended = g.node("MatMul", [g.node("Softmax", [scores], axis=-1), v])
     h = norm(g.node("Add", ["x", g.linear(attended, "proj", dim, dim)]), "ln0")
-    y = norm(g.node("Add", [h, g.linear(g.gelu(g.linear(h, "ffn0", dim, ffn)), "ffn1", ffn, dim)]), "ln1")
+    y = norm(
+        g.node("Add", [h, g.linear(g.gelu(g.linear(h, "ffn0", dim, ffn)), "ffn1", ffn, dim)]), "ln1"
+    )
     out = g.node("Identity", [y], name="y")
     model = g.model([_value("x", [tokens, dim])], [_value(out, [tokens, dim])], opset=opset)
     _check(model, rng.standard_normal((tokens, dim)).astype("float32"))

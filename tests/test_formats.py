@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from conftest import block_sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import block_sparse
 from tvm_sparse.formats import BSRMatrix, FormatError, parse_block_shape
 
 
@@ -76,5 +76,7 @@ def test_inconsistent_arrays_rejected():
 )
 def test_round_trip_property(rows, cols, r, c, density, seed):
     rng = np.random.default_rng(seed)
-    dense = np.where(rng.random((rows, cols)) < density, rng.standard_normal((rows, cols)), 0).astype("float32")
+    dense = np.where(
+        rng.random((rows, cols)) < density, rng.standard_normal((rows, cols)), 0
+    ).astype("float32")
     assert np.array_equal(BSRMatrix.from_dense(dense, (r, c)).to_dense(), dense)

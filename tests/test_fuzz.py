@@ -19,7 +19,9 @@ def valid_program() -> bytes:
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, size=(8, 32)).astype(np.int8)
     w = rng.integers(-128, 128, size=(32, 16)).astype(np.int8)
-    program, _ = gemm_program(x, w, np.zeros(16, np.int64), np.ones(16, np.int64), 4, DEVICE, relu=True)
+    program, _ = gemm_program(
+        x, w, np.zeros(16, np.int64), np.ones(16, np.int64), 4, DEVICE, relu=True
+    )
     return program.to_bytes()
 
 
@@ -34,14 +36,18 @@ def _decode_and_run(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=600))
 def test_random_bytes_never_crash_the_decoder(data):
     _decode_and_run(data)
     _decode_and_run(b"SPAX" + data)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=4))
 def test_corrupted_programs_fail_cleanly(valid_program, flips):
     data = bytearray(valid_program)
@@ -61,7 +67,9 @@ def onnx_bytes() -> bytes:
     return prune_onnx(mlp(batch=4, sizes=(32, 16, 8)), "block:16x1", 0.5)[0].SerializeToString()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=3))
 def test_corrupted_onnx_models_fail_cleanly(onnx_bytes, flips):
     """Import + analysis of a corrupted model: it works, or a TVMSparseError says why."""

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import tvm
-
 from conftest import block_sparse
+
 from tvm_sparse.formats import BSRMatrix
 from tvm_sparse.kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 from tvm_sparse.kernels.batch_matmul import batch_matmul_kernel
@@ -27,7 +27,14 @@ def _run(func, args):
         (5, 33, 17, (1, 1), 0.1, None),
         (9, 64, 40, (32, 32), 1.0, None),  # fully dense
         (24, 48, 64, (16, 1), 0.2, BSRKernelParams(3)),
-        (26, 48, 64, (16, 1), 0.2, BSRKernelParams(4, pack_in_tile=True)),  # rows packed per tile, with a tail
+        (
+            26,
+            48,
+            64,
+            (16, 1),
+            0.2,
+            BSRKernelParams(4, pack_in_tile=True),
+        ),  # rows packed per tile, with a tail
         (26, 48, 64, (8, 8), 0.4, BSRKernelParams(4, weight_major=True)),
         (4, 32, 700, (16, 700), 1.0, None),  # the packed-dense form: one block per 16 rows
     ],
@@ -42,18 +49,29 @@ def test_bsr_kernel_matches_numpy(rng, m, n, k, block, density, params):
     bias = rng.standard_normal(n_pad).astype("float32")
     xp = np.zeros((m, k_pad), "float32")
     xp[:, :k] = x
-    y = _run(bsr_matmul_kernel(m, bsr, params), [xp, args.data, args.indices, args.indptr, bias, np.zeros((m, n_pad), "float32")])
+    y = _run(
+        bsr_matmul_kernel(m, bsr, params),
+        [xp, args.data, args.indices, args.indptr, bias, np.zeros((m, n_pad), "float32")],
+    )
     np.testing.assert_allclose(y[:, :n], x @ w.T + bias[:n], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
     "batch, m, n, k, transpose_b",
-    [(12, 32, 32, 16, True), (3, 13, 21, 7, True), (2, 5, 3, 9, False), (4, 17, 40, 33, False), (1, 1, 1, 1, True)],
+    [
+        (12, 32, 32, 16, True),
+        (3, 13, 21, 7, True),
+        (2, 5, 3, 9, False),
+        (4, 17, 40, 33, False),
+        (1, 1, 1, 1, True),
+    ],
 )
 def test_batch_matmul_kernel_matches_numpy(rng, batch, m, n, k, transpose_b):
     a = rng.standard_normal((batch, m, k)).astype("float32")
     b = rng.standard_normal((batch, n, k) if transpose_b else (batch, k, n)).astype("float32")
-    y = _run(batch_matmul_kernel(batch, m, n, k, transpose_b), [a, b, np.zeros((batch, m, n), "float32")])
+    y = _run(
+        batch_matmul_kernel(batch, m, n, k, transpose_b), [a, b, np.zeros((batch, m, n), "float32")]
+    )
     expected = a @ (b.transpose(0, 2, 1) if transpose_b else b)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 
@@ -70,9 +88,16 @@ def conv2d_nhwc_reference(x, w_ohwi, strides, padding, dilation, groups):
     y = np.zeros((n, oh, ow, o), "float64")
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw, :]
+            patch = xp[
+                :,
+                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+                :,
+            ]
             for g in range(groups):
-                y[..., g * og : (g + 1) * og] += patch[..., g * cg : (g + 1) * cg] @ w_ohwi[g * og : (g + 1) * og, i, j, :].T
+                y[..., g * og : (g + 1) * og] += (
+                    patch[..., g * cg : (g + 1) * cg] @ w_ohwi[g * og : (g + 1) * og, i, j, :].T
+                )
     return y
 
 
@@ -89,7 +114,19 @@ def conv2d_nhwc_reference(x, w_ohwi, strides, padding, dilation, groups):
     ],
 )
 @pytest.mark.parametrize("pack_in_tile", [True, False])
-def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, strides, padding, dilation, groups, block, density, pack_in_tile):
+def test_conv_through_im2col_matches_numpy(
+    rng,
+    shape,
+    out_channels,
+    kernel,
+    strides,
+    padding,
+    dilation,
+    groups,
+    block,
+    density,
+    pack_in_tile,
+):
     im2col = Im2Col(shape, kernel, strides, padding, dilation, groups)
     w = rng.standard_normal((out_channels, *kernel, shape[3] // groups)).astype("float32")
     matrix = im2col.weight_matrix(w)
@@ -102,12 +139,26 @@ def test_conv_through_im2col_matches_numpy(rng, shape, out_channels, kernel, str
     n_pad = block[0] * (len(bsr.indptr) - 1)
     x = rng.standard_normal(shape).astype("float32")
     bias = rng.standard_normal(n_pad).astype("float32")
-    params = BSRKernelParams(BSRKernelParams.default(block, im2col=True).rows_per_tile, pack_in_tile=pack_in_tile)
+    params = BSRKernelParams(
+        BSRKernelParams.default(block, im2col=True).rows_per_tile, pack_in_tile=pack_in_tile
+    )
     kernel_func = bsr_matmul_kernel(im2col.rows, bsr, params, im2col=im2col, relu=True)
-    y = _run(kernel_func, [x, args.data, args.indices, args.indptr, bias, np.zeros((shape[0], *im2col.out_hw, n_pad), "float32")])
+    y = _run(
+        kernel_func,
+        [
+            x,
+            args.data,
+            args.indices,
+            args.indptr,
+            bias,
+            np.zeros((shape[0], *im2col.out_hw, n_pad), "float32"),
+        ],
+    )
     y = y.reshape(im2col.rows, n_pad)
     expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, groups) + bias[:out_channels]
-    np.testing.assert_allclose(y[:, :out_channels], np.maximum(expected, 0).reshape(im2col.rows, -1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        y[:, :out_channels], np.maximum(expected, 0).reshape(im2col.rows, -1), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_im2col_shape_mismatch_is_an_error(rng):
@@ -132,7 +183,10 @@ def test_depthwise_conv_matches_numpy(rng, shape, kernel, strides, padding, dila
     x = rng.standard_normal(shape).astype("float32")
     bias = rng.standard_normal(channels).astype("float32")
     out = np.zeros((shape[0], *im2col.out_hw, channels), "float32")
-    y = _run(depthwise_conv_kernel(im2col, relu=True), [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), bias, out])
+    y = _run(
+        depthwise_conv_kernel(im2col, relu=True),
+        [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), bias, out],
+    )
     expected = conv2d_nhwc_reference(x, w, strides, padding, dilation, channels) + bias
     np.testing.assert_allclose(y, np.maximum(expected, 0), rtol=1e-4, atol=1e-4)
 
@@ -160,13 +214,25 @@ def test_bsr_kernel_with_symbolic_rows_runs_at_every_size(rng, block, params):
     n_pad, k_pad = r * (len(bsr.indptr) - 1), -(-k // c) * c
     lib = tvm.compile(bsr_matmul_kernel(_sym("m"), bsr, params, relu=True), target=host_target())
     bias = rng.standard_normal(n_pad).astype("float32")
-    for m in [1, 2, 3, params.rows_per_tile, 2 * params.rows_per_tile - 1, 3 * params.rows_per_tile + 5, 37]:
+    for m in [
+        1,
+        2,
+        3,
+        params.rows_per_tile,
+        2 * params.rows_per_tile - 1,
+        3 * params.rows_per_tile + 5,
+        37,
+    ]:
         x = np.zeros((m, k_pad), "float32")
         x[:, :k] = rng.standard_normal((m, k))
         y = tvm.runtime.tensor(np.full((m, n_pad), np.nan, "float32"))
-        lib["bsr_matmul"](*[tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, bias)], y)
+        lib["bsr_matmul"](
+            *[tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, bias)], y
+        )
         expected = np.maximum(x[:, :k] @ w.T + bias[:n], 0)
-        np.testing.assert_allclose(y.numpy()[:, :n], expected, rtol=1e-4, atol=1e-4, err_msg=f"m={m}")
+        np.testing.assert_allclose(
+            y.numpy()[:, :n], expected, rtol=1e-4, atol=1e-4, err_msg=f"m={m}"
+        )
 
 
 @pytest.mark.parametrize("pack_in_tile", [True, False])
@@ -179,15 +245,21 @@ def test_conv_with_symbolic_batch_and_image_size(rng, pack_in_tile):
     bsr = BSRMatrix.from_dense(im2col.weight_matrix(w), (16, 72))
     args = BSRKernelArgs.from_bsr(bsr)
     params = BSRKernelParams(16, pack_in_tile=pack_in_tile)
-    lib = tvm.compile(bsr_matmul_kernel(im2col.rows, bsr, params, im2col=im2col), target=host_target())
+    lib = tvm.compile(
+        bsr_matmul_kernel(im2col.rows, bsr, params, im2col=im2col), target=host_target()
+    )
     bias = np.zeros(32, "float32")
     for shape in [(1, 9, 9, 8), (3, 6, 11, 8), (2, 1, 1, 8)]:
         x = rng.standard_normal(shape).astype("float32")
         oh, ow = ((shape[1] + 1) // 2, (shape[2] + 1) // 2)
         y = tvm.runtime.tensor(np.zeros((shape[0], oh, ow, 32), "float32"))
-        lib["bsr_matmul"](*[tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, bias)], y)
+        lib["bsr_matmul"](
+            *[tvm.runtime.tensor(a) for a in (x, args.data, args.indices, args.indptr, bias)], y
+        )
         expected = conv2d_nhwc_reference(x, w, strides, padding, (1, 1), 1)
-        np.testing.assert_allclose(y.numpy()[..., :24], expected, rtol=1e-4, atol=1e-4, err_msg=str(shape))
+        np.testing.assert_allclose(
+            y.numpy()[..., :24], expected, rtol=1e-4, atol=1e-4, err_msg=str(shape)
+        )
 
 
 def test_batch_matmul_and_depthwise_with_symbolic_sizes(rng):
@@ -209,10 +281,17 @@ def test_batch_matmul_and_depthwise_with_symbolic_sizes(rng):
     w = rng.standard_normal((20, 3, 3, 1)).astype("float32")
     for shape in [(1, 5, 5, 20), (2, 8, 3, 20)]:
         x = rng.standard_normal(shape).astype("float32")
-        out = tvm.runtime.tensor(np.zeros((shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, 20), "float32"))
+        out = tvm.runtime.tensor(
+            np.zeros((shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, 20), "float32")
+        )
         args = [x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), np.zeros(20, "float32")]
         depthwise["depthwise_conv2d"](*[tvm.runtime.tensor(a) for a in args], out)
-        np.testing.assert_allclose(out.numpy(), conv2d_nhwc_reference(x, w, (2, 2), (1, 1), (1, 1), 20), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            out.numpy(),
+            conv2d_nhwc_reference(x, w, (2, 2), (1, 1), (1, 1), 20),
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 def test_a_weight_larger_than_the_cache_is_walked_once():
@@ -221,7 +300,9 @@ def test_a_weight_larger_than_the_cache_is_walked_once():
     from tvm_sparse.schedule.tasks import STREAMED_WEIGHT_BYTES, BlockMatmulTask
 
     k = 64
-    big = BSRMatrix.from_dense(np.ones((STREAMED_WEIGHT_BYTES // (4 * k) + 16, k), "float32"), (16, 1))
+    big = BSRMatrix.from_dense(
+        np.ones((STREAMED_WEIGHT_BYTES // (4 * k) + 16, k), "float32"), (16, 1)
+    )
     small = BSRMatrix.from_dense(np.ones((256, k), "float32"), (16, 1))
     assert BlockMatmulTask(128, big).default().weight_major
     assert not BlockMatmulTask(128, small).default().weight_major

@@ -20,14 +20,20 @@ ALLOWED = {"hw": ({"errors", "data"}, {"numpy"}), "sim": ({"hw"}, {"numpy"})}
 
 
 def units() -> list[str]:
-    return sorted(p.stem if p.suffix == ".py" else p.name for p in PACKAGE.iterdir() if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists())
+    return sorted(
+        p.stem if p.suffix == ".py" else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()
+    )
 
 
 def imports_of(unit: str) -> tuple[set, set]:
     """``(units of the package, outside top-level modules)`` that ``unit``'s files import, at any level
     (function-level imports included)."""
     units, outside = set(), set()
-    files = (PACKAGE / unit).rglob("*.py") if (PACKAGE / unit).is_dir() else [PACKAGE / f"{unit}.py"]
+    files = (
+        (PACKAGE / unit).rglob("*.py") if (PACKAGE / unit).is_dir() else [PACKAGE / f"{unit}.py"]
+    )
     for path in files:
         package = list(path.relative_to(PACKAGE).parts[:-1])
         for node in ast.walk(ast.parse(path.read_text())):
@@ -49,7 +55,9 @@ def test_units_import_each_other_one_way():
     def visit(unit, path):
         if state.get(unit) == "done":
             return
-        assert state.get(unit) != "open", "import cycle: " + " -> ".join(path[path.index(unit) :] + [unit])
+        assert state.get(unit) != "open", "import cycle: " + " -> ".join(
+            path[path.index(unit) :] + [unit]
+        )
         state[unit] = "open"
         for other in sorted(graph.get(unit, ())):
             visit(other, path + [unit])
@@ -71,7 +79,15 @@ def test_simulator_runs_without_tvm(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, (32, 64), dtype=np.int8)
     w = rng.integers(-128, 128, (64, 32), dtype=np.int8)
-    program, out = gemm_program(x, w, np.zeros(32, np.int64), np.full(32, 3, np.int64), shift=12, device=load_device("sparse-accel"), relu=True)
+    program, out = gemm_program(
+        x,
+        w,
+        np.zeros(32, np.int64),
+        np.full(32, 3, np.int64),
+        shift=12,
+        device=load_device("sparse-accel"),
+        relu=True,
+    )
     (tmp_path / "program.bin").write_bytes(program.to_bytes())
     script = f"""
 import sys, types
@@ -85,7 +101,9 @@ result = run(Program.from_bytes(open("program.bin", "rb").read()), "sparse-accel
 open("out.bin", "wb").write(result.read({out}, (32, 32), "int8").tobytes())
 print(result.report.total.cycles)
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     here = run(program, "sparse-accel")
     assert (tmp_path / "out.bin").read_bytes() == here.read(out, (32, 32), np.int8).tobytes()

@@ -3,25 +3,39 @@
 import numpy as np
 import pytest
 import tvm
+from conftest import linear_model, run_executable, run_onnxruntime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import linear_model, run_executable, run_onnxruntime
 from tvm_sparse import analyze, build
 from tvm_sparse.formats import FormatError, NMMatrix, nm_violations
-from tvm_sparse.kernels.nm_matmul import NMKernelArgs, nm_kernel_available, nm_matmul_kernel, padded_reduction
+from tvm_sparse.kernels.nm_matmul import (
+    NMKernelArgs,
+    nm_kernel_available,
+    nm_matmul_kernel,
+    padded_reduction,
+)
 from tvm_sparse.prune import prune_weight
 from tvm_sparse.target import host_target
 from tvm_sparse.transform import SparsifyWeights
 
-needs_avx512 = pytest.mark.skipif(not nm_kernel_available(host_target()), reason="the N:M kernel needs AVX-512")
+needs_avx512 = pytest.mark.skipif(
+    not nm_kernel_available(host_target()), reason="the N:M kernel needs AVX-512"
+)
 
 
 @settings(max_examples=30, deadline=None)
-@given(rows=st.integers(1, 40), cols=st.integers(1, 50), pattern=st.sampled_from([(2, 4), (1, 4), (2, 8)]), seed=st.integers(0, 999))
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 50),
+    pattern=st.sampled_from([(2, 4), (1, 4), (2, 8)]),
+    seed=st.integers(0, 999),
+)
 def test_nm_round_trip(rows, cols, pattern, seed):
     n, m = pattern
-    w = prune_weight(np.random.default_rng(seed).standard_normal((rows, cols)).astype("float32"), f"nm:{n}:{m}")
+    w = prune_weight(
+        np.random.default_rng(seed).standard_normal((rows, cols)).astype("float32"), f"nm:{n}:{m}"
+    )
     nm = NMMatrix.from_dense(w, n, m)
     np.testing.assert_array_equal(nm.to_dense(), w)
     assert len(nm.metadata) == -(-nm.positions.size * max(1, (m - 1).bit_length()) // 8)
@@ -47,7 +61,10 @@ def test_nm_kernel_matches_numpy(rng, m, n, k, pattern):
     x[:, :k] = rng.standard_normal((m, k))
     bias = rng.standard_normal(n_pad).astype("float32")
     lib = tvm.compile(nm_matmul_kernel(m, nm, relu=True), target=host_target())
-    tensors = [tvm.runtime.tensor(a) for a in (x, args.positions, args.values, bias, np.zeros((m, n_pad), "float32"))]
+    tensors = [
+        tvm.runtime.tensor(a)
+        for a in (x, args.positions, args.values, bias, np.zeros((m, n_pad), "float32"))
+    ]
     lib["nm_matmul"](*tensors)
     expected = np.maximum(x[:, :k] @ w.T + bias[:n], 0)
     np.testing.assert_allclose(tensors[-1].numpy()[:, :n], expected, rtol=1e-4, atol=1e-4)
@@ -59,13 +76,19 @@ def test_nm_kernel_with_symbolic_rows_runs_at_every_size(rng):
     w = prune_weight(rng.standard_normal((n, k)).astype("float32"), "nm:2:4")
     nm = NMMatrix.from_dense(w, 2, 4)
     args = NMKernelArgs.from_nm(nm)
-    lib = tvm.compile(nm_matmul_kernel(tvm.tirx.Var("m", "int64"), nm, rows_per_tile=8), target=host_target())
+    lib = tvm.compile(
+        nm_matmul_kernel(tvm.tirx.Var("m", "int64"), nm, rows_per_tile=8), target=host_target()
+    )
     bias = rng.standard_normal(48).astype("float32")
     for m in (1, 7, 8, 13, 31):
         x = rng.standard_normal((m, k)).astype("float32")
         y = tvm.runtime.tensor(np.full((m, 48), np.nan, "float32"))
-        lib["nm_matmul"](*[tvm.runtime.tensor(a) for a in (x, args.positions, args.values, bias)], y)
-        np.testing.assert_allclose(y.numpy()[:, :n], x @ w.T + bias[:n], rtol=1e-4, atol=1e-4, err_msg=f"m={m}")
+        lib["nm_matmul"](
+            *[tvm.runtime.tensor(a) for a in (x, args.positions, args.values, bias)], y
+        )
+        np.testing.assert_allclose(
+            y.numpy()[:, :n], x @ w.T + bias[:n], rtol=1e-4, atol=1e-4, err_msg=f"m={m}"
+        )
 
 
 @needs_avx512

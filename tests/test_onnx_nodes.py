@@ -56,7 +56,17 @@ REGRESSIONS = [
     "test_unique_length_1",
     "test_squeeze",
     "test_squeeze_negative_axes",
-    *[f"test_slice{s}" for s in ("", "_neg", "_start_out_of_bounds", "_default_axes", "_neg_steps", "_negative_axes")],
+    *[
+        f"test_slice{s}"
+        for s in (
+            "",
+            "_neg",
+            "_start_out_of_bounds",
+            "_default_axes",
+            "_neg_steps",
+            "_negative_axes",
+        )
+    ],
     "test_expand_dim_unchanged",
     "test_cosh",
     "test_sinh",
@@ -146,12 +156,55 @@ PROCESS_KILLERS = [
 
 #: The modules of ``onnx.backend.test.case.node`` that generate the cases above (one per ONNX op).
 MODULES = [
-    "averagepool", "batch_normalization", "cast", "clip", "concat", "conv", "convtranspose", "cosh", "div",
-    "dropout", "einsum", "erf", "exp", "expand", "flatten", "gather", "gelu", "gemm", "globalaveragepool",
-    "layernormalization", "leakyrelu", "matmul", "max", "maxpool", "mean", "min", "mul", "add", "pad",
-    "reducemax", "reducemean", "reducesum", "relu", "reshape", "resize", "rmsnormalization", "scatternd",
-    "sigmoid", "sinh", "slice", "softmax", "squeeze", "sub", "sum", "tanh", "transpose", "unique",
-    "unsqueeze", "where",
+    "averagepool",
+    "batch_normalization",
+    "cast",
+    "clip",
+    "concat",
+    "conv",
+    "convtranspose",
+    "cosh",
+    "div",
+    "dropout",
+    "einsum",
+    "erf",
+    "exp",
+    "expand",
+    "flatten",
+    "gather",
+    "gelu",
+    "gemm",
+    "globalaveragepool",
+    "layernormalization",
+    "leakyrelu",
+    "matmul",
+    "max",
+    "maxpool",
+    "mean",
+    "min",
+    "mul",
+    "add",
+    "pad",
+    "reducemax",
+    "reducemean",
+    "reducesum",
+    "relu",
+    "reshape",
+    "resize",
+    "rmsnormalization",
+    "scatternd",
+    "sigmoid",
+    "sinh",
+    "slice",
+    "softmax",
+    "squeeze",
+    "sub",
+    "sum",
+    "tanh",
+    "transpose",
+    "unique",
+    "unsqueeze",
+    "where",
 ]
 
 
@@ -209,7 +262,10 @@ print(json.dumps({name: check_case(cases[name], "tvm-sparse") for name in sys.ar
 
 def test_cases_that_killed_the_process():
     run = subprocess.run(
-        [sys.executable, "-c", _IN_OWN_PROCESS, *PROCESS_KILLERS], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _IN_OWN_PROCESS, *PROCESS_KILLERS],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, f"exit status {run.returncode}: {run.stderr[-2000:]}"
     failures = {name: why for name, why in json.loads(run.stdout.splitlines()[-1]).items() if why}

@@ -66,7 +66,9 @@ def test_prune_onnx_conv_in_the_kernels_reduction_order():
     pruned, layers = prune_onnx(model, "nm:2:4")
     inits = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
     w = inits["stage0.block0.conv2.weight"]  # [16, 16, 3, 3]
-    groups = w.transpose(0, 2, 3, 1).reshape(16, -1, 4)  # (o, kh, kw, i) with i innermost, in groups of 4
+    groups = w.transpose(0, 2, 3, 1).reshape(
+        16, -1, 4
+    )  # (o, kh, kw, i) with i innermost, in groups of 4
     assert (np.count_nonzero(groups, axis=2) <= 2).all()
     assert {layer.name: layer.shape for layer in layers}["stage0.block0.conv2"] == (16, 3 * 3 * 16)
 
@@ -80,6 +82,8 @@ def test_nm_refuses_a_density_it_would_ignore(rng):
 
 def test_block_pruning_scores_edge_blocks_by_the_entries_they_have():
     w = np.ones((20, 16), "float32")
-    w[16:] = 1.5  # the edge block: 4 rows of larger weights, a smaller L2 norm than the full block's
+    w[16:] = (
+        1.5  # the edge block: 4 rows of larger weights, a smaller L2 norm than the full block's
+    )
     kept = prune_weight(w, "block:16x16", 0.5)
     assert (kept[16:] == 1.5).all() and (kept[:16] == 0).all()

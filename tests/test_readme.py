@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
 SKIP = re.compile(r"<!-- readme-test: skip \((.+?)\) -->\s*$")
@@ -26,25 +24,48 @@ def _blocks() -> list[tuple[int, str, str, str | None]]:
     for match in FENCE.finditer(text):
         before = text[: match.start()]
         skip = SKIP.search(before.rstrip("\n").rsplit("\n", 1)[-1])
-        blocks.append((before.count("\n") + 1, match.group(1), match.group(2), skip.group(1) if skip else None))
+        blocks.append(
+            (
+                before.count("\n") + 1,
+                match.group(1),
+                match.group(2),
+                skip.group(1) if skip else None,
+            )
+        )
     return blocks
 
 
 def test_every_block_names_its_language():
-    untagged = [line for line, language, _, _ in _blocks() if language not in ("python", "sh", "text")]
+    untagged = [
+        line for line, language, _, _ in _blocks() if language not in ("python", "sh", "text")
+    ]
     assert not untagged, f"README blocks at lines {untagged} need a language: python, sh or text"
 
 
 def test_readme_blocks_run_as_written(tmp_path):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
-    (tmp_path / ".venv").symlink_to(sys.prefix)  # the blocks run where a user stands: the project's root
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        MPLBACKEND="Agg",
+    )
+    (tmp_path / ".venv").symlink_to(
+        sys.prefix
+    )  # the blocks run where a user stands: the project's root
     ran = 0
     for line, language, code, skip in _blocks():
         if language == "text" or skip:
             continue
-        command = [sys.executable, "-c", code] if language == "python" else ["bash", "-e", "-c", code]
-        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, f"README block at line {line} ({language}) failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        assert "Traceback" not in done.stderr, f"README block at line {line} printed a traceback:\n{done.stderr[-3000:]}"
+        command = (
+            [sys.executable, "-c", code] if language == "python" else ["bash", "-e", "-c", code]
+        )
+        done = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, (
+            f"README block at line {line} ({language}) failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        )
+        assert "Traceback" not in done.stderr, (
+            f"README block at line {line} printed a traceback:\n{done.stderr[-3000:]}"
+        )
         ran += 1
     assert ran >= 6

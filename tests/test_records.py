@@ -5,7 +5,15 @@ import pytest
 from tvm_sparse.kernels import BSRKernelParams
 from tvm_sparse.schedule.records import KernelRecords
 
-RECORD = {"kernel": "block_matmul", "m": 128, "k": 768, "n": 3072, "block": [16, 768], "rows_per_tile": 12, "ms": 2.9}
+RECORD = {
+    "kernel": "block_matmul",
+    "m": 128,
+    "k": 768,
+    "n": 3072,
+    "block": [16, 768],
+    "rows_per_tile": 12,
+    "ms": 2.9,
+}
 
 
 def write(tmp_path, name, doc):

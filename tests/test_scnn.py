@@ -8,8 +8,8 @@ import pytest
 from tvm_sparse.accel import Device, DeviceError, load_device
 from tvm_sparse.codegen.builder import ProgramBuilder
 from tvm_sparse.codegen.gemm_program import Tiling, gemm_program
-from tvm_sparse.hw.isa import Buffer, Opcode, Program, ProgramError, disassemble
 from tvm_sparse.hw.encoding import encode_runs
+from tvm_sparse.hw.isa import Buffer, Opcode, Program, ProgramError, disassemble
 from tvm_sparse.sim import DeviceFault, run
 from tvm_sparse.sim.execute import execute
 from tvm_sparse.sim.machine import Machine
@@ -29,7 +29,9 @@ def relu_sparse(rng, m, k, density):
 
 def blocks(rng, k, n, density):
     mask = rng.random((k // 16, n // 16)) < density
-    return (rng.integers(-128, 128, (k, n)) * np.kron(mask, np.ones((16, 16), np.int64))).astype(np.int8)
+    return (rng.integers(-128, 128, (k, n)) * np.kron(mask, np.ones((16, 16), np.int64))).astype(
+        np.int8
+    )
 
 
 def entries_model(tile, run_bits):
@@ -53,11 +55,20 @@ def load_tile(device, tile):
 
 def tiles(rng):
     long_runs = np.zeros((4, 64), np.int8)
-    long_runs[1, 5], long_runs[3, 63] = -7, 9  # gaps of 69 and 185 zeros, a nonzero in the last slot
+    long_runs[1, 5], long_runs[3, 63] = (
+        -7,
+        9,
+    )  # gaps of 69 and 185 zeros, a nonzero in the last slot
     zero_rows = relu_sparse(rng, 6, 32, 0.5)
     zero_rows[[0, 3, 5]] = 0
-    return {"random": relu_sparse(rng, 16, 48, 0.4), "all zero": np.zeros((3, 16), np.int8), "zero rows": zero_rows,
-            "long runs": long_runs, "dense": rng.integers(-128, 128, (5, 16)).astype(np.int8), "one value": np.full((1, 1), -128, np.int8)}
+    return {
+        "random": relu_sparse(rng, 16, 48, 0.4),
+        "all zero": np.zeros((3, 16), np.int8),
+        "zero rows": zero_rows,
+        "long runs": long_runs,
+        "dense": rng.integers(-128, 128, (5, 16)).astype(np.int8),
+        "one value": np.full((1, 1), -128, np.int8),
+    }
 
 
 @pytest.mark.parametrize("run_bits", [1, 2, 4, 8])
@@ -67,8 +78,14 @@ def test_run_length_load_is_bit_exact_and_counts_values_and_runs_apart(rng, run_
         loaded, work = load_tile(device, tile)
         np.testing.assert_array_equal(loaded, tile, err_msg=name)
         entries = entries_model(tile, run_bits)
-        assert (work.dram_read_bytes, work.dram_read_metadata_bytes) == (entries, -(-entries * run_bits // 8)), name
-        assert work.dma_bytes == work.dram_read_bytes + work.dram_read_metadata_bytes and work.sram_write_bytes == tile.size
+        assert (work.dram_read_bytes, work.dram_read_metadata_bytes) == (
+            entries,
+            -(-entries * run_bits // 8),
+        ), name
+        assert (
+            work.dma_bytes == work.dram_read_bytes + work.dram_read_metadata_bytes
+            and work.sram_write_bytes == tile.size
+        )
 
 
 def test_encoding_bridges_long_runs_with_stored_zeros():
@@ -107,13 +124,20 @@ def reference(x, w, bias, multiplier, shift):
     return np.clip((acc * multiplier + (1 << (shift - 1))) >> shift, 0, 127)
 
 
-def simulate(rng, x, w, device, mode, compress, tiling=Tiling(32, 64, 32)):
+SMALL_TILING = Tiling(32, 64, 32)
+
+
+def simulate(rng, x, w, device, mode, compress, tiling=SMALL_TILING):
     """The layer (ReLU, int8 out) on ``device``, checked against the numpy integer reference; its counters."""
     bias, multiplier = rng.integers(-(2**12), 2**12, w.shape[1]), rng.integers(1, 2**10, w.shape[1])
-    program, out = gemm_program(x, w, bias, multiplier, 16, device, mode, True, tiling, compress_activations=compress)
+    program, out = gemm_program(
+        x, w, bias, multiplier, 16, device, mode, True, tiling, compress_activations=compress
+    )
     assert any(ins.opcode == Opcode.LOAD_RLE for ins in program.instructions) == compress
     result = run(program, device)
-    np.testing.assert_array_equal(result.read(out, (x.shape[0], w.shape[1]), np.int8), reference(x, w, bias, multiplier, 16))
+    np.testing.assert_array_equal(
+        result.read(out, (x.shape[0], w.shape[1]), np.int8), reference(x, w, bias, multiplier, 16)
+    )
     return result.report.total
 
 
@@ -126,56 +150,102 @@ def test_two_sided_layers_are_bit_exact(rng, mode, shape):
     x[:, 16:32] = 0  # a reduction chunk with no activation
     w[:, :16] = 0  # an output group with no stored block
     simulate(rng, x, w, SCNN, mode, compress=True)
-    simulate(rng, np.zeros_like(x), w, SCNN, mode, compress=True)  # nothing to load, nothing to multiply
+    simulate(
+        rng, np.zeros_like(x), w, SCNN, mode, compress=True
+    )  # nothing to load, nothing to multiply
 
 
 def test_halving_the_nonzero_activations_halves_the_two_sided_cycles(rng):
-    mask = np.argsort(rng.random((32, 8)), axis=0) < 10  # 10 of the 32 blocks of each column group (density 0.31)
-    w = (rng.integers(-128, 128, (512, 128)) * np.kron(mask, np.ones((16, 16), np.int64))).astype(np.int8)
+    mask = (
+        np.argsort(rng.random((32, 8)), axis=0) < 10
+    )  # 10 of the 32 blocks of each column group (density 0.31)
+    w = (rng.integers(-128, 128, (512, 128)) * np.kron(mask, np.ones((16, 16), np.int64))).astype(
+        np.int8
+    )
     x = rng.integers(1, 128, (128, 512)).astype(np.int8)
     half = x.copy()
     half[:, 1::2] = 0
     tiling = Tiling(64, 512, 64)
-    full_both, half_both = simulate(rng, x, w, SCNN, "block", True, tiling), simulate(rng, half, w, SCNN, "block", True, tiling)
-    full_weights, half_weights = simulate(rng, x, w, WEIGHT_ONLY, "block", False, tiling), simulate(rng, half, w, WEIGHT_ONLY, "block", False, tiling)
-    assert full_both.gemm_cycles == full_weights.gemm_cycles  # no zero activation: the weight-only cost
-    assert half_weights.gemm_cycles == full_weights.gemm_cycles and half_weights.macs_issued == full_weights.macs_issued
-    fixed = simulate(rng, np.zeros_like(x), w, SCNN, "block", True, tiling).gemm_cycles  # issue and index decoding
+    full_both, half_both = (
+        simulate(rng, x, w, SCNN, "block", True, tiling),
+        simulate(rng, half, w, SCNN, "block", True, tiling),
+    )
+    full_weights, half_weights = (
+        simulate(rng, x, w, WEIGHT_ONLY, "block", False, tiling),
+        simulate(rng, half, w, WEIGHT_ONLY, "block", False, tiling),
+    )
+    assert (
+        full_both.gemm_cycles == full_weights.gemm_cycles
+    )  # no zero activation: the weight-only cost
+    assert (
+        half_weights.gemm_cycles == full_weights.gemm_cycles
+        and half_weights.macs_issued == full_weights.macs_issued
+    )
+    fixed = simulate(
+        rng, np.zeros_like(x), w, SCNN, "block", True, tiling
+    ).gemm_cycles  # issue and index decoding
     assert 2 * (half_both.gemm_cycles - fixed) == full_both.gemm_cycles - fixed
-    assert half_both.macs_issued * 2 == full_both.macs_issued and half_both.macs_dense == full_both.macs_dense
+    assert (
+        half_both.macs_issued * 2 == full_both.macs_issued
+        and half_both.macs_dense == full_both.macs_dense
+    )
     assert half_both.energy_pj["mac"] < 0.55 * full_both.energy_pj["mac"]
 
 
 def test_dense_tiles_skip_as_the_skip_mode_does(rng):
     x, w = relu_sparse(rng, 64, 256, 0.4), rng.integers(-128, 128, (256, 64)).astype(np.int8)
-    two_sided, skip = simulate(rng, x, w, SCNN, "dense", True), simulate(rng, x, w, WEIGHT_ONLY, "dense", False)
+    two_sided, skip = (
+        simulate(rng, x, w, SCNN, "dense", True),
+        simulate(rng, x, w, WEIGHT_ONLY, "dense", False),
+    )
     assert (two_sided.gemm_cycles, two_sided.macs_issued) == (skip.gemm_cycles, skip.macs_issued)
 
 
 def test_activation_traffic_is_values_plus_run_metadata(rng):
     x, w = relu_sparse(rng, 64, 256, 0.35), rng.integers(-128, 128, (256, 64)).astype(np.int8)
-    total = simulate(rng, x, w, SCNN, "dense", True, Tiling(64, 256, 64))  # one tile: x is loaded once
+    total = simulate(
+        rng, x, w, SCNN, "dense", True, Tiling(64, 256, 64)
+    )  # one tile: x is loaded once
     entries = entries_model(x, 4)
     params = 2 * 4 * 64  # bias and multiplier words
     assert total.dram_read_bytes == entries + w.size + params
     assert total.dram_read_metadata_bytes == -(-entries * 4 // 8)
-    raw = simulate(rng, x, w, load_device("sparse-accel-dense"), "dense", False, Tiling(64, 256, 64))
+    raw = simulate(
+        rng, x, w, load_device("sparse-accel-dense"), "dense", False, Tiling(64, 256, 64)
+    )
     assert raw.dram_read_bytes == x.size + w.size + params and raw.dram_read_metadata_bytes == 0
 
 
 def test_compressed_activations_need_the_mode(rng):
     with pytest.raises(ProgramError, match="sparse-accel has no activation compression"):
-        gemm_program(np.ones((2, 16), np.int8), np.ones((16, 16), np.int8), np.zeros(16), np.ones(16), 1, WEIGHT_ONLY, compress_activations=True)
+        gemm_program(
+            np.ones((2, 16), np.int8),
+            np.ones((16, 16), np.int8),
+            np.zeros(16),
+            np.ones(16),
+            1,
+            WEIGHT_ONLY,
+            compress_activations=True,
+        )
 
 
 @pytest.mark.parametrize(
     "value, message",
     [
-        ({"run_bits": 0}, "sparse_modes.activation_compression.run_bits: must be a positive integer"),
+        (
+            {"run_bits": 0},
+            "sparse_modes.activation_compression.run_bits: must be a positive integer",
+        ),
         ({"run_bits": 9}, "sparse_modes.activation_compression.run_bits: at most 8"),
-        ({"run_bits": "4"}, "sparse_modes.activation_compression.run_bits: must be a positive integer"),
+        (
+            {"run_bits": "4"},
+            "sparse_modes.activation_compression.run_bits: must be a positive integer",
+        ),
         ({}, "sparse_modes.activation_compression.run_bits: missing"),
-        ({"run_bits": 4, "bitmask": True}, "sparse_modes.activation_compression.bitmask: unknown field"),
+        (
+            {"run_bits": 4, "bitmask": True},
+            "sparse_modes.activation_compression.bitmask: unknown field",
+        ),
     ],
 )
 def test_bad_compression_fields_are_named(value, message):
@@ -187,5 +257,8 @@ def test_shipped_scnn_variant():
     assert SCNN.modes.activation_skipping == "two-sided" and SCNN.modes.skips_activations
     assert SCNN.modes.activation_compression.run_bits == 4 and SCNN.modes.block is not None
     assert not load_device("sparse-accel-escalate").modes.skips_activations
-    with pytest.raises(DeviceError, match="sparse_modes.activation_skipping: must be one of none, gate, skip, two-sided"):
+    with pytest.raises(
+        DeviceError,
+        match="sparse_modes.activation_skipping: must be one of none, gate, skip, two-sided",
+    ):
         with_modes(activation_skipping="both")

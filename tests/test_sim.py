@@ -9,6 +9,14 @@ from hypothesis import strategies as st
 
 from tvm_sparse.accel import load_device
 from tvm_sparse.codegen.builder import ProgramBuilder
+from tvm_sparse.hw.encoding import (
+    code_values,
+    pack_bits,
+    pack_blocks,
+    pack_nm,
+    unpack_bits,
+    weight_table,
+)
 from tvm_sparse.hw.isa import (
     AluOp,
     Buffer,
@@ -19,7 +27,6 @@ from tvm_sparse.hw.isa import (
     Queue,
     disassemble,
 )
-from tvm_sparse.hw.encoding import code_values, pack_bits, pack_blocks, pack_nm, unpack_bits, weight_table
 from tvm_sparse.sim import DeviceFault, run
 
 SYNC_LOAD = Flag.PUSH_NEXT
@@ -53,7 +60,7 @@ def gemm_program(x, w, mode, bias, multiplier, shift, relu, device="sparse-accel
     n = w.shape[1]
     b = ProgramBuilder(device)
     b.layer("gemm")
-    meta = b''
+    meta = b""
     if mode == Opcode.GEMM_NM:
         values, meta = pack_nm(w, 2, 4)
     elif mode == Opcode.GEMM_BLOCK:
@@ -86,10 +93,12 @@ def gemm_program(x, w, mode, bias, multiplier, shift, relu, device="sparse-accel
 def test_gemm_tile_matches_integer_reference(rng, mode, relu):
     m, k, n = 24, 64, 32
     x = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
-    w = {Opcode.GEMM: lambda: rng.integers(-128, 128, size=(k, n)).astype(np.int8),
-         Opcode.GEMM_NM: lambda: nm_weight(rng, k, n),
-         Opcode.GEMM_BLOCK: lambda: block_weight(rng, k, n)}[mode]()
-    bias = rng.integers(-2**20, 2**20, size=n)
+    w = {
+        Opcode.GEMM: lambda: rng.integers(-128, 128, size=(k, n)).astype(np.int8),
+        Opcode.GEMM_NM: lambda: nm_weight(rng, k, n),
+        Opcode.GEMM_BLOCK: lambda: block_weight(rng, k, n),
+    }[mode]()
+    bias = rng.integers(-(2**20), 2**20, size=n)
     multiplier = rng.integers(1, 2**15, size=n)
     program, out = gemm_program(x, w, mode, bias, multiplier, shift=24, relu=relu)
     result = run(program)
@@ -108,7 +117,10 @@ def coded_gemm_program(x, w, device="sparse-accel"):
     table = weight_table(w, 4)
     b = ProgramBuilder(device)
     x_addr, table_addr = b.place(x), b.place(table)
-    codes_addr, out = b.place(np.frombuffer(code_values(w, table, 4), np.uint8)), b.reserve(4 * m * n)
+    codes_addr, out = (
+        b.place(np.frombuffer(code_values(w, table, 4), np.uint8)),
+        b.reserve(4 * m * n),
+    )
     b.load(Buffer.TABLE, 0, table_addr, 1, table.size)
     b.load(Buffer.INP, 0, x_addr, m, k)
     b.load_coded(0, codes_addr, k, n, index_bits=4, flags=SYNC_LOAD)
@@ -124,11 +136,17 @@ def test_coded_weight_load_expands_indices_through_the_table(rng):
     x = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
     program, out = coded_gemm_program(x, w)
     result = run(program)
-    np.testing.assert_array_equal(result.read(out, (m, n), np.int32), x.astype(np.int64) @ w.astype(np.int64))
+    np.testing.assert_array_equal(
+        result.read(out, (m, n), np.int32), x.astype(np.int64) @ w.astype(np.int64)
+    )
     weight_loads = [ins for ins in program.instructions if ins.opcode == Opcode.LOAD_CODED]
-    assert result.report.total.dram_read_bytes == m * k + k * n // 2  # input bytes + 4 bits per weight
+    assert (
+        result.report.total.dram_read_bytes == m * k + k * n // 2
+    )  # input bytes + 4 bits per weight
     assert result.report.total.dram_read_metadata_bytes == 16  # the table
-    assert len(weight_loads) == 1 and "LOAD_CODED" in disassemble(Program.from_bytes(program.to_bytes()))
+    assert len(weight_loads) == 1 and "LOAD_CODED" in disassemble(
+        Program.from_bytes(program.to_bytes())
+    )
 
 
 def test_coded_weight_loads_need_the_table(rng):
@@ -155,7 +173,9 @@ def test_requantization_saturates_and_rounds_half_up():
     b.store(0, out, 1, acc.size, flags=Flag.POP_PREV)
     got = run(b.build()).read(out, acc.shape, np.int8)
     np.testing.assert_array_equal(got, requantize(acc, 1, 2))
-    np.testing.assert_array_equal(got[0, 2:6], [2, 2, -1, -2])  # 1.5 -> 2, 1.75 -> 2, -1.5 -> -1, -1.75 -> -2
+    np.testing.assert_array_equal(
+        got[0, 2:6], [2, 2, -1, -2]
+    )  # 1.5 -> 2, 1.75 -> 2, -1.5 -> -1, -1.75 -> -2
 
 
 def test_int32_accumulators_wrap_like_hardware():
@@ -186,20 +206,33 @@ def test_deadlock_is_reported_not_hung():
     b = ProgramBuilder("sparse-accel")
     b.nop(Queue.COMPUTE, Flag.POP_PREV)  # waits for a load token that never comes
     b.nop(Queue.LOAD, Flag.POP_NEXT)  # and the load queue waits for compute
-    with pytest.raises(DeviceFault, match="deadlock.*load queue at instruction 1.*compute queue at instruction 0"):
+    with pytest.raises(
+        DeviceFault, match="deadlock.*load queue at instruction 1.*compute queue at instruction 0"
+    ):
         run(b.build())
 
 
 def test_mode_the_device_lacks_is_a_fault(rng):
     w = nm_weight(rng, 16, 16)
-    program, _ = gemm_program(np.ones((2, 16), np.int8), w, Opcode.GEMM_NM, np.zeros(16), np.ones(16), 1, False, device="sparse-accel-dense")
+    program, _ = gemm_program(
+        np.ones((2, 16), np.int8),
+        w,
+        Opcode.GEMM_NM,
+        np.zeros(16),
+        np.ones(16),
+        1,
+        False,
+        device="sparse-accel-dense",
+    )
     with pytest.raises(DeviceFault, match="has no N:M mode"):
         run(program)
 
 
 def test_program_round_trips_and_disassembles(rng):
     x = rng.integers(-5, 5, size=(4, 16)).astype(np.int8)
-    program, _ = gemm_program(x, nm_weight(rng, 16, 16), Opcode.GEMM_NM, np.zeros(16), np.ones(16), 1, True)
+    program, _ = gemm_program(
+        x, nm_weight(rng, 16, 16), Opcode.GEMM_NM, np.zeros(16), np.ones(16), 1, True
+    )
     data = program.to_bytes()
     again = Program.from_bytes(data)
     assert again.to_bytes() == data and again.tags == program.tags
@@ -217,7 +250,15 @@ def test_program_round_trips_and_disassembles(rng):
     ],
 )
 def test_malformed_programs_are_rejected(rng, mutate, message):
-    program, _ = gemm_program(np.ones((2, 16), np.int8), np.ones((16, 16), np.int8), Opcode.GEMM, np.zeros(16), np.ones(16), 1, False)
+    program, _ = gemm_program(
+        np.ones((2, 16), np.int8),
+        np.ones((16, 16), np.int8),
+        Opcode.GEMM,
+        np.zeros(16),
+        np.ones(16),
+        1,
+        False,
+    )
     with pytest.raises(ProgramError, match=message):
         Program.from_bytes(mutate(program.to_bytes()))
 
@@ -235,12 +276,22 @@ def test_bad_instruction_bytes_name_the_index():
 
 def test_metadata_bit_packing_round_trips(rng):
     values = rng.integers(0, 4, size=1001)
-    assert np.array_equal(unpack_bits(np.frombuffer(pack_bits(values, 2), np.uint8), 2, values.size), values)
+    assert np.array_equal(
+        unpack_bits(np.frombuffer(pack_bits(values, 2), np.uint8), 2, values.size), values
+    )
     assert len(pack_bits(values, 2)) == -(-1001 * 2 // 8)
 
 
 def test_report_and_timeline(rng):
-    program, _ = gemm_program(np.ones((8, 16), np.int8), np.ones((16, 16), np.int8), Opcode.GEMM, np.zeros(16), np.ones(16), 1, False)
+    program, _ = gemm_program(
+        np.ones((8, 16), np.int8),
+        np.ones((16, 16), np.int8),
+        Opcode.GEMM,
+        np.zeros(16),
+        np.ones(16),
+        1,
+        False,
+    )
     report = run(program).report
     doc = json.loads(report.dumps())
     assert doc["cycles"] == report.total.cycles > 0
@@ -255,23 +306,61 @@ def test_report_and_timeline(rng):
 def test_model_trace_runs_layers_in_sequence():
     from tvm_sparse.accel.run_report import model_trace
 
-    small = run(gemm_program(np.ones((8, 16), np.int8), np.ones((16, 16), np.int8), Opcode.GEMM, np.zeros(16), np.ones(16), 1, False)[0]).report
-    large = run(gemm_program(np.ones((64, 32), np.int8), np.ones((32, 32), np.int8), Opcode.GEMM, np.zeros(32), np.ones(32), 1, False)[0]).report
+    small = run(
+        gemm_program(
+            np.ones((8, 16), np.int8),
+            np.ones((16, 16), np.int8),
+            Opcode.GEMM,
+            np.zeros(16),
+            np.ones(16),
+            1,
+            False,
+        )[0]
+    ).report
+    large = run(
+        gemm_program(
+            np.ones((64, 32), np.int8),
+            np.ones((32, 32), np.int8),
+            Opcode.GEMM,
+            np.zeros(32),
+            np.ones(32),
+            1,
+            False,
+        )[0]
+    ).report
     long_name = "encoder.layer.11.attention.output.dense_projection"
-    trace = json.loads(json.dumps(model_trace([("first", "dense", small), (long_name, "dense", large), ("third", "dense", small)])))
+    trace = json.loads(
+        json.dumps(
+            model_trace(
+                [("first", "dense", small), (long_name, "dense", large), ("third", "dense", small)]
+            )
+        )
+    )
     events = trace["traceEvents"]
     tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert tracks == {0: "load queue", 1: "compute queue", 2: "store queue", 3: "layers"}
     layers = [e for e in events if e["ph"] == "X" and e["tid"] == 3]
     assert [e["name"] for e in layers] == ["first", long_name, "third"]
     clock = small.device.clock_mhz
-    assert layers[0]["ts"] == 0 and all(a["ts"] + a["dur"] == pytest.approx(b["ts"]) for a, b in zip(layers, layers[1:]))
+    assert layers[0]["ts"] == 0 and all(
+        a["ts"] + a["dur"] == pytest.approx(b["ts"]) for a, b in zip(layers, layers[1:])
+    )
     total_cycles = 2 * small.total.cycles + large.total.cycles
-    assert layers[-1]["ts"] + layers[-1]["dur"] == pytest.approx(total_cycles / clock)  # microseconds of device time
+    assert layers[-1]["ts"] + layers[-1]["dur"] == pytest.approx(
+        total_cycles / clock
+    )  # microseconds of device time
     for layer in layers:  # each instruction inside its layer's span, on a queue track
-        spans = [e for e in events if e["ph"] == "X" and e["tid"] < 3 and layer["ts"] <= e["ts"] < layer["ts"] + layer["dur"]]
+        spans = [
+            e
+            for e in events
+            if e["ph"] == "X"
+            and e["tid"] < 3
+            and layer["ts"] <= e["ts"] < layer["ts"] + layer["dur"]
+        ]
         assert spans and all(e["ts"] + e["dur"] <= layer["ts"] + layer["dur"] + 1e-9 for e in spans)
-    assert sum(e["ph"] == "X" and e["tid"] < 3 for e in events) == 2 * len(small.timeline) + len(large.timeline)
+    assert sum(e["ph"] == "X" and e["tid"] < 3 for e in events) == 2 * len(small.timeline) + len(
+        large.timeline
+    )
     large.layers[long_name] = large.layers.pop("gemm")
     assert long_name in large.to_table()  # names are not cut
 
@@ -280,30 +369,61 @@ def test_decomposed_convolution_matches_reference(rng):
     """ESCALATE on the device: coefficient GEMM, requantize, then the basis convolution."""
     height, width, c_in, c_out, basis, kernel = 6, 5, 8, 4, 3, 3
     x = rng.integers(-20, 20, size=(height, width, c_in)).astype(np.int8)
-    coeff = rng.integers(-20, 20, size=(c_in, c_out * basis)).astype(np.int8)  # column r * c_out + o (basis-major)
+    coeff = rng.integers(-20, 20, size=(c_in, c_out * basis)).astype(
+        np.int8
+    )  # column r * c_out + o (basis-major)
     kernels = rng.integers(-8, 8, size=(basis, kernel, kernel)).astype(np.int8)
     b = ProgramBuilder("sparse-accel-escalate")
     b.layer("decomposed")
     x_addr, c_addr, k_addr = b.place(x), b.place(coeff), b.place(kernels)
     mult = b.place(np.ones((1, c_out * basis), np.int32))
-    maps_addr, out = b.reserve(height * width * c_out * basis), b.reserve(height * width * c_out * 4)
+    maps_addr, out = (
+        b.reserve(height * width * c_out * basis),
+        b.reserve(height * width * c_out * 4),
+    )
     pixels, channels = height * width, c_out * basis
     b.load(Buffer.INP, 0, x_addr, pixels, c_in)
     b.load(Buffer.WGT, 0, c_addr, c_in, channels)
     b.load(Buffer.ACC, 4096, mult, 1, channels, flags=Flag.PUSH_NEXT)
     b.gemm(Opcode.GEMM, 0, 0, 0, pixels, c_in, channels, flags=Flag.POP_PREV)
-    b.alu(AluOp.REQUANT, 0, pixels, channels, operand=4096, row_operand=True, shift=4, flags=Flag.PUSH_NEXT)
+    b.alu(
+        AluOp.REQUANT,
+        0,
+        pixels,
+        channels,
+        operand=4096,
+        row_operand=True,
+        shift=4,
+        flags=Flag.PUSH_NEXT,
+    )
     b.store(0, maps_addr, pixels, channels, flags=Flag.POP_PREV | Flag.PUSH_PREV)
-    b.nop(Queue.COMPUTE, Flag.POP_NEXT | Flag.PUSH_PREV)  # the maps are in DRAM: let the load queue fetch them back
+    b.nop(
+        Queue.COMPUTE, Flag.POP_NEXT | Flag.PUSH_PREV
+    )  # the maps are in DRAM: let the load queue fetch them back
     b.load(Buffer.INP, 0, maps_addr, pixels, channels, flags=Flag.POP_NEXT)
     b.load(Buffer.WGT, 0, k_addr, basis, kernel * kernel, flags=Flag.PUSH_NEXT)
-    b.basis_conv(0, 0, 0, height, width, c_out, kernel, basis, padding=1, flags=Flag.POP_PREV | Flag.PUSH_NEXT)
+    b.basis_conv(
+        0,
+        0,
+        0,
+        height,
+        width,
+        c_out,
+        kernel,
+        basis,
+        padding=1,
+        flags=Flag.POP_PREV | Flag.PUSH_NEXT,
+    )
     b.store(0, out, pixels, c_out, int32=True, flags=Flag.POP_PREV)
     program = b.build()
     assert "k3/r3/s1/p1" in disassemble(program)
     got = run(program).read(out, (height, width, c_out), np.int32)
 
-    maps = requantize(x.reshape(pixels, c_in).astype(np.int64) @ coeff, 1, 4).reshape(height, width, basis, c_out).transpose(0, 1, 3, 2)
+    maps = (
+        requantize(x.reshape(pixels, c_in).astype(np.int64) @ coeff, 1, 4)
+        .reshape(height, width, basis, c_out)
+        .transpose(0, 1, 3, 2)
+    )
     padded = np.pad(maps, ((1, 1), (1, 1), (0, 0), (0, 0)))
     expected = np.zeros((height, width, c_out), np.int64)
     for oh in range(height):
@@ -325,7 +445,13 @@ def test_basis_convolution_needs_the_engine(rng):
 
 
 ALU_STEPS = st.lists(
-    st.tuples(st.sampled_from([op for op in AluOp if op != AluOp.BIAS_REQUANT]), st.integers(-(2**31), 2**31 - 1), st.integers(0, 31)), min_size=1, max_size=6
+    st.tuples(
+        st.sampled_from([op for op in AluOp if op != AluOp.BIAS_REQUANT]),
+        st.integers(-(2**31), 2**31 - 1),
+        st.integers(0, 31),
+    ),
+    min_size=1,
+    max_size=6,
 )
 
 
@@ -368,9 +494,19 @@ def test_random_alu_programs_match_exact_integers(steps, seed):
     for i, (op, operand, shift) in enumerate(steps):
         operand = shift if op == AluOp.SHR else operand
         last = i == len(steps) - 1
-        b.alu(op, 0, 2, 12, operand=operand, shift=shift, flags=(Flag.POP_PREV if i == 0 else Flag(0)) | (Flag.PUSH_NEXT if last else Flag(0)))
+        b.alu(
+            op,
+            0,
+            2,
+            12,
+            operand=operand,
+            shift=shift,
+            flags=(Flag.POP_PREV if i == 0 else Flag(0)) | (Flag.PUSH_NEXT if last else Flag(0)),
+        )
     b.store(0, out, 2, 12, int32=True, flags=Flag.POP_PREV)
-    reference_steps = [(op, shift if op == AluOp.SHR else operand, shift) for op, operand, shift in steps]
+    reference_steps = [
+        (op, shift if op == AluOp.SHR else operand, shift) for op, operand, shift in steps
+    ]
     got = run(b.build()).read(out, (24,), np.int32)
     assert got.tolist() == _alu_reference([int(v) for v in values], reference_steps)
 
@@ -380,7 +516,9 @@ def test_basis_layer_program_matches_reference(rng):
     from tvm_sparse.accel import load_device
     from tvm_sparse.codegen.basis_program import BasisGeometry, emit_basis_layer
 
-    g = BasisGeometry(batch=2, height=9, width=7, channels=40, rank=3, kernel=3, stride=2, padding=1)
+    g = BasisGeometry(
+        batch=2, height=9, width=7, channels=40, rank=3, kernel=3, stride=2, padding=1
+    )
     device = load_device("sparse-accel-escalate")
     maps = rng.integers(-30, 30, size=(2, 9, 7, 3 * 40)).astype(np.int8)  # basis-major channels
     basis = rng.integers(-8, 8, size=(3, 3, 3)).astype(np.int8)
@@ -392,11 +530,15 @@ def test_basis_layer_program_matches_reference(rng):
     out = b.reserve(2 * oh * ow * 40)
     emit_basis_layer(b, device, g, x_addr, basis, bias, mult, 14, out, relu=True)
     got = run(b.build(), device).read(out, (2, oh, ow, 40), np.int8)
-    padded = np.pad(maps.reshape(2, 9, 7, 3, 40).astype(np.int64), ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))
+    padded = np.pad(
+        maps.reshape(2, 9, 7, 3, 40).astype(np.int64), ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0))
+    )
     acc = np.zeros((2, oh, ow, 40), np.int64)
     for i in range(3):
         for j in range(3):
-            window = padded[:, i : i + 2 * (oh - 1) + 1 : 2, j : j + 2 * (ow - 1) + 1 : 2]  # [n, oh, ow, r, o]
+            window = padded[
+                :, i : i + 2 * (oh - 1) + 1 : 2, j : j + 2 * (ow - 1) + 1 : 2
+            ]  # [n, oh, ow, r, o]
             acc += np.einsum("nhwro,r->nhwo", window, basis[:, i, j].astype(np.int64))
     np.testing.assert_array_equal(got, np.maximum(requantize(acc + bias, mult, 14), 0))
 
@@ -406,6 +548,16 @@ def test_requantize_with_relu_clips_at_zero():
     b = ProgramBuilder("sparse-accel")
     addr, out = b.place(acc), b.reserve(acc.size)
     b.load(Buffer.ACC, 0, addr, 1, acc.size, flags=Flag.PUSH_NEXT)
-    b.alu(AluOp.REQUANT, 0, 1, acc.size, operand=1, shift=1, flags=Flag.POP_PREV | Flag.PUSH_NEXT | Flag.RELU)
+    b.alu(
+        AluOp.REQUANT,
+        0,
+        1,
+        acc.size,
+        operand=1,
+        shift=1,
+        flags=Flag.POP_PREV | Flag.PUSH_NEXT | Flag.RELU,
+    )
     b.store(0, out, 1, acc.size, flags=Flag.POP_PREV)
-    np.testing.assert_array_equal(run(b.build()).read(out, acc.shape, np.int8), np.maximum(requantize(acc, 1, 1), 0))
+    np.testing.assert_array_equal(
+        run(b.build()).read(out, acc.shape, np.int8), np.maximum(requantize(acc, 1, 1), 0)
+    )

@@ -29,7 +29,12 @@ def blocks(rng, k, n, density):
 
 
 def reference(x, w, bias, multiplier, shift, relu):
-    y = np.clip(((x.astype(np.int64) @ w.astype(np.int64) + bias) * multiplier + (1 << (shift - 1))) >> shift, -128, 127)
+    y = np.clip(
+        ((x.astype(np.int64) @ w.astype(np.int64) + bias) * multiplier + (1 << (shift - 1)))
+        >> shift,
+        -128,
+        127,
+    )
     return np.maximum(y, 0) if relu else y
 
 
@@ -39,7 +44,10 @@ def simulate(x, w, device, mode, relu=False, tiling=DEFAULT_TILING, rng=None):
     multiplier = rng.integers(1, 2**12, size=w.shape[1])
     program, out = gemm_program(x, w, bias, multiplier, 22, device, mode, relu, tiling)
     result = run(program, device)
-    np.testing.assert_array_equal(result.read(out, (x.shape[0], w.shape[1]), np.int8), reference(x, w, bias, multiplier, 22, relu))
+    np.testing.assert_array_equal(
+        result.read(out, (x.shape[0], w.shape[1]), np.int8),
+        reference(x, w, bias, multiplier, 22, relu),
+    )
     return result.report.total
 
 
@@ -47,8 +55,20 @@ def simulate(x, w, device, mode, relu=False, tiling=DEFAULT_TILING, rng=None):
 @pytest.mark.parametrize("shape", [(100, 208, 48), (64, 512, 64), (7, 32, 16)])
 def test_tiled_layer_is_bit_exact(rng, mode, shape):
     m, k, n = shape
-    w = {"dense": lambda: int8(rng, k, n), "nm": lambda: two_of_four(rng, k, n), "block": lambda: blocks(rng, k, n, 0.4)}[mode]()
-    simulate(int8(rng, m, k), w, SPARSE, mode, relu=mode != "dense", tiling=Tiling(rows=32, reduction=64, cols=32), rng=rng)
+    w = {
+        "dense": lambda: int8(rng, k, n),
+        "nm": lambda: two_of_four(rng, k, n),
+        "block": lambda: blocks(rng, k, n, 0.4),
+    }[mode]()
+    simulate(
+        int8(rng, m, k),
+        w,
+        SPARSE,
+        mode,
+        relu=mode != "dense",
+        tiling=Tiling(rows=32, reduction=64, cols=32),
+        rng=rng,
+    )
 
 
 def test_two_of_four_halves_the_compute_cycles(rng):
@@ -69,7 +89,10 @@ def test_block_sparsity_costs_its_density_plus_index_overhead(rng, density):
 
 
 def test_memory_bound_gemm_runs_at_dram_bandwidth(rng):
-    x, w = int8(rng, 4, 2048), int8(rng, 2048, 1024)  # a GEMV-like layer: 2 MiB of weights, few MACs
+    x, w = (
+        int8(rng, 4, 2048),
+        int8(rng, 2048, 1024),
+    )  # a GEMV-like layer: 2 MiB of weights, few MACs
     total = simulate(x, w, DENSE, "dense")
     dram_bytes = total.dram_read_bytes + total.dram_read_metadata_bytes + total.dram_write_bytes
     bound = dram_bytes / DENSE.dram_bytes_per_cycle
@@ -98,13 +121,18 @@ def test_lanes_of_a_column_group_wait_for_each_other(rng):
     an unbalanced placement (each lane group's blocks on other chunks) costs its imbalance in cycles: the
     imbalance that load-balance-aware pruning (ESE) removes."""
     doc = json.loads(SPARSE.to_json())
-    doc["name"], doc["sparse_modes"]["block"] = "narrow-blocks", {"block_rows": 16, "block_cols": 4, "index_bits": 16}
+    doc["name"], doc["sparse_modes"]["block"] = (
+        "narrow-blocks",
+        {"block_rows": 16, "block_cols": 4, "index_bits": 16},
+    )
     device = Device.from_dict(doc)
     balanced, unbalanced = np.zeros((128, 16), np.int8), np.zeros((128, 16), np.int8)
     for lane_group in range(4):
         cols = slice(4 * lane_group, 4 * lane_group + 4)
         balanced[0:32, cols] = int8(rng, 32, 4)  # every lane group: chunks 0 and 1
-        unbalanced[32 * lane_group : 32 * lane_group + 32, cols] = int8(rng, 32, 4)  # lane group g: chunks 2g, 2g+1
+        unbalanced[32 * lane_group : 32 * lane_group + 32, cols] = int8(
+            rng, 32, 4
+        )  # lane group g: chunks 2g, 2g+1
     x = int8(rng, 64, 128)
     even, uneven = simulate(x, balanced, device, "block"), simulate(x, unbalanced, device, "block")
     assert even.macs_issued == uneven.macs_issued
@@ -130,10 +158,22 @@ def test_layer_is_compiled_through_tensorized_tir():
 
     mod = schedule_layer(64, 128, 48, 16, 64, 16, shift=10, relu=True)
     ops = tile_operations(mod)
-    count = {name: sum(op.op == name for op in ops) for name in (LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE)}
-    assert count == {LOAD_INP: 4 * 3 * 2, LOAD_WGT: 4 * 3 * 2, GEMM: 4 * 3 * 2, FILL: 4 * 3, EPILOGUE: 4 * 3}
+    count = {
+        name: sum(op.op == name for op in ops)
+        for name in (LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE)
+    }
+    assert count == {
+        LOAD_INP: 4 * 3 * 2,
+        LOAD_WGT: 4 * 3 * 2,
+        GEMM: 4 * 3 * 2,
+        FILL: 4 * 3,
+        EPILOGUE: 4 * 3,
+    }
     gemms = [op for op in ops if op.op == GEMM]
-    assert gemms[0].origin(0) == (0, 0) and gemms[1].origin(0) == (0, 64)  # the reduction is innermost
+    assert gemms[0].origin(0) == (0, 0) and gemms[1].origin(0) == (
+        0,
+        64,
+    )  # the reduction is innermost
     assert "sparse_accel.gemm" in mod["main"].script()
 
 
@@ -143,10 +183,20 @@ def test_resident_tiles_are_not_reloaded(rng, mode, rows_outer):
     """With the whole reduction in one tile, the operand the outer loop walks stays in its buffer half across
     the inner loop: the program is still bit-exact, and reads less than reloading every tile would."""
     m, k, n = 128, 256, 128
-    w = {"dense": lambda: int8(rng, k, n), "nm": lambda: two_of_four(rng, k, n), "block": lambda: blocks(rng, k, n, 0.4)}[mode]()
+    w = {
+        "dense": lambda: int8(rng, k, n),
+        "nm": lambda: two_of_four(rng, k, n),
+        "block": lambda: blocks(rng, k, n, 0.4),
+    }[mode]()
     tiling = Tiling(rows=32, reduction=k, cols=32, rows_outer=rows_outer)
     total = simulate(int8(rng, m, k), w, SPARSE, mode, relu=True, tiling=tiling, rng=rng)
-    weight = np.count_nonzero(w) if mode != "dense" else k * n  # stored values (metadata is counted apart)
+    weight = (
+        np.count_nonzero(w) if mode != "dense" else k * n
+    )  # stored values (metadata is counted apart)
     reload_everything = m * k * (n // 32) + weight * (m // 32)
-    resident = m * k + weight * (m // 32) if rows_outer else m * k * (n // 32) + weight  # one operand read once
-    assert resident <= total.dram_read_bytes - 2 * 4 * n < reload_everything  # (less the bias and multiplier words)
+    resident = (
+        m * k + weight * (m // 32) if rows_outer else m * k * (n // 32) + weight
+    )  # one operand read once
+    assert (
+        resident <= total.dram_read_bytes - 2 * 4 * n < reload_everything
+    )  # (less the bias and multiplier words)

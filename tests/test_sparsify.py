@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import tvm
+from conftest import block_sparse, linear_model, run_executable, run_onnxruntime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
-from conftest import block_sparse, linear_model, run_executable, run_onnxruntime
 from tvm_sparse import build
 from tvm_sparse.frontend import load_onnx
 from tvm_sparse.prune import prune_onnx
@@ -16,7 +16,9 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 
 
 def _kernel_names(mod):
-    return sorted(gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    return sorted(
+        gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+    )
 
 
 def _compare(model, x, **build_kwargs):
@@ -27,7 +29,13 @@ def _compare(model, x, **build_kwargs):
 
 @pytest.mark.parametrize(
     "x_shape, gemm, with_bias",
-    [((8, 64), True, True), ((8, 64), True, False), ((8, 64), False, True), ((2, 5, 64), False, False), ((3, 2, 4, 64), False, True)],
+    [
+        ((8, 64), True, True),
+        ((8, 64), True, False),
+        ((8, 64), False, True),
+        ((2, 5, 64), False, False),
+        ((3, 2, 4, 64), False, True),
+    ],
 )
 def test_rewrite_matches_onnxruntime(rng, x_shape, gemm, with_bias):
     w = block_sparse(rng, (96, 64), (16, 1), 0.15)
@@ -42,15 +50,27 @@ def test_rewrite_matches_onnxruntime(rng, x_shape, gemm, with_bias):
 def test_forced_block_shapes_on_sizes_not_divisible(rng, block):
     w = block_sparse(rng, (70, 45), block, 0.3)
     model = linear_model(w, (5, 45), bias=rng.standard_normal(70).astype("float32"))
-    _compare(model, rng.standard_normal((5, 45)).astype("float32"), sparsify=SparsifyWeights(format="bsr", block_shape=block))
+    _compare(
+        model,
+        rng.standard_normal((5, 45)).astype("float32"),
+        sparsify=SparsifyWeights(format="bsr", block_shape=block),
+    )
 
 
 def test_zero_rows_all_zero_and_dense_weights(rng):
     w = block_sparse(rng, (64, 32), (16, 1), 0.5)
     w[:32] = 0  # block rows without nonzeros
-    for weight in (w, np.zeros((64, 32), "float32"), rng.standard_normal((64, 32)).astype("float32")):
+    for weight in (
+        w,
+        np.zeros((64, 32), "float32"),
+        rng.standard_normal((64, 32)).astype("float32"),
+    ):
         model = linear_model(weight, (6, 32), bias=rng.standard_normal(64).astype("float32"))
-        _compare(model, rng.standard_normal((6, 32)).astype("float32"), sparsify=SparsifyWeights(format="bsr", block_shape="16x1"))
+        _compare(
+            model,
+            rng.standard_normal((6, 32)).astype("float32"),
+            sparsify=SparsifyWeights(format="bsr", block_shape="16x1"),
+        )
 
 
 def test_cost_model_decides_and_user_can_force_or_forbid(rng):
@@ -64,7 +84,9 @@ def test_cost_model_decides_and_user_can_force_or_forbid(rng):
 
 def test_pass_composes_with_tvm_passes(rng):
     model = linear_model(block_sparse(rng, (64, 32), (16, 1), 0.2), (4, 32), gemm=True)
-    seq = tvm.transform.Sequential([relax.transform.FoldConstant(), SparsifyWeights(), relax.transform.DeadCodeElimination()])
+    seq = tvm.transform.Sequential(
+        [relax.transform.FoldConstant(), SparsifyWeights(), relax.transform.DeadCodeElimination()]
+    )
     mod = seq(load_onnx(model).mod)
     assert any(n.startswith("bsr") for n in _kernel_names(mod))
     relax.analysis.well_formed(mod)
@@ -79,12 +101,17 @@ def test_weight_given_as_graph_input_falls_back_to_dense(rng):
 
 
 def test_mlp_and_small_encoder_end_to_end(rng):
-    for model, shape in ((mlp(sizes=(64, 128, 32)), (8, 64)), (bert_encoder(hidden=64, heads=4, ffn=128, seq=16, layers=1), (1, 16, 64))):
+    for model, shape in (
+        (mlp(sizes=(64, 128, 32)), (8, 64)),
+        (bert_encoder(hidden=64, heads=4, ffn=128, seq=16, layers=1), (1, 16, 64)),
+    ):
         pruned, _ = prune_onnx(model, "block:16x1", 0.2)
         x = rng.standard_normal(shape).astype("float32")
         expected = run_onnxruntime(pruned, {"x": x})[0]
         for sparsify in (True, False):
-            np.testing.assert_allclose(run_executable(build(pruned, sparsify=sparsify), x), expected, **TOL)
+            np.testing.assert_allclose(
+                run_executable(build(pruned, sparsify=sparsify), x), expected, **TOL
+            )
 
 
 @settings(max_examples=8, deadline=None)
@@ -98,23 +125,44 @@ def test_mlp_and_small_encoder_end_to_end(rng):
 )
 def test_rewritten_equals_original_property(m, n, k, block, density, seed):
     rng = np.random.default_rng(seed)
-    model = linear_model(block_sparse(rng, (n, k), block, density), (m, k), bias=rng.standard_normal(n).astype("float32"))
-    _compare(model, rng.standard_normal((m, k)).astype("float32"), sparsify=SparsifyWeights(format="bsr", block_shape=block))
+    model = linear_model(
+        block_sparse(rng, (n, k), block, density),
+        (m, k),
+        bias=rng.standard_normal(n).astype("float32"),
+    )
+    _compare(
+        model,
+        rng.standard_normal((m, k)).astype("float32"),
+        sparsify=SparsifyWeights(format="bsr", block_shape=block),
+    )
 
 
 def _constant_dtypes(mod):
     dtypes = set()
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func.body, lambda e: dtypes.add(str(getattr(e.value, "dtype", ""))) if isinstance(e, tvm.ir.Constant) else None)
+            relax.analysis.post_order_visit(
+                func.body,
+                lambda e: (
+                    dtypes.add(str(getattr(e.value, "dtype", "")))
+                    if isinstance(e, tvm.ir.Constant)
+                    else None
+                ),
+            )
     return dtypes
 
 
-@pytest.mark.parametrize("pattern, density, conv", [("block:16x1", 0.2, False), ("block:8x8", 0.3, True)])
+@pytest.mark.parametrize(
+    "pattern, density, conv", [("block:16x1", 0.2, False), ("block:8x8", 0.3, True)]
+)
 def test_shared_weights_are_decoded_through_the_codebook(rng, pattern, density, conv):
     from tvm_sparse.testing import resnet
 
-    model = resnet(image=16, width=16, blocks=(1,), classes=10) if conv else mlp(batch=16, sizes=(128, 256, 64), gemm=True)
+    model = (
+        resnet(image=16, width=16, blocks=(1,), classes=10)
+        if conv
+        else mlp(batch=16, sizes=(128, 256, 64), gemm=True)
+    )
     x = rng.standard_normal((1, 3, 16, 16) if conv else (16, 128)).astype("float32")
     shared, _ = prune_onnx(model, pattern, density, codebook_bits=4)
     sparsify = SparsifyWeights(format="bsr", block_shape=pattern.split(":")[1], shared_weights=True)

@@ -3,21 +3,23 @@
 import numpy as np
 import pytest
 import tvm
+from conftest import block_sparse, run_executable, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import block_sparse, run_executable, run_onnxruntime
 from tvm_sparse import analyze, build
-from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.errors import ModelError
 from tvm_sparse.frontend import load_model
 from tvm_sparse.graph import DIM_HINT, dim_hints, find_layers, representative
+from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.target import host_target
 from tvm_sparse.transform import SparsifyWeights
 
 
 def _ffn(rng, dims, hidden=64, inner=256):
     """A pruned FFN block as torch exports it with ``dynamic_axes``: Gemm-free MatMul + Add, Relu."""
-    w1 = block_sparse(rng, (hidden, inner), (1, 16), 0.1)  # MatMul weights are (in, out): 16x1 blocks of (out, in)
+    w1 = block_sparse(
+        rng, (hidden, inner), (1, 16), 0.1
+    )  # MatMul weights are (in, out): 16x1 blocks of (out, in)
     w2 = block_sparse(rng, (inner, hidden), (1, 16), 0.1)
     b1 = rng.standard_normal(inner).astype("float32")
     nodes = [
@@ -27,9 +29,15 @@ def _ffn(rng, dims, hidden=64, inner=256):
         helper.make_node("MatMul", ["r", "onnx::MatMul_8"], ["y"], name="/ffn/fc2/MatMul"),
     ]
     graph = helper.make_graph(
-        nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, hidden])],
+        nodes,
+        "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, hidden])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*dims, hidden])],
-        [numpy_helper.from_array(w1, "onnx::MatMul_7"), numpy_helper.from_array(b1, "ffn.fc1.bias"), numpy_helper.from_array(w2, "onnx::MatMul_8")],
+        [
+            numpy_helper.from_array(w1, "onnx::MatMul_7"),
+            numpy_helper.from_array(b1, "ffn.fc1.bias"),
+            numpy_helper.from_array(w2, "onnx::MatMul_8"),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -62,8 +70,16 @@ def test_input_shapes_specialise_the_library(rng):
     assert loaded.input_shapes == {"x": (2, 5, 64)}
     x = rng.standard_normal((2, 5, 64)).astype("float32")
     (expected,) = run_onnxruntime(model, {"x": x})
-    np.testing.assert_allclose(run_executable(build(model, input_shapes={"x": (2, 5, 64)}), x), expected, rtol=1e-4, atol=1e-4)
-    assert [row.name for row in analyze(model, input_shapes={"x": (2, 5, 64)}).layers] == ["/ffn/fc1/MatMul", "/ffn/fc2/MatMul"]
+    np.testing.assert_allclose(
+        run_executable(build(model, input_shapes={"x": (2, 5, 64)}), x),
+        expected,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    assert [row.name for row in analyze(model, input_shapes={"x": (2, 5, 64)}).layers] == [
+        "/ffn/fc1/MatMul",
+        "/ffn/fc2/MatMul",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,9 @@ def _threads_in_fresh_process(env_value: str | None) -> int:
     env = {k: v for k, v in os.environ.items() if k != THREADS_ENV}
     if env_value is not None:
         env[THREADS_ENV] = env_value
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip())
 
 

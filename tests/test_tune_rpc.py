@@ -17,9 +17,9 @@ from conftest import run_executable, run_onnxruntime
 import tvm_sparse
 from tvm_sparse.cli import main
 from tvm_sparse.prune import prune_onnx
+from tvm_sparse.schedule.database import open_database
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import RPCUnavailable, tune
-from tvm_sparse.schedule.database import open_database
 from tvm_sparse.tune.rpc import RPCSpec, count_servers, serve
 from tvm_sparse.tune.search import MEASUREMENT_LOG
 
@@ -52,9 +52,14 @@ def servers(tracker):
     old = os.environ.get("TVM_NUM_THREADS")
     os.environ["TVM_NUM_THREADS"] = "1"
     try:
-        started = [serve(f"127.0.0.1:{tracker.port}", "cpu", host="127.0.0.1", port=19500, port_end=19900) for _ in range(2)]
+        started = [
+            serve(f"127.0.0.1:{tracker.port}", "cpu", host="127.0.0.1", port=19500, port_end=19900)
+            for _ in range(2)
+        ]
     finally:
-        os.environ.pop("TVM_NUM_THREADS") if old is None else os.environ.__setitem__("TVM_NUM_THREADS", old)
+        os.environ.pop("TVM_NUM_THREADS") if old is None else os.environ.__setitem__(
+            "TVM_NUM_THREADS", old
+        )
     spec = RPCSpec("127.0.0.1", tracker.port, "cpu")
     _wait_for(lambda: count_servers(spec, 5) == 2, 30, "two servers did not register")
     yield spec
@@ -74,27 +79,69 @@ def _hosts(db) -> list[str]:
 
 def test_cpu_tuning_over_rpc_spreads_over_the_servers(tmp_path, servers, pruned_mlp, rng):
     db = tmp_path / "db"
-    results = tune(pruned_mlp, trials=5, work_dir=str(db), rpc=servers, rpc_timeout=TIMEOUT, progress=False)
+    results = tune(
+        pruned_mlp, trials=5, work_dir=str(db), rpc=servers, rpc_timeout=TIMEOUT, progress=False
+    )
     assert [r.skipped for r in results] == [None, None]
-    assert all(r.stats.measured + r.stats.failed == 4 and r.best_seconds <= r.default_seconds for r in results)
+    assert all(
+        r.stats.measured + r.stats.failed == 4 and r.best_seconds <= r.default_seconds
+        for r in results
+    )
     hosts = _hosts(db)
     assert len(hosts) == sum(1 + r.stats.measured for r in results)
-    assert len(set(hosts)) == 2 and not any("(local)" in h for h in hosts)  # both servers measured, this host none
+    assert len(set(hosts)) == 2 and not any(
+        "(local)" in h for h in hosts
+    )  # both servers measured, this host none
 
-    again = tune(pruned_mlp, trials=5, work_dir=str(db), rpc=str(servers), rpc_timeout=TIMEOUT, progress=False)
-    assert all(r.stats is None for r in again)  # resumed from the same database: nothing left to measure
+    again = tune(
+        pruned_mlp,
+        trials=5,
+        work_dir=str(db),
+        rpc=str(servers),
+        rpc_timeout=TIMEOUT,
+        progress=False,
+    )
+    assert all(
+        r.stats is None for r in again
+    )  # resumed from the same database: nothing left to measure
     x = rng.standard_normal((16, 64)).astype("float32")
     exe = tvm_sparse.build(pruned_mlp, tuning_db=str(db))
-    np.testing.assert_allclose(run_executable(exe, x), run_onnxruntime(pruned_mlp, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        run_executable(exe, x), run_onnxruntime(pruned_mlp, {"x": x})[0], rtol=1e-4, atol=1e-4
+    )
 
 
-def test_device_tuning_over_rpc_runs_the_simulator_on_the_servers(tmp_path, servers, pruned_mlp, capsys):
+def test_device_tuning_over_rpc_runs_the_simulator_on_the_servers(
+    tmp_path, servers, pruned_mlp, capsys
+):
     path, db = tmp_path / "mlp.onnx", tmp_path / "db"
     onnx.save(pruned_mlp, path)
-    assert main(["tune", str(path), "--target", "sparse-accel", "--trials", "4", "--db", str(db), "--rpc", str(servers),
-                 "--rpc-timeout", str(TIMEOUT), "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                str(path),
+                "--target",
+                "sparse-accel",
+                "--trials",
+                "4",
+                "--db",
+                str(db),
+                "--rpc",
+                str(servers),
+                "--rpc-timeout",
+                str(TIMEOUT),
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
-    assert len(summary) == 2 and all(s["measured"] + s["failed"] == 3 and 0 < s["best_seconds"] <= s["default_seconds"] for s in summary)
+    assert len(summary) == 2 and all(
+        s["measured"] + s["failed"] == 3 and 0 < s["best_seconds"] <= s["default_seconds"]
+        for s in summary
+    )
     assert not any("(local)" in h for h in _hosts(db))
     # the tuned device build computes exactly what the untuned one does (tiling changes the schedule, not the integers)
     x = np.random.default_rng(1).standard_normal((16, 64)).astype("float32")
@@ -109,7 +156,10 @@ def test_a_tracker_that_does_not_answer_is_one_line(tmp_path, pruned_mlp, capsys
     start = time.monotonic()
     assert main(["tune", str(path), "--db", str(tmp_path / "db"), "--rpc", "127.0.0.1:1:cpu"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("tvm-sparse tune: error: no RPC tracker answers at 127.0.0.1:1") and "\n" not in err
+    assert (
+        err.startswith("tvm-sparse tune: error: no RPC tracker answers at 127.0.0.1:1")
+        and "\n" not in err
+    )
     assert time.monotonic() - start < TIMEOUT
     assert main(["tune", str(path), "--db", str(tmp_path / "db"), "--rpc", "localhost-9190"]) == 1
     assert "expected HOST:PORT:KEY" in capsys.readouterr().err
@@ -118,47 +168,122 @@ def test_a_tracker_that_does_not_answer_is_one_line(tmp_path, pruned_mlp, capsys
 def test_a_key_without_servers_is_one_line(tmp_path, servers, pruned_mlp):
     start = time.monotonic()
     with pytest.raises(RPCUnavailable, match="has no server of key 'gpu'.*tvm-sparse rpc-server"):
-        tune(pruned_mlp, trials=2, work_dir=str(tmp_path), rpc=f"{servers.host}:{servers.port}:gpu", rpc_timeout=TIMEOUT, progress=False)
+        tune(
+            pruned_mlp,
+            trials=2,
+            work_dir=str(tmp_path),
+            rpc=f"{servers.host}:{servers.port}:gpu",
+            rpc_timeout=TIMEOUT,
+            progress=False,
+        )
     assert time.monotonic() - start < TIMEOUT
 
 
 def test_a_server_that_is_not_a_tvm_sparse_server_is_named(tmp_path, tracker, pruned_mlp):
     from tvm import rpc
 
-    plain = rpc.Server("127.0.0.1", port=19500, port_end=19900, tracker_addr=("127.0.0.1", tracker.port), key="plain", silent=True)
+    plain = rpc.Server(
+        "127.0.0.1",
+        port=19500,
+        port_end=19900,
+        tracker_addr=("127.0.0.1", tracker.port),
+        key="plain",
+        silent=True,
+    )
     try:
         spec = RPCSpec("127.0.0.1", tracker.port, "plain")
         _wait_for(lambda: count_servers(spec, 5) == 1, 30, "the plain server did not register")
-        with pytest.raises(RPCUnavailable, match=r"^the server of key 'plain' at .* is not a tvm-sparse RPC server \(start it with: tvm-sparse rpc-server\)$"):
-            tune(pruned_mlp, trials=2, work_dir=str(tmp_path), rpc=spec, rpc_timeout=TIMEOUT, progress=False)
+        with pytest.raises(
+            RPCUnavailable,
+            match=r"^the server of key 'plain' at .* is not a tvm-sparse RPC server \(start it with: tvm-sparse rpc-server\)$",
+        ):
+            tune(
+                pruned_mlp,
+                trials=2,
+                work_dir=str(tmp_path),
+                rpc=spec,
+                rpc_timeout=TIMEOUT,
+                progress=False,
+            )
     finally:
         plain.terminate()
 
 
-def test_rpc_server_command_registers_and_a_server_dying_mid_run_ends_tuning(tmp_path, tracker, pruned_mlp):
+def test_rpc_server_command_registers_and_a_server_dying_mid_run_ends_tuning(
+    tmp_path, tracker, pruned_mlp
+):
     """``tvm-sparse rpc-server`` registers with the tracker; killed while a tuning run measures on it, the run
     ends with one line and exit 1 within a bounded time, and the records measured before it stay."""
     spec = RPCSpec("127.0.0.1", tracker.port, "lonely")
     env = {**os.environ, "TVM_NUM_THREADS": "1"}
     tuning = None
-    server = subprocess.Popen([sys.executable, "-m", "tvm_sparse.cli", "rpc-server", "--tracker", f"127.0.0.1:{tracker.port}", "--key", "lonely",
-                               "--host", "127.0.0.1", "--port", "19500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tvm_sparse.cli",
+            "rpc-server",
+            "--tracker",
+            f"127.0.0.1:{tracker.port}",
+            "--key",
+            "lonely",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "19500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert "registered with the tracker" in server.stdout.readline()
-        _wait_for(lambda: count_servers(spec, 5) == 1, 30, "the rpc-server command did not register")
+        _wait_for(
+            lambda: count_servers(spec, 5) == 1, 30, "the rpc-server command did not register"
+        )
         path, db = tmp_path / "mlp.onnx", tmp_path / "db"
         onnx.save(pruned_mlp, path)
-        tuning = subprocess.Popen([sys.executable, "-m", "tvm_sparse.cli", "tune", str(path), "--db", str(db), "--trials", "200",
-                                   "--rpc", str(spec), "--rpc-timeout", "4", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for(lambda: (db / MEASUREMENT_LOG).exists() and len(_hosts(db)) >= 2, 120, "no measurements arrived")
+        tuning = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tvm_sparse.cli",
+                "tune",
+                str(path),
+                "--db",
+                str(db),
+                "--trials",
+                "200",
+                "--rpc",
+                str(spec),
+                "--rpc-timeout",
+                "4",
+                "--quiet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for(
+            lambda: (db / MEASUREMENT_LOG).exists() and len(_hosts(db)) >= 2,
+            120,
+            "no measurements arrived",
+        )
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
         start = time.monotonic()
         _, err = tuning.communicate(timeout=120)
-        assert time.monotonic() - start < 3 * 4  # about one --rpc-timeout, not one per candidate still queued
+        assert (
+            time.monotonic() - start < 3 * 4
+        )  # about one --rpc-timeout, not one per candidate still queued
         assert tuning.returncode == 1
         last = err.strip().splitlines()[-1]
-        assert last.startswith("tvm-sparse tune: error:") and "lonely" in last and f"the measurements so far are in {db}" in last
+        assert (
+            last.startswith("tvm-sparse tune: error:")
+            and "lonely" in last
+            and f"the measurements so far are in {db}" in last
+        )
         assert open_database(db) is not None and len(_hosts(db)) >= 2
     finally:
         for proc in (server, tuning):
@@ -197,12 +322,42 @@ def not_a_tracker():
 def test_a_peer_that_is_not_a_tracker_is_one_line(tmp_path, pruned_mlp, not_a_tracker, capsys):
     path = tmp_path / "mlp.onnx"
     onnx.save(pruned_mlp, path)
-    assert main(["tune", str(path), "--db", str(tmp_path / "db"), "--rpc", f"127.0.0.1:{not_a_tracker}:cpu", "--rpc-timeout", "5"]) == 1
+    assert (
+        main(
+            [
+                "tune",
+                str(path),
+                "--db",
+                str(tmp_path / "db"),
+                "--rpc",
+                f"127.0.0.1:{not_a_tracker}:cpu",
+                "--rpc-timeout",
+                "5",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err == f"tvm-sparse tune: error: 127.0.0.1:{not_a_tracker} is not an RPC tracker"
     assert not (tmp_path / "db").exists()  # nothing was measured: no database is created
-    assert main(["rpc-server", "--tracker", f"127.0.0.1:{not_a_tracker}", "--key", "cpu", "--port", "19500"]) == 1
-    assert capsys.readouterr().err.strip() == f"tvm-sparse rpc-server: error: 127.0.0.1:{not_a_tracker} is not an RPC tracker"
+    assert (
+        main(
+            [
+                "rpc-server",
+                "--tracker",
+                f"127.0.0.1:{not_a_tracker}",
+                "--key",
+                "cpu",
+                "--port",
+                "19500",
+            ]
+        )
+        == 1
+    )
+    assert (
+        capsys.readouterr().err.strip()
+        == f"tvm-sparse rpc-server: error: 127.0.0.1:{not_a_tracker} is not an RPC tracker"
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,9 +367,18 @@ def test_a_peer_that_is_not_a_tracker_is_one_line(tmp_path, pruned_mlp, not_a_tr
         (["--rpc", "127.0.0.1:0:cpu"], "expected HOST:PORT with a port from 1 to 65535"),
         (["--rpc", "::1:9190:cpu"], "an IPv6 host in brackets"),
         (["--rpc", "127.0.0.1:9190: "], "expected HOST:PORT:KEY"),
-        (["--rpc", "127.0.0.1:9190:cpu", "--rpc-timeout", "nan"], "--rpc-timeout must be from 1 to 86400 seconds"),
-        (["--rpc", "127.0.0.1:9190:cpu", "--rpc-timeout", "inf"], "--rpc-timeout must be from 1 to 86400 seconds"),
-        (["--rpc", "127.0.0.1:9190:cpu", "--rpc-timeout", "1e-9"], "--rpc-timeout must be from 1 to 86400 seconds"),
+        (
+            ["--rpc", "127.0.0.1:9190:cpu", "--rpc-timeout", "nan"],
+            "--rpc-timeout must be from 1 to 86400 seconds",
+        ),
+        (
+            ["--rpc", "127.0.0.1:9190:cpu", "--rpc-timeout", "inf"],
+            "--rpc-timeout must be from 1 to 86400 seconds",
+        ),
+        (
+            ["--rpc", "127.0.0.1:9190:cpu", "--rpc-timeout", "1e-9"],
+            "--rpc-timeout must be from 1 to 86400 seconds",
+        ),
     ],
 )
 def test_rpc_options_are_checked_before_any_work(tmp_path, argv, message, capsys):
@@ -227,7 +391,10 @@ def test_rpc_options_are_checked_before_any_work(tmp_path, argv, message, capsys
     "argv, message",
     [
         (["--tracker", "127.0.0.1", "--key", "cpu"], "--tracker '127.0.0.1': expected HOST:PORT"),
-        (["--tracker", "127.0.0.1:9190", "--key", "cpu", "--port", "99999"], "--port must be from 1 to 65535"),
+        (
+            ["--tracker", "127.0.0.1:9190", "--key", "cpu", "--port", "99999"],
+            "--port must be from 1 to 65535",
+        ),
         (["--tracker", "127.0.0.1:9190", "--key", " "], "a key is a non-blank name"),
     ],
 )
@@ -244,11 +411,29 @@ def test_a_plain_tvm_server_among_the_keys_servers_ends_the_run(tmp_path, tracke
 
     spec = RPCSpec("127.0.0.1", tracker.port, "mixed")
     ours = serve(spec.address, "mixed", host="127.0.0.1", port=19500, port_end=19900)
-    plain = rpc.Server("127.0.0.1", port=19500, port_end=19900, tracker_addr=(spec.host, spec.port), key="mixed", silent=True)
+    plain = rpc.Server(
+        "127.0.0.1",
+        port=19500,
+        port_end=19900,
+        tracker_addr=(spec.host, spec.port),
+        key="mixed",
+        silent=True,
+    )
     try:
         _wait_for(lambda: count_servers(spec, 5) == 2, 30, "the two servers did not register")
-        with pytest.raises(RPCUnavailable, match=r"^the server of key 'mixed' at .* is not a tvm-sparse RPC server \(start it with"):
-            tune(pruned_mlp, "sparse-accel", trials=24, work_dir=str(tmp_path), rpc=spec, rpc_timeout=TIMEOUT, progress=False)
+        with pytest.raises(
+            RPCUnavailable,
+            match=r"^the server of key 'mixed' at .* is not a tvm-sparse RPC server \(start it with",
+        ):
+            tune(
+                pruned_mlp,
+                "sparse-accel",
+                trials=24,
+                work_dir=str(tmp_path),
+                rpc=spec,
+                rpc_timeout=TIMEOUT,
+                progress=False,
+            )
     finally:
         ours.terminate()
         plain.terminate()

@@ -19,7 +19,13 @@ import tvm_sparse
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import bert_encoder
 
-model = bert_encoder(hidden=128 if FAST else 384, heads=4 if FAST else 12, ffn=256 if FAST else 1536, seq=32 if FAST else 128, layers=1)
+model = bert_encoder(
+    hidden=128 if FAST else 384,
+    heads=4 if FAST else 12,
+    ffn=256 if FAST else 1536,
+    seq=32 if FAST else 128,
+    layers=1,
+)
 
 # %%
 # 16x1 blocks at density 0.1: sixteen output features share each kept input

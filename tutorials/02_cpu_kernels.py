@@ -15,8 +15,8 @@ from _common import FAST
 from tvm import relax
 
 import tvm_sparse
-from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.frontend import load_onnx
+from tvm_sparse.pipeline import graph_passes
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import median_seconds, mlp

@@ -27,7 +27,9 @@ o, i, k = (32, 16, 3) if FAST else (256, 256, 3)
 # %%
 # Kernels that live in a rank-3 subspace (plus a little noise, as trained
 # networks' often nearly do) and purely random kernels.
-low_rank = np.einsum("oij,jhw->oihw", rng.standard_normal((o, i, 3)), rng.standard_normal((3, k, k)))
+low_rank = np.einsum(
+    "oij,jhw->oihw", rng.standard_normal((o, i, 3)), rng.standard_normal((3, k, k))
+)
 low_rank = (low_rank + 0.05 * rng.standard_normal(low_rank.shape)).astype("float32")
 random = rng.standard_normal((o, i, k, k)).astype("float32")
 for label, w in (("low-rank", low_rank), ("random", random)):
@@ -62,7 +64,12 @@ print(f"MACs: {dense_macs} -> {decomposed_macs:.0f} ({dense_macs / decomposed_ma
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import resnet
 
-model = resnet(image=32 if FAST else 112, width=16 if FAST else 64, blocks=(1, 1) if FAST else (3, 4, 6, 3), classes=10)
+model = resnet(
+    image=32 if FAST else 112,
+    width=16 if FAST else 64,
+    blocks=(1, 1) if FAST else (3, 4, 6, 3),
+    classes=10,
+)
 decomposed, layers = prune_onnx(model, "decompose:rank=4,coef-density=0.2")
 for layer in layers[:3]:
     print(layer.name, "->", layer.note)

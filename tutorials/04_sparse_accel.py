@@ -31,7 +31,10 @@ x = np.random.default_rng(0).standard_normal((64, sizes[0])).astype("float32")
 # Compile for the default device and for its dense baseline (same PE array,
 # buffers and bandwidth). The table says where each layer runs, in which mode,
 # and what quantization cost it.
-builds = {device: tvm_sparse.accel.compile(model, device, calibration={"x": x}) for device in ("sparse-accel", "sparse-accel-dense")}
+builds = {
+    device: tvm_sparse.accel.compile(model, device, calibration={"x": x})
+    for device in ("sparse-accel", "sparse-accel-dense")
+}
 print(builds["sparse-accel"].to_table())
 
 # %%

@@ -59,7 +59,12 @@ for r in results:
 exe = tvm_sparse.build(model, tuning_db=work_dir)
 x = np.random.default_rng(0).standard_normal((64, sizes[0])).astype("float32")
 y = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-print("output", y.shape, "tuned kernels:", TunedSchedules.open(work_dir, tvm_sparse.target.host_target()).lookup(tasks[0]))
+print(
+    "output",
+    y.shape,
+    "tuned kernels:",
+    TunedSchedules.open(work_dir, tvm_sparse.target.host_target()).lookup(tasks[0]),
+)
 
 # %%
 # The device: a layer's design space is its TIR, tiled by MetaSchedule
@@ -68,9 +73,13 @@ print("output", y.shape, "tuned kernels:", TunedSchedules.open(work_dir, tvm_spa
 # each candidate to an instruction stream and returns the simulator's cycles
 # over the clock. The cost model learns from MetaSchedule's features of the
 # tiled TIR.
-device_results = tvm_sparse.tune(model, target="sparse-accel", trials=trials, work_dir=work_dir, calibration={"x": x})
+device_results = tvm_sparse.tune(
+    model, target="sparse-accel", trials=trials, work_dir=work_dir, calibration={"x": x}
+)
 for r in device_results:
-    print(f"{r.description}: default {r.default_seconds * 1e6:.1f} us, best {r.best_seconds * 1e6:.1f} us")
+    print(
+        f"{r.description}: default {r.default_seconds * 1e6:.1f} us, best {r.best_seconds * 1e6:.1f} us"
+    )
 
 # %%
 # Both targets' records live in one database; each build takes those for its

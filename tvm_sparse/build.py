@@ -72,12 +72,16 @@ def build(
         source = TunedSchedules.open(tuning_db, tgt)
         with schedules_from(source):
             exe = build(model, tgt, sparsify, fast_math, calibration, input_shapes=input_shapes)
-        logging.getLogger("tvm_sparse").log(logging.WARNING if source.untuned else logging.INFO, source.report())
+        logging.getLogger("tvm_sparse").log(
+            logging.WARNING if source.untuned else logging.INFO, source.report()
+        )
         return exe
     if is_accel_target(tgt):
         from .accel.compile import build_for_device  # it builds on this module's host pipeline
 
-        return build_for_device(model, device_of(tgt), calibration, fast_math, input_shapes).executable
+        return build_for_device(
+            model, device_of(tgt), calibration, fast_math, input_shapes
+        ).executable
     loaded = load_model(model, input_shapes)
     if sparsify is True:
         sparsify = SparsifyWeights()
@@ -85,8 +89,12 @@ def build(
         sparsify = None
     try:
         with progress.task(f"compiling for {cpu_name(tgt)}"):
-            return tvm.compile(loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math))
+            return tvm.compile(
+                loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math)
+            )
     except TVMSparseError:
         raise
-    except Exception as err:  # TVM rejects what its importer let through (e.g. an inconsistent shape)
+    except (
+        Exception
+    ) as err:  # TVM rejects what its importer let through (e.g. an inconsistent shape)
         raise tvm_rejection(err, "compile") from err

@@ -36,7 +36,17 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, ConvLayer, bindings, find_layers, shape_of, use_counts, weight_key, weight_names
+from .graph import (
+    CONV_ORDER_PREFIX,
+    WEIGHT_NAMES_ATTR,
+    ConvLayer,
+    bindings,
+    find_layers,
+    shape_of,
+    use_counts,
+    weight_key,
+    weight_names,
+)
 from .kernels import add_kernel
 from .kernels.col2im import Col2Im, col2im_kernel
 
@@ -82,7 +92,11 @@ def _per_channel(value: np.ndarray, rank: int, axis: int, channels: int) -> np.n
     for position, size in zip(range(-value.ndim, 0), value.shape):
         if size != 1 and (position != axis or size != channels):
             return None
-    return np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (channels,))) if value.size in (1, channels) else None
+    return (
+        np.ascontiguousarray(np.broadcast_to(value.reshape(-1), (channels,)))
+        if value.size in (1, channels)
+        else None
+    )
 
 
 def _epilogue(var, uses, consumers, dtype, rank: int, axis: int, channels: int) -> _Epilogue:
@@ -93,7 +107,11 @@ def _epilogue(var, uses, consumers, dtype, rank: int, axis: int, channels: int) 
         if call.op.same_as(_ADD) and epilogue.bias is None and not epilogue.relu:
             other = call.args[1] if call.args[0].same_as(var) else call.args[0]
             value = _constant(other)
-            bias = None if value is None or str(value.dtype) != dtype else _per_channel(value, rank, axis, channels)
+            bias = (
+                None
+                if value is None or str(value.dtype) != dtype
+                else _per_channel(value, rank, axis, channels)
+            )
             if bias is None:
                 break
             epilogue.bias = bias
@@ -111,7 +129,11 @@ def _consumers(func: relax.Function) -> dict:
     found: dict = {}
     for binding in bindings(func):
         value = binding.value
-        if isinstance(binding, relax.VarBinding) and isinstance(value, tvm.ir.Call) and isinstance(value.op, tvm.ir.Op):
+        if (
+            isinstance(binding, relax.VarBinding)
+            and isinstance(value, tvm.ir.Call)
+            and isinstance(value.op, tvm.ir.Op)
+        ):
             for arg in value.args:
                 if isinstance(arg, relax.Var):
                     found.setdefault(arg, []).append((binding.var, value))
@@ -124,7 +146,11 @@ def _to_channels_first(var, uses, consumers, rank: int):
     if uses.get(var, 0) != 1 or len(consumers.get(var, ())) != 1:
         return None
     ((user, call),) = consumers[var]
-    if not call.op.same_as(_PERMUTE) or call.attrs.axes is None or [int(a) for a in call.attrs.axes] != [0, rank - 1, *range(1, rank - 1)]:
+    if (
+        not call.op.same_as(_PERMUTE)
+        or call.attrs.axes is None
+        or [int(a) for a in call.attrs.axes] != [0, rank - 1, *range(1, rank - 1)]
+    ):
         return None
     return None if any(c.op.same_as(_PERMUTE) for _, c in consumers.get(user, ())) else user
 
@@ -163,7 +189,9 @@ def _rewrite(mod: tvm.IRModule, plan: Callable) -> tvm.IRModule:
         plans, absorbed = plan(func, rewriter)
         if plans:
             rewriter.plans, rewriter.absorbed = plans, absorbed
-            rewriter.builder_.update_func(gvar, relax.analysis.remove_all_unused(rewriter.visit_expr(func)))
+            rewriter.builder_.update_func(
+                gvar, relax.analysis.remove_all_unused(rewriter.visit_expr(func))
+            )
             changed = True
     return rewriter.builder_.finalize() if changed else mod
 
@@ -171,7 +199,11 @@ def _rewrite(mod: tvm.IRModule, plan: Callable) -> tvm.IRModule:
 def _call_bindings(func: relax.Function, *ops):
     for binding in bindings(func):
         value = binding.value
-        if isinstance(binding, relax.VarBinding) and isinstance(value, tvm.ir.Call) and any(value.op.same_as(op) for op in ops):
+        if (
+            isinstance(binding, relax.VarBinding)
+            and isinstance(value, tvm.ir.Call)
+            and any(value.op.same_as(op) for op in ops)
+        ):
             yield binding.var, value
 
 
@@ -215,7 +247,16 @@ def _col2im_geometry(call, x_shape, weight: np.ndarray) -> Col2Im:
     )
 
 
-def _gemm_col2im_emitter(name: str, call, out_shape, geometry: Col2Im, wmat: np.ndarray, epilogue: _Epilogue, rewriter, channels_first: bool) -> Emit:
+def _gemm_col2im_emitter(
+    name: str,
+    call,
+    out_shape,
+    geometry: Col2Im,
+    wmat: np.ndarray,
+    epilogue: _Epilogue,
+    rewriter,
+    channels_first: bool,
+) -> Emit:
     """The GEMM and col2im; ``out_shape`` is the layer's channels-last output shape, ``channels_first`` gives
     the output channels first instead."""
 
@@ -224,11 +265,28 @@ def _gemm_col2im_emitter(name: str, call, out_shape, geometry: Col2Im, wmat: np.
         if len(out_shape) == 3:  # NWC as NHWC of height 1
             x = bb.emit(relax.op.reshape(x, geometry.input_shape))
         pointwise = relax.const(wmat.reshape(*wmat.shape[:1], 1, 1, wmat.shape[1]))  # OHWI
-        cols = bb.emit(relax.op.nn.conv2d(x, pointwise, data_layout="NHWC", kernel_layout="OHWI", out_layout="NHWC"))
-        bias = epilogue.bias if epilogue.bias is not None else np.zeros(geometry.out_channels, "float32")
-        gvar = rewriter.add_kernel(col2im_kernel(geometry, relu=epilogue.relu, channels_first=channels_first), f"col2im_{name}")
+        cols = bb.emit(
+            relax.op.nn.conv2d(
+                x, pointwise, data_layout="NHWC", kernel_layout="OHWI", out_layout="NHWC"
+            )
+        )
+        bias = (
+            epilogue.bias
+            if epilogue.bias is not None
+            else np.zeros(geometry.out_channels, "float32")
+        )
+        gvar = rewriter.add_kernel(
+            col2im_kernel(geometry, relu=epilogue.relu, channels_first=channels_first),
+            f"col2im_{name}",
+        )
         n, oh, ow, o = out_shape if len(out_shape) == 4 else (out_shape[0], 1, *out_shape[1:])
-        y = bb.emit(relax.call_tir(gvar, [cols, relax.const(bias)], relax.TensorType((n, o, oh, ow) if channels_first else (n, oh, ow, o), "float32")))
+        y = bb.emit(
+            relax.call_tir(
+                gvar,
+                [cols, relax.const(bias)],
+                relax.TensorType((n, o, oh, ow) if channels_first else (n, oh, ow, o), "float32"),
+            )
+        )
         if len(out_shape) == 3:
             return bb.emit(relax.op.reshape(y, (n, o, ow) if channels_first else out_shape))
         return y
@@ -248,8 +306,24 @@ def _nchw_emitter(call) -> Emit:
 
     def emit(bb: relax.BlockBuilder, visit) -> relax.Expr:
         x = bb.emit(relax.op.permute_dims(visit(call.args[0]), to(str(attrs.data_layout), data)))
-        w = bb.emit(relax.op.permute_dims(visit(call.args[1]), to(str(attrs.kernel_layout), kernel)))
-        y = bb.emit(op(x, w, attrs.strides, attrs.padding, attrs.output_padding, attrs.dilation, attrs.groups, data, kernel, data, attrs.out_dtype or None))
+        w = bb.emit(
+            relax.op.permute_dims(visit(call.args[1]), to(str(attrs.kernel_layout), kernel))
+        )
+        y = bb.emit(
+            op(
+                x,
+                w,
+                attrs.strides,
+                attrs.padding,
+                attrs.output_padding,
+                attrs.dilation,
+                attrs.groups,
+                data,
+                kernel,
+                data,
+                attrs.out_dtype or None,
+            )
+        )
         return relax.op.permute_dims(y, to(data, str(attrs.out_layout)))
 
     return emit
@@ -264,12 +338,16 @@ def _numbered_without(main: relax.Function, names: dict, gemm_keys: set) -> dict
         model_convs.append(names[f"{CONV_ORDER_PREFIX}{len(model_convs)}"])
     remaining = iter(model_convs)
     graph_convs = [
-        None if weight_key(layer.weight.transpose(0, 3, 1, 2)) in gemm_keys else next(remaining, None)
+        None
+        if weight_key(layer.weight.transpose(0, 3, 1, 2)) in gemm_keys
+        else next(remaining, None)
         for layer in find_layers(main, names)
         if isinstance(layer, ConvLayer)
     ] + list(remaining)
     numbered = {key: name for key, name in names.items() if not key.startswith(CONV_ORDER_PREFIX)}
-    numbered.update({f"{CONV_ORDER_PREFIX}{i}": name for i, name in enumerate(graph_convs) if name is not None})
+    numbered.update(
+        {f"{CONV_ORDER_PREFIX}{i}": name for i, name in enumerate(graph_convs) if name is not None}
+    )
     return numbered
 
 
@@ -301,31 +379,52 @@ class ConvTransposeAsGemm:
         def plan(func, rewriter):
             plans, absorbed = {}, set()
             uses, consumers = use_counts(func), _consumers(func)
-            for index, (var, call) in enumerate(_call_bindings(func, _CONV2D_TRANSPOSE, _CONV1D_TRANSPOSE)):
+            for index, (var, call) in enumerate(
+                _call_bindings(func, _CONV2D_TRANSPOSE, _CONV1D_TRANSPOSE)
+            ):
                 layout = str(call.attrs.data_layout)
                 x_shape, out_shape, dtype = shape_of(call.args[0]), shape_of(var), str(var.ty.dtype)
                 weight = _conv_transpose_weight(call)
                 known = x_shape is not None and out_shape is not None and weight is not None
-                if layout not in ("NHWC", "NWC") or str(call.attrs.out_layout) != layout or not known or dtype != "float32":
-                    if layout not in ("NCHW", "NCW") or str(call.attrs.kernel_layout) not in ("IOHW", "IOW"):
+                if (
+                    layout not in ("NHWC", "NWC")
+                    or str(call.attrs.out_layout) != layout
+                    or not known
+                    or dtype != "float32"
+                ):
+                    if layout not in ("NCHW", "NCW") or str(call.attrs.kernel_layout) not in (
+                        "IOHW",
+                        "IOW",
+                    ):
                         plans[var] = _nchw_emitter(call)
                     continue
                 geometry = _col2im_geometry(call, x_shape, weight)
                 wmat = geometry.weight_matrix(weight)
-                name = names.get(weight_key(weight if len(x_shape) == 4 else weight[:, :, 0]), f"conv_transpose_{index}")
+                name = names.get(
+                    weight_key(weight if len(x_shape) == 4 else weight[:, :, 0]),
+                    f"conv_transpose_{index}",
+                )
                 renamed[weight_key(wmat[:, :, None, None])] = name  # as a convolution's OIHW weight
-                epilogue = _epilogue(var, uses, consumers, dtype, len(out_shape), -1, geometry.out_channels)
+                epilogue = _epilogue(
+                    var, uses, consumers, dtype, len(out_shape), -1, geometry.out_channels
+                )
                 end = epilogue.vars[-1] if epilogue.vars else var
                 transpose = _to_channels_first(end, uses, consumers, len(out_shape))
                 final = end if transpose is None else transpose
-                plans[final] = _gemm_col2im_emitter(name, call, out_shape, geometry, wmat, epilogue, rewriter, transpose is not None)
+                plans[final] = _gemm_col2im_emitter(
+                    name, call, out_shape, geometry, wmat, epilogue, rewriter, transpose is not None
+                )
                 absorbed.update({var, *epilogue.vars, end} - {final})
             return plans, absorbed
 
         mod = _rewrite(mod, plan)
-        if not (names and renamed) or "main" not in [gvar.name_hint for gvar in mod.get_global_vars()]:
+        if not (names and renamed) or "main" not in [
+            gvar.name_hint for gvar in mod.get_global_vars()
+        ]:
             return mod
-        return mod.with_attr(WEIGHT_NAMES_ATTR, _numbered_without(mod["main"], {**names, **renamed}, set(renamed)))
+        return mod.with_attr(
+            WEIGHT_NAMES_ATTR, _numbered_without(mod["main"], {**names, **renamed}, set(renamed))
+        )
 
 
 # --- conv1d and depth-1 conv3d as conv2d ---------------------------------------------------------------------
@@ -345,7 +444,11 @@ class _Conv2dView:
 
 def _conv1d_view(call, x_shape) -> _Conv2dView | None:
     attrs = call.attrs
-    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != ("NWC", "OWI", "NWC"):
+    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != (
+        "NWC",
+        "OWI",
+        "NWC",
+    ):
         return None
     n, w, c = x_shape
     weight = call.args[1]
@@ -353,16 +456,30 @@ def _conv1d_view(call, x_shape) -> _Conv2dView | None:
     if shape_of(weight) is None:
         return None
     o, k, i = shape_of(weight)
-    weight4 = relax.const(constant.reshape(o, 1, k, i)) if constant is not None else relax.op.reshape(weight, (o, 1, k, i))
+    weight4 = (
+        relax.const(constant.reshape(o, 1, k, i))
+        if constant is not None
+        else relax.op.reshape(weight, (o, 1, k, i))
+    )
     pad = [int(p) for p in attrs.padding]
-    return _Conv2dView((n, 1, w, c), weight4, (1, int(attrs.strides[0])), (0, pad[0], 0, pad[1]), (1, int(attrs.dilation[0])))
+    return _Conv2dView(
+        (n, 1, w, c),
+        weight4,
+        (1, int(attrs.strides[0])),
+        (0, pad[0], 0, pad[1]),
+        (1, int(attrs.dilation[0])),
+    )
 
 
 def _conv3d_view(call, x_shape, out_shape) -> _Conv2dView | None:
     """A channels-last conv3d whose output slices each read one input slice through one depth tap:
     a depth-1 kernel without depth padding, or a depth-1 input and output."""
     attrs = call.attrs
-    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != ("NDHWC", "ODHWI", "NDHWC"):
+    if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)) != (
+        "NDHWC",
+        "ODHWI",
+        "NDHWC",
+    ):
         return None
     n, d, h, w, c = x_shape
     constant = _constant(call.args[1])
@@ -372,12 +489,21 @@ def _conv3d_view(call, x_shape, out_shape) -> _Conv2dView | None:
     stride, dilation = int(attrs.strides[0]), int(attrs.dilation[0])
     if constant.shape[1] == 1 and pad[0] == pad[3] == 0:
         tap, depth = 0, out_shape[1]
-    elif d == 1 and out_shape[1] == 1 and pad[0] % dilation == 0 and pad[0] // dilation < constant.shape[1]:
+    elif (
+        d == 1
+        and out_shape[1] == 1
+        and pad[0] % dilation == 0
+        and pad[0] // dilation < constant.shape[1]
+    ):
         tap, depth, stride = pad[0] // dilation, 1, 1
     else:
         return None
     weight = relax.const(np.ascontiguousarray(constant[:, tap]))
-    spatial = tuple(int(s) for s in attrs.strides[1:]), (pad[1], pad[2], pad[4], pad[5]), tuple(int(v) for v in attrs.dilation[1:])
+    spatial = (
+        tuple(int(s) for s in attrs.strides[1:]),
+        (pad[1], pad[2], pad[4], pad[5]),
+        tuple(int(v) for v in attrs.dilation[1:]),
+    )
     return _Conv2dView((n * depth, h, w, c), weight, *spatial, depth_stride=stride)
 
 
@@ -385,10 +511,31 @@ def _conv2d_emitter(call, view: _Conv2dView, out_shape, epilogue: _Epilogue) -> 
     def emit(bb: relax.BlockBuilder, visit) -> relax.Expr:
         x = visit(call.args[0])
         if view.depth_stride > 1:
-            x = bb.emit(relax.op.strided_slice(x, axes=[1], begin=[0], end=[shape_of(call.args[0])[1]], strides=[view.depth_stride]))
+            x = bb.emit(
+                relax.op.strided_slice(
+                    x,
+                    axes=[1],
+                    begin=[0],
+                    end=[shape_of(call.args[0])[1]],
+                    strides=[view.depth_stride],
+                )
+            )
         x4 = bb.emit(relax.op.reshape(x, view.x_shape))
         attrs = call.attrs
-        y = bb.emit(relax.op.nn.conv2d(x4, visit(view.weight), view.strides, view.padding, view.dilation, int(attrs.groups), "NHWC", "OHWI", "NHWC", attrs.out_dtype or None))
+        y = bb.emit(
+            relax.op.nn.conv2d(
+                x4,
+                visit(view.weight),
+                view.strides,
+                view.padding,
+                view.dilation,
+                int(attrs.groups),
+                "NHWC",
+                "OHWI",
+                "NHWC",
+                attrs.out_dtype or None,
+            )
+        )
         return relax.op.reshape(epilogue.apply(bb, y), out_shape)
 
     return emit
@@ -418,12 +565,22 @@ class ConvAsConv2d:
                 x_shape, out_shape = shape_of(call.args[0]), shape_of(var)
                 if x_shape is None or out_shape is None:
                     continue
-                view = _conv1d_view(call, x_shape) if call.op.same_as(_CONV1D) else _conv3d_view(call, x_shape, out_shape)
+                view = (
+                    _conv1d_view(call, x_shape)
+                    if call.op.same_as(_CONV1D)
+                    else _conv3d_view(call, x_shape, out_shape)
+                )
                 if view is None:
                     continue
                 channels = out_shape[-1]
-                epilogue = _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), -1, channels) if isinstance(channels, int) else _Epilogue()
-                plans[epilogue.vars[-1] if epilogue.vars else var] = _conv2d_emitter(call, view, out_shape, epilogue)
+                epilogue = (
+                    _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), -1, channels)
+                    if isinstance(channels, int)
+                    else _Epilogue()
+                )
+                plans[epilogue.vars[-1] if epilogue.vars else var] = _conv2d_emitter(
+                    call, view, out_shape, epilogue
+                )
                 absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
             return plans, absorbed
 
@@ -444,7 +601,9 @@ def _weight_first_emitter(call, weight: np.ndarray, x_shape, epilogue: _Epilogue
     def emit(bb: relax.BlockBuilder, visit) -> relax.Expr:
         x = visit(call.args[1])
         xt = bb.emit(relax.op.permute_dims(x, _swap_last(rank))) if rank > 1 else x
-        yt = epilogue.apply(bb, bb.emit(relax.op.matmul(xt, relax.const(np.ascontiguousarray(weight.T)))))
+        yt = epilogue.apply(
+            bb, bb.emit(relax.op.matmul(xt, relax.const(np.ascontiguousarray(weight.T))))
+        )
         return relax.op.permute_dims(yt, _swap_last(rank)) if rank > 1 else yt
 
     return emit
@@ -465,13 +624,27 @@ class WeightFirstMatmul:
             plans, absorbed = {}, set()
             uses, consumers = use_counts(func), _consumers(func)
             for var, call in _call_bindings(func, _MATMUL):
-                weight, x_shape, out_shape = _constant(call.args[0]), shape_of(call.args[1]), shape_of(var)
-                if weight is None or weight.ndim != 2 or _constant(call.args[1]) is not None or x_shape is None or out_shape is None:
+                weight, x_shape, out_shape = (
+                    _constant(call.args[0]),
+                    shape_of(call.args[1]),
+                    shape_of(var),
+                )
+                if (
+                    weight is None
+                    or weight.ndim != 2
+                    or _constant(call.args[1]) is not None
+                    or x_shape is None
+                    or out_shape is None
+                ):
                     continue
                 n = weight.shape[0]
                 axis = -2 if len(x_shape) > 1 else -1
-                epilogue = _epilogue(var, uses, consumers, str(var.ty.dtype), len(out_shape), axis, n)
-                plans[epilogue.vars[-1] if epilogue.vars else var] = _weight_first_emitter(call, weight, x_shape, epilogue)
+                epilogue = _epilogue(
+                    var, uses, consumers, str(var.ty.dtype), len(out_shape), axis, n
+                )
+                plans[epilogue.vars[-1] if epilogue.vars else var] = _weight_first_emitter(
+                    call, weight, x_shape, epilogue
+                )
                 absorbed.update((var, *epilogue.vars[:-1]) if epilogue.vars else ())
             return plans, absorbed
 
@@ -490,7 +663,11 @@ def _fold_reshapes(expr: relax.Expr, matches: dict) -> relax.Expr:
     shape = shape_of(expr)
     if shape is None:
         return expr
-    return source if tvm_ffi.structural_equal(shape_of(source), shape) else relax.op.reshape(source, shape)
+    return (
+        source
+        if tvm_ffi.structural_equal(shape_of(source), shape)
+        else relax.op.reshape(source, shape)
+    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldReshapes")
@@ -504,7 +681,9 @@ class FoldReshapes:
         folded = mod.clone()
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                folded[gvar] = relax.analysis.remove_all_unused(rewrite_call(_RESHAPE_PAIR, _fold_reshapes, func))
+                folded[gvar] = relax.analysis.remove_all_unused(
+                    rewrite_call(_RESHAPE_PAIR, _fold_reshapes, func)
+                )
         return folded
 
 

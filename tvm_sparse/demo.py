@@ -39,7 +39,9 @@ def main() -> None:
     x = np.random.default_rng(0).standard_normal((1, 128, 384)).astype("float32")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     reference = session.run(None, {"x": x})[0]
     ort_ms = _median_ms(lambda: session.run(None, {"x": x}))
 
@@ -53,7 +55,9 @@ def main() -> None:
         xt = tvm.runtime.tensor(x)
         out = vm["main"](xt).numpy()
         results[label] = (_median_ms(lambda: vm["main"](xt)), float(np.abs(out - reference).max()))
-        print(f"   {label:6s} build: compiled in {compile_s:.1f}s, {results[label][0]:.2f} ms, max |error| vs onnxruntime {results[label][1]:.2e}")
+        print(
+            f"   {label:6s} build: compiled in {compile_s:.1f}s, {results[label][0]:.2f} ms, max |error| vs onnxruntime {results[label][1]:.2e}"
+        )
     sparse_ms, dense_ms = results["sparse"][0], results["dense"][0]
     print(f"   onnxruntime (same pruned model, 2 threads): {ort_ms:.2f} ms\n")
     print("== result (host CPU)")
@@ -65,27 +69,35 @@ def main() -> None:
 def device_demo(x: np.ndarray) -> None:
     print("== compile for sparse-accel (the same encoder, weights pruned to 2:4)")
     model, _ = prune_onnx(bert_encoder(layers=2), "nm:2:4")
-    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    reference = ort.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})[0]
     reports = {}
     for device in ("sparse-accel", "sparse-accel-dense"):
         start = time.perf_counter()
         result = accel.compile(model, device, calibration={"x": x})
         compile_s = time.perf_counter() - start
         accel.reset_run()
-        out = relax.VirtualMachine(result.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        out = relax.VirtualMachine(result.executable, tvm.cpu())["main"](
+            tvm.runtime.tensor(x)
+        ).numpy()
         cosine = float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
         reports[device] = run_report(result.placements)
         on_device = sum(p.target == "device" for p in result.placements)
-        print(f"   {device:18s} compiled in {compile_s:.1f}s ({on_device} of {len(result.placements)} layers on the device), "
-              f"{reports[device]['total_cycles']} cycles, {reports[device]['total_energy_pj'] / 1e6:.1f} uJ, cosine vs onnxruntime {cosine:.4f}")
+        print(
+            f"   {device:18s} compiled in {compile_s:.1f}s ({on_device} of {len(result.placements)} layers on the device), "
+            f"{reports[device]['total_cycles']} cycles, {reports[device]['total_energy_pj'] / 1e6:.1f} uJ, cosine vs onnxruntime {cosine:.4f}"
+        )
     print("\n== device report (sparse-accel, the first 6 layers)")
     doc = reports["sparse-accel"]
     doc = dict(doc, layers=doc["layers"][:6])
     print(format_run_report(doc), "\n")
     sparse, dense = reports["sparse-accel"], reports["sparse-accel-dense"]
     print("== result (sparse-accel, simulated)")
-    print(f"   2:4 vs the dense baseline device: {dense['total_cycles'] / sparse['total_cycles']:.2f}x fewer cycles, "
-          f"{dense['total_energy_pj'] / sparse['total_energy_pj']:.2f}x less energy")
+    print(
+        f"   2:4 vs the dense baseline device: {dense['total_cycles'] / sparse['total_cycles']:.2f}x fewer cycles, "
+        f"{dense['total_energy_pj'] / sparse['total_energy_pj']:.2f}x less energy"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@ _FAST = {
 class _FastMath(relax.PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or not isinstance(call.ty, relax.TensorType) or call.ty.dtype != "float32":
+        if (
+            not isinstance(call.op, tvm.ir.Op)
+            or not isinstance(call.ty, relax.TensorType)
+            or call.ty.dtype != "float32"
+        ):
             return call
         if call.op.name == "relax.nn.softmax":
             return self.builder_.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis)

@@ -13,9 +13,9 @@ import tvm
 
 from . import progress
 from .errors import ModelError
+from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, weight_key
 from .input_shapes import specialize
 from .normalize import normalize
-from .graph import CONV_ORDER_PREFIX, WEIGHT_NAMES_ATTR, weight_key
 from .onnx_weights import densify, find_weights, read_onnx
 
 
@@ -38,9 +38,15 @@ def _check_supported(proto: onnx.ModelProto) -> None:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     supported = set(_get_convert_map()) | _IMPORTED_DIRECTLY
-    bad = [f"{n.name or '<unnamed>'} ({n.op_type})" for n in proto.graph.node if n.op_type not in supported]
+    bad = [
+        f"{n.name or '<unnamed>'} ({n.op_type})"
+        for n in proto.graph.node
+        if n.op_type not in supported
+    ]
     if bad:
-        raise ModelError(f"unsupported ONNX op(s): {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
+        raise ModelError(
+            f"unsupported ONNX op(s): {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}"
+        )
 
 
 def _weight_names(original: onnx.ModelProto, imported: onnx.ModelProto) -> dict[str, str]:
@@ -71,8 +77,12 @@ def _weight_names(original: onnx.ModelProto, imported: onnx.ModelProto) -> dict[
 
 def _tensor_info(value_info) -> tuple[tuple, str]:
     ttype = value_info.type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "float32"
+    dims = tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim
+    )
+    dtype = (
+        onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "float32"
+    )
     return dims, dtype
 
 
@@ -87,7 +97,9 @@ def load_onnx(model, input_shapes: Mapping | None = None) -> LoadedModel:
 def _import_onnx(model, input_shapes: Mapping | None) -> LoadedModel:
     from tvm.relax.frontend.onnx import from_onnx
 
-    original = densify(read_onnx(model))  # sparse initializers and Constant sparse_value: TVM reads neither
+    original = densify(
+        read_onnx(model)
+    )  # sparse initializers and Constant sparse_value: TVM reads neither
     proto = normalize(original, input_shapes)
     _check_supported(proto)
     init_names = {t.name for t in proto.graph.initializer}

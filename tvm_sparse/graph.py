@@ -57,12 +57,16 @@ class Layer:
     name: str
     op_var: relax.Var  # the binding of the matmul / conv2d
     x: relax.Expr  # the activation operand
-    x_shape: tuple | None  # ints, and int64 expressions for symbolic dims; None when the rank is unknown
+    x_shape: (
+        tuple | None
+    )  # ints, and int64 expressions for symbolic dims; None when the rank is unknown
     weight: np.ndarray
     bias: np.ndarray | None = None  # (out_channels,), when fused
     relu: bool = False  # when fused
     fused_vars: list = field(default_factory=list)  # bindings of the fused epilogue, in order
-    hints: dict = field(default_factory=dict)  # symbolic dimension -> the size it stands for (dim_hints)
+    hints: dict = field(
+        default_factory=dict
+    )  # symbolic dimension -> the size it stands for (dim_hints)
 
     @property
     def output_var(self) -> relax.Var:
@@ -82,7 +86,11 @@ class Layer:
     def kernel_ready(self) -> bool:
         """Whether the project's CPU kernels can run the layer: a float32 weight and known input (and
         output) ranks; sizes may be symbolic."""
-        return str(self.weight.dtype) == "float32" and self.x_shape is not None and getattr(self, "out_shape", ()) is not None
+        return (
+            str(self.weight.dtype) == "float32"
+            and self.x_shape is not None
+            and getattr(self, "out_shape", ()) is not None
+        )
 
     @property
     def static(self) -> bool:
@@ -228,7 +236,12 @@ def find_layers(func: relax.Function, names: dict | None = None) -> list[Layer]:
         if value.op.same_as(_ADD) and layer.bias is None and not layer.relu:
             bias = _const_array(value.args[1])
             n = layer.out_channels
-            if bias is not None and bias.size == n and bias.shape[-1:] == (n,) and bias.dtype == layer.weight.dtype:
+            if (
+                bias is not None
+                and bias.size == n
+                and bias.shape[-1:] == (n,)
+                and bias.dtype == layer.weight.dtype
+            ):
                 layer.bias = bias.reshape(n)
                 layer.fused_vars.append(var)
                 by_output[var] = layer
@@ -253,16 +266,28 @@ def _layer_of(var, call, bound, names, index, conv_index, seen) -> Layer | None:
         if weight is None:
             return None
         x = call.args[0]
-        return LinearLayer(_name(names, seen, weight) or f"matmul_{index}", var, x, shape_of(x), weight)
+        return LinearLayer(
+            _name(names, seen, weight) or f"matmul_{index}", var, x, shape_of(x), weight
+        )
     if call.op.same_as(_CONV2D):
         attrs = call.attrs
         weight = _const_array(call.args[1])
-        if weight is None or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
+        if weight is None or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != (
+            "NHWC",
+            "OHWI",
+            "NHWC",
+        ):
             return None
         x = call.args[0]
-        name = _name(names, seen, weight.transpose(0, 3, 1, 2)) or names.get(f"{CONV_ORDER_PREFIX}{conv_index}", f"conv2d_{index}")
+        name = _name(names, seen, weight.transpose(0, 3, 1, 2)) or names.get(
+            f"{CONV_ORDER_PREFIX}{conv_index}", f"conv2d_{index}"
+        )
         return ConvLayer(
-            name, var, x, shape_of(x), weight,
+            name,
+            var,
+            x,
+            shape_of(x),
+            weight,
             strides=tuple(int(v) for v in attrs.strides),
             padding=tuple(int(v) for v in attrs.padding),
             dilation=tuple(int(v) for v in attrs.dilation),
@@ -297,7 +322,9 @@ class ActivationMatmul:
     a_shape: tuple
     b_shape: tuple
     out_shape: tuple
-    transposed_b: relax.Expr | None  # ``b``'s input when ``b`` swaps its last two axes (folded into the kernel)
+    transposed_b: (
+        relax.Expr | None
+    )  # ``b``'s input when ``b`` swaps its last two axes (folded into the kernel)
 
 
 def find_activation_matmuls(func: relax.Function) -> list[ActivationMatmul]:
@@ -309,14 +336,23 @@ def find_activation_matmuls(func: relax.Function) -> list[ActivationMatmul]:
         if not (isinstance(value, tvm.ir.Call) and value.op.same_as(_MATMUL)):
             continue
         a, b = value.args
-        if any(isinstance(x, tvm.ir.Constant) or str(getattr(x.ty, "dtype", "")) != "float32" for x in (a, b)):
+        if any(
+            isinstance(x, tvm.ir.Constant) or str(getattr(x.ty, "dtype", "")) != "float32"
+            for x in (a, b)
+        ):
             continue
         a_shape, b_shape, out_shape = shape_of(a), shape_of(b), shape_of(binding.var)
         if None in (a_shape, b_shape, out_shape) or len(a_shape) < 2 or len(b_shape) < 2:
             continue
-        if _matmul_weight(b, bound) is not None or not tvm_ffi.structural_equal(list(a_shape[:-2]), list(b_shape[:-2])):
+        if _matmul_weight(b, bound) is not None or not tvm_ffi.structural_equal(
+            list(a_shape[:-2]), list(b_shape[:-2])
+        ):
             continue
-        found.append(ActivationMatmul(binding.var, a, b, a_shape, b_shape, out_shape, _last_axes_swapped(b, bound)))
+        found.append(
+            ActivationMatmul(
+                binding.var, a, b, a_shape, b_shape, out_shape, _last_axes_swapped(b, bound)
+            )
+        )
     return found
 
 

@@ -37,25 +37,37 @@ def symbolic_bindings(mod: tvm.IRModule, input_shapes: Mapping, what: str = "inp
     where: dict = {}
     for name, shape in input_shapes.items():
         if name not in params:
-            raise ModelError(f"{what}: no input named {name!r} (the model's inputs: {', '.join(params)})")
+            raise ModelError(
+                f"{what}: no input named {name!r} (the model's inputs: {', '.join(params)})"
+            )
         try:
             sizes = tuple(shape)
         except TypeError:
-            raise ModelError(f"{what}: the shape of {name} must be a sequence of ints, got {shape!r}") from None
+            raise ModelError(
+                f"{what}: the shape of {name} must be a sequence of ints, got {shape!r}"
+            ) from None
         if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise ModelError(f"{what}: the dimensions of {name} must be positive ints, got {sizes}")
         sizes = tuple(int(s) for s in sizes)
         dims = list(params[name].ty.shape)
         if len(dims) != len(sizes):
-            raise ModelError(f"{what}: {name} has {len(dims)} dimensions ({', '.join(map(_dim_text, dims))}), got {len(sizes)}")
+            raise ModelError(
+                f"{what}: {name} has {len(dims)} dimensions ({', '.join(map(_dim_text, dims))}), got {len(sizes)}"
+            )
         for axis, (dim, size) in enumerate(zip(dims, sizes)):
             if isinstance(dim, tvm.tirx.IntImm):
                 if int(dim) != size:
-                    raise ModelError(f"{what}: dimension {axis} of {name} is static ({int(dim)}), got {size}")
+                    raise ModelError(
+                        f"{what}: dimension {axis} of {name} is static ({int(dim)}), got {size}"
+                    )
             elif not isinstance(dim, tvm.tirx.Var):
-                raise ModelError(f"{what}: dimension {axis} of {name} is the expression {dim}, which cannot be set")
+                raise ModelError(
+                    f"{what}: dimension {axis} of {name} is the expression {dim}, which cannot be set"
+                )
             elif bound.setdefault(dim, size) != size:
-                raise ModelError(f"{what}: dimension {_dim_text(dim)} is {bound[dim]} in {where[dim]} but {size} in {name}")
+                raise ModelError(
+                    f"{what}: dimension {_dim_text(dim)} is {bound[dim]} in {where[dim]} but {size} in {name}"
+                )
             else:
                 where.setdefault(dim, name)
     return bound

@@ -26,13 +26,25 @@ from .graph import bindings, static_shape
 
 #: Ops whose output holds only values of their first operand (moved, broadcast or cast).
 _SAME_VALUES = {
-    "relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.permute_dims", "relax.flatten",
-    "relax.broadcast_to", "relax.strided_slice", "relax.tile", "relax.repeat", "relax.astype",
+    "relax.reshape",
+    "relax.expand_dims",
+    "relax.squeeze",
+    "relax.permute_dims",
+    "relax.flatten",
+    "relax.broadcast_to",
+    "relax.strided_slice",
+    "relax.tile",
+    "relax.repeat",
+    "relax.astype",
 }
 #: Ops that use the values of some operands as indices or shapes, other than ``take`` (operand positions).
 _INDEX_OPERANDS = {
-    "relax.gather_elements": (1,), "relax.gather_nd": (1,), "relax.scatter_elements": (1,),
-    "relax.scatter_nd": (1,), "relax.tensor_to_shape": (0,), "relax.dynamic_strided_slice": (1, 2, 3),
+    "relax.gather_elements": (1,),
+    "relax.gather_nd": (1,),
+    "relax.scatter_elements": (1,),
+    "relax.scatter_nd": (1,),
+    "relax.tensor_to_shape": (0,),
+    "relax.dynamic_strided_slice": (1, 2, 3),
 }
 #: Calls whose use of their operands is opaque here: every integer operand may be an index.
 _OPAQUE = {"relax.call_tir", "relax.call_dps_packed", "relax.call_pure_packed"}
@@ -111,7 +123,9 @@ class _Walk:
             args = list(getattr(value, "args", []))
         self.sources[var] = frozenset().union(*(self.deps(a) for a in args))
         name = _op_name(value)
-        if name in _OPAQUE or (name is None and hasattr(value, "args")):  # packed, TIR or Relax function calls
+        if name in _OPAQUE or (
+            name is None and hasattr(value, "args")
+        ):  # packed, TIR or Relax function calls
             self.computes.update(self.sources[var])
         elif name in _SAME_VALUES and args and args[0] in self.direct:
             self.direct[var] = self.direct[args[0]]
@@ -143,9 +157,16 @@ class _Walk:
         """``where(x < 0, x + extent, x)`` for ``x`` holding an input's values: ``(input, extent)``."""
         cond, shifted = (self.values.get(a, a) for a in call.args[:2])
         x = call.args[2]
-        if x not in self.direct or _op_name(cond) != "relax.less" or _op_name(shifted) != "relax.add":
+        if (
+            x not in self.direct
+            or _op_name(cond) != "relax.less"
+            or _op_name(shifted) != "relax.add"
+        ):
             return None
-        if not (cond.args[0].same_as(x) and shifted.args[0].same_as(x)) or _scalar(cond.args[1], self.values) != 0:
+        if (
+            not (cond.args[0].same_as(x) and shifted.args[0].same_as(x))
+            or _scalar(cond.args[1], self.values) != 0
+        ):
             return None
         extent = _scalar(shifted.args[1], self.values)
         return (self.direct[x][0], extent) if extent is not None and extent > 0 else None

@@ -32,7 +32,9 @@ def _dim(dim):
     return str(dim) if not isinstance(dim, tvm.tirx.Var) or dim.name else None
 
 
-def write_metadata(library: str, loaded, partition: dict | None = None, input_shapes: dict | None = None) -> None:
+def write_metadata(
+    library: str, loaded, partition: dict | None = None, input_shapes: dict | None = None
+) -> None:
     """Record the model's I/O (and for sparse-accel, where each layer runs) next to the library.
 
     Each input gets its ``name``, ``dtype`` and ``shape`` (symbolic dimensions
@@ -44,7 +46,11 @@ def write_metadata(library: str, loaded, partition: dict | None = None, input_sh
     integers = integer_inputs(mod)
     inputs = []
     for name, param in zip(loaded.input_names, mod["main"].params):
-        spec = {"name": name, "shape": [_dim(d) for d in param.ty.shape], "dtype": loaded.input_dtypes[name]}
+        spec = {
+            "name": name,
+            "shape": [_dim(d) for d in param.ty.shape],
+            "dtype": loaded.input_dtypes[name],
+        }
         integer = integers.get(param.name)
         if integer is not None and integer.indexes_table:
             spec["index_range"] = [integer.low, integer.high]
@@ -77,7 +83,9 @@ class Library:
         names = [spec["name"] for spec in expected]
         unknown = sorted(set(feeds) - set(names))
         if unknown:
-            raise TVMSparseError(f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(names)}")
+            raise TVMSparseError(
+                f"unknown input(s) {', '.join(unknown)}; the model takes {', '.join(names)}"
+            )
         missing = [n for n in names if n not in feeds]
         if missing:
             raise TVMSparseError(f"missing input(s) {', '.join(missing)}")
@@ -92,7 +100,9 @@ class Library:
 
     def run(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         dev = tvm.cpu()
-        result = self.vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs])
+        result = self.vm["main"](
+            *[tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in inputs]
+        )
         values = [result] if hasattr(result, "numpy") else list(result)
         values = [v.numpy() for v in values]
         return dict(zip(self.output_names(len(values)), values))
@@ -102,12 +112,21 @@ def _check_input(spec: dict, value: np.ndarray, sizes: dict) -> None:
     name, shape = spec["name"], spec["shape"]
     if str(value.dtype) != spec["dtype"]:
         raise TVMSparseError(f"input {name}: dtype {value.dtype}, expected {spec['dtype']}")
-    expected = "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-    if value.ndim != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(shape, value.shape)):
+    expected = (
+        "("
+        + ", ".join("?" if d is None else str(d) for d in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
+    if value.ndim != len(shape) or any(
+        isinstance(d, int) and d != s for d, s in zip(shape, value.shape)
+    ):
         raise TVMSparseError(f"input {name}: shape {tuple(value.shape)}, expected {expected}")
     for d, s in zip(shape, value.shape):
         if isinstance(d, str) and sizes.setdefault(d, (s, name))[0] != s:
-            raise TVMSparseError(f"input {name}: dimension {d} is {s}, but {sizes[d][0]} in input {sizes[d][1]}")
+            raise TVMSparseError(
+                f"input {name}: dimension {d} is {s}, but {sizes[d][0]} in input {sizes[d][1]}"
+            )
     if "index_range" in spec and value.size:
         low, high = spec["index_range"]
         if value.min() < low or value.max() >= high:

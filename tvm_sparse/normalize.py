@@ -41,8 +41,19 @@ from .errors import ModelError
 _HALF = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
 #: onnxslim's fusions left out: the project's passes fold BatchNorm, bias and scale into the
 #: convolutions and Gemm kernels themselves; its eliminations and the Pad + Conv fusion are kept.
-_SKIPPED_FUSIONS = ["FusionConcatReshape", "FusionConvAdd", "FusionConvTransposeAdd", "FusionConvBN", "FusionConvTransposeBN",
-                    "FusionConvMul", "FusionConvTransposeMul", "FusionGemm", "FusionGemmMul", "FusionGemmAdd", "FusionReduce"]
+_SKIPPED_FUSIONS = [
+    "FusionConcatReshape",
+    "FusionConvAdd",
+    "FusionConvTransposeAdd",
+    "FusionConvBN",
+    "FusionConvTransposeBN",
+    "FusionConvMul",
+    "FusionConvTransposeMul",
+    "FusionGemm",
+    "FusionGemmMul",
+    "FusionGemmAdd",
+    "FusionReduce",
+]
 _LOG = logging.getLogger("tvm_sparse")
 
 
@@ -93,7 +104,11 @@ def _fix_input_dims(model: onnx.ModelProto, input_shapes: Mapping) -> None:
         for dim, size in zip(dims, sizes):
             if dim.HasField("dim_value"):
                 continue
-            size = size if isinstance(size, int | np.integer) and size > 0 else named.get(dim.dim_param)
+            size = (
+                size
+                if isinstance(size, int | np.integer) and size > 0
+                else named.get(dim.dim_param)
+            )
             if size is not None:
                 dim.dim_value = int(size)  # clears dim_param
 
@@ -101,28 +116,50 @@ def _fix_input_dims(model: onnx.ModelProto, input_shapes: Mapping) -> None:
 def _compute_in_float32(model: onnx.ModelProto) -> None:
     """Widen half-precision weights, casts and interfaces to float32 in place."""
     graph = model.graph
-    tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    tensors = list(graph.initializer) + [
+        a.t for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+    ]
     half = [t for t in tensors if t.data_type in _HALF]
     if not half and not any(_half_cast(n) for n in graph.node) and not _half_interface(graph):
         return
     for tensor in half:
-        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+        tensor.CopyFrom(
+            numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+        )
     for node in graph.node:
         for attr in node.attribute:
-            if node.op_type in ("Cast", "RandomNormal", "RandomUniform", "EyeLike", "RandomNormalLike", "RandomUniformLike") and attr.name in ("to", "dtype") and attr.i in _HALF:
+            if (
+                node.op_type
+                in (
+                    "Cast",
+                    "RandomNormal",
+                    "RandomUniform",
+                    "EyeLike",
+                    "RandomNormalLike",
+                    "RandomUniformLike",
+                )
+                and attr.name in ("to", "dtype")
+                and attr.i in _HALF
+            ):
                 attr.i = TensorProto.FLOAT
     boundary = []
     for vi in graph.input:
         if vi.type.tensor_type.elem_type in _HALF:
             inner = f"{vi.name}__float32"
             _rename_uses(graph, vi.name, inner)
-            boundary.append(helper.make_node("Cast", [vi.name], [inner], to=TensorProto.FLOAT, name=f"{vi.name}__widen"))
+            boundary.append(
+                helper.make_node(
+                    "Cast", [vi.name], [inner], to=TensorProto.FLOAT, name=f"{vi.name}__widen"
+                )
+            )
     for vi in graph.output:
         elem = vi.type.tensor_type.elem_type
         if elem in _HALF:
             inner = f"{vi.name}__float32"
             _rename_producer(graph, vi.name, inner)
-            graph.node.append(helper.make_node("Cast", [inner], [vi.name], to=elem, name=f"{vi.name}__narrow"))
+            graph.node.append(
+                helper.make_node("Cast", [inner], [vi.name], to=elem, name=f"{vi.name}__narrow")
+            )
     for node in reversed(boundary):
         graph.node.insert(0, node)
     for vi in graph.value_info:
@@ -168,9 +205,14 @@ def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
-        except Exception as err:  # onnxslim raises whatever its passes raise; a later round keeps the last result
+        except (
+            Exception
+        ) as err:  # onnxslim raises whatever its passes raise; a later round keeps the last result
             if round_ == 0:
-                warnings.warn(f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})", stacklevel=3)
+                warnings.warn(
+                    f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})",
+                    stacklevel=3,
+                )
             break
         if folded is None:
             break
@@ -216,7 +258,9 @@ def _einsum_nodes(node: onnx.NodeProto, constants: dict, graph: onnx.GraphProto)
     ``A[batch..., l, c] @ B[batch..., c, r]`` (one left, contracted and right subscript). The result
     is transposed to the output's order if it differs.
     """
-    equation = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "equation"), b"")
+    equation = next(
+        (helper.get_attribute_value(a) for a in node.attribute if a.name == "equation"), b""
+    )
     equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
     if len(node.input) != 2 or "->" not in equation or "." in equation:
         return None
@@ -240,19 +284,42 @@ def _einsum_nodes(node: onnx.NodeProto, constants: dict, graph: onnx.GraphProto)
         perm = [subscripts.index(s) for s in order]
         if perm == list(range(len(perm))):
             return operand
-        nodes.append(helper.make_node("Transpose", [operand], [f"{name}__{operand}_T"], perm=perm, name=f"{name}__{operand}_T"))
+        nodes.append(
+            helper.make_node(
+                "Transpose",
+                [operand],
+                [f"{name}__{operand}_T"],
+                perm=perm,
+                name=f"{name}__{operand}_T",
+            )
+        )
         return f"{name}__{operand}_T"
 
     def reshaped(operand: str, shape: list, label: str) -> str:
-        graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}__{label}_shape"))
-        nodes.append(helper.make_node("Reshape", [operand, f"{name}__{label}_shape"], [f"{name}__{label}"], name=f"{name}__{label}"))
+        graph.initializer.append(
+            numpy_helper.from_array(np.array(shape, np.int64), f"{name}__{label}_shape")
+        )
+        nodes.append(
+            helper.make_node(
+                "Reshape",
+                [operand, f"{name}__{label}_shape"],
+                [f"{name}__{label}"],
+                name=f"{name}__{label}",
+            )
+        )
         return f"{name}__{label}"
 
     if w in constants and not batch:
-        weight = numpy_helper.to_array(constants[w]).transpose([b.index(s) for s in contracted + right])
+        weight = numpy_helper.to_array(constants[w]).transpose(
+            [b.index(s) for s in contracted + right]
+        )
         right_shape = list(weight.shape[len(contracted) :])
         const = f"{name}__weight"
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight.reshape(-1, int(np.prod(right_shape)))), const))
+        graph.initializer.append(
+            numpy_helper.from_array(
+                np.ascontiguousarray(weight.reshape(-1, int(np.prod(right_shape)))), const
+            )
+        )
         operand = transposed(x, a, left + contracted)
         if len(contracted) > 1:
             operand = reshaped(operand, [0] * len(left) + [-1], "merged")
@@ -262,20 +329,42 @@ def _einsum_nodes(node: onnx.NodeProto, constants: dict, graph: onnx.GraphProto)
             product = reshaped(product, [0] * len(left) + right_shape, "split")
     elif len(left) == len(contracted) == len(right) == 1:
         product, order = f"{name}__product", batch + left + right
-        nodes.append(helper.make_node("MatMul", [transposed(x, a, batch + left + contracted), transposed(w, b, batch + contracted + right)], [product], name=name))
+        nodes.append(
+            helper.make_node(
+                "MatMul",
+                [
+                    transposed(x, a, batch + left + contracted),
+                    transposed(w, b, batch + contracted + right),
+                ],
+                [product],
+                name=name,
+            )
+        )
     else:
         return None
     if order == list(out):
         nodes[-1].output[0] = node.output[0]
     else:
-        nodes.append(helper.make_node("Transpose", [product], [node.output[0]], perm=[order.index(s) for s in out], name=f"{name}__out"))
+        nodes.append(
+            helper.make_node(
+                "Transpose",
+                [product],
+                [node.output[0]],
+                perm=[order.index(s) for s in out],
+                name=f"{name}__out",
+            )
+        )
     return nodes
 
 
 def _known_dims(graph: onnx.GraphProto) -> tuple[dict, dict]:
     """``(activation dims, initializer dims)`` by tensor name; an activation's unknown dimension is None."""
-    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-              for vi in [*graph.input, *graph.value_info]}
+    shapes = {
+        vi.name: [
+            d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+        ]
+        for vi in [*graph.input, *graph.value_info]
+    }
     return shapes, {t.name: list(t.dims) for t in graph.initializer}
 
 
@@ -285,7 +374,9 @@ def _set_pads(node: onnx.NodeProto, total: list[int], upper: bool) -> None:
     begin = [t // 2 if upper else t - t // 2 for t in total]
     kept = [a for a in node.attribute if a.name not in ("output_shape", "auto_pad", "pads")]
     del node.attribute[:]
-    node.attribute.extend([*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])])
+    node.attribute.extend(
+        [*kept, helper.make_attribute("pads", begin + [t - b for t, b in zip(total, begin)])]
+    )
 
 
 def _conv_transpose_pads(model: onnx.ModelProto) -> None:
@@ -299,15 +390,22 @@ def _conv_transpose_pads(model: onnx.ModelProto) -> None:
         name = node.name or node.output[0]
         spatial = (shapes.get(node.input[0]) or [])[2:]
         if not spatial or None in spatial or node.input[1] not in weights:
-            raise ModelError(f"ConvTranspose {name}: its output_shape needs a static input size (give input_shapes) and a constant weight")
+            raise ModelError(
+                f"ConvTranspose {name}: its output_shape needs a static input size (give input_shapes) and a constant weight"
+            )
         rank = len(spatial)
         output = list(attrs["output_shape"])[-rank:]
         kernel = list(attrs.get("kernel_shape") or weights[node.input[1]][2:])
         strides, dilations = attrs.get("strides", [1] * rank), attrs.get("dilations", [1] * rank)
         extra = attrs.get("output_padding", [0] * rank)
-        total = [s * (i - 1) + e + (k - 1) * d + 1 - o for s, i, e, k, d, o in zip(strides, spatial, extra, kernel, dilations, output)]
+        total = [
+            s * (i - 1) + e + (k - 1) * d + 1 - o
+            for s, i, e, k, d, o in zip(strides, spatial, extra, kernel, dilations, output)
+        ]
         if min(total) < 0:
-            raise ModelError(f"ConvTranspose {name}: output_shape {output} is larger than the convolution gives")
+            raise ModelError(
+                f"ConvTranspose {name}: output_shape {output} is larger than the convolution gives"
+            )
         _set_pads(node, total, upper=attrs.get("auto_pad") in (b"SAME_UPPER", "SAME_UPPER"))
 
 
@@ -318,9 +416,14 @@ def _explicit_same_pads(model: onnx.ModelProto) -> None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         mode = attrs.get("auto_pad", b"")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        if node.op_type not in ("Conv", "MaxPool", "AveragePool", "LpPool") or mode not in ("SAME_UPPER", "SAME_LOWER"):
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool", "LpPool") or mode not in (
+            "SAME_UPPER",
+            "SAME_LOWER",
+        ):
             continue
-        kernel = attrs.get("kernel_shape") or (weights.get(node.input[1], [])[2:] if len(node.input) > 1 else [])
+        kernel = attrs.get("kernel_shape") or (
+            weights.get(node.input[1], [])[2:] if len(node.input) > 1 else []
+        )
         if not kernel:
             continue
         rank = len(kernel)
@@ -328,6 +431,8 @@ def _explicit_same_pads(model: onnx.ModelProto) -> None:
         spatial = (shapes.get(node.input[0]) or [None] * (rank + 2))[2:]
         if len(spatial) != rank or any(s > 1 and size is None for s, size in zip(strides, spatial)):
             continue  # the padding depends on a run-time size
-        total = [(k - 1) * d if s == 1 else max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-                 for k, s, d, size in zip(kernel, strides, dilations, spatial)]
+        total = [
+            (k - 1) * d if s == 1 else max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            for k, s, d, size in zip(kernel, strides, dilations, spatial)
+        ]
         _set_pads(node, total, upper=mode == "SAME_UPPER")

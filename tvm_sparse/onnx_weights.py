@@ -93,16 +93,24 @@ class _Dequantize:
         if scale.size == 1 and zero_point.size == 1:
             return scale.reshape(()).astype(np.float32), zero_point.reshape(()).astype(np.int64)
         axis = self.axis + q.ndim if self.axis < 0 else self.axis
-        if not 0 <= axis < q.ndim or scale.shape != (q.shape[axis],) or zero_point.shape != scale.shape:
-            raise ModelError(f"DequantizeLinear '{self.node_name}': a scale of shape {list(scale.shape)} and zero point of "
-                             f"shape {list(zero_point.shape)} do not fit axis {self.axis} of a weight of shape {list(q.shape)}")
+        if (
+            not 0 <= axis < q.ndim
+            or scale.shape != (q.shape[axis],)
+            or zero_point.shape != scale.shape
+        ):
+            raise ModelError(
+                f"DequantizeLinear '{self.node_name}': a scale of shape {list(scale.shape)} and zero point of "
+                f"shape {list(zero_point.shape)} do not fit axis {self.axis} of a weight of shape {list(q.shape)}"
+            )
         shape = [1] * q.ndim
         shape[axis] = -1
         return scale.astype(np.float32).reshape(shape), zero_point.astype(np.int64).reshape(shape)
 
     def forward(self, q: np.ndarray) -> np.ndarray:
         scale, zero_point = self._params(q)
-        return ((q.astype(np.int64) - zero_point).astype(np.float32) * scale).astype(self.scale.dtype)
+        return ((q.astype(np.int64) - zero_point).astype(np.float32) * scale).astype(
+            self.scale.dtype
+        )
 
     def inverse(self, y: np.ndarray, q: np.ndarray) -> np.ndarray:
         scale, zero_point = self._params(q)
@@ -149,12 +157,22 @@ class _SparseStorage:
     def write(self, array: np.ndarray) -> None:
         linear = np.flatnonzero(array)
         if len(self.sparse.indices.dims) == 2:
-            indices = np.stack(np.unravel_index(linear, array.shape), axis=1) if linear.size else np.zeros((0, array.ndim), np.int64)
+            indices = (
+                np.stack(np.unravel_index(linear, array.shape), axis=1)
+                if linear.size
+                else np.zeros((0, array.ndim), np.int64)
+            )
         else:
             indices = linear
         values = numpy_helper.from_array(array.reshape(-1)[linear], self.sparse.values.name)
         values.doc_string = self.sparse.values.doc_string
-        self.sparse.CopyFrom(helper.make_sparse_tensor(values, numpy_helper.from_array(indices.astype(np.int64), self.sparse.indices.name), list(array.shape)))
+        self.sparse.CopyFrom(
+            helper.make_sparse_tensor(
+                values,
+                numpy_helper.from_array(indices.astype(np.int64), self.sparse.indices.name),
+                list(array.shape),
+            )
+        )
 
     @property
     def doc_string(self) -> str:
@@ -173,22 +191,34 @@ def sparse_to_array(sparse: onnx.SparseTensorProto, name: str = "") -> np.ndarra
     """
     label = name or sparse.values.name
     values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices).astype(np.int64) if sparse.HasField("indices") else np.zeros(0, np.int64)
+    indices = (
+        numpy_helper.to_array(sparse.indices).astype(np.int64)
+        if sparse.HasField("indices")
+        else np.zeros(0, np.int64)
+    )
     shape = tuple(int(d) for d in sparse.dims)
     if values.ndim != 1 or min(shape, default=0) < 0:
-        raise ModelError(f"sparse tensor '{label}': {list(values.shape)} values for shape {list(shape)} (values must be 1-D, dims non-negative)")
+        raise ModelError(
+            f"sparse tensor '{label}': {list(values.shape)} values for shape {list(shape)} (values must be 1-D, dims non-negative)"
+        )
     dense = np.zeros(shape, values.dtype)
     if indices.shape == (values.size,):
         if indices.size and (indices.min() < 0 or indices.max() >= dense.size):
-            raise ModelError(f"sparse tensor '{label}': an index is outside its {dense.size} elements")
+            raise ModelError(
+                f"sparse tensor '{label}': an index is outside its {dense.size} elements"
+            )
         dense.reshape(-1)[indices] = values
     elif indices.shape == (values.size, len(shape)):
         if indices.size and ((indices < 0).any() or (indices >= np.array(shape)).any()):
-            raise ModelError(f"sparse tensor '{label}': an index is outside its shape {list(shape)}")
+            raise ModelError(
+                f"sparse tensor '{label}': an index is outside its shape {list(shape)}"
+            )
         dense[tuple(indices.T)] = values
     else:
-        raise ModelError(f"sparse tensor '{label}': indices of shape {list(indices.shape)} do not index "
-                         f"{values.size} values of a {len(shape)}-D tensor")
+        raise ModelError(
+            f"sparse tensor '{label}': indices of shape {list(indices.shape)} do not index "
+            f"{values.size} values of a {len(shape)}-D tensor"
+        )
     return dense
 
 
@@ -289,7 +319,9 @@ class OnnxLayer:
         for step in self.steps:
             stages.append(step.forward(stages[-1]))
         if np.shape(values) != stages[-1].shape:
-            raise ModelError(f"layer {self.name}: new weight of shape {list(np.shape(values))}, expected {list(stages[-1].shape)}")
+            raise ModelError(
+                f"layer {self.name}: new weight of shape {list(np.shape(values))}, expected {list(stages[-1].shape)}"
+            )
         value = _convert(np.asarray(values), stages[-1].dtype)
         for step, stored in zip(reversed(self.steps), reversed(stages[:-1])):
             value = step.inverse(value, stored)
@@ -309,7 +341,11 @@ class OnnxLayer:
     def storage_label(self) -> str:
         """How the weight is stored, e.g. ``int8 initializer 'w' behind DequantizeLinear``."""
         storage = self.weight.storage
-        behind = f" behind {', '.join(step.label for step in reversed(self.steps))}" if self.steps else ""
+        behind = (
+            f" behind {', '.join(step.label for step in reversed(self.steps))}"
+            if self.steps
+            else ""
+        )
         return f"{storage.read().dtype} {storage.kind} '{storage.name}'{behind}"
 
 
@@ -341,7 +377,9 @@ class _Graph:
         self.initializers = {t.name: t for t in graph.initializer}
         self.sparse = {s.values.name: s for s in graph.sparse_initializer}
         self.producers = {out: node for node in graph.node for out in node.output if out}
-        self.inputs = {vi.name for vi in graph.input} - self.initializers.keys() - self.sparse.keys()
+        self.inputs = (
+            {vi.name for vi in graph.input} - self.initializers.keys() - self.sparse.keys()
+        )
         self.runtime = set(self.inputs)  # values that depend on a graph input
         for node in graph.node:
             if any(name in self.runtime for name in node.input):
@@ -351,7 +389,11 @@ class _Graph:
     def constant(self, name: str) -> np.ndarray | None:
         """The value of a constant (initializer, Constant node, through Identity), or None."""
         seen = set()
-        while name in self.producers and self.producers[name].op_type == "Identity" and name not in seen:
+        while (
+            name in self.producers
+            and self.producers[name].op_type == "Identity"
+            and name not in seen
+        ):
             seen.add(name)
             name = self.producers[name].input[0]
         if name in self.initializers:
@@ -359,7 +401,9 @@ class _Graph:
         if name in self.sparse:
             return sparse_to_array(self.sparse[name], name)
         node = self.producers.get(name)
-        return _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+        return (
+            _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+        )
 
     def _weight(self, name: str, make) -> Weight:
         if name not in self.storages:
@@ -373,9 +417,13 @@ class _Graph:
         while name not in seen:
             seen.add(name)
             if name in self.initializers:
-                return self._weight(name, lambda: _TensorStorage(self.initializers[name], name, "initializer")), tuple(reversed(steps))
+                return self._weight(
+                    name, lambda: _TensorStorage(self.initializers[name], name, "initializer")
+                ), tuple(reversed(steps))
             if name in self.sparse:
-                return self._weight(name, lambda: _SparseStorage(self.sparse[name], name, "sparse initializer")), tuple(reversed(steps))
+                return self._weight(
+                    name, lambda: _SparseStorage(self.sparse[name], name, "sparse initializer")
+                ), tuple(reversed(steps))
             if name in self.inputs:
                 return f"its weight '{name}' is a graph input, not a constant"
             node = self.producers.get(name)
@@ -385,9 +433,13 @@ class _Graph:
             if node.op_type == "Constant":
                 for a in node.attribute:
                     if a.name == "value":
-                        return self._weight(name, lambda: _TensorStorage(a.t, name, "Constant")), tuple(reversed(steps))
+                        return self._weight(
+                            name, lambda: _TensorStorage(a.t, name, "Constant")
+                        ), tuple(reversed(steps))
                     if a.name == "sparse_value":
-                        return self._weight(name, lambda: _SparseStorage(a.sparse_tensor, name, "Constant")), tuple(reversed(steps))
+                        return self._weight(
+                            name, lambda: _SparseStorage(a.sparse_tensor, name, "Constant")
+                        ), tuple(reversed(steps))
                 return f"its weight is Constant '{label}', which holds no tensor"
             if name in self.runtime:
                 return None
@@ -431,7 +483,9 @@ def _einsum_out_first(equation: str, weight_operand: int) -> bool | None:
         return None
     if not arrow:  # implicit output: the subscripts used once, sorted, after any ellipsis
         letters = lhs.replace("...", "").replace(",", "")
-        out = ("..." if "..." in lhs else "") + "".join(sorted(s for s in set(letters) if letters.count(s) == 1))
+        out = ("..." if "..." in lhs else "") + "".join(
+            sorted(s for s in set(letters) if letters.count(s) == 1)
+        )
     w, x = operands[weight_operand], operands[1 - weight_operand]
     if len(w) != 2 or len(set(w)) != 2 or "." in w or not x or x[-1] not in w:
         return None
@@ -448,7 +502,11 @@ def _weight_operand(node: onnx.NodeProto, graph: _Graph) -> tuple[int, bool] | s
     if node.op_type != "Einsum":
         if len(node.input) < 2 or not node.input[1]:
             return None
-        if node.op_type == "MatMul" and node.input[1] in graph.runtime and node.input[0] not in graph.runtime:
+        if (
+            node.op_type == "MatMul"
+            and node.input[1] in graph.runtime
+            and node.input[0] not in graph.runtime
+        ):
             return 0, True  # W @ x: the constant on the left is (out, in)
         return 1, node.op_type == "Gemm" and _attribute(node, "transB", 0) == 1
     if len(node.input) != 2:
@@ -513,7 +571,12 @@ def find_weights(model: onnx.ModelProto) -> ModelWeights:
             found = _layer(node, index, graph)
         except ModelError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError) as err:  # numpy and onnx on malformed tensors and attributes
+        except (
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+        ) as err:  # numpy and onnx on malformed tensors and attributes
             raise ModelError(f"layer {name}: cannot read its weight ({err})") from None
         if isinstance(found, OnnxLayer):
             found.weight.layers.append(found)
@@ -531,13 +594,19 @@ def densify(model: onnx.ModelProto) -> onnx.ModelProto:
     Raises :class:`ModelError` for sparse tensors whose indices do not fit them.
     """
     graph = model.graph
-    constants = [i for i, n in enumerate(graph.node) if n.op_type == "Constant" and any(a.name in _NON_TENSOR_VALUES for a in n.attribute)]
+    constants = [
+        i
+        for i, n in enumerate(graph.node)
+        if n.op_type == "Constant" and any(a.name in _NON_TENSOR_VALUES for a in n.attribute)
+    ]
     if not graph.sparse_initializer and not constants:
         return model
     dense = onnx.ModelProto()
     dense.CopyFrom(model)
     graph = dense.graph
-    graph.initializer.extend(numpy_helper.from_array(sparse_to_array(s), s.values.name) for s in graph.sparse_initializer)
+    graph.initializer.extend(
+        numpy_helper.from_array(sparse_to_array(s), s.values.name) for s in graph.sparse_initializer
+    )
     del graph.sparse_initializer[:]
     for i in constants:
         node = graph.node[i]
@@ -590,7 +659,10 @@ def local_quantization(model) -> dict[str, tuple[int, tuple[int, int]]]:
         try:
             info = json.loads(doc)[LOCAL_QUANTIZATION] if doc else None
             if info is not None:
-                found[weight.layers[0].name] = (int(info["bits"]), (int(info["block"][0]), int(info["block"][1])))
+                found[weight.layers[0].name] = (
+                    int(info["bits"]),
+                    (int(info["block"][0]), int(info["block"][1])),
+                )
         except (ValueError, KeyError, TypeError, IndexError):
             continue  # another tool's doc string
     return found

@@ -13,10 +13,20 @@ from .analysis.slow_path import CountModelFlops, ReportDefaultSchedules
 from .fast_math import FastMath
 from .prepare import prepare_passes
 from .schedule.cpu import default_rules
-from .transform import ConvKernels, DecomposedConvKernels, DenseMatmulKernels, PoolKernels, ShrinkChannels, SoftmaxKernels, SparsifyWeights
+from .transform import (
+    ConvKernels,
+    DecomposedConvKernels,
+    DenseMatmulKernels,
+    PoolKernels,
+    ShrinkChannels,
+    SoftmaxKernels,
+    SparsifyWeights,
+)
 
 
-def graph_passes(sparsify: SparsifyWeights | None, fast_math: bool = True) -> list[tvm.transform.Pass]:
+def graph_passes(
+    sparsify: SparsifyWeights | None, fast_math: bool = True
+) -> list[tvm.transform.Pass]:
     """The Relax-level part of the host pipeline, in order (run them to inspect the rewritten graph).
 
     :func:`prepare_passes`, the sparse rewrite, the dense kernels, then a
@@ -45,7 +55,9 @@ def cpu_name(target: tvm.target.Target) -> str:
     return str(target.attrs.get("mcpu", target.kind.name))
 
 
-def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fast_math: bool = True) -> tvm.transform.Pass:
+def cpu_pipeline(
+    target: tvm.target.Target, sparsify: SparsifyWeights | None, fast_math: bool = True
+) -> tvm.transform.Pass:
     """The host pipeline: :func:`graph_passes`, TVM's lowering, default schedules."""
     passes = (
         graph_passes(sparsify, fast_math)
@@ -59,7 +71,9 @@ def cpu_pipeline(target: tvm.target.Target, sparsify: SparsifyWeights | None, fa
     @tvm.transform.module_pass(opt_level=0, name="tvm_sparse.cpu_pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target, progress.task("Relax passes", total=len(passes)) as advance:
-            for p in passes:  # one Sequential each: the same opt-level and required-pass rules as one for all
+            for p in (
+                passes
+            ):  # one Sequential each: the same opt-level and required-pass rules as one for all
                 advance(0, f"Relax pass {p.info.name}")
                 mod = tvm.transform.Sequential([p])(mod)
                 advance()

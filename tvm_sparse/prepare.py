@@ -45,11 +45,20 @@ CONV_LAYOUT = {
 #: conversion maps back (and divides by zero on 0-d inputs), ``dropout`` gives its (output, mask)
 #: tuple a single layout, ``rms_norm`` keeps its axes while moving its data, ``scatter_nd`` moves its
 #: data and updates apart.
-_WRONG_LAYOUT_INFERENCE = ("relax.stack", "relax.nn.dropout", "relax.nn.rms_norm", "relax.scatter_nd")
+_WRONG_LAYOUT_INFERENCE = (
+    "relax.stack",
+    "relax.nn.dropout",
+    "relax.nn.rms_norm",
+    "relax.scatter_nd",
+)
 
 #: Ops whose legalization takes channels-first layouts only: without a layout of their own in
 #: :data:`CONV_LAYOUT` (which a later pass then takes care of), they would follow their input to NHWC.
-_CHANNELS_FIRST_ONLY = ("relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose")
+_CHANNELS_FIRST_ONLY = (
+    "relax.nn.conv1d_transpose",
+    "relax.nn.conv2d_transpose",
+    "relax.nn.conv3d_transpose",
+)
 
 
 def _layout_unsafe(call: relax.Call) -> bool:
@@ -58,18 +67,26 @@ def _layout_unsafe(call: relax.Call) -> bool:
     name = call.op.name
     if name == "relax.nn.layer_norm":
         return len(call.attrs.axes) > 1
-    return name in _WRONG_LAYOUT_INFERENCE or (name in _CHANNELS_FIRST_ONLY and name not in CONV_LAYOUT)
+    return name in _WRONG_LAYOUT_INFERENCE or (
+        name in _CHANNELS_FIRST_ONLY and name not in CONV_LAYOUT
+    )
 
 
 def _functions(mod: tvm.IRModule):
-    return [(gvar, func) for gvar, func in mod.functions_items() if isinstance(func, relax.Function)]
+    return [
+        (gvar, func) for gvar, func in mod.functions_items() if isinstance(func, relax.Function)
+    ]
 
 
 def _calls(mod: tvm.IRModule, op_name: str) -> list[relax.Call]:
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op_name:
+        if (
+            isinstance(expr, relax.Call)
+            and isinstance(expr.op, tvm.ir.Op)
+            and expr.op.name == op_name
+        ):
             found.append(expr)
 
     for _, func in _functions(mod):
@@ -107,7 +124,12 @@ def _legalize_calls(mod: tvm.IRModule, select: Callable[[relax.Call], bool]) -> 
 class _ClippedTakes(relax.PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.take" and str(call.attrs.mode) == "fast" and not isinstance(call.args[1], tvm.ir.Constant):
+        if (
+            isinstance(call.op, tvm.ir.Op)
+            and call.op.name == "relax.take"
+            and str(call.attrs.mode) == "fast"
+            and not isinstance(call.args[1], tvm.ir.Constant)
+        ):
             return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode="clip")
         return call
 
@@ -128,7 +150,11 @@ _POWER = is_op("relax.power")(wildcard(), is_const())
 def _power_as_products(expr: relax.Expr, matches: dict) -> relax.Expr:
     call = matches[_POWER]
     exponent = call.args[1].value.numpy()
-    if exponent.size != 1 or float(exponent.flat[0]) not in (2.0, 3.0, 4.0) or exponent.ndim > len(call.ty.shape):
+    if (
+        exponent.size != 1
+        or float(exponent.flat[0]) not in (2.0, 3.0, 4.0)
+        or exponent.ndim > len(call.ty.shape)
+    ):
         return expr
     x, n = call.args[0], int(exponent.flat[0])
     square = relax.op.multiply(x, x)
@@ -155,7 +181,9 @@ class LegalizeTrainingBatchNorm:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not any(bool(call.attrs.training) for call in _calls(mod, "relax.nn.batch_norm")):
             return mod
-        return _legalize_calls(mod, lambda call: call.op.name == "relax.nn.batch_norm" and bool(call.attrs.training))
+        return _legalize_calls(
+            mod, lambda call: call.op.name == "relax.nn.batch_norm" and bool(call.attrs.training)
+        )
 
 
 @relax.expr_functor.mutator
@@ -169,7 +197,11 @@ class _LayoutSafeForm(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.squeeze" and call.attrs.axis is not None:
+        if (
+            isinstance(call.op, tvm.ir.Op)
+            and call.op.name == "relax.squeeze"
+            and call.attrs.axis is not None
+        ):
             rank = len(call.args[0].ty.shape)
             return relax.op.squeeze(call.args[0], [int(a) % rank for a in call.attrs.axis])
         return call
@@ -252,14 +284,20 @@ def _folded_values(func: relax.Function, mod: tvm.IRModule) -> dict:
                 bb.emit_normalized(binding)
             out = bb.emit_output(relax.Tuple(frontier))
         bb.emit_func_output(out)
-    scratch = tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
+    scratch = tvm.IRModule(
+        {gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+    )
     scratch[tvm.ir.GlobalVar("fold")] = bb.get()["fold"]
     try:
         exe = tvm.compile(scratch, target=tvm.target.Target("llvm"))
         results = relax.VirtualMachine(exe, tvm.cpu())["fold"]()
     except Exception:  # noqa: BLE001 - an operator TVM cannot compile here: FoldConstant folds what it can
         folded = relax.transform.FoldConstant()(scratch)["fold"].body.blocks[-1].bindings[-1].value
-        return {var: v for var, v in zip(frontier, folded.fields) if isinstance(v, (tvm.ir.GenericConst, relax.ShapeExpr))}
+        return {
+            var: v
+            for var, v in zip(frontier, folded.fields)
+            if isinstance(v, (tvm.ir.GenericConst, relax.ShapeExpr))
+        }
     values = {}
     for var, value in zip(frontier, results):
         if isinstance(value, tvm.runtime.Tensor):
@@ -308,7 +346,9 @@ def _fold(expr: relax.Expr, matches: dict) -> relax.Expr:
     inner = matches.get(_INNER)
     if inner is not None and isinstance(inner, relax.Call):
         source, first = inner.args[0], _axes(inner)
-        axes = [first[a] for a in _axes(outer)]  # transpose(transpose(x, a), b) == transpose(x, a[b])
+        axes = [
+            first[a] for a in _axes(outer)
+        ]  # transpose(transpose(x, a), b) == transpose(x, a[b])
     else:
         source, axes = outer.args[0], _axes(outer)
     if axes == list(range(len(axes))):

@@ -37,7 +37,11 @@ def quiet() -> Iterator[None]:
 
 def shown() -> bool:
     """Whether progress shows: stderr is a terminal, outside :func:`quiet`, without ``TVM_SPARSE_QUIET=1``."""
-    return not _QUIET.get() and os.environ.get("TVM_SPARSE_QUIET", "") in ("", "0") and sys.stderr.isatty()
+    return (
+        not _QUIET.get()
+        and os.environ.get("TVM_SPARSE_QUIET", "") in ("", "0")
+        and sys.stderr.isatty()
+    )
 
 
 def _no_op(steps: int = 1, description: str | None = None) -> None:
@@ -77,7 +81,12 @@ def task(description: str, total: int | None = None) -> Iterator[Advance]:
         nonlocal done
         done += steps
         count = "" if total is None else f"{done}/{total}"
-        live.update(task_id, advance=steps, count=count, **({"description": description} if description else {}))
+        live.update(
+            task_id,
+            advance=steps,
+            count=count,
+            **({"description": description} if description else {}),
+        )
 
     token = _CURRENT.set(advance)
     try:

@@ -42,11 +42,15 @@ def resolve_target(target) -> tvm.target.Target:
     kind = target.get("kind") if isinstance(target, dict) else next(iter(str(target).split()), "")
     if kind != "llvm":
         known = ", ".join([*HOST_ALIASES, *shipped_devices()])
-        raise TVMSparseError(f"unknown or unsupported target {target!r} (supported: {known}, or a device description .json)")
+        raise TVMSparseError(
+            f"unknown or unsupported target {target!r} (supported: {known}, or a device description .json)"
+        )
     try:
         resolved = tvm.target.Target(target)
     except Exception:
-        raise TVMSparseError(f"unknown target {target!r} (known: {', '.join(HOST_ALIASES)})") from None
+        raise TVMSparseError(
+            f"unknown target {target!r} (known: {', '.join(HOST_ALIASES)})"
+        ) from None
     return resolved
 
 
@@ -57,7 +61,11 @@ _DEVICES: dict[str, Device] = {}
 
 def _register(device: Device) -> tvm.target.Target:
     _DEVICES[device.name] = device
-    config = {"kind": "llvm", "mcpu": llvm_get_system_cpu(), "keys": [ACCEL_KEY, _DEVICE_KEY + device.name, "cpu"]}
+    config = {
+        "kind": "llvm",
+        "mcpu": llvm_get_system_cpu(),
+        "keys": [ACCEL_KEY, _DEVICE_KEY + device.name, "cpu"],
+    }
     tvm.target.tag.register_tag(device.name, config, override=True)
     return tvm.target.Target(config)
 
@@ -82,6 +90,8 @@ def device_of(tgt: tvm.target.Target) -> Device:
         if key.startswith(_DEVICE_KEY):
             name = key[len(_DEVICE_KEY) :]
             if name not in _DEVICES:
-                raise DeviceError(f"target names device {name!r}, which is not registered in this process (use tvm_sparse.accel.target(path))")
+                raise DeviceError(
+                    f"target names device {name!r}, which is not registered in this process (use tvm_sparse.accel.target(path))"
+                )
             return _DEVICES[name]
     return load_device(DEFAULT_DEVICE)

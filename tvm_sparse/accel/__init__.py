@@ -1,16 +1,29 @@
 """The ``sparse-accel`` device: description, ISA, target, compile path and runtime."""
 
-from .compile import AccelBuild, build_for_device
 from ..hw.device import DEFAULT_DEVICE, Device, DeviceError, load_device, shipped_devices
-from .runtime import last_run, reset_run
 from ..target import accel_target as target
+from .compile import AccelBuild, build_for_device
+from .runtime import last_run, reset_run
 
 
-def compile(model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True, input_shapes=None) -> AccelBuild:
+def compile(
+    model, device=DEFAULT_DEVICE, calibration=None, fast_math: bool = True, input_shapes=None
+) -> AccelBuild:
     """Compile ``model`` for a device (name, JSON path or :class:`Device`); returns the executable and the partition.
 
     ``calibration`` and ``input_shapes``: see :func:`build_for_device`."""
     return build_for_device(model, load_device(device), calibration, fast_math, input_shapes)
 
 
-__all__ = ["DEFAULT_DEVICE", "AccelBuild", "Device", "DeviceError", "compile", "last_run", "load_device", "reset_run", "shipped_devices", "target"]
+__all__ = [
+    "DEFAULT_DEVICE",
+    "AccelBuild",
+    "Device",
+    "DeviceError",
+    "compile",
+    "last_run",
+    "load_device",
+    "reset_run",
+    "shipped_devices",
+    "target",
+]

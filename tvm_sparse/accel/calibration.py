@@ -45,37 +45,63 @@ def _how_to_pass(name: str) -> str:
 
 def _valid_range(dtype: str, integer: IntegerInput) -> tuple[int, int]:
     """``[low, high)``: the values of an integer input's dtype that index inside its tables (if any)."""
-    low, high = (0, 2) if dtype == "bool" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max) + 1)
+    low, high = (
+        (0, 2) if dtype == "bool" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max) + 1)
+    )
     if integer.indexes_table:
         low, high = max(low, integer.low), min(high, integer.high)
     return low, high
 
 
-def _checked(name: str, value, dims: tuple, dtype: str, integer: IntegerInput | None, sizes: dict) -> np.ndarray:
+def _checked(
+    name: str, value, dims: tuple, dtype: str, integer: IntegerInput | None, sizes: dict
+) -> np.ndarray:
     """``value`` as the input's dtype, after checking its shape and values; ``sizes`` collects symbolic sizes."""
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
-        raise ModelError(f"calibration input {name}: dtype {array.dtype} is not numeric (the input is {dtype})")
-    if array.ndim != len(dims) or any(isinstance(d, int) and d != s for d, s in zip(dims, array.shape)):
+        raise ModelError(
+            f"calibration input {name}: dtype {array.dtype} is not numeric (the input is {dtype})"
+        )
+    if array.ndim != len(dims) or any(
+        isinstance(d, int) and d != s for d, s in zip(dims, array.shape)
+    ):
         stacked = "(N, " + ", ".join(map(str, dims)) + ")"
-        raise ModelError(f"calibration input {name}: shape {array.shape}, expected {dims} (or N samples stacked as {stacked})")
+        raise ModelError(
+            f"calibration input {name}: shape {array.shape}, expected {dims} (or N samples stacked as {stacked})"
+        )
     for d, s in zip(dims, array.shape):
         if isinstance(d, str) and sizes.setdefault(d, (s, name))[0] != s:
-            raise ModelError(f"calibration input {name}: dimension {d} is {s}, but {sizes[d][0]} in input {sizes[d][1]}")
+            raise ModelError(
+                f"calibration input {name}: dimension {d} is {s}, but {sizes[d][0]} in input {sizes[d][1]}"
+            )
     if integer is None:
         return array.astype(dtype)
-    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
-        raise ModelError(f"calibration input {name}: the input is {dtype}, but the values given are not all whole numbers")
+    if array.dtype.kind == "f" and not (
+        np.isfinite(array).all() and (array == np.round(array)).all()
+    ):
+        raise ModelError(
+            f"calibration input {name}: the input is {dtype}, but the values given are not all whole numbers"
+        )
     low, high = _valid_range(dtype, integer)
     if array.size and (array.min() < low or array.max() >= high):
-        what = f"it indexes a table of {integer.high} rows" if integer.indexes_table else f"the input is {dtype}"
-        raise ModelError(f"calibration input {name}: values must lie in [{low}, {high}) ({what}), got {array.min()}..{array.max()}")
+        what = (
+            f"it indexes a table of {integer.high} rows"
+            if integer.indexes_table
+            else f"the input is {dtype}"
+        )
+        raise ModelError(
+            f"calibration input {name}: values must lie in [{low}, {high}) ({what}), got {array.min()}..{array.max()}"
+        )
     return array.astype(dtype)
 
 
-def _generated(name: str, dims: tuple, dtype: str, integer: IntegerInput | None, rng: np.random.Generator) -> np.ndarray:
+def _generated(
+    name: str, dims: tuple, dtype: str, integer: IntegerInput | None, rng: np.random.Generator
+) -> np.ndarray:
     if any(isinstance(d, str) for d in dims):
-        raise ModelError(f"input {name} has a symbolic shape {dims}: pass calibration samples ({_how_to_pass(name)})")
+        raise ModelError(
+            f"input {name} has a symbolic shape {dims}: pass calibration samples ({_how_to_pass(name)})"
+        )
     if integer is None:
         return np.asarray(rng.standard_normal(dims)).astype(dtype)
     if integer.computes_indices:
@@ -95,10 +121,17 @@ def _unstacked(sample: Mapping, ranks: dict) -> list[dict]:
     if all(count is None for count in counts.values()):
         return [arrays]
     if len(set(counts.values())) > 1:
-        given = ", ".join(f"{name} {'one sample' if count is None else f'{count} stacked'}" for name, count in counts.items())
-        raise ModelError(f"calibration: the inputs of one dict must hold the same number of stacked samples, got {given}")
+        given = ", ".join(
+            f"{name} {'one sample' if count is None else f'{count} stacked'}"
+            for name, count in counts.items()
+        )
+        raise ModelError(
+            f"calibration: the inputs of one dict must hold the same number of stacked samples, got {given}"
+        )
     if not next(iter(counts.values())):
-        raise ModelError(f"calibration: the stacked arrays of inputs {', '.join(arrays)} hold no samples")
+        raise ModelError(
+            f"calibration: the stacked arrays of inputs {', '.join(arrays)} hold no samples"
+        )
     return [{name: a[i] for name, a in arrays.items()} for i in range(next(iter(counts.values())))]
 
 
@@ -121,20 +154,33 @@ def calibration_inputs(mod: tvm.IRModule, calibration=None) -> list[list[np.ndar
     specs = [(p.name, _dims(p), str(p.ty.dtype), integers.get(p.name)) for p in params]
     if calibration is None:
         rng = np.random.default_rng(0)
-        return [[_generated(*spec, rng) for spec in specs] for _ in range(DEFAULT_CALIBRATION_SAMPLES)]
+        return [
+            [_generated(*spec, rng) for spec in specs] for _ in range(DEFAULT_CALIBRATION_SAMPLES)
+        ]
     samples = [calibration] if isinstance(calibration, Mapping) else list(calibration)
     if not samples:
         raise ModelError("calibration: no samples given")
     out = []
     for i, sample in enumerate(samples):
         if not isinstance(sample, Mapping):
-            raise ModelError(f"calibration sample {i} is a {type(sample).__name__}; expected a dict {{input name: array}}")
+            raise ModelError(
+                f"calibration sample {i} is a {type(sample).__name__}; expected a dict {{input name: array}}"
+            )
         unknown = [n for n in sample if n not in names]
         missing = [n for n in names if n not in sample]
         if unknown or missing:
-            problem = f"no input named {', '.join(map(repr, unknown))}" if unknown else f"no values for input(s) {', '.join(missing)}"
+            problem = (
+                f"no input named {', '.join(map(repr, unknown))}"
+                if unknown
+                else f"no values for input(s) {', '.join(missing)}"
+            )
             raise ModelError(f"calibration: {problem} (the model's inputs: {', '.join(names)})")
         for arrays in _unstacked(sample, {name: len(dims) for name, dims, _, _ in specs}):
             sizes: dict = {}
-            out.append([_checked(name, arrays[name], dims, dtype, integer, sizes) for name, dims, dtype, integer in specs])
+            out.append(
+                [
+                    _checked(name, arrays[name], dims, dtype, integer, sizes)
+                    for name, dims, dtype, integer in specs
+                ]
+            )
     return out

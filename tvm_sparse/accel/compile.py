@@ -20,14 +20,14 @@ import tvm
 from tvm import relax
 
 from .. import progress
+from ..frontend import load_model
+from ..hw.device import Device
 from ..pipeline import cpu_pipeline
 from ..prepare import prepare
-from ..frontend import load_model
 from ..target import host_target
 from ..transform.offload import OffloadToAccel
 from . import runtime
 from .calibration import calibration_inputs
-from ..hw.device import Device
 
 
 @dataclass
@@ -44,16 +44,28 @@ class AccelBuild:
 
     def to_table(self) -> str:
         width = max([32] + [len(p.name) for p in self.placements])  # whole names
-        rows = [f"device {self.device.name}", f"{'layer':{width}s} {'op':7s} {'runs on':8s} {'mode':11s} {'quant. error':>12s}  note"]
+        rows = [
+            f"device {self.device.name}",
+            f"{'layer':{width}s} {'op':7s} {'runs on':8s} {'mode':11s} {'quant. error':>12s}  note",
+        ]
         for p in self.placements:
-            err = f"{p.quantization_error:12.2e}" if p.quantization_error is not None else f"{'':12s}"
+            err = (
+                f"{p.quantization_error:12.2e}" if p.quantization_error is not None else f"{'':12s}"
+            )
             mode = f"{p.mode}+table" if p.weight_table else p.mode
-            note = p.reason or "; ".join(filter(None, [f"weights shared: {p.weight_table} values" if p.weight_table else "", p.hint]))
+            note = p.reason or "; ".join(
+                filter(
+                    None,
+                    [f"weights shared: {p.weight_table} values" if p.weight_table else "", p.hint],
+                )
+            )
             rows.append(f"{p.name:{width}s} {p.op:7s} {p.target:8s} {mode:11s} {err}  {note}")
         return "\n".join(rows)
 
 
-def build_for_device(model, device: Device, calibration=None, fast_math: bool = True, input_shapes=None) -> AccelBuild:
+def build_for_device(
+    model, device: Device, calibration=None, fast_math: bool = True, input_shapes=None
+) -> AccelBuild:
     """Compile ``model`` for ``device``.
 
     ``calibration``: a dict ``{input name: array}`` is one sample holding every
@@ -73,7 +85,9 @@ def build_for_device(model, device: Device, calibration=None, fast_math: bool = 
     runtime.CALIBRATION.clear()
     calibrate = OffloadToAccel(device, "calibrate")
     with progress.task("compiling the calibration build"):
-        calib_exe = tvm.compile(calibrate(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math))
+        calib_exe = tvm.compile(
+            calibrate(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
+        )
     vm = relax.VirtualMachine(calib_exe, tvm.cpu())
     with progress.task("calibration samples", total=len(samples)) as advance:
         for sample in samples:
@@ -83,5 +97,7 @@ def build_for_device(model, device: Device, calibration=None, fast_math: bool = 
 
     deploy = OffloadToAccel(device, "deploy", stats)
     with progress.task(f"compiling for {device.name}: device layers, host code"):
-        exe = tvm.compile(deploy(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math))
+        exe = tvm.compile(
+            deploy(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
+        )
     return AccelBuild(exe, device, deploy.placements, deploy.quantized)

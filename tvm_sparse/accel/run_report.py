@@ -42,8 +42,14 @@ def run_report(placements=()) -> dict:
         if p["target"] == "host":
             layers.append({"name": p["name"], "runs_on": "host", "reason": p["reason"]})
     total_ms = total_cycles / clock_mhz / 1e3 if clock_mhz else 0.0
-    return {"device": device, "clock_mhz": clock_mhz, "total_cycles": total_cycles, "total_device_time_ms": total_ms,
-            "total_energy_pj": total_energy, "layers": layers}
+    return {
+        "device": device,
+        "clock_mhz": clock_mhz,
+        "total_cycles": total_cycles,
+        "total_device_time_ms": total_ms,
+        "total_energy_pj": total_energy,
+        "layers": layers,
+    }
 
 
 def format_run_report(doc: dict) -> str:
@@ -58,7 +64,9 @@ def format_run_report(doc: dict) -> str:
     ]
     for layer in doc["layers"]:
         if layer["runs_on"] == "host":
-            rows.append(f"{layer['name']:{width}s} host    {'':11s} {'':>10s} {'':>9s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})")
+            rows.append(
+                f"{layer['name']:{width}s} host    {'':11s} {'':>10s} {'':>9s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})"
+            )
             continue
         rows.append(
             f"{layer['name']:{width}s} device  {layer['mode']:11s} {layer['cycles']:10d} {layer['device_time_us']:9.3f} {layer['pe_utilization']:6.1%} "
@@ -78,13 +86,32 @@ def model_trace(runs=None) -> dict:
     """
     runs = last_run() if runs is None else runs
     layer_tid = len(Queue)
-    events = [*queue_tracks(), {"name": "thread_name", "ph": "M", "pid": 0, "tid": layer_tid, "args": {"name": "layers"}},
-              {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": layer_tid, "args": {"sort_index": -1}}]  # layers on top
+    events = [
+        *queue_tracks(),
+        {"name": "thread_name", "ph": "M", "pid": 0, "tid": layer_tid, "args": {"name": "layers"}},
+        {
+            "name": "thread_sort_index",
+            "ph": "M",
+            "pid": 0,
+            "tid": layer_tid,
+            "args": {"sort_index": -1},
+        },
+    ]  # layers on top
     offset = 0
     for name, mode, report in runs:
         cycles, clock = report.total.cycles, report.device.clock_mhz
-        events.append({"name": name, "cat": "layer", "ph": "X", "pid": 0, "tid": layer_tid, "ts": offset / clock,
-                       "dur": cycles / clock, "args": {"mode": mode, "cycles": cycles, "start_cycle": offset}})
+        events.append(
+            {
+                "name": name,
+                "cat": "layer",
+                "ph": "X",
+                "pid": 0,
+                "tid": layer_tid,
+                "ts": offset / clock,
+                "dur": cycles / clock,
+                "args": {"mode": mode, "cycles": cycles, "start_cycle": offset},
+            }
+        )
         events += report.trace_events(offset)
         offset += cycles
     return {"traceEvents": events, "displayTimeUnit": "ns"}

@@ -21,10 +21,17 @@ from collections import deque
 import numpy as np
 import tvm
 
-from ..sim import run
-from ..hw.device import Device
-from ..codegen.layer import LayerHeader, basis_conv_float, conv_geometry, decode_layer, expand_float, gemm_rows
+from ..codegen.layer import (
+    LayerHeader,
+    basis_conv_float,
+    conv_geometry,
+    decode_layer,
+    expand_float,
+    gemm_rows,
+)
 from ..codegen.quantize import quantize
+from ..hw.device import Device
+from ..sim import run
 
 _LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device, the blob)
 #: (layer name, mode, SimReport) of the device layers run since the last reset, newest last (bounded).
@@ -49,8 +56,12 @@ def run_layer(x, blob, out) -> None:
     dram = bytearray(program.dram)
     dram[header.x_addr : header.x_addr + x_q.nbytes] = x_q.tobytes()
     result = run(dataclasses.replace(program, dram=bytes(dram)), device)
-    y_q = result.read(header.out_addr, (header.output_rows or header.rows, header.outputs_padded), np.int8)[:, : header.outputs]
-    out.copyfrom((y_q.astype(np.float32) * np.float32(header.output_scale)).reshape(header.output_shape))
+    y_q = result.read(
+        header.out_addr, (header.output_rows or header.rows, header.outputs_padded), np.int8
+    )[:, : header.outputs]
+    out.copyfrom(
+        (y_q.astype(np.float32) * np.float32(header.output_scale)).reshape(header.output_shape)
+    )
     _RUN.append((header.name, header.mode, result.report))
 
 
@@ -61,18 +72,31 @@ def calibrate_layer(x, weight, bias, info, out) -> None:
     ``basis`` or ``expand`` geometry of a decomposed layer's step on the basis engine.
     """
     meta = json.loads(info.numpy().tobytes())
-    if meta.get("basis") is not None:  # a decomposed layer's basis convolution; weight is [O, r, k, k]
+    if (
+        meta.get("basis") is not None
+    ):  # a decomposed layer's basis convolution; weight is [O, r, k, k]
         rows = x.numpy().reshape(-1, meta["reduction"])
-        y = basis_conv_float(x.numpy(), weight.numpy(), meta["basis"]["stride"], meta["basis"]["padding"]) + bias.numpy()
-    elif meta.get("expand") is not None:  # a decomposed layer's basis-first step; weight is the basis [r, k, k]
+        y = (
+            basis_conv_float(
+                x.numpy(), weight.numpy(), meta["basis"]["stride"], meta["basis"]["padding"]
+            )
+            + bias.numpy()
+        )
+    elif (
+        meta.get("expand") is not None
+    ):  # a decomposed layer's basis-first step; weight is the basis [r, k, k]
         rows = x.numpy().reshape(-1, meta["reduction"])
-        y = expand_float(x.numpy(), weight.numpy(), meta["expand"]["stride"], meta["expand"]["padding"])
+        y = expand_float(
+            x.numpy(), weight.numpy(), meta["expand"]["stride"], meta["expand"]["padding"]
+        )
     else:
         rows = gemm_rows(x.numpy(), meta["reduction"], conv_geometry(meta["conv"]))
         y = rows @ weight.numpy().T + bias.numpy()
     if meta["relu"]:
         y = np.maximum(y, 0)
-    stats = CALIBRATION.setdefault(meta["index"], {"input_absmax": 0.0, "output_absmax": 0.0, "rows": rows})
+    stats = CALIBRATION.setdefault(
+        meta["index"], {"input_absmax": 0.0, "output_absmax": 0.0, "rows": rows}
+    )
     stats["input_absmax"] = max(stats["input_absmax"], float(np.abs(rows).max(initial=0)))
     stats["output_absmax"] = max(stats["output_absmax"], float(np.abs(y).max(initial=0)))
     out.copyfrom(y.astype(np.float32).reshape(tuple(out.shape)))

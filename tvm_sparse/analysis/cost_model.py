@@ -87,7 +87,13 @@ class CPUCostModel:
         block_cols = -(-cols // c)
         # Per block-row the kernel pays its stored blocks plus a fixed overhead.
         work = density * block_cols + _ROW_OVERHEAD_BLOCKS / c
-        return _FULL_VECTOR_EFFICIENCY * _lane_efficiency(r) * _column_efficiency(c) * block_cols / work
+        return (
+            _FULL_VECTOR_EFFICIENCY
+            * _lane_efficiency(r)
+            * _column_efficiency(c)
+            * block_cols
+            / work
+        )
 
     def candidates(self, profile: WeightProfile, nm: bool = True) -> list[FormatChoice]:
         """Every measured block shape, and (with ``nm``) each N:M pattern the weight follows exactly, best first."""

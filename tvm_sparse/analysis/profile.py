@@ -89,7 +89,9 @@ def nm_compliance(weight: np.ndarray, n: int, m: int) -> float:
     return float((counts <= n).mean()) if counts.size else 1.0
 
 
-def profile_weight(weight: np.ndarray, blocks=CANDIDATE_BLOCKS, patterns=CANDIDATE_NM) -> WeightProfile:
+def profile_weight(
+    weight: np.ndarray, blocks=CANDIDATE_BLOCKS, patterns=CANDIDATE_NM
+) -> WeightProfile:
     """Measure ``weight``; cheap (a few vectorised passes per candidate)."""
     w = np.asarray(weight)
     if w.ndim != 2:

@@ -65,7 +65,16 @@ class SparsityReport:
         return json.dumps(self.to_json(), indent=2)
 
     def to_table(self) -> str:
-        head = ("layer", "op", "weight", "density", "structure", "format", "pred. speedup", "decomposition")
+        head = (
+            "layer",
+            "op",
+            "weight",
+            "density",
+            "structure",
+            "format",
+            "pred. speedup",
+            "decomposition",
+        )
         rows = [
             (
                 lr.name,
@@ -86,7 +95,9 @@ class SparsityReport:
         if not rows:
             lines.append("(no layer with a constant weight)")
         if self.default_schedule:
-            lines.append("warning: " + default_schedule_report(self.default_schedule, self.model_flops))
+            lines.append(
+                "warning: " + default_schedule_report(self.default_schedule, self.model_flops)
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -127,10 +138,16 @@ def decomposition_summary(layer: ConvLayer) -> dict | None:
     energy = energy_profile(layer.weight.transpose(0, 3, 1, 2))
     rank = int(min(len(energy), 1 + (energy < 0.95).sum()))
     gain = (i * kh * kw) / (i * rank + rank * kh * kw)
-    return {"energy": [round(float(e), 4) for e in energy], "rank_95": rank, "predicted_gain": round(gain, 2)}
+    return {
+        "energy": [round(float(e), 4) for e in energy],
+        "rank_95": rank,
+        "predicted_gain": round(gain, 2),
+    }
 
 
-def analyze(model, target: str = "llvm", min_speedup: float = 1.1, input_shapes=None) -> SparsityReport:
+def analyze(
+    model, target: str = "llvm", min_speedup: float = 1.1, input_shapes=None
+) -> SparsityReport:
     """Analyze an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
 
     Returns a :class:`SparsityReport` with one row per matmul/Gemm whose weight
@@ -141,11 +158,23 @@ def analyze(model, target: str = "llvm", min_speedup: float = 1.1, input_shapes=
     loaded = load_model(model, input_shapes)
     mod = prepare(loaded.mod)
     cost_model = CPUCostModel(min_speedup=min_speedup, nm_kernel=nm_kernel_available())
-    report = SparsityReport(target=str(target), default_schedule=heavy_ops(mod, served=True), model_flops=model_flops(mod))
+    report = SparsityReport(
+        target=str(target),
+        default_schedule=heavy_ops(mod, served=True),
+        model_flops=model_flops(mod),
+    )
     for layer in find_layers(mod["main"], weight_names(mod)):
         profile, choice, note = layer_decision(layer, cost_model)
         conv = isinstance(layer, ConvLayer)
         report.layers.append(
-            LayerReport(layer.name, "conv2d" if conv else "matmul", profile.shape, profile, choice, note, decomposition_summary(layer) if conv else None)
+            LayerReport(
+                layer.name,
+                "conv2d" if conv else "matmul",
+                profile.shape,
+                profile,
+                choice,
+                note,
+                decomposition_summary(layer) if conv else None,
+            )
         )
     return report

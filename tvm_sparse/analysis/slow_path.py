@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import tvm
 from tvm import relax
 
-from ..graph import bindings, dim_hints, find_activation_matmuls, find_layers, representative, shape_of
+from ..graph import (
+    bindings,
+    dim_hints,
+    find_activation_matmuls,
+    find_layers,
+    representative,
+    shape_of,
+)
 
 #: Reductions over more elements than this count as compute-heavy.
 LARGE_REDUCTION = 1 << 20
@@ -28,8 +35,21 @@ FLOPS_ATTR = "tvm_sparse.model_flops"
 
 _CONV = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d")
 _CONV_TRANSPOSE = ("relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose")
-_REDUCTIONS = ("relax.sum", "relax.mean", "relax.max", "relax.min", "relax.prod", "relax.variance", "relax.std",
-               "relax.nn.softmax", "relax.nn.log_softmax", "relax.nn.layer_norm", "relax.nn.group_norm", "relax.argmax", "relax.argmin")
+_REDUCTIONS = (
+    "relax.sum",
+    "relax.mean",
+    "relax.max",
+    "relax.min",
+    "relax.prod",
+    "relax.variance",
+    "relax.std",
+    "relax.nn.softmax",
+    "relax.nn.log_softmax",
+    "relax.nn.layer_norm",
+    "relax.nn.group_norm",
+    "relax.argmax",
+    "relax.argmin",
+)
 
 
 class DefaultScheduleWarning(UserWarning):
@@ -49,7 +69,12 @@ class HeavyOp:
         return f"{self.op.removeprefix('relax.')} {self.shapes}{share}"
 
     def to_json(self, total: int) -> dict:
-        return {"op": self.op.removeprefix("relax."), "shapes": self.shapes, "flops": self.flops, "share": round(self.flops / total, 4) if total else None}
+        return {
+            "op": self.op.removeprefix("relax."),
+            "shapes": self.shapes,
+            "flops": self.flops,
+            "share": round(self.flops / total, 4) if total else None,
+        }
 
 
 def _prod(values) -> int:
@@ -76,9 +101,13 @@ def _flops(call: tvm.ir.Call, out, hints: dict) -> int | None:
     ins = [[representative(d, hints) for d in s] for s in args if s is not None]
     if name == "relax.matmul":
         return 2 * _prod(size) * ins[0][-1]
-    if name in _CONV:  # weight [O, I/groups, *kernel] in any layout: its size over O is the taps per output
+    if (
+        name in _CONV
+    ):  # weight [O, I/groups, *kernel] in any layout: its size over O is the taps per output
         return 2 * _prod(size) * _prod(ins[1]) // max(1, _out_channels(call, ins[1]))
-    if name in _CONV_TRANSPOSE:  # weight [I, O/groups, *kernel]: each input pixel meets its size over I
+    if (
+        name in _CONV_TRANSPOSE
+    ):  # weight [I, O/groups, *kernel]: each input pixel meets its size over I
         return 2 * _prod(ins[0]) * _prod(ins[1]) // max(1, _in_channels(call, ins[1]))
     if name in ("relax.nn.attention", "relax.nn.attention_bias", "relax.nn.attention_var_len"):
         q, k = ins[0], ins[1]
@@ -111,12 +140,20 @@ def heavy_ops(mod: tvm.IRModule, served: bool = False) -> list[HeavyOp]:
         taken = _kernel_ready(func) if served else set()
         for binding in bindings(func):
             value = binding.value
-            if binding.var in taken or not (isinstance(value, tvm.ir.Call) and isinstance(value.op, tvm.ir.Op)):
+            if binding.var in taken or not (
+                isinstance(value, tvm.ir.Call) and isinstance(value.op, tvm.ir.Op)
+            ):
                 continue
             flops = _flops(value, binding.var, hints)
             if flops is not None:
-                operands = value.args[0].fields if isinstance(value.args[0], relax.Tuple) else value.args
-                shapes = " x ".join("x".join(str(d) for d in shape_of(a)) for a in operands if shape_of(a) is not None)
+                operands = (
+                    value.args[0].fields if isinstance(value.args[0], relax.Tuple) else value.args
+                )
+                shapes = " x ".join(
+                    "x".join(str(d) for d in shape_of(a))
+                    for a in operands
+                    if shape_of(a) is not None
+                )
                 found.append(HeavyOp(value.op.name, shapes, flops))
     return found
 
@@ -131,12 +168,18 @@ class CountModelFlops:
     """Record the FLOPs of the model's compute-heavy operators as a module attribute (before rewriting)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return mod.with_attr(FLOPS_ATTR, tvm.tirx.const(sum(op.flops for op in heavy_ops(mod)), "int64"))
+        return mod.with_attr(
+            FLOPS_ATTR, tvm.tirx.const(sum(op.flops for op in heavy_ops(mod)), "int64")
+        )
 
 
 def model_flops(mod: tvm.IRModule) -> int:
     attrs = mod.attrs
-    return int(attrs[FLOPS_ATTR]) if attrs is not None and FLOPS_ATTR in attrs else sum(op.flops for op in heavy_ops(mod))
+    return (
+        int(attrs[FLOPS_ATTR])
+        if attrs is not None and FLOPS_ATTR in attrs
+        else sum(op.flops for op in heavy_ops(mod))
+    )
 
 
 def default_schedule_report(left: list[HeavyOp], total: int) -> str:
@@ -147,7 +190,11 @@ def default_schedule_report(left: list[HeavyOp], total: int) -> str:
     head = f"{len(left)} compute-heavy operator(s) run on TVM's default lowering"
     if total:
         head += f", {100 * share / total:.0f}% of the model's FLOPs"
-    return f"{head}: " + "; ".join(op.describe(total if len(left) > 1 else 0) for op in left[:6]) + (" ..." if len(left) > 6 else "")
+    return (
+        f"{head}: "
+        + "; ".join(op.describe(total if len(left) > 1 else 0) for op in left[:6])
+        + (" ..." if len(left) > 6 else "")
+    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="ReportDefaultSchedules")

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .builder import ProgramBuilder
 from ..hw.device import Device
 from ..hw.isa import AluOp, Buffer, Flag, ProgramError
+from .builder import ProgramBuilder
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,36 @@ class BasisGeometry:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        size = lambda n: (n + 2 * self.padding - self.kernel) // self.stride + 1
-        return size(self.height), size(self.width)
+        return tuple(
+            (n + 2 * self.padding - self.kernel) // self.stride + 1
+            for n in (self.height, self.width)
+        )
 
 
-def chunk_channels(g: BasisGeometry, device: Device, halves: int = 2, maps_per_channel: int | None = None, params: int | None = None) -> int:
+def chunk_channels(
+    g: BasisGeometry,
+    device: Device,
+    halves: int = 2,
+    maps_per_channel: int | None = None,
+    params: int | None = None,
+) -> int:
     """The most channels whose input maps (``maps_per_channel`` each, default the rank) and accumulators fit
     one of ``halves`` parts of the buffers, rounded down to whole ALU vectors (``output_lanes``) when that
     leaves any. ``params`` accumulator words stay reserved for the bias and multiplier rows."""
     oh, ow = g.out_hw
     maps = g.rank if maps_per_channel is None else maps_per_channel
-    acc_words = (device.buffers.accumulator_bytes // 4 - (2 * g.channels if params is None else params)) // halves
-    fits = min(device.buffers.input_bytes // halves // (g.height * g.width * maps), acc_words // (oh * ow), g.channels)
+    acc_words = (
+        device.buffers.accumulator_bytes // 4 - (2 * g.channels if params is None else params)
+    ) // halves
+    fits = min(
+        device.buffers.input_bytes // halves // (g.height * g.width * maps),
+        acc_words // (oh * ow),
+        g.channels,
+    )
     if fits < 1:
-        raise ProgramError(f"a {g.height}x{g.width} image with {maps} maps per channel does not fit {device.name}'s buffers")
+        raise ProgramError(
+            f"a {g.height}x{g.width} image with {maps} maps per channel does not fit {device.name}'s buffers"
+        )
     lanes = device.pe_array.output_lanes
     return fits // lanes * lanes if fits >= lanes else fits
 
@@ -64,14 +80,27 @@ def chunk_channels(g: BasisGeometry, device: Device, halves: int = 2, maps_per_c
 def _check_engine(device: Device, g: BasisGeometry) -> None:
     mode = device.modes.decomposed_conv
     if mode is None or g.kernel not in mode.kernel_sizes or g.rank > mode.max_basis:
-        raise ProgramError(f"device {device.name} cannot run {g.kernel}x{g.kernel} basis convolutions of rank {g.rank}")
+        raise ProgramError(
+            f"device {device.name} cannot run {g.kernel}x{g.kernel} basis convolutions of rank {g.rank}"
+        )
 
 
 def _emit_loads(b: ProgramBuilder, loads: list, reuse: bool) -> None:
     """A chunk's loads: the first waits for the release of its half (``reuse``), the last signals compute."""
     for i, (buf, sram, dram, rows, cols, dram_stride, sram_stride) in enumerate(loads):
-        flags = (Flag.POP_NEXT if i == 0 and reuse else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
-        b.load(buf, sram, dram, rows, cols, dram_stride=dram_stride, sram_stride=sram_stride, flags=flags)
+        flags = (Flag.POP_NEXT if i == 0 and reuse else Flag(0)) | (
+            Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0)
+        )
+        b.load(
+            buf,
+            sram,
+            dram,
+            rows,
+            cols,
+            dram_stride=dram_stride,
+            sram_stride=sram_stride,
+            flags=flags,
+        )
 
 
 def _halves(chunk) -> tuple[int, int]:
@@ -110,16 +139,59 @@ def emit_basis_layer(
         for o0 in range(0, g.channels, cb):
             c = min(cb, g.channels - o0)
             inp, acc = (step % halves) * inp_half, (step % halves) * acc_half
-            loads = [(Buffer.INP, inp + j * c, x_addr + n * pixels * maps + j * g.channels + o0, pixels, c, maps, g.rank * c) for j in range(g.rank)]
+            loads = [
+                (
+                    Buffer.INP,
+                    inp + j * c,
+                    x_addr + n * pixels * maps + j * g.channels + o0,
+                    pixels,
+                    c,
+                    maps,
+                    g.rank * c,
+                )
+                for j in range(g.rank)
+            ]
             if step == 0:
-                loads += [(Buffer.WGT, 0, basis_addr, g.rank, g.kernel**2, g.kernel**2, g.kernel**2), (Buffer.ACC, params_addr, params, 2, g.channels, 4 * g.channels, g.channels)]
+                loads += [
+                    (Buffer.WGT, 0, basis_addr, g.rank, g.kernel**2, g.kernel**2, g.kernel**2),
+                    (Buffer.ACC, params_addr, params, 2, g.channels, 4 * g.channels, g.channels),
+                ]
             reuse = step >= halves  # this half held chunk step - halves
             _emit_loads(b, loads, reuse)
             conv_flags = Flag.POP_PREV | Flag.PUSH_PREV | (Flag.POP_NEXT if reuse else Flag(0))
-            b.basis_conv(acc, inp, 0, g.height, g.width, c, g.kernel, g.rank, g.stride, g.padding, flags=conv_flags)
+            b.basis_conv(
+                acc,
+                inp,
+                0,
+                g.height,
+                g.width,
+                c,
+                g.kernel,
+                g.rank,
+                g.stride,
+                g.padding,
+                flags=conv_flags,
+            )
             relu_flag = Flag.RELU if relu else Flag(0)
-            b.alu(AluOp.BIAS_REQUANT, acc, oh * ow, c, operand=params_addr + g.channels + o0, row_operand=True, shift=shift, addend=params_addr + o0, flags=Flag.PUSH_NEXT | relu_flag)
-            b.store(acc, out_addr + n * oh * ow * g.channels + o0, oh * ow, c, dram_stride=g.channels, flags=Flag.POP_PREV | Flag.PUSH_PREV)
+            b.alu(
+                AluOp.BIAS_REQUANT,
+                acc,
+                oh * ow,
+                c,
+                operand=params_addr + g.channels + o0,
+                row_operand=True,
+                shift=shift,
+                addend=params_addr + o0,
+                flags=Flag.PUSH_NEXT | relu_flag,
+            )
+            b.store(
+                acc,
+                out_addr + n * oh * ow * g.channels + o0,
+                oh * ow,
+                c,
+                dram_stride=g.channels,
+                flags=Flag.POP_PREV | Flag.PUSH_PREV,
+            )
             step += 1
 
 
@@ -142,7 +214,9 @@ def emit_expand_layer(
     params_addr = device.buffers.accumulator_bytes // 4 - 2 * maps
     basis_addr = b.place(np.ascontiguousarray(basis, np.int8).reshape(g.rank, k2))
     params = b.place(np.stack([np.zeros(maps), np.repeat(multiplier, g.channels)]).astype(np.int32))
-    halves, cb = _halves(lambda parts: chunk_channels(g, device, parts, maps_per_channel=1, params=2 * maps))
+    halves, cb = _halves(
+        lambda parts: chunk_channels(g, device, parts, maps_per_channel=1, params=2 * maps)
+    )
     inp_half = device.buffers.input_bytes // halves
     acc_half = (device.buffers.accumulator_bytes // 4 - 2 * maps) // halves
     chunk = step = 0  # INP halves alternate per chunk, ACC halves per (chunk, basis kernel) step
@@ -150,16 +224,54 @@ def emit_expand_layer(
         for c0 in range(0, g.channels, cb):
             c = min(cb, g.channels - c0)
             inp = (chunk % halves) * inp_half
-            loads = [(Buffer.INP, inp, x_addr + n * pixels * g.channels + c0, pixels, c, g.channels, c)]
+            loads = [
+                (Buffer.INP, inp, x_addr + n * pixels * g.channels + c0, pixels, c, g.channels, c)
+            ]
             if chunk == 0:
-                loads += [(Buffer.WGT, 0, basis_addr, g.rank, k2, k2, k2), (Buffer.ACC, params_addr, params, 2, maps, 4 * maps, maps)]
+                loads += [
+                    (Buffer.WGT, 0, basis_addr, g.rank, k2, k2, k2),
+                    (Buffer.ACC, params_addr, params, 2, maps, 4 * maps, maps),
+                ]
             _emit_loads(b, loads, reuse=chunk >= halves)
             for j in range(g.rank):
                 acc = (step % halves) * acc_half
-                flags = (Flag.POP_PREV if j == 0 else Flag(0)) | (Flag.PUSH_PREV if j == g.rank - 1 else Flag(0)) | (Flag.POP_NEXT if step >= halves else Flag(0))
-                b.basis_conv(acc, inp, j * k2, g.height, g.width, c, g.kernel, 1, g.stride, g.padding, flags=flags)
+                flags = (
+                    (Flag.POP_PREV if j == 0 else Flag(0))
+                    | (Flag.PUSH_PREV if j == g.rank - 1 else Flag(0))
+                    | (Flag.POP_NEXT if step >= halves else Flag(0))
+                )
+                b.basis_conv(
+                    acc,
+                    inp,
+                    j * k2,
+                    g.height,
+                    g.width,
+                    c,
+                    g.kernel,
+                    1,
+                    g.stride,
+                    g.padding,
+                    flags=flags,
+                )
                 column = j * g.channels + c0
-                b.alu(AluOp.BIAS_REQUANT, acc, oh * ow, c, operand=params_addr + maps + column, row_operand=True, shift=shift, addend=params_addr + column, flags=Flag.PUSH_NEXT)
-                b.store(acc, out_addr + n * oh * ow * maps + column, oh * ow, c, dram_stride=maps, flags=Flag.POP_PREV | Flag.PUSH_PREV)
+                b.alu(
+                    AluOp.BIAS_REQUANT,
+                    acc,
+                    oh * ow,
+                    c,
+                    operand=params_addr + maps + column,
+                    row_operand=True,
+                    shift=shift,
+                    addend=params_addr + column,
+                    flags=Flag.PUSH_NEXT,
+                )
+                b.store(
+                    acc,
+                    out_addr + n * oh * ow * maps + column,
+                    oh * ow,
+                    c,
+                    dram_stride=maps,
+                    flags=Flag.POP_PREV | Flag.PUSH_PREV,
+                )
                 step += 1
             chunk += 1

@@ -24,12 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .builder import ProgramBuilder
 from ..hw.device import Device
-from .intrinsics import GEMM_OPS
+from ..hw.encoding import (
+    block_grid,
+    code_values,
+    nonzero_blocks,
+    pack_blocks,
+    pack_nm,
+    weight_table,
+)
 from ..hw.isa import AluOp, Buffer, Flag, Opcode, ProgramError
+from .builder import ProgramBuilder
+from .intrinsics import GEMM_OPS
 from .lowering import TileOp, tile_operations
-from ..hw.encoding import block_grid, code_values, nonzero_blocks, pack_blocks, pack_nm, weight_table
 from .tir_layer import schedule_layer
 
 MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
@@ -48,7 +55,9 @@ class Tiling:
     reduction: int = 256  # K per tile
     cols: int = 64  # N per tile
     double_buffer: bool = True
-    rows_outer: bool = False  # row tiles in the outer loop (inputs stay resident) or column tiles (weights do)
+    rows_outer: bool = (
+        False  # row tiles in the outer loop (inputs stay resident) or column tiles (weights do)
+    )
 
     def fitted(self, m: int, k: int, n: int, granule: int = GRANULE) -> Tiling:
         """The tile for an ``m x k x n`` layer (``k`` a multiple of ``granule``, ``n`` of ``GRANULE``):
@@ -63,7 +72,13 @@ class Tiling:
             return best
 
         rows = max(MIN_TILE_ROWS, -(-m // -(-m // self.rows)))
-        return Tiling(rows, divisor(k, self.reduction, granule), divisor(n, self.cols, GRANULE), self.double_buffer, self.rows_outer)
+        return Tiling(
+            rows,
+            divisor(k, self.reduction, granule),
+            divisor(n, self.cols, GRANULE),
+            self.double_buffer,
+            self.rows_outer,
+        )
 
 
 DEFAULT_TILING = Tiling()
@@ -77,7 +92,11 @@ def tile_fits(device: Device, tile: Tiling, n: int) -> str | None:
     bufs = device.buffers
     acc_half = (bufs.accumulator_bytes // 4 - 2 * n) // halves
     tm, tk, tn = tile.rows, tile.reduction, tile.cols
-    if tm * tk > bufs.input_bytes // halves or tk * tn > bufs.weight_bytes // halves or not 0 < tm * tn <= acc_half:
+    if (
+        tm * tk > bufs.input_bytes // halves
+        or tk * tn > bufs.weight_bytes // halves
+        or not 0 < tm * tn <= acc_half
+    ):
         return f"a {tm}x{tk}x{tn} tile does not fit {device.name}'s buffers ({'double' if halves == 2 else 'single'} buffered)"
     return None
 
@@ -89,7 +108,9 @@ def reduction_granule(device: Device, mode: str) -> int:
     return math.lcm(GRANULE, block.block_rows) if mode == "block" and block is not None else GRANULE
 
 
-def padded_shape(m: int, k: int, n: int, tiling: Tiling, granule: int = GRANULE) -> tuple[int, int, int]:
+def padded_shape(
+    m: int, k: int, n: int, tiling: Tiling, granule: int = GRANULE
+) -> tuple[int, int, int]:
     """``(M, K, N)`` rounded up so that ``tiling.fitted`` tiles divide them (K to a multiple of ``granule``)."""
     k_pad, n_pad = -(-k // granule) * granule, -(-n // GRANULE) * GRANULE
     tile = tiling.fitted(m, k_pad, n_pad, granule)
@@ -132,7 +153,9 @@ def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray |
     sharing = device.modes.weight_sharing
     if sharing is None:
         return None
-    if mode == "block":  # the stored blocks' values, without pack_blocks' per-tile limit on the block count
+    if (
+        mode == "block"
+    ):  # the stored blocks' values, without pack_blocks' per-tile limit on the block count
         block = device.modes.block
         grid = block_grid(weight, block.block_rows, block.block_cols)
         present = nonzero_blocks(grid)
@@ -147,12 +170,31 @@ def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray |
 class ProgramEmitter:
     """Instructions for a layer's tile operations: buffer halves, dependency tokens, weight tile encodings."""
 
-    def __init__(self, b: ProgramBuilder, device: Device, tile: Tiling, x_addr: int, weight: np.ndarray, mode: str, out_addr: int, params_addr: int, relu: bool, shift: int, table: np.ndarray | None = None, activations: np.ndarray | None = None):
+    def __init__(
+        self,
+        b: ProgramBuilder,
+        device: Device,
+        tile: Tiling,
+        x_addr: int,
+        weight: np.ndarray,
+        mode: str,
+        out_addr: int,
+        params_addr: int,
+        relu: bool,
+        shift: int,
+        table: np.ndarray | None = None,
+        activations: np.ndarray | None = None,
+    ):
         self.b, self.device, self.mode, self.relu, self.shift = b, device, mode, relu, shift
         if activations is not None and device.modes.activation_compression is None:
             raise ProgramError(f"device {device.name} has no activation compression")
-        self.activations, self.inp_tiles = activations, {}  # (m0, k0) -> a coded input tile's (values, runs, entries)
-        self.run_bits = device.modes.activation_compression.run_bits if activations is not None else 0
+        self.activations, self.inp_tiles = (
+            activations,
+            {},
+        )  # (m0, k0) -> a coded input tile's (values, runs, entries)
+        self.run_bits = (
+            device.modes.activation_compression.run_bits if activations is not None else 0
+        )
         self.table, self.table_addr = table, b.place(table) if table is not None else 0
         self.index_bits = device.modes.weight_sharing.index_bits if table is not None else 0
         self.k, self.n = weight.shape
@@ -177,19 +219,35 @@ class ProgramEmitter:
 
     def _weight_tile(self, k0: int, n0: int, rows: int, cols: int):
         if (k0, n0) not in self.tiles:
-            values, meta = _pack(self.weight[k0 : k0 + rows, n0 : n0 + cols], self.mode, self.device)
+            values, meta = _pack(
+                self.weight[k0 : k0 + rows, n0 : n0 + cols], self.mode, self.device
+            )
             if values.size > self.wgt_half or len(meta) > self.meta_half:
-                raise ProgramError(f"weight tile at ({k0}, {n0}) does not fit {self.device.name}'s weight/metadata buffer")
-            stored = values if self.table is None else np.frombuffer(code_values(values, self.table, self.index_bits), np.uint8)
+                raise ProgramError(
+                    f"weight tile at ({k0}, {n0}) does not fit {self.device.name}'s weight/metadata buffer"
+                )
+            stored = (
+                values
+                if self.table is None
+                else np.frombuffer(code_values(values, self.table, self.index_bits), np.uint8)
+            )
             addr = self.b.place(stored) if values.size else 0
             meta_addr = self.b.place(np.frombuffer(meta, np.uint8)) if meta else 0
-            self.tiles[k0, n0] = (addr, values.shape[0], values.shape[1] if values.ndim == 2 else 0, meta_addr, len(meta))
+            self.tiles[k0, n0] = (
+                addr,
+                values.shape[0],
+                values.shape[1] if values.ndim == 2 else 0,
+                meta_addr,
+                len(meta),
+            )
         return self.tiles[k0, n0]
 
     def emit(self, op: TileOp) -> None:
         if op.op in GEMM_MODE_OF:
             if GEMM_MODE_OF[op.op] != self.mode:
-                raise ProgramError(f"a {GEMM_MODE_OF[op.op]} GEMM tile in a layer encoded {self.mode}")
+                raise ProgramError(
+                    f"a {GEMM_MODE_OF[op.op]} GEMM tile in a layer encoded {self.mode}"
+                )
             return self._gemm(op)
         getattr(self, "_" + op.op.rsplit(".", 1)[1])(op)
 
@@ -200,10 +258,14 @@ class ProgramEmitter:
     def _dma_load_inp(self, op: TileOp) -> None:
         (m0, k0), (rows, cols) = op.origin(0), op.shape(0)
         if self.activations is None:
-            self.pending.append(_Load(Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k))
+            self.pending.append(
+                _Load(Buffer.INP, self.x_addr + m0 * self.k + k0, rows, cols, self.k)
+            )
             return
         if (m0, k0) not in self.inp_tiles:
-            self.inp_tiles[m0, k0] = self.b.place_runs(self.activations[m0 : m0 + rows, k0 : k0 + cols], self.run_bits)
+            self.inp_tiles[m0, k0] = self.b.place_runs(
+                self.activations[m0 : m0 + rows, k0 : k0 + cols], self.run_bits
+            )
         values, runs, entries = self.inp_tiles[m0, k0]
         self.pending.append(_Load(Buffer.INP, values, rows, cols, cols, runs=(runs, entries)))
 
@@ -211,7 +273,9 @@ class ProgramEmitter:
         (k0, n0), (rows, cols) = op.origin(0), op.shape(0)
         addr, w_rows, w_cols, meta_addr, meta_len = self._weight_tile(k0, n0, rows, cols)
         if w_rows:
-            self.pending.append(_Load(Buffer.WGT, addr, w_rows, w_cols, w_cols, coded=self.table is not None))
+            self.pending.append(
+                _Load(Buffer.WGT, addr, w_rows, w_cols, w_cols, coded=self.table is not None)
+            )
         if meta_len:
             self.pending.append(_Load(Buffer.META, meta_addr, 1, meta_len, meta_len))
 
@@ -219,8 +283,13 @@ class ProgramEmitter:
         (m0, _), (_, n0) = op.origin(0), op.origin(1)
         (rows, red), (_, cols) = op.shape(0), op.shape(1)
         half = self.step % self.halves
-        sram = {Buffer.INP: half * self.inp_half, Buffer.WGT: half * self.wgt_half, Buffer.META: half * self.meta_half,
-                Buffer.ACC: self.acc_params, Buffer.TABLE: 0}
+        sram = {
+            Buffer.INP: half * self.inp_half,
+            Buffer.WGT: half * self.wgt_half,
+            Buffer.META: half * self.meta_half,
+            Buffer.ACC: self.acc_params,
+            Buffer.TABLE: 0,
+        }
         # a tile still in its half from an earlier step is not reloaded
         loads = [load for load in self.pending if self.resident.get((load.buf, half)) != load]
         if not loads:  # the GEMM waits on a load's token: reload the input tile to send it
@@ -230,20 +299,57 @@ class ProgramEmitter:
         if self.step == 0:
             loads.append(_Load(Buffer.ACC, self.params_addr, 2, self.n, 4 * self.n))
             if self.table is not None:  # before the first coded weight tile
-                loads.insert(0, _Load(Buffer.TABLE, self.table_addr, 1, self.table.size, self.table.size))
+                loads.insert(
+                    0, _Load(Buffer.TABLE, self.table_addr, 1, self.table.size, self.table.size)
+                )
         for i, load in enumerate(loads):
-            flags = (Flag.POP_NEXT if i == 0 and self.step >= self.halves else Flag(0)) | (Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0))
+            flags = (Flag.POP_NEXT if i == 0 and self.step >= self.halves else Flag(0)) | (
+                Flag.PUSH_NEXT if i == len(loads) - 1 else Flag(0)
+            )
             if load.coded:
-                self.b.load_coded(sram[load.buf], load.dram, load.rows, load.cols, self.index_bits, flags=flags)
+                self.b.load_coded(
+                    sram[load.buf], load.dram, load.rows, load.cols, self.index_bits, flags=flags
+                )
             elif load.runs:
-                self.b.load_rle(sram[load.buf], load.dram, *load.runs, load.rows, load.cols, self.run_bits, flags=flags)
+                self.b.load_rle(
+                    sram[load.buf],
+                    load.dram,
+                    *load.runs,
+                    load.rows,
+                    load.cols,
+                    self.run_bits,
+                    flags=flags,
+                )
             else:
-                self.b.load(load.buf, sram[load.buf], load.dram, load.rows, load.cols, dram_stride=load.stride, flags=flags)
+                self.b.load(
+                    load.buf,
+                    sram[load.buf],
+                    load.dram,
+                    load.rows,
+                    load.cols,
+                    dram_stride=load.stride,
+                    flags=flags,
+                )
         self.pending = []
         acc = self.acc_of[m0, n0]
         first = (m0, n0) in self.fresh
-        flags = Flag.POP_PREV | Flag.PUSH_PREV | (Flag.POP_NEXT if first and self.out_tile >= self.halves else Flag(0))
-        self.b.gemm(MODES[self.mode], acc, sram[Buffer.INP], sram[Buffer.WGT], rows, red, cols, meta_addr=sram[Buffer.META], accumulate=not first, flags=flags)
+        flags = (
+            Flag.POP_PREV
+            | Flag.PUSH_PREV
+            | (Flag.POP_NEXT if first and self.out_tile >= self.halves else Flag(0))
+        )
+        self.b.gemm(
+            MODES[self.mode],
+            acc,
+            sram[Buffer.INP],
+            sram[Buffer.WGT],
+            rows,
+            red,
+            cols,
+            meta_addr=sram[Buffer.META],
+            accumulate=not first,
+            flags=flags,
+        )
         self.fresh.discard((m0, n0))
         self.step += 1
 
@@ -251,8 +357,25 @@ class ProgramEmitter:
         (m0, n0), (rows, cols) = op.origin(0), op.shape(0)
         acc = self.acc_of.pop((m0, n0))
         relu = Flag.RELU if self.relu else Flag(0)
-        self.b.alu(AluOp.BIAS_REQUANT, acc, rows, cols, operand=self.acc_params + self.n + n0, row_operand=True, shift=self.shift, addend=self.acc_params + n0, flags=Flag.PUSH_NEXT | relu)
-        self.b.store(acc, self.out_addr + m0 * self.n + n0, rows, cols, dram_stride=self.n, flags=Flag.POP_PREV | Flag.PUSH_PREV)
+        self.b.alu(
+            AluOp.BIAS_REQUANT,
+            acc,
+            rows,
+            cols,
+            operand=self.acc_params + self.n + n0,
+            row_operand=True,
+            shift=self.shift,
+            addend=self.acc_params + n0,
+            flags=Flag.PUSH_NEXT | relu,
+        )
+        self.b.store(
+            acc,
+            self.out_addr + m0 * self.n + n0,
+            rows,
+            cols,
+            dram_stride=self.n,
+            flags=Flag.POP_PREV | Flag.PUSH_PREV,
+        )
         self.out_tile += 1
 
 
@@ -283,10 +406,18 @@ def emit_gemm_layer(
     granule = reduction_granule(device, mode)
     tile = tiling.fitted(rows, k, n, granule)
     if (rows, k, n) != padded_shape(rows, k, n, tiling, granule):
-        raise ProgramError(f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles")
+        raise ProgramError(
+            f"a {rows}x{k}x{n} layer is not padded for {tile.rows}x{tile.reduction}x{tile.cols} tiles"
+        )
     params = b.place(np.stack([bias, multiplier]).astype(np.int32))
-    emitter = ProgramEmitter(b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift, table, activations)
-    for op in tile_operations(schedule_layer(rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode, tile.rows_outer)):
+    emitter = ProgramEmitter(
+        b, device, tile, x_addr, weight, mode, out_addr, params, relu, shift, table, activations
+    )
+    for op in tile_operations(
+        schedule_layer(
+            rows, k, n, tile.rows, tile.reduction, tile.cols, shift, relu, mode, tile.rows_outer
+        )
+    ):
         emitter.emit(op)
 
 
@@ -322,15 +453,41 @@ def gemm_program(
     bias_p[:n], mult_p[:n] = bias, multiplier
     x_addr = 0 if compress_activations else b.place(xp)
     out_addr = b.reserve(mp * np_)
-    emit_gemm_layer(b, device, x_addr, wp, bias_p, mult_p, shift, out_addr, mp, mode, relu, tiling, table, xp if compress_activations else None)
+    emit_gemm_layer(
+        b,
+        device,
+        x_addr,
+        wp,
+        bias_p,
+        mult_p,
+        shift,
+        out_addr,
+        mp,
+        mode,
+        relu,
+        tiling,
+        table,
+        xp if compress_activations else None,
+    )
     return b.build(), out_addr
 
 
 #: Tilings the compiler chooses from; the tuner explores more.
-CANDIDATE_TILINGS = [Tiling(r, k, c) for r in (16, 32, 64, 128) for k in (128, 256, 512) for c in (32, 64, 128, 256)]
+CANDIDATE_TILINGS = [
+    Tiling(r, k, c) for r in (16, 32, 64, 128) for k in (128, 256, 512) for c in (32, 64, 128, 256)
+]
 
 
-def estimate_cost(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, device: Device, meta_bytes: int = 0, granule: int = GRANULE) -> tuple[float, int] | None:
+def estimate_cost(
+    m: int,
+    k: int,
+    n: int,
+    weight_bytes: int,
+    tiling: Tiling,
+    device: Device,
+    meta_bytes: int = 0,
+    granule: int = GRANULE,
+) -> tuple[float, int] | None:
     """``(cycles, DRAM bytes)`` of a layer with ``tiling`` (None if the tile does not fit). Cycles are a
     roofline estimate: the larger of the PE cycles on the padded layer (``weight_bytes``: the stored values)
     and the DMA cycles; bytes count the activations re-read per column tile and the weight and its
@@ -341,14 +498,27 @@ def estimate_cost(m: int, k: int, n: int, weight_bytes: int, tiling: Tiling, dev
         return None
     density = weight_bytes / max(1, k * n)
     compute = mp * kp * np_ * density / device.pe_array.macs_per_cycle
-    traffic = mp * kp * (np_ // tile.cols) + (weight_bytes + meta_bytes) * (mp // tile.rows) + mp * np_
+    traffic = (
+        mp * kp * (np_ // tile.cols) + (weight_bytes + meta_bytes) * (mp // tile.rows) + mp * np_
+    )
     return max(compute, traffic / device.dram_bytes_per_cycle), traffic
 
 
-def choose_tiling(m: int, k: int, n: int, weight_bytes: int, device: Device, meta_bytes: int = 0, granule: int = GRANULE) -> Tiling:
+def choose_tiling(
+    m: int,
+    k: int,
+    n: int,
+    weight_bytes: int,
+    device: Device,
+    meta_bytes: int = 0,
+    granule: int = GRANULE,
+) -> Tiling:
     """The candidate tiling with the fewest estimated cycles, then the least DRAM traffic (arguments as
     :func:`estimate_cost`'s)."""
-    scored = [(estimate_cost(m, k, n, weight_bytes, t, device, meta_bytes, granule), i) for i, t in enumerate(CANDIDATE_TILINGS)]
+    scored = [
+        (estimate_cost(m, k, n, weight_bytes, t, device, meta_bytes, granule), i)
+        for i, t in enumerate(CANDIDATE_TILINGS)
+    ]
     scored = [(c, i) for c, i in scored if c is not None]
     if not scored:
         raise ProgramError(f"no tiling of a {m}x{k}x{n} layer fits {device.name}'s buffers")

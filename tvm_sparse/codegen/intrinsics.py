@@ -15,7 +15,13 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 INP_SCOPE, WGT_SCOPE, ACC_SCOPE = "global.sa_inp", "global.sa_wgt", "global.sa_acc"
-LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE = "sparse_accel.dma_load_inp", "sparse_accel.dma_load_wgt", "sparse_accel.gemm", "sparse_accel.acc_reset", "sparse_accel.requant_store"
+LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE = (
+    "sparse_accel.dma_load_inp",
+    "sparse_accel.dma_load_wgt",
+    "sparse_accel.gemm",
+    "sparse_accel.acc_reset",
+    "sparse_accel.requant_store",
+)
 #: The GEMM tile operation of each weight mode: one computation (the description), three encodings of the
 #: weight tile (the implementation the lowering turns into GEMM, GEMM_NM or GEMM_BLOCK).
 GEMM_OPS = {"dense": GEMM, "nm": "sparse_accel.gemm_nm", "block": "sparse_accel.gemm_block"}
@@ -71,7 +77,9 @@ def _gemm(tm: int, tk: int, tn: int, op: str):
         with T.sblock("root"):
             T.reads(C[0:tm, 0:tn], A[0:tm, 0:tk], B[0:tk, 0:tn])
             T.writes(C[0:tm, 0:tn])
-            T.evaluate(T.call_extern("int32", op, A.elem_offset, B.elem_offset, C.elem_offset, tm, tk, tn))
+            T.evaluate(
+                T.call_extern("int32", op, A.elem_offset, B.elem_offset, C.elem_offset, tm, tk, tn)
+            )
 
     return desc, impl
 
@@ -125,7 +133,11 @@ def _epilogue(tm: int, tn: int, shift: int, relu: bool):
         with T.sblock("root"):
             T.reads(C[0:tm, 0:tn], Bias[0:tn], Mult[0:tn])
             T.writes(Y[0:tm, 0:tn])
-            T.evaluate(T.call_extern("int32", EPILOGUE, C.elem_offset, Y.data, Y.elem_offset, tm, tn, shift, low))
+            T.evaluate(
+                T.call_extern(
+                    "int32", EPILOGUE, C.elem_offset, Y.data, Y.elem_offset, tm, tn, shift, low
+                )
+            )
 
     return desc, impl
 
@@ -133,11 +145,15 @@ def _epilogue(tm: int, tn: int, shift: int, relu: bool):
 def requant_expr(acc, bias, multiplier, shift: int, low: int):
     """``clip(round((acc + bias) * multiplier >> shift), low, 127)`` as int8: the device's BIAS_REQUANT
     (with RELU for low = 0), in TIR; :func:`tvm_sparse.hw.integer.requantize` is its definition."""
-    scaled = (T.Cast("int64", acc + bias) * multiplier + T.int64(1 << (shift - 1))) >> T.int64(shift)
+    scaled = (T.Cast("int64", acc + bias) * multiplier + T.int64(1 << (shift - 1))) >> T.int64(
+        shift
+    )
     return T.Cast("int8", T.max(T.min(scaled, T.int64(127)), T.int64(low)))
 
 
-def intrinsic_names(tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense") -> dict[str, str]:
+def intrinsic_names(
+    tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense"
+) -> dict[str, str]:
     """Register (once) and name the intrinsics of one tile shape and weight mode."""
     names = {
         LOAD_INP: f"{LOAD_INP}.{tm}x{tk}",

@@ -31,10 +31,21 @@ class ConvGeometry:
     def im2col(self, x: np.ndarray) -> np.ndarray:
         """``[N * OH * OW, KH * KW * C]`` patches of NHWC ``x`` (zeros outside the image)."""
         n, _, _, c = x.shape
-        (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw), (oh, ow) = self.kernel, self.strides, self.padding, self.dilation, self.out_hw
+        (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw), (oh, ow) = (
+            self.kernel,
+            self.strides,
+            self.padding,
+            self.dilation,
+            self.out_hw,
+        )
         padded = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
         taps = [
-            padded[:, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw, :]
+            padded[
+                :,
+                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+                :,
+            ]
             for i in range(kh)
             for j in range(kw)
         ]
@@ -59,13 +70,16 @@ class LayerHeader:
     out_addr: int
     device: dict  # the device description
     conv: dict | None = None  # ConvGeometry fields (the host im2col's the input)
-    output_rows: int | None = None  # rows of the device's output when they differ from ``rows`` (basis convolutions)
-
+    output_rows: int | None = (
+        None  # rows of the device's output when they differ from ``rows`` (basis convolutions)
+    )
 
 
 def encode_layer(header: LayerHeader, program: Program) -> np.ndarray:
     head = json.dumps(asdict(header)).encode()
-    return np.frombuffer(struct.pack("<I", len(head)) + head + program.to_bytes(), dtype=np.uint8).copy()
+    return np.frombuffer(
+        struct.pack("<I", len(head)) + head + program.to_bytes(), dtype=np.uint8
+    ).copy()
 
 
 def decode_layer(blob: np.ndarray) -> tuple[LayerHeader, Program]:
@@ -83,11 +97,16 @@ def basis_conv_float(x: np.ndarray, kernels: np.ndarray, stride: int, padding: i
     n, h, w, maps = x.shape
     channels, r, k, _ = kernels.shape
     oh, ow = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
-    padded = np.pad(x.reshape(n, h, w, r, channels), ((0, 0), (padding, padding), (padding, padding), (0, 0), (0, 0)))
+    padded = np.pad(
+        x.reshape(n, h, w, r, channels),
+        ((0, 0), (padding, padding), (padding, padding), (0, 0), (0, 0)),
+    )
     y = np.zeros((n, oh, ow, channels), np.float32)
     for i in range(k):
         for j in range(k):
-            window = padded[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+            window = padded[
+                :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride
+            ]
             y += np.einsum("nhwro,or->nhwo", window, kernels[:, :, i, j])
     return y
 
@@ -102,7 +121,9 @@ def expand_float(x: np.ndarray, basis: np.ndarray, stride: int, padding: int) ->
     y = np.zeros((n, oh, ow, r, c), np.float32)
     for i in range(k):
         for j in range(k):
-            window = padded[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride]
+            window = padded[
+                :, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride
+            ]
             y += window[:, :, :, None, :] * basis[None, None, None, :, i, j, None]
     return y.reshape(n, oh, ow, r * c)
 

@@ -59,7 +59,11 @@ def _eval(expr, env: dict) -> int:
 
 def _device_call(stmt) -> str | None:
     """The device operation a tensorized block's body calls, if it is one."""
-    if isinstance(stmt, tirx.Evaluate) and isinstance(stmt.value, tvm.ir.Call) and stmt.value.op.same_as(tvm.ir.Op.get("tirx.call_extern")):
+    if (
+        isinstance(stmt, tirx.Evaluate)
+        and isinstance(stmt.value, tvm.ir.Call)
+        and stmt.value.op.same_as(tvm.ir.Op.get("tirx.call_extern"))
+    ):
         name = str(stmt.value.args[0].value)
         return name if name in OPERATIONS else None
     return None
@@ -79,7 +83,10 @@ def tile_operations(mod: tvm.IRModule) -> list[TileOp]:
                 visit(stmt.body, {**env, stmt.loop_var.name: value})
         elif isinstance(stmt, s_tir.SBlockRealize):
             block = stmt.block
-            inner = {**env, **{iv.var.name: _eval(v, env) for iv, v in zip(block.iter_vars, stmt.iter_values)}}
+            inner = {
+                **env,
+                **{iv.var.name: _eval(v, env) for iv, v in zip(block.iter_vars, stmt.iter_values)},
+            }
             name = _device_call(block.body)
             if name is None:
                 visit(block.body, inner)
@@ -87,12 +94,19 @@ def tile_operations(mod: tvm.IRModule) -> list[TileOp]:
             tiles = []
             for match in block.match_buffers:
                 region = match.source.region
-                tiles.append((tuple(_eval(r.min, inner) for r in region), tuple(_eval(r.extent, inner) for r in region)))
+                tiles.append(
+                    (
+                        tuple(_eval(r.min, inner) for r in region),
+                        tuple(_eval(r.extent, inner) for r in region),
+                    )
+                )
             ops.append(TileOp(name, tuple(tiles)))
         elif hasattr(stmt, "body"):  # allocations, declarations, attributes
             visit(stmt.body, env)
         else:
-            raise NotImplementedError(f"unexpected {type(stmt).__name__} in a tensorized device layer")
+            raise NotImplementedError(
+                f"unexpected {type(stmt).__name__} in a tensorized device layer"
+            )
 
     visit(mod["main"].body, {})
     return ops

@@ -49,7 +49,13 @@ class QuantizedLayer:
     shift: int
 
     @staticmethod
-    def from_float(weight: np.ndarray, bias: np.ndarray | None, input_absmax: float, output_absmax: float, per_tensor: bool = False) -> QuantizedLayer:
+    def from_float(
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        input_absmax: float,
+        output_absmax: float,
+        per_tensor: bool = False,
+    ) -> QuantizedLayer:
         """``per_tensor`` gives every output channel the layer's scale, so that a weight holding few distinct
         values (a shared-weight codebook) keeps as few distinct int8 values."""
         absmax = np.abs(weight).max(axis=1)
@@ -62,7 +68,11 @@ class QuantizedLayer:
         b = np.zeros(weight.shape[0]) if bias is None else bias
         b_q = np.clip(np.rint(b / acc_scale), -(2**31), 2**31 - 1).astype(np.int64)
         real = acc_scale / s_y
-        shift = MULTIPLIER_BITS - 1 - max(0, math.ceil(math.log2(real.max()))) if real.max() > 0 else MULTIPLIER_BITS - 1
+        shift = (
+            MULTIPLIER_BITS - 1 - max(0, math.ceil(math.log2(real.max())))
+            if real.max() > 0
+            else MULTIPLIER_BITS - 1
+        )
         shift = int(min(62, max(1, shift)))
         multiplier = np.clip(np.rint(real * 2.0**shift), 0, 2**MULTIPLIER_BITS - 1).astype(np.int64)
         return QuantizedLayer(w_q, weight_scale, b_q, s_x, s_y, multiplier, shift)

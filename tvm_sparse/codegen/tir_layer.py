@@ -102,7 +102,18 @@ def tensorize_layer(sch: s_tir.Schedule, shift: int, relu: bool, mode: str = "de
     sch.tensorize(sch.get_loops(sch.get_sblock("requant"))[-2], names[EPILOGUE])
 
 
-def schedule_layer(m: int, k: int, n: int, tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense", rows_outer: bool = False) -> tvm.IRModule:
+def schedule_layer(
+    m: int,
+    k: int,
+    n: int,
+    tm: int,
+    tk: int,
+    tn: int,
+    shift: int,
+    relu: bool,
+    mode: str = "dense",
+    rows_outer: bool = False,
+) -> tvm.IRModule:
     """The tensorized layer for ``tm x tk x tn`` tiles (``m``, ``k``, ``n`` multiples of them), its GEMM
     tiles tensorized with the intrinsic of the weight ``mode``."""
     if m % tm or k % tk or n % tn:

@@ -35,7 +35,9 @@ def prune_balanced(weight: np.ndarray, density: float, units: int) -> np.ndarray
     w = np.asarray(weight)
     out = np.zeros_like(w)
     for u in range(units):
-        part = w[u::units]  # units get the same rows, give or take one when they do not divide the rows
+        part = w[
+            u::units
+        ]  # units get the same rows, give or take one when they do not divide the rows
         keep = int(round(density * part.size))
         if keep:
             flat = np.argsort(-np.abs(part), axis=None, kind="stable")[:keep]

@@ -21,7 +21,9 @@ class Codebook:
 
     bits: int
     values: np.ndarray  # float32 [2^bits]
-    indices: np.ndarray  # uint8/uint16 [nonzeros]: codebook entry of each nonzero, in row-major order
+    indices: (
+        np.ndarray
+    )  # uint8/uint16 [nonzeros]: codebook entry of each nonzero, in row-major order
     mask: np.ndarray  # bool, the weight's shape: where the nonzeros are
 
     def dequantize(self) -> np.ndarray:
@@ -46,7 +48,9 @@ def codebook_quantize(weight: np.ndarray, bits: int, iterations: int = 30) -> Co
     for _ in range(iterations):  # Lloyd's iterations in 1-D
         starts, counts = _clusters(ordered, centroids)
         # reduceat repeats a value for empty clusters; they keep their old centroid instead
-        updated = np.where(counts > 0, np.add.reduceat(ordered, starts) / np.maximum(counts, 1), centroids)
+        updated = np.where(
+            counts > 0, np.add.reduceat(ordered, starts) / np.maximum(counts, 1), centroids
+        )
         if np.allclose(updated, centroids):
             break
         centroids = np.sort(updated)
@@ -56,7 +60,9 @@ def codebook_quantize(weight: np.ndarray, bits: int, iterations: int = 30) -> Co
     return Codebook(int(bits), centroids.astype(np.float32), indices, mask)
 
 
-def shared_values(values: np.ndarray, max_entries: int = 256) -> tuple[np.ndarray, np.ndarray] | None:
+def shared_values(
+    values: np.ndarray, max_entries: int = 256
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(codebook float32 [entries], codes uint8 of values' shape)`` with ``codebook[codes] == values``, when
     ``values`` (a codebook-quantized weight, as the pruner writes it) holds at most ``max_entries`` (<= 256)
     distinct values; None otherwise."""

@@ -80,7 +80,9 @@ def encode(symbols) -> HuffmanCoded:
 def decode(coded: HuffmanCoded) -> np.ndarray:
     if coded.count == 0:
         return np.zeros(0, np.int64)
-    lookup = {(length, code): symbol for symbol, (code, length) in _canonical(coded.lengths).items()}
+    lookup = {
+        (length, code): symbol for symbol, (code, length) in _canonical(coded.lengths).items()
+    }
     bits = np.unpackbits(np.frombuffer(coded.payload, np.uint8))[: coded.bit_count]
     out, code, length = [], 0, 0
     for bit in bits:

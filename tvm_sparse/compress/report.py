@@ -52,7 +52,9 @@ def _codebook_bits(distinct: int) -> int | None:
     return None if distinct > 256 else max(1, int(np.ceil(np.log2(max(distinct, 2)))))
 
 
-def layer_compression(name: str, matrix: np.ndarray, local: tuple[int, tuple[int, int]] | None = None) -> LayerCompression:
+def layer_compression(
+    name: str, matrix: np.ndarray, local: tuple[int, tuple[int, int]] | None = None
+) -> LayerCompression:
     """``local``: the ``(bits, block shape)`` of a locally quantized weight."""
     rows, cols = matrix.shape
     mask = matrix != 0
@@ -66,9 +68,14 @@ def layer_compression(name: str, matrix: np.ndarray, local: tuple[int, tuple[int
         blocks = quantize_blocks(matrix, block, local_bits)
         scales = blocks.stored_blocks * 4
         quantized = -(-nnz * local_bits // 8) + scales + structure
-        value_stream = huffman.encode(blocks.codes[mask].astype(np.int64) + (1 << (local_bits - 1))).nbytes + scales
+        value_stream = (
+            huffman.encode(blocks.codes[mask].astype(np.int64) + (1 << (local_bits - 1))).nbytes
+            + scales
+        )
     else:
-        table, symbols = np.unique(matrix[mask], return_inverse=True)  # nonzeros row-major, as the CSR stores them
+        table, symbols = np.unique(
+            matrix[mask], return_inverse=True
+        )  # nonzeros row-major, as the CSR stores them
         bits = _codebook_bits(len(table))
         if bits is None:
             quantized = sparse
@@ -82,7 +89,17 @@ def layer_compression(name: str, matrix: np.ndarray, local: tuple[int, tuple[int
     row_first = np.r_[0, np.cumsum(per_row)[:-1]][per_row > 0]
     gaps[row_first] = columns[row_first]
     coded = value_stream + huffman.encode(gaps).nbytes + (rows + 1) * 4
-    return LayerCompression(name, (rows, cols), nnz / matrix.size, bits, matrix.size * 4, sparse, quantized, coded, local_bits)
+    return LayerCompression(
+        name,
+        (rows, cols),
+        nnz / matrix.size,
+        bits,
+        matrix.size * 4,
+        sparse,
+        quantized,
+        coded,
+        local_bits,
+    )
 
 
 @dataclass
@@ -96,7 +113,10 @@ class CompressionReport:
         return total
 
     def to_dict(self) -> dict:
-        layers = [{**asdict(layer), "shape": list(layer.shape), "ratio": layer.ratio} for layer in self.layers]
+        layers = [
+            {**asdict(layer), "shape": list(layer.shape), "ratio": layer.ratio}
+            for layer in self.layers
+        ]
         return {"layers": layers, **self.totals()}
 
     def dumps(self) -> str:
@@ -104,15 +124,27 @@ class CompressionReport:
 
     def to_table(self) -> str:
         width = max([28] + [len(layer.name) for layer in self.layers])  # whole names
-        rows = [f"{'layer':{width}s} {'shape':>12s} {'density':>8s} {'quant.':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"]
+        rows = [
+            f"{'layer':{width}s} {'shape':>12s} {'density':>8s} {'quant.':>8s} {'dense':>11s} {'sparse':>11s} {'quantized':>11s} {'coded':>11s} {'ratio':>7s}"
+        ]
         for layer in self.layers:
             shape = "x".join(map(str, layer.shape))
-            bits = f"{layer.codebook_bits}-bit" if layer.codebook_bits else f"local {layer.local_bits}" if layer.local_bits else "-"
-            rows.append(f"{layer.name:{width}s} {shape:>12s} {layer.density:8.3f} {bits:>8s} {layer.dense_bytes:11d} {layer.sparse_bytes:11d} "
-                        f"{layer.quantized_bytes:11d} {layer.coded_bytes:11d} {layer.ratio:6.1f}x")
+            bits = (
+                f"{layer.codebook_bits}-bit"
+                if layer.codebook_bits
+                else f"local {layer.local_bits}"
+                if layer.local_bits
+                else "-"
+            )
+            rows.append(
+                f"{layer.name:{width}s} {shape:>12s} {layer.density:8.3f} {bits:>8s} {layer.dense_bytes:11d} {layer.sparse_bytes:11d} "
+                f"{layer.quantized_bytes:11d} {layer.coded_bytes:11d} {layer.ratio:6.1f}x"
+            )
         t = self.totals()
-        rows.append(f"{'model':{width}s} {'':>12s} {'':>8s} {'':>8s} {t['dense_bytes']:11d} {t['sparse_bytes']:11d} {t['quantized_bytes']:11d} "
-                    f"{t['coded_bytes']:11d} {t['compression_ratio']:6.1f}x")
+        rows.append(
+            f"{'model':{width}s} {'':>12s} {'':>8s} {'':>8s} {t['dense_bytes']:11d} {t['sparse_bytes']:11d} {t['quantized_bytes']:11d} "
+            f"{t['coded_bytes']:11d} {t['compression_ratio']:6.1f}x"
+        )
         return "\n".join(rows)
 
 
@@ -120,4 +152,9 @@ def compression_report(model) -> CompressionReport:
     """The report of every Gemm/MatMul/Conv weight of an ONNX model (path, bytes or ModelProto)."""
     model = read_onnx(model)
     local = local_quantization(model)
-    return CompressionReport([layer_compression(name, matrix, local.get(name)) for name, matrix in weight_matrices(model).items()])
+    return CompressionReport(
+        [
+            layer_compression(name, matrix, local.get(name))
+            for name, matrix in weight_matrices(model).items()
+        ]
+    )

@@ -35,7 +35,9 @@ class NMMatrix:
             raise FormatError(f"N:M needs 0 < N < M, got {n}:{m}")
         bad = nm_violations(w, n, m)
         if bad:
-            raise FormatError(f"weight is not {n}:{m}: {bad} group(s) of {m} hold more than {n} nonzeros")
+            raise FormatError(
+                f"weight is not {n}:{m}: {bad} group(s) of {m} hold more than {n} nonzeros"
+            )
         rows, cols = w.shape
         padded = np.zeros((rows, -(-cols // m) * m), w.dtype)
         padded[:, :cols] = w

@@ -31,7 +31,13 @@ DEFAULT_DEVICE = "sparse-accel"
 ACTIVATION_SKIPPING = ("none", "gate", "skip", "two-sided")
 SUPPORTED_DATATYPES = {"input": "int8", "weight": "int8", "accumulator": "int32"}
 #: Horowitz, ISSCC 2014, 45 nm (pJ per action).
-DEFAULT_ENERGY_PJ = {"int8_mult": 0.2, "int8_add": 0.03, "sram_read_32b": 5.0, "sram_write_32b": 5.0, "dram_32b": 640.0}
+DEFAULT_ENERGY_PJ = {
+    "int8_mult": 0.2,
+    "int8_add": 0.03,
+    "sram_read_32b": 5.0,
+    "sram_write_32b": 5.0,
+    "dram_32b": 640.0,
+}
 
 
 class DeviceError(TVMSparseError):
@@ -133,8 +139,12 @@ class SparseModes:
     nm: NMMode | None
     decomposed_conv: DecomposedConvMode | None
     activation_skipping: str  # "none", "gate" (zero operands cost no energy), "skip" (nor cycles) or "two-sided" (in block tiles too)
-    weight_sharing: WeightSharingMode | None = None  # orthogonal to the GEMM modes: how weight tiles are loaded
-    activation_compression: ActivationCompressionMode | None = None  # orthogonal too: how input tiles are loaded
+    weight_sharing: WeightSharingMode | None = (
+        None  # orthogonal to the GEMM modes: how weight tiles are loaded
+    )
+    activation_compression: ActivationCompressionMode | None = (
+        None  # orthogonal too: how input tiles are loaded
+    )
 
     @property
     def skips_activations(self) -> bool:
@@ -176,7 +186,9 @@ class Device:
         try:
             doc = json.loads(path.read_text())
         except OSError as err:
-            raise DeviceError(f"{path}: cannot read device description ({err.strerror or err})") from None
+            raise DeviceError(
+                f"{path}: cannot read device description ({err.strerror or err})"
+            ) from None
         except json.JSONDecodeError as err:
             raise DeviceError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
         try:
@@ -200,7 +212,9 @@ def load_device(name_or_path=DEFAULT_DEVICE) -> Device:
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
         return Device.load(path)
-    raise DeviceError(f"unknown device {str(name_or_path)!r} (shipped: {', '.join(shipped)}; or give a .json path)")
+    raise DeviceError(
+        f"unknown device {str(name_or_path)!r} (shipped: {', '.join(shipped)}; or give a .json path)"
+    )
 
 
 # -- validation -----------------------------------------------------------------
@@ -211,7 +225,9 @@ class _Fields:
 
     def __init__(self, doc, path: str):
         if not isinstance(doc, dict):
-            raise DeviceError(f"{path or 'description'}: expected an object, got {type(doc).__name__}")
+            raise DeviceError(
+                f"{path or 'description'}: expected an object, got {type(doc).__name__}"
+            )
         self.doc, self.path, self.seen = doc, path, set()
 
     def _name(self, key: str) -> str:
@@ -243,7 +259,9 @@ class _Fields:
     def choice(self, key: str, choices, default=...) -> str:
         value = self.raw(key, default)
         if value not in choices:
-            raise DeviceError(f"{self._name(key)}: must be one of {', '.join(map(str, choices))}; got {value!r}")
+            raise DeviceError(
+                f"{self._name(key)}: must be one of {', '.join(map(str, choices))}; got {value!r}"
+            )
         return value
 
     def sub(self, key: str, default=...) -> _Fields | None:
@@ -271,14 +289,21 @@ def _parse_device(doc, source: str) -> Device:
     types.done()
 
     buf = top.sub("buffers")
-    buffers = Buffers(*(buf.positive_int(f) for f in ("input_bytes", "weight_bytes", "metadata_bytes", "accumulator_bytes")))
+    buffers = Buffers(
+        *(
+            buf.positive_int(f)
+            for f in ("input_bytes", "weight_bytes", "metadata_bytes", "accumulator_bytes")
+        )
+    )
     buf.done()
     _check_one_tile_fits(buffers, pe_array)
 
     modes = _parse_modes(top.sub("sparse_modes"), pe_array)
 
     energy_doc = top.sub("energy_pj", {})
-    energy = {key: energy_doc.positive_number(key, default) for key, default in DEFAULT_ENERGY_PJ.items()}
+    energy = {
+        key: energy_doc.positive_number(key, default) for key, default in DEFAULT_ENERGY_PJ.items()
+    }
     energy_doc.done()
 
     device = Device(
@@ -301,42 +326,69 @@ def _parse_device(doc, source: str) -> Device:
 def _parse_modes(fields: _Fields, pe: PEArray) -> SparseModes:
     block = nm = decomposed = None
     if (b := fields.sub("block", None)) is not None:
-        block = BlockSparseMode(b.positive_int("block_rows"), b.positive_int("block_cols"), b.positive_int("index_bits"))
+        block = BlockSparseMode(
+            b.positive_int("block_rows"), b.positive_int("block_cols"), b.positive_int("index_bits")
+        )
         b.done()
         if pe.output_lanes % block.block_cols:
-            raise DeviceError(f"sparse_modes.block.block_cols: {block.block_cols} must divide output_lanes ({pe.output_lanes})")
+            raise DeviceError(
+                f"sparse_modes.block.block_cols: {block.block_cols} must divide output_lanes ({pe.output_lanes})"
+            )
         if block.index_bits > 16:
-            raise DeviceError(f"sparse_modes.block.index_bits: at most 16 (the width of a tile's block count), got {block.index_bits}")
+            raise DeviceError(
+                f"sparse_modes.block.index_bits: at most 16 (the width of a tile's block count), got {block.index_bits}"
+            )
     if (f := fields.sub("nm", None)) is not None:
         nm = NMMode(f.positive_int("n"), f.positive_int("m"))
         f.done()
         if nm.n >= nm.m:
             raise DeviceError(f"sparse_modes.nm: n must be smaller than m, got {nm.n}:{nm.m}")
         if pe.reduction_lanes % nm.n:
-            raise DeviceError(f"sparse_modes.nm.n: {nm.n} must divide reduction_lanes ({pe.reduction_lanes})")
+            raise DeviceError(
+                f"sparse_modes.nm.n: {nm.n} must divide reduction_lanes ({pe.reduction_lanes})"
+            )
     if (d := fields.sub("decomposed_conv", None)) is not None:
         sizes = d.raw("kernel_sizes")
-        if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes):
-            raise DeviceError(f"sparse_modes.decomposed_conv.kernel_sizes: must be a non-empty list of positive integers, got {sizes!r}")
+        if (
+            not isinstance(sizes, list)
+            or not sizes
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes)
+        ):
+            raise DeviceError(
+                f"sparse_modes.decomposed_conv.kernel_sizes: must be a non-empty list of positive integers, got {sizes!r}"
+            )
         decomposed = DecomposedConvMode(
-            d.positive_int("max_basis"), tuple(sizes), d.positive_int("maps_buffer_bytes", None), d.positive_int("basis_macs_per_cycle", None)
+            d.positive_int("max_basis"),
+            tuple(sizes),
+            d.positive_int("maps_buffer_bytes", None),
+            d.positive_int("basis_macs_per_cycle", None),
         )
         d.done()
         if (decomposed.maps_buffer_bytes is None) != (decomposed.basis_macs_per_cycle is None):
-            given, missing = ("maps_buffer_bytes", "basis_macs_per_cycle") if decomposed.basis_macs_per_cycle is None else ("basis_macs_per_cycle", "maps_buffer_bytes")
-            raise DeviceError(f"sparse_modes.decomposed_conv.{missing}: missing (the fused dataflow that {given} describes needs both)")
+            given, missing = (
+                ("maps_buffer_bytes", "basis_macs_per_cycle")
+                if decomposed.basis_macs_per_cycle is None
+                else ("basis_macs_per_cycle", "maps_buffer_bytes")
+            )
+            raise DeviceError(
+                f"sparse_modes.decomposed_conv.{missing}: missing (the fused dataflow that {given} describes needs both)"
+            )
     sharing = None
     if (w := fields.sub("weight_sharing", None)) is not None:
         sharing = WeightSharingMode(w.positive_int("index_bits"))
         w.done()
         if sharing.index_bits > 8:
-            raise DeviceError(f"sparse_modes.weight_sharing.index_bits: at most 8 (a table of int8 values), got {sharing.index_bits}")
+            raise DeviceError(
+                f"sparse_modes.weight_sharing.index_bits: at most 8 (a table of int8 values), got {sharing.index_bits}"
+            )
     compression = None
     if (c := fields.sub("activation_compression", None)) is not None:
         compression = ActivationCompressionMode(c.positive_int("run_bits"))
         c.done()
         if compression.run_bits > 8:
-            raise DeviceError(f"sparse_modes.activation_compression.run_bits: at most 8 (a zero-run count in a byte), got {compression.run_bits}")
+            raise DeviceError(
+                f"sparse_modes.activation_compression.run_bits: at most 8 (a zero-run count in a byte), got {compression.run_bits}"
+            )
     skipping = fields.choice("activation_skipping", ACTIVATION_SKIPPING, "none")
     fields.done()
     return SparseModes(block, nm, decomposed, skipping, sharing, activation_compression=compression)
@@ -352,4 +404,6 @@ def _check_one_tile_fits(buffers: Buffers, pe: PEArray) -> None:
     for name, need in needs.items():
         have = getattr(buffers, name)
         if have < need:
-            raise DeviceError(f"buffers.{name}: {have} bytes cannot hold the smallest tile ({need} bytes for a {pe.reduction_lanes}x{pe.output_lanes} PE array)")
+            raise DeviceError(
+                f"buffers.{name}: {have} bytes cannot hold the smallest tile ({need} bytes for a {pe.reduction_lanes}x{pe.output_lanes} PE array)"
+            )

@@ -34,9 +34,25 @@ import numpy as np
 
 from .isa import ProgramError
 
-__all__ = ["BLOCK_COUNT_BYTES", "absolute_positions", "block_grid", "block_metadata_bytes", "block_stream_bytes", "code_values", "encode_runs",
-           "kept_positions", "nm_violations", "nonzero_blocks", "pack_bits", "pack_blocks", "pack_nm", "position_bits", "relative_indices",
-           "unpack_bits", "weight_table"]
+__all__ = [
+    "BLOCK_COUNT_BYTES",
+    "absolute_positions",
+    "block_grid",
+    "block_metadata_bytes",
+    "block_stream_bytes",
+    "code_values",
+    "encode_runs",
+    "kept_positions",
+    "nm_violations",
+    "nonzero_blocks",
+    "pack_bits",
+    "pack_blocks",
+    "pack_nm",
+    "position_bits",
+    "relative_indices",
+    "unpack_bits",
+    "weight_table",
+]
 
 
 def position_bits(m: int) -> int:
@@ -78,8 +94,12 @@ def block_grid(weight: np.ndarray, block_rows: int, block_cols: int) -> np.ndarr
     """``weight[k, n]`` as its ``[k / block_rows, n / block_cols, block_rows, block_cols]`` blocks."""
     k, n = weight.shape
     if k % block_rows or n % block_cols:
-        raise ProgramError(f"a {k}x{n} weight tile is not a whole number of {block_rows}x{block_cols} blocks")
-    return weight.reshape(k // block_rows, block_rows, n // block_cols, block_cols).transpose(0, 2, 1, 3)
+        raise ProgramError(
+            f"a {k}x{n} weight tile is not a whole number of {block_rows}x{block_cols} blocks"
+        )
+    return weight.reshape(k // block_rows, block_rows, n // block_cols, block_cols).transpose(
+        0, 2, 1, 3
+    )
 
 
 def nonzero_blocks(grid: np.ndarray) -> np.ndarray:
@@ -115,15 +135,21 @@ def block_metadata_bytes(entries: int, index_bits: int) -> int:
     return BLOCK_COUNT_BYTES + -(-entries * index_bits // 8)
 
 
-def block_stream_bytes(weight: np.ndarray, block_rows: int, block_cols: int, index_bits: int) -> tuple[int, int]:
+def block_stream_bytes(
+    weight: np.ndarray, block_rows: int, block_cols: int, index_bits: int
+) -> tuple[int, int]:
     """``(value bytes, metadata bytes)`` of int8 ``weight[k, n]`` encoded as one block tile (bridging blocks
     included, no limit on the count): what a layer's block-sparse weight costs to store and move, to within
     the per-tile restarts of its relative indices."""
-    skips, _ = relative_indices(np.flatnonzero(nonzero_blocks(block_grid(weight, block_rows, block_cols))), index_bits)
+    skips, _ = relative_indices(
+        np.flatnonzero(nonzero_blocks(block_grid(weight, block_rows, block_cols))), index_bits
+    )
     return skips.size * block_rows * block_cols, block_metadata_bytes(skips.size, index_bits)
 
 
-def pack_blocks(weight: np.ndarray, block_rows: int, block_cols: int, index_bits: int) -> tuple[np.ndarray, bytes]:
+def pack_blocks(
+    weight: np.ndarray, block_rows: int, block_cols: int, index_bits: int
+) -> tuple[np.ndarray, bytes]:
     """``(blocks[entries, block_rows, block_cols] int8, metadata)``: the nonzero blocks of int8 ``weight[k, n]``
     and the bridging zero blocks their ``index_bits``-bit relative indices need (module docstring)."""
     grid = block_grid(weight, block_rows, block_cols)
@@ -143,11 +169,17 @@ def pack_nm(weight: np.ndarray, n_keep: int, m: int) -> tuple[np.ndarray, bytes]
         raise ProgramError(f"reduction length {k} is not a multiple of M={m}")
     bad = nm_violations(weight.T, n_keep, m)
     if bad:
-        raise ProgramError(f"weight tile has {bad} group(s) with more than {n_keep} nonzeros of {m}")
+        raise ProgramError(
+            f"weight tile has {bad} group(s) with more than {n_keep} nonzeros of {m}"
+        )
     groups = weight.reshape(k // m, m, n)
-    positions = kept_positions(groups.transpose(0, 2, 1), n_keep).transpose(0, 2, 1)  # [groups, n_keep, n]
+    positions = kept_positions(groups.transpose(0, 2, 1), n_keep).transpose(
+        0, 2, 1
+    )  # [groups, n_keep, n]
     values = np.take_along_axis(groups, positions, axis=1).reshape(k // m * n_keep, n)
-    return np.ascontiguousarray(values, dtype=np.int8), pack_bits(positions.reshape(-1, n), position_bits(m))
+    return np.ascontiguousarray(values, dtype=np.int8), pack_bits(
+        positions.reshape(-1, n), position_bits(m)
+    )
 
 
 def weight_table(values: np.ndarray, index_bits: int) -> np.ndarray | None:

@@ -33,4 +33,8 @@ def round_shift(value: np.ndarray, shift) -> np.ndarray:
 def requantize(value: np.ndarray, multiplier, shift: int, relu: bool = False) -> np.ndarray:
     """int64 ``value`` requantized to int8 range (as int64): ``clip(round_shift(value * multiplier, shift),
     lo, 127)``, ``lo`` 0 with ``relu`` else -128; ``multiplier`` per column or scalar."""
-    return np.clip(round_shift(np.asarray(value, np.int64) * multiplier, np.int64(shift)), 0 if relu else -128, 127)
+    return np.clip(
+        round_shift(np.asarray(value, np.int64) * multiplier, np.int64(shift)),
+        0 if relu else -128,
+        127,
+    )

@@ -57,7 +57,9 @@ class Opcode(enum.IntEnum):
     NOP = 7  # a queue step that only moves dependency tokens
     BASIS_CONV = 8  # ESCALATE's second step: ACC[p, o] (+)= sum_r basis_r (*) INP[:, :, r * C + o]
     LOAD_CODED = 9  # DRAM index_bits-bit indices -> WGT int8 values TABLE[index] (a contiguous rows x cols tile)
-    ENGINE_CONFIG = 10  # set the decomposed-convolution engine's registers for the DECOMP_CONVs that follow
+    ENGINE_CONFIG = (
+        10  # set the decomposed-convolution engine's registers for the DECOMP_CONVs that follow
+    )
     DECOMP_CONV = 11  # a decomposed convolution's band: coefficient GEMM -> int8 maps on chip -> basis conv -> requantize
     LOAD_RLE = 12  # DRAM nonzero values + run_bits-bit zero runs (SCNN) -> INP (a contiguous rows x cols tile)
 
@@ -70,7 +72,13 @@ class Buffer(enum.IntEnum):
     TABLE = 4
 
 
-BUFFER_DTYPES = {Buffer.INP: np.int8, Buffer.WGT: np.int8, Buffer.META: np.uint8, Buffer.ACC: np.int32, Buffer.TABLE: np.int8}
+BUFFER_DTYPES = {
+    Buffer.INP: np.int8,
+    Buffer.WGT: np.int8,
+    Buffer.META: np.uint8,
+    Buffer.ACC: np.int32,
+    Buffer.TABLE: np.int8,
+}
 
 
 class AluOp(enum.IntEnum):
@@ -112,10 +120,33 @@ FIELDS: dict[Opcode, tuple[str, ...]] = {
     Opcode.GEMM_NM: ("acc_addr", "inp_addr", "wgt_addr", "m", "k", "n", "meta_addr"),
     Opcode.ALU: ("alu_op", "acc_addr", "rows", "cols", "operand", "shift", "addend"),
     Opcode.NOP: (),
-    Opcode.BASIS_CONV: ("acc_addr", "inp_addr", "wgt_addr", "height", "width", "channels", "geometry"),
+    Opcode.BASIS_CONV: (
+        "acc_addr",
+        "inp_addr",
+        "wgt_addr",
+        "height",
+        "width",
+        "channels",
+        "geometry",
+    ),
     Opcode.LOAD_CODED: ("sram_addr", "dram_addr", "rows", "cols", "table_addr", "index_bits"),
-    Opcode.ENGINE_CONFIG: ("channels", "outputs", "band", "geometry", "pads", "params_addr", "order"),
-    Opcode.DECOMP_CONV: ("acc_addr", "inp_addr", "wgt_addr", "meta_addr", "basis_addr", "coef_mode"),
+    Opcode.ENGINE_CONFIG: (
+        "channels",
+        "outputs",
+        "band",
+        "geometry",
+        "pads",
+        "params_addr",
+        "order",
+    ),
+    Opcode.DECOMP_CONV: (
+        "acc_addr",
+        "inp_addr",
+        "wgt_addr",
+        "meta_addr",
+        "basis_addr",
+        "coef_mode",
+    ),
     Opcode.LOAD_RLE: ("sram_addr", "dram_addr", "rows", "cols", "meta_addr", "entries", "run_bits"),
 }
 #: Fields read as signed (immediates); all others are unsigned.
@@ -138,7 +169,12 @@ INSTRUCTION_BYTES = 32
 
 def conv_geometry(kernel: int, basis: int, stride: int = 1, padding: int = 0) -> int:
     """The ``geometry`` field of ``BASIS_CONV``: kernel size, basis count, stride and padding, a byte each."""
-    for name, value in (("kernel", kernel), ("basis", basis), ("stride", stride), ("padding", padding)):
+    for name, value in (
+        ("kernel", kernel),
+        ("basis", basis),
+        ("stride", stride),
+        ("padding", padding),
+    ):
         if not 0 <= value < 256 or (name != "padding" and value == 0):
             raise ProgramError(f"BASIS_CONV {name} {value} does not fit its byte")
     return kernel | basis << 8 | stride << 16 | padding << 24
@@ -169,7 +205,12 @@ def split_band(band: int) -> tuple[int, int]:
 def engine_pads(pad_top: int, pad_bottom: int, maps_shift: int, out_shift: int) -> int:
     """The ``pads`` field of ``ENGINE_CONFIG``: the band's zero map rows above and below it and the two
     requantization shifts (maps, output), a byte each."""
-    for name, value in (("pad_top", pad_top), ("pad_bottom", pad_bottom), ("maps_shift", maps_shift), ("out_shift", out_shift)):
+    for name, value in (
+        ("pad_top", pad_top),
+        ("pad_bottom", pad_bottom),
+        ("maps_shift", maps_shift),
+        ("out_shift", out_shift),
+    ):
         if not 0 <= value < 256:
             raise ProgramError(f"ENGINE_CONFIG {name} {value} does not fit its byte")
     return pad_top | pad_bottom << 8 | maps_shift << 16 | out_shift << 24
@@ -178,6 +219,8 @@ def engine_pads(pad_top: int, pad_bottom: int, maps_shift: int, out_shift: int) 
 def split_pads(pads: int) -> tuple[int, int, int, int]:
     """``(pad_top, pad_bottom, maps_shift, out_shift)`` of an ``ENGINE_CONFIG`` pads field."""
     return pads & 255, pads >> 8 & 255, pads >> 16 & 255, pads >> 24 & 255
+
+
 _HEADER = struct.Struct("<BBH")
 _SLOTS = 7
 
@@ -213,18 +256,28 @@ class Instruction:
         if self.opcode == Opcode.NOP:
             slots = [int(self.queue if self.queue is not None else Queue.COMPUTE)]
         slots += [0] * (_SLOTS - len(slots))
-        fmt = "<" + "".join("i" if n in SIGNED_FIELDS else "I" for n in names) + "I" * (_SLOTS - len(names))
+        fmt = (
+            "<"
+            + "".join("i" if n in SIGNED_FIELDS else "I" for n in names)
+            + "I" * (_SLOTS - len(names))
+        )
         if self.opcode == Opcode.NOP:
             fmt = "<" + "I" * _SLOTS
         try:
-            return _HEADER.pack(int(self.opcode), int(self.flags), self.tag) + struct.pack(fmt, *slots)
+            return _HEADER.pack(int(self.opcode), int(self.flags), self.tag) + struct.pack(
+                fmt, *slots
+            )
         except struct.error as err:
-            raise ProgramError(f"{self.opcode.name}: a field does not fit 32 bits ({err})") from None
+            raise ProgramError(
+                f"{self.opcode.name}: a field does not fit 32 bits ({err})"
+            ) from None
 
     @staticmethod
     def decode(raw: bytes, index: int = 0) -> Instruction:
         if len(raw) != INSTRUCTION_BYTES:
-            raise ProgramError(f"instruction {index}: {len(raw)} bytes, expected {INSTRUCTION_BYTES}")
+            raise ProgramError(
+                f"instruction {index}: {len(raw)} bytes, expected {INSTRUCTION_BYTES}"
+            )
         code, flags, tag = _HEADER.unpack_from(raw)
         try:
             opcode = Opcode(code)
@@ -233,17 +286,25 @@ class Instruction:
         if flags & ~int(sum(Flag)):
             raise ProgramError(f"instruction {index} ({opcode.name}): unknown flag bits {flags:#x}")
         names = FIELDS[opcode]
-        fmt = "<" + "".join("i" if n in SIGNED_FIELDS else "I" for n in names) + "I" * (_SLOTS - len(names))
+        fmt = (
+            "<"
+            + "".join("i" if n in SIGNED_FIELDS else "I" for n in names)
+            + "I" * (_SLOTS - len(names))
+        )
         values = struct.unpack_from(fmt, raw, _HEADER.size)
         if opcode == Opcode.NOP:
             try:
                 return Instruction(opcode, {}, Flag(flags), tag, Queue(values[0]))
             except ValueError:
-                raise ProgramError(f"instruction {index} (NOP): unknown queue {values[0]}") from None
+                raise ProgramError(
+                    f"instruction {index} (NOP): unknown queue {values[0]}"
+                ) from None
         args = dict(zip(names, values))
         for name, kind in (("buffer", Buffer), ("alu_op", AluOp)):
             if name in args and args[name] not in kind._value2member_map_:
-                raise ProgramError(f"instruction {index} ({opcode.name}): unknown {name} {args[name]}")
+                raise ProgramError(
+                    f"instruction {index} ({opcode.name}): unknown {name} {args[name]}"
+                )
         return Instruction(opcode, args, Flag(flags), tag)
 
 
@@ -262,22 +323,30 @@ class Program:
     def to_bytes(self) -> bytes:
         meta = json.dumps({"tags": self.tags, "device": self.device}).encode()
         code = b"".join(ins.encode() for ins in self.instructions)
-        head = struct.pack("<4sHIIQ", self._MAGIC, self._VERSION, len(meta), len(self.instructions), len(self.dram))
+        head = struct.pack(
+            "<4sHIIQ", self._MAGIC, self._VERSION, len(meta), len(self.instructions), len(self.dram)
+        )
         return head + meta + code + bytes(self.dram)
 
     @staticmethod
     def from_bytes(data: bytes) -> Program:
         head = struct.Struct("<4sHIIQ")
         if len(data) < head.size:
-            raise ProgramError(f"program: {len(data)} bytes is shorter than the {head.size}-byte header")
+            raise ProgramError(
+                f"program: {len(data)} bytes is shorter than the {head.size}-byte header"
+            )
         magic, version, meta_len, count, dram_len = head.unpack_from(data)
         if magic != Program._MAGIC:
             raise ProgramError(f"program: bad magic {magic!r} (not a sparse-accel program)")
         if version != Program._VERSION:
-            raise ProgramError(f"program: version {version}, this simulator reads version {Program._VERSION}")
+            raise ProgramError(
+                f"program: version {version}, this simulator reads version {Program._VERSION}"
+            )
         expected = head.size + meta_len + count * INSTRUCTION_BYTES + dram_len
         if len(data) != expected:
-            raise ProgramError(f"program: {len(data)} bytes, the header announces {expected} (truncated or padded)")
+            raise ProgramError(
+                f"program: {len(data)} bytes, the header announces {expected} (truncated or padded)"
+            )
         offset = head.size
         try:
             meta = json.loads(data[offset : offset + meta_len])
@@ -286,13 +355,18 @@ class Program:
             raise ProgramError(f"program: unreadable metadata ({err})") from None
         offset += meta_len
         instructions = [
-            Instruction.decode(data[offset + i * INSTRUCTION_BYTES : offset + (i + 1) * INSTRUCTION_BYTES], i) for i in range(count)
+            Instruction.decode(
+                data[offset + i * INSTRUCTION_BYTES : offset + (i + 1) * INSTRUCTION_BYTES], i
+            )
+            for i in range(count)
         ]
         offset += count * INSTRUCTION_BYTES
         program = Program(instructions, bytes(data[offset:]), tags, device)
         for i, ins in enumerate(instructions):
             if ins.tag >= len(tags):
-                raise ProgramError(f"instruction {i} ({ins.opcode.name}): layer tag {ins.tag} has no name")
+                raise ProgramError(
+                    f"instruction {i} ({ins.opcode.name}): layer tag {ins.tag} has no name"
+                )
         return program
 
 
@@ -303,7 +377,9 @@ def _flag_text(flags: Flag) -> str:
 
 def disassemble(program: Program) -> str:
     """One line per instruction: index, queue, opcode, fields, flags, layer tag."""
-    lines = [f"; sparse-accel program: {len(program.instructions)} instructions, {len(program.dram)} DRAM bytes, device {program.device or '?'}"]
+    lines = [
+        f"; sparse-accel program: {len(program.instructions)} instructions, {len(program.dram)} DRAM bytes, device {program.device or '?'}"
+    ]
     for i, ins in enumerate(program.instructions):
         if ins.opcode == Opcode.NOP:
             fields = ""
@@ -330,5 +406,7 @@ def disassemble(program: Program) -> str:
                 parts.append(f"{name}={value}")
             fields = " " + " ".join(parts)
         tag = program.tags[ins.tag] if ins.tag < len(program.tags) else ins.tag
-        lines.append(f"{i:5d}: {ins.on_queue.name.lower():7s} {ins.opcode.name:10s}{fields}{_flag_text(ins.flags)}  ; {tag}")
+        lines.append(
+            f"{i:5d}: {ins.on_queue.name.lower():7s} {ins.opcode.name:10s}{fields}{_flag_text(ins.flags)}  ; {tag}"
+        )
     return "\n".join(lines)

@@ -16,4 +16,11 @@ def add_kernel(builder, taken: set, func: tvm.tirx.PrimFunc, base: str) -> tvm.i
     return builder.add_func(func.with_attr("global_symbol", unique), unique)
 
 
-__all__ = ["VECTOR_LANES", "BSRKernelArgs", "BSRKernelParams", "Im2Col", "add_kernel", "bsr_matmul_kernel"]
+__all__ = [
+    "VECTOR_LANES",
+    "BSRKernelArgs",
+    "BSRKernelParams",
+    "Im2Col",
+    "add_kernel",
+    "bsr_matmul_kernel",
+]

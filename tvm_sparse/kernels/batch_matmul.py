@@ -24,7 +24,9 @@ def rows_per_tile(isa: VectorISA) -> int:
     return 8 if isa.registers >= 32 else ACCUMULATOR_REGISTERS_16 // isa.registers_for(LANES)
 
 
-def batch_matmul_kernel(batch: Dim, m: Dim, n: Dim, k: Dim, transpose_b: bool, name: str = "batch_matmul"):
+def batch_matmul_kernel(
+    batch: Dim, m: Dim, n: Dim, k: Dim, transpose_b: bool, name: str = "batch_matmul"
+):
     """``name(A[batch, m, k], B[batch, k, n] or B[batch, n, k], Y[batch, m, n])``; any size may be symbolic."""
     batch, m, n, k = own_vars((batch, m, n, k))
     panels = (n + LANES - 1) // LANES
@@ -47,18 +49,27 @@ def batch_matmul_kernel(batch: Dim, m: Dim, n: Dim, k: Dim, transpose_b: bool, n
             for kk in range(k):
                 for lane in T.vectorized(LANES):
                     if transpose_b:
-                        packed[kk, lane] = T.if_then_else(n0 + lane < n, B[s, T.min(n0 + lane, n - 1), kk], T.float32(0))
+                        packed[kk, lane] = T.if_then_else(
+                            n0 + lane < n, B[s, T.min(n0 + lane, n - 1), kk], T.float32(0)
+                        )
                     else:
-                        packed[kk, lane] = T.if_then_else(n0 + lane < n, B[s, kk, T.min(n0 + lane, n - 1)], T.float32(0))
+                        packed[kk, lane] = T.if_then_else(
+                            n0 + lane < n, B[s, kk, T.min(n0 + lane, n - 1)], T.float32(0)
+                        )
             for rt in range(row_tiles):
-                acc = T.decl_buffer((mt, LANES), "float32")  # on the stack: LLVM keeps it in registers
+                acc = T.decl_buffer(
+                    (mt, LANES), "float32"
+                )  # on the stack: LLVM keeps it in registers
                 for mm in T.unroll(mt):
                     for lane in T.vectorized(LANES):
                         acc[mm, lane] = T.float32(0)
                 for kk in range(k):
                     for mm in T.unroll(mt):
                         for lane in T.vectorized(LANES):
-                            acc[mm, lane] = acc[mm, lane] + A[s, T.min(rt * mt + mm, m - 1), kk] * packed[kk, lane]
+                            acc[mm, lane] = (
+                                acc[mm, lane]
+                                + A[s, T.min(rt * mt + mm, m - 1), kk] * packed[kk, lane]
+                            )
                 for mm in T.unroll(mt):
                     if rt * mt + mm < m:
                         if n0 + LANES <= n:

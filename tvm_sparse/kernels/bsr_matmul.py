@@ -54,7 +54,9 @@ class BSRKernelParams:
     pack_in_tile: bool = False
 
     @staticmethod
-    def default(block_shape: tuple[int, int], im2col: bool = False, isa: VectorISA | None = None) -> BSRKernelParams:
+    def default(
+        block_shape: tuple[int, int], im2col: bool = False, isa: VectorISA | None = None
+    ) -> BSRKernelParams:
         """The default for ``isa`` (default: the current target's).
 
         AVX-512: eight accumulator vectors of up to 16 lanes, the sweet spot measured there; sixteen
@@ -68,7 +70,13 @@ class BSRKernelParams:
         isa = isa or vector_isa()
         r, _ = block_shape
         if isa.registers >= 32:
-            rows = 16 if im2col and r <= VECTOR_LANES // 2 else 8 if r <= VECTOR_LANES else max(1, 128 // r)
+            rows = (
+                16
+                if im2col and r <= VECTOR_LANES // 2
+                else 8
+                if r <= VECTOR_LANES
+                else max(1, 128 // r)
+            )
         else:
             rows = max(1, ACCUMULATOR_REGISTERS_16 // isa.registers_for(r))
         return BSRKernelParams(rows_per_tile=min(rows, 1 << MAX_TAIL_TILES), pack_in_tile=im2col)
@@ -127,7 +135,9 @@ class Im2Col:
         end = self.padding_end or self.padding
         return tuple(
             (size + before + after - dil * (k - 1) - 1) // s + 1
-            for size, before, after, dil, k, s in zip((h, w), self.padding, end, self.dilation, self.kernel, self.strides)
+            for size, before, after, dil, k, s in zip(
+                (h, w), self.padding, end, self.dilation, self.kernel, self.strides
+            )
         )
 
     @property
@@ -181,8 +191,15 @@ def bsr_matmul_kernel(
     num_stored = max(weight.num_blocks, 1)
     params = params or BSRKernelParams.default((r, c))
     if im2col is not None:
-        if is_static(m) and is_static(im2col.rows) and int(im2col.rows) != int(m) or im2col.columns != k:
-            raise ValueError(f"im2col gives a {im2col.rows}x{im2col.columns} matrix, the kernel multiplies {m}x{k}")
+        if (
+            is_static(m)
+            and is_static(im2col.rows)
+            and int(im2col.rows) != int(m)
+            or im2col.columns != k
+        ):
+            raise ValueError(
+                f"im2col gives a {im2col.rows}x{im2col.columns} matrix, the kernel multiplies {m}x{k}"
+            )
         im2col = dataclasses.replace(im2col, input_shape=own_vars(im2col.input_shape))
         m = im2col.rows
     else:
@@ -204,10 +221,15 @@ def bsr_matmul_kernel(
             for cc in column_loop(c):
                 for mm in T.unroll(rows):
                     for lane in T.vectorized(r):
-                        acc[mm, lane] = acc[mm, lane] + X_tiles[xt, indices[j] * c + cc, x0 + mm] * data[j, cc, lane]
+                        acc[mm, lane] = (
+                            acc[mm, lane]
+                            + X_tiles[xt, indices[j] * c + cc, x0 + mm] * data[j, cc, lane]
+                        )
         for mm in T.unroll(rows):
             for lane in T.vectorized(r):
-                Y[row0 + mm, br * r + lane] = T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]
+                Y[row0 + mm, br * r + lane] = (
+                    T.max(acc[mm, lane], T.float32(0)) if relu else acc[mm, lane]
+                )
 
     @T.macro
     def tail_tile(X_tiles, data, indices, indptr, B, Y, xt, i):
@@ -215,7 +237,19 @@ def bsr_matmul_kernel(
         if i < len(tails):
             if tails[i].when:
                 for br in T.parallel(block_rows):
-                    row_tile(X_tiles, data, indices, indptr, B, Y, full_tiles * mt + tails[i].offset, br, tails[i].rows, xt, tails[i].offset)
+                    row_tile(
+                        X_tiles,
+                        data,
+                        indices,
+                        indptr,
+                        B,
+                        Y,
+                        full_tiles * mt + tails[i].offset,
+                        br,
+                        tails[i].rows,
+                        xt,
+                        tails[i].offset,
+                    )
 
     @T.macro
     def tail_tiles(X_tiles, data, indices, indptr, B, Y, xt):
@@ -243,7 +277,11 @@ def bsr_matmul_kernel(
         _, height, width, channels = x_shape
         out_h, out_w = im2col.out_hw
         kernel_h, kernel_w = im2col.kernel
-        (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = im2col.strides, im2col.padding, im2col.dilation
+        (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = (
+            im2col.strides,
+            im2col.padding,
+            im2col.dilation,
+        )
         groups = im2col.groups
         group_channels = channels // groups
 
@@ -258,10 +296,18 @@ def bsr_matmul_kernel(
             for g, kh, kw in T.grid(groups, kernel_h, kernel_w):
                 for ci in range(group_channels):
                     for mm in T.unroll(mt):
-                        X_tiles[xt, ((g * kernel_h + kh) * kernel_w + kw) * group_channels + ci, mm] = T.if_then_else(
+                        X_tiles[
+                            xt, ((g * kernel_h + kh) * kernel_w + kw) * group_channels + ci, mm
+                        ] = T.if_then_else(
                             T.And(
-                                T.And(0 <= origin[mm, 1] + kh * dil_h, origin[mm, 1] + kh * dil_h < height),
-                                T.And(0 <= origin[mm, 2] + kw * dil_w, origin[mm, 2] + kw * dil_w < width),
+                                T.And(
+                                    0 <= origin[mm, 1] + kh * dil_h,
+                                    origin[mm, 1] + kh * dil_h < height,
+                                ),
+                                T.And(
+                                    0 <= origin[mm, 2] + kw * dil_w,
+                                    origin[mm, 2] + kw * dil_w < width,
+                                ),
                             ),
                             X[
                                 origin[mm, 0],
@@ -303,9 +349,33 @@ def bsr_matmul_kernel(
                 pack_tile(X, X_tiles, full_tiles, full_tiles, True)
             for w in T.parallel(full_tiles * block_rows):
                 if params.weight_major:
-                    row_tile(X_tiles, data, indices, indptr, B, Y, w % full_tiles * mt, w // full_tiles, mt, w % full_tiles, 0)
+                    row_tile(
+                        X_tiles,
+                        data,
+                        indices,
+                        indptr,
+                        B,
+                        Y,
+                        w % full_tiles * mt,
+                        w // full_tiles,
+                        mt,
+                        w % full_tiles,
+                        0,
+                    )
                 else:
-                    row_tile(X_tiles, data, indices, indptr, B, Y, w // block_rows * mt, w % block_rows, mt, w // block_rows, 0)
+                    row_tile(
+                        X_tiles,
+                        data,
+                        indices,
+                        indptr,
+                        B,
+                        Y,
+                        w // block_rows * mt,
+                        w % block_rows,
+                        mt,
+                        w // block_rows,
+                        0,
+                    )
             if has_tail:
                 tail_tiles(X_tiles, data, indices, indptr, B, Y, full_tiles)
 

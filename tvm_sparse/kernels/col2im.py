@@ -60,7 +60,9 @@ class Col2Im:
     def __post_init__(self):
         channels = self.input_shape[3]
         if channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"{channels} input and {self.out_channels} output channels do not split into {self.groups} groups")
+            raise ValueError(
+                f"{channels} input and {self.out_channels} output channels do not split into {self.groups} groups"
+            )
 
     @property
     def out_hw(self) -> tuple:
@@ -69,7 +71,13 @@ class Col2Im:
         return tuple(
             s * (size - 1) + extra + d * (k - 1) + 1 - before - after
             for size, s, extra, d, k, before, after in zip(
-                (h, w), self.strides, self.output_padding, self.dilation, self.kernel, self.padding[:2], self.padding[2:]
+                (h, w),
+                self.strides,
+                self.output_padding,
+                self.dilation,
+                self.kernel,
+                self.padding[:2],
+                self.padding[2:],
             )
         )
 
@@ -89,19 +97,25 @@ class Col2Im:
         channels, out_channels, groups = self.input_shape[3], self.out_channels, self.groups
         expected = (channels, out_channels // groups, *self.kernel)
         if tuple(weight.shape) != expected:
-            raise ValueError(f"a transposed convolution weight of shape {list(weight.shape)}, expected {list(expected)}")
+            raise ValueError(
+                f"a transposed convolution weight of shape {list(weight.shape)}, expected {list(expected)}"
+            )
         kh, kw = self.kernel
         in_group, out_group = channels // groups, out_channels // groups
         matrix = np.zeros((kh, kw, out_channels, channels), weight.dtype)
         for g in range(groups):
             block = weight[g * in_group : (g + 1) * in_group]  # [C/g, O/g, KH, KW]
-            matrix[:, :, g * out_group : (g + 1) * out_group, g * in_group : (g + 1) * in_group] = block.transpose(2, 3, 1, 0)
+            matrix[:, :, g * out_group : (g + 1) * out_group, g * in_group : (g + 1) * in_group] = (
+                block.transpose(2, 3, 1, 0)
+            )
         out = np.zeros((self.columns, channels), weight.dtype)
         out[: kh * kw * out_channels] = matrix.reshape(-1, channels)
         return out
 
 
-def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im", channels_first: bool = False):
+def col2im_kernel(
+    geometry: Col2Im, relu: bool = False, name: str = "col2im", channels_first: bool = False
+):
     """Return the PrimFunc ``name(cols[N, H, W, columns], bias[O], Y[N, OH, OW, O])`` (float32).
 
     ``cols`` is the GEMM's output (:meth:`Col2Im.weight_matrix`), ``Y`` the
@@ -133,7 +147,9 @@ def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im", ch
     def add_pixel(cols, row, ow, n, ih, iw, tap):
         for cb in range(full):
             for lane in T.vectorized(VECTOR_LANES):
-                row[ow, cb * VECTOR_LANES + lane] += cols[n, ih, iw, tap * channels + cb * VECTOR_LANES + lane]
+                row[ow, cb * VECTOR_LANES + lane] += cols[
+                    n, ih, iw, tap * channels + cb * VECTOR_LANES + lane
+                ]
         if tail > 0:
             for lane in T.vectorized(tail):
                 row[ow, tail_start + lane] += cols[n, ih, iw, tap * channels + tail_start + lane]
@@ -153,11 +169,21 @@ def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im", ch
         for ow in range(out_w):
             set_pixel(row, lambda c: B[c], ow)
         for kh in T.unroll(kernel_h):
-            reach = oh + pad_top - kh * dil_h  # ih * sh when input row ih reaches this row through kh
+            reach = (
+                oh + pad_top - kh * dil_h
+            )  # ih * sh when input row ih reaches this row through kh
             if reach >= 0 and reach % stride_h == 0 and reach // stride_h < height:
                 for kw in T.unroll(kernel_w):
                     for iw in range(first_column(kw), end_column(kw)):
-                        add_pixel(cols, row, iw * stride_w - pad_left + kw * dil_w, n, reach // stride_h, iw, kh * kernel_w + kw)
+                        add_pixel(
+                            cols,
+                            row,
+                            iw * stride_w - pad_left + kw * dil_w,
+                            n,
+                            reach // stride_h,
+                            iw,
+                            kh * kernel_w + kw,
+                        )
         if relu:
             for ow in range(out_w):
                 set_pixel(row, lambda c: T.max(row[ow, c], T.float32(0)), ow)
@@ -178,7 +204,9 @@ def col2im_kernel(geometry: Col2Im, relu: bool = False, name: str = "col2im", ch
                 for c, ow in T.grid(channels, out_w):
                     Y[n, c, oh, ow] = row[ow, c]
             else:
-                row = T.decl_buffer((out_w, channels), "float32", data=Y.data, elem_offset=p * out_w * channels)
+                row = T.decl_buffer(
+                    (out_w, channels), "float32", data=Y.data, elem_offset=p * out_w * channels
+                )
                 output_row(cols, B, row, n, oh)
 
     return kernel.with_attr("global_symbol", name)

@@ -21,7 +21,9 @@ from .bsr_matmul import VECTOR_LANES, Im2Col
 from .rows import own_vars
 
 
-def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d", maps_major: bool = False):
+def depthwise_conv_kernel(
+    im2col: Im2Col, relu: bool = False, name: str = "depthwise_conv2d", maps_major: bool = False
+):
     """``name(X[N, H, W, C], weight[KH, KW, G, O], bias[O], Y[N, OH, OW, O])`` with ``O = groups``, ``G = C / O``.
 
     ``im2col`` describes the convolution (one output channel per group; ``N``, ``H``, ``W`` may be
@@ -38,7 +40,11 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
     group = in_channels // channels
     out_h, out_w = im2col.out_hw
     kernel_h, kernel_w = im2col.kernel
-    (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = im2col.strides, im2col.padding, im2col.dilation
+    (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = (
+        im2col.strides,
+        im2col.padding,
+        im2col.dilation,
+    )
     full_blocks = channels // VECTOR_LANES
     tail_start = full_blocks * VECTOR_LANES
 
@@ -56,7 +62,10 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
             if 0 <= ih and ih < height and 0 <= iw and iw < width:
                 for j in T.unroll(group):
                     for lane in vector_loop(lanes):
-                        acc[lane] = acc[lane] + X[n, ih, iw, channel(c0 + lane, j)] * Wt[kh, kw, j, c0 + lane]
+                        acc[lane] = (
+                            acc[lane]
+                            + X[n, ih, iw, channel(c0 + lane, j)] * Wt[kh, kw, j, c0 + lane]
+                        )
 
     @T.prim_func
     def kernel(
@@ -70,7 +79,9 @@ def depthwise_conv_kernel(im2col: Im2Col, relu: bool = False, name: str = "depth
             n = p // out_h
             oh = p % out_h
             for ow in range(out_w):
-                acc = T.decl_buffer((VECTOR_LANES,), "float32")  # on the stack: LLVM keeps it in registers
+                acc = T.decl_buffer(
+                    (VECTOR_LANES,), "float32"
+                )  # on the stack: LLVM keeps it in registers
                 for cb in range(full_blocks):
                     for lane in T.vectorized(VECTOR_LANES):
                         acc[lane] = B[cb * VECTOR_LANES + lane]

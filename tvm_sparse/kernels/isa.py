@@ -34,7 +34,11 @@ SSE = VectorISA("sse", 4, 16)
 
 def vector_isa(target: tvm.target.Target | None = None) -> VectorISA:
     """The vector ISA of ``target`` (default: the current target, else the host)."""
-    target = target or tvm.target.Target.current(allow_none=True) or tvm.target.Target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
+    target = (
+        target
+        or tvm.target.Target.current(allow_none=True)
+        or tvm.target.Target({"kind": "llvm", "mcpu": llvm_get_system_cpu()})
+    )
     if str(target.kind.name) != "llvm":
         return SSE
     if target_has_features("avx512f", target):

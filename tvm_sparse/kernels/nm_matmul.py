@@ -50,11 +50,15 @@ class NMKernelArgs:
         groups = weight.values.shape[1]
         positions[:rows, :groups] = weight.positions
         values[:rows, :groups] = weight.values
-        positions += (np.arange(groups_pad) % (VECTOR_LANES // weight.m) * weight.m)[None, :, None]  # group offset in the chunk
+        positions += (np.arange(groups_pad) % (VECTOR_LANES // weight.m) * weight.m)[
+            None, :, None
+        ]  # group offset in the chunk
         chunks, slots = k_pad // VECTOR_LANES, VECTOR_LANES // weight.m * weight.n
 
         def lanes_last(a):
-            return np.ascontiguousarray(a.reshape(n_pad // VECTOR_LANES, VECTOR_LANES, chunks, slots).transpose(0, 2, 3, 1))
+            return np.ascontiguousarray(
+                a.reshape(n_pad // VECTOR_LANES, VECTOR_LANES, chunks, slots).transpose(0, 2, 3, 1)
+            )
 
         return NMKernelArgs(lanes_last(positions), lanes_last(values))
 
@@ -71,7 +75,13 @@ def padded_reduction(k: int) -> int:
     return -(-k // VECTOR_LANES) * VECTOR_LANES
 
 
-def nm_matmul_kernel(m: Dim, weight: NMMatrix, name: str = "nm_matmul", relu: bool = False, rows_per_tile: int = ROWS_PER_TILE):
+def nm_matmul_kernel(
+    m: Dim,
+    weight: NMMatrix,
+    name: str = "nm_matmul",
+    relu: bool = False,
+    rows_per_tile: int = ROWS_PER_TILE,
+):
     """Return the PrimFunc ``name(X[m, Kp], positions, values, bias[Np], Y[m, Np])``.
 
     ``rows_per_tile`` rows of ``X`` share each chunk's value and position vectors (the kernel's knob).
@@ -106,7 +116,12 @@ def nm_matmul_kernel(m: Dim, weight: NMMatrix, name: str = "nm_matmul", relu: bo
         for kc in range(chunks):
             for mm in T.unroll(count):
                 for s in T.unroll(slots):
-                    gathered = T.call_llvm_pure_intrin("float32x16", T.llvm_lookup_intrinsic_id(PERMUTE), X_tiles[t, kc, x0 + mm, vec(0)], P[p, kc, s, vec(0)])
+                    gathered = T.call_llvm_pure_intrin(
+                        "float32x16",
+                        T.llvm_lookup_intrinsic_id(PERMUTE),
+                        X_tiles[t, kc, x0 + mm, vec(0)],
+                        P[p, kc, s, vec(0)],
+                    )
                     acc[mm, vec(0)] = acc[mm, vec(0)] + gathered * V[p, kc, s, vec(0)]
         for mm in T.unroll(count):
             Y[t * mt + x0 + mm, vec(p * lanes)] = finish(acc[mm, vec(0)])

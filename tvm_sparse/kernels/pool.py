@@ -36,21 +36,33 @@ def pool2d_kernel(window: Im2Col, kind: str, count_include_pad: bool = False, na
     batch, height, width, channels = window.input_shape
     out_h, out_w = window.out_hw
     kernel_h, kernel_w = window.kernel
-    (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = window.strides, window.padding, window.dilation
+    (stride_h, stride_w), (pad_top, pad_left), (dil_h, dil_w) = (
+        window.strides,
+        window.padding,
+        window.dilation,
+    )
     pad_bottom, pad_right = window.padding_end or window.padding
     blocks, tail = divmod(channels, LANES)
     lowest = T.float32(-3.4028234663852886e38)
 
     def inside(oh, ow, kh, kw, top, left, bottom, right):
         ih, iw = oh * stride_h + kh * dil_h - pad_top, ow * stride_w + kw * dil_w - pad_left
-        return T.And(T.And(-top <= ih, ih < height + bottom), T.And(-left <= iw, iw < width + right))
+        return T.And(
+            T.And(-top <= ih, ih < height + bottom), T.And(-left <= iw, iw < width + right)
+        )
 
     def count(oh, ow):
         """The taps an average divides by."""
         if count_include_pad:
             pads = (pad_top, pad_left, pad_bottom, pad_right)
-            return T.Cast("float32", _taps(oh, ow, kernel_h, kernel_w, lambda kh, kw: inside(oh, ow, kh, kw, *pads)))
-        return T.Cast("float32", _taps(oh, ow, kernel_h, kernel_w, lambda kh, kw: inside(oh, ow, kh, kw, 0, 0, 0, 0)))
+            return T.Cast(
+                "float32",
+                _taps(oh, ow, kernel_h, kernel_w, lambda kh, kw: inside(oh, ow, kh, kw, *pads)),
+            )
+        return T.Cast(
+            "float32",
+            _taps(oh, ow, kernel_h, kernel_w, lambda kh, kw: inside(oh, ow, kh, kw, 0, 0, 0, 0)),
+        )
 
     @T.macro
     def window_of(X, Y, n, oh, ow, c0, lanes, vector_loop):
@@ -61,14 +73,33 @@ def pool2d_kernel(window: Im2Col, kind: str, count_include_pad: bool = False, na
             if inside(oh, ow, kh, kw, 0, 0, 0, 0):
                 for lane in vector_loop(lanes):
                     if kind == "max":
-                        acc[lane] = T.max(acc[lane], X[n, oh * stride_h + kh * dil_h - pad_top, ow * stride_w + kw * dil_w - pad_left, c0 + lane])
+                        acc[lane] = T.max(
+                            acc[lane],
+                            X[
+                                n,
+                                oh * stride_h + kh * dil_h - pad_top,
+                                ow * stride_w + kw * dil_w - pad_left,
+                                c0 + lane,
+                            ],
+                        )
                     else:
-                        acc[lane] = acc[lane] + X[n, oh * stride_h + kh * dil_h - pad_top, ow * stride_w + kw * dil_w - pad_left, c0 + lane]
+                        acc[lane] = (
+                            acc[lane]
+                            + X[
+                                n,
+                                oh * stride_h + kh * dil_h - pad_top,
+                                ow * stride_w + kw * dil_w - pad_left,
+                                c0 + lane,
+                            ]
+                        )
         for lane in vector_loop(lanes):
             Y[n, oh, ow, c0 + lane] = acc[lane] if kind == "max" else acc[lane] / count(oh, ow)
 
     @T.prim_func(s_tir=True)
-    def kernel(X: T.Buffer((batch, height, width, channels), "float32"), Y: T.Buffer((batch, out_h, out_w, channels), "float32")):
+    def kernel(
+        X: T.Buffer((batch, height, width, channels), "float32"),
+        Y: T.Buffer((batch, out_h, out_w, channels), "float32"),
+    ):
         T.func_attr(_ATTRS)
         with T.sblock("root"):
             for p in T.parallel(batch * out_h):
@@ -109,7 +140,10 @@ def spatial_mean_kernel(shape: tuple, name: str = "spatial_mean"):
             Y[n, 0, 0, c0 + lane] = acc[lane] / T.Cast("float32", height * width)
 
     @T.prim_func(s_tir=True)
-    def kernel(X: T.Buffer((batch, height, width, channels), "float32"), Y: T.Buffer((batch, 1, 1, channels), "float32")):
+    def kernel(
+        X: T.Buffer((batch, height, width, channels), "float32"),
+        Y: T.Buffer((batch, 1, 1, channels), "float32"),
+    ):
         T.func_attr(_ATTRS)
         with T.sblock("root"):
             for p in T.parallel(batch * parts):

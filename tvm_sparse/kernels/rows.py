@@ -35,7 +35,12 @@ def own_vars(shape, name: str = "d") -> tuple:
     kernel takes the static dimensions of a Relax shape as they are and gets
     a variable of its own, named like the dimension, for each other one.
     """
-    return tuple(int(d) if is_static(d) else tirx.Var(d.name if isinstance(d, tirx.Var) else f"{name}{i}", "int64") for i, d in enumerate(shape))
+    return tuple(
+        int(d)
+        if is_static(d)
+        else tirx.Var(d.name if isinstance(d, tirx.Var) else f"{name}{i}", "int64")
+        for i, d in enumerate(shape)
+    )
 
 
 @dataclass(frozen=True)

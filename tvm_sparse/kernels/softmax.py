@@ -20,7 +20,14 @@ from .rows import own_vars
 
 LANES = VECTOR_LANES
 _ATTRS = {"tirx.noalias": True, "tirx.is_scheduled": True}
-_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
+_EXP_POLY = (
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+)
 
 
 def fast_exp(x):

@@ -62,11 +62,15 @@ def energy_profile(weight: np.ndarray) -> np.ndarray:
 def _kernel_matrix(weight: np.ndarray) -> np.ndarray:
     w = np.asarray(weight)
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
-        raise FormatError(f"kernel decomposition needs square conv kernels [O, I, k, k], got shape {w.shape}")
+        raise FormatError(
+            f"kernel decomposition needs square conv kernels [O, I, k, k], got shape {w.shape}"
+        )
     return w.reshape(w.shape[0] * w.shape[1], -1).astype(np.float64)
 
 
-def decompose_kernels(weight: np.ndarray, rank: int | None = None, energy: float = 0.99) -> Decomposition:
+def decompose_kernels(
+    weight: np.ndarray, rank: int | None = None, energy: float = 0.99
+) -> Decomposition:
     """The best rank-``rank`` shared basis (or the smallest rank capturing ``energy``)."""
     w = np.asarray(weight)
     matrix = _kernel_matrix(w)
@@ -78,7 +82,9 @@ def decompose_kernels(weight: np.ndarray, rank: int | None = None, energy: float
         captured = np.cumsum(s**2) / total if total > 0 else np.ones_like(s)
         rank = int(np.searchsorted(captured, energy - 1e-12) + 1)
     if not 1 <= rank <= vt.shape[0]:
-        raise FormatError(f"rank must be between 1 and {vt.shape[0]} for {w.shape[2]}x{w.shape[3]} kernels, got {rank}")
+        raise FormatError(
+            f"rank must be between 1 and {vt.shape[0]} for {w.shape[2]}x{w.shape[3]} kernels, got {rank}"
+        )
     o, i, k, _ = w.shape
     basis = vt[:rank].reshape(rank, k, k)
     coefficients = (u[:, :rank] * s[:rank]).reshape(o, i, rank)
@@ -86,7 +92,9 @@ def decompose_kernels(weight: np.ndarray, rank: int | None = None, energy: float
     return Decomposition(basis.astype(w.dtype), coefficients.astype(w.dtype), kept)
 
 
-def prune_coefficients(d: Decomposition, density: float, block: tuple[int, int] = COEFFICIENT_BLOCK) -> Decomposition:
+def prune_coefficients(
+    d: Decomposition, density: float, block: tuple[int, int] = COEFFICIENT_BLOCK
+) -> Decomposition:
     """Keep the ``density`` fraction of coefficient blocks by magnitude: ``block`` is (output channels of one
     basis kernel, input channels); 16x1 suits the CPU kernels, 16x16 the device's block mode."""
     o, i, r = d.coefficients.shape
@@ -105,6 +113,11 @@ def quantize_hybrid(d: Decomposition) -> Decomposition:
     magnitude = np.abs(c)
     threshold = 0.7 * magnitude.mean(axis=(1, 2), keepdims=True)
     keep = magnitude > threshold
-    alpha = np.where(keep.any(axis=(1, 2), keepdims=True), (magnitude * keep).sum(axis=(1, 2), keepdims=True) / np.maximum(keep.sum(axis=(1, 2), keepdims=True), 1), 0)
+    alpha = np.where(
+        keep.any(axis=(1, 2), keepdims=True),
+        (magnitude * keep).sum(axis=(1, 2), keepdims=True)
+        / np.maximum(keep.sum(axis=(1, 2), keepdims=True), 1),
+        0,
+    )
     ternary = np.sign(c) * keep * alpha
     return Decomposition(basis_q.astype(basis.dtype), ternary.astype(c.dtype), d.energy)

@@ -57,7 +57,9 @@ def parse_pattern(text: str) -> Pattern:
             raise FormatError(f"pattern {text!r}: need 0 < N < M")
     if kind == "decompose":
         return _parse_decompose(text, arg)
-    raise FormatError(f"unknown pruning pattern {text!r} (use unstructured, block:RxC, nm:N:M or decompose:rank=R[,coef-density=D][,quant=hybrid])")
+    raise FormatError(
+        f"unknown pruning pattern {text!r} (use unstructured, block:RxC, nm:N:M or decompose:rank=R[,coef-density=D][,quant=hybrid])"
+    )
 
 
 def _parse_decompose(text: str, arg: str) -> Pattern:
@@ -69,7 +71,9 @@ def _parse_decompose(text: str, arg: str) -> Pattern:
         options[key.strip()] = value.strip()
     unknown = sorted(set(options) - {"rank", "energy", "coef-density", "coef-block", "quant"})
     if unknown:
-        raise FormatError(f"pattern {text!r}: unknown option(s) {', '.join(unknown)} (rank, energy, coef-density, coef-block, quant)")
+        raise FormatError(
+            f"pattern {text!r}: unknown option(s) {', '.join(unknown)} (rank, energy, coef-density, coef-block, quant)"
+        )
     block = parse_block_shape(options.get("coef-block", "16x1"))
     try:
         rank = int(options["rank"]) if "rank" in options else None
@@ -85,7 +89,14 @@ def _parse_decompose(text: str, arg: str) -> Pattern:
         _check_density(density)
     if options.get("quant", "hybrid") != "hybrid":
         raise FormatError(f"pattern {text!r}: the only quantization is quant=hybrid")
-    return Pattern("decompose", rank=rank, energy=energy, coefficient_density=density, coefficient_block=block, hybrid_quantization="quant" in options)
+    return Pattern(
+        "decompose",
+        rank=rank,
+        energy=energy,
+        coefficient_density=density,
+        coefficient_block=block,
+        hybrid_quantization="quant" in options,
+    )
 
 
 def _check_density(density: float) -> float:
@@ -135,7 +146,9 @@ def prune_nm(weight: np.ndarray, n: int, m: int) -> np.ndarray:
     return np.where(mask.reshape(rows, -1)[:, :cols], weight, 0).astype(weight.dtype)
 
 
-def prune_weight(weight: np.ndarray, pattern: Pattern | str, density: float | None = None) -> np.ndarray:
+def prune_weight(
+    weight: np.ndarray, pattern: Pattern | str, density: float | None = None
+) -> np.ndarray:
     """Prune ``weight`` (out, in) to ``pattern``; N:M fixes its own density (N/M: a ``density`` with it is a
     :class:`FormatError`, as is a missing one with the other patterns)."""
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
@@ -144,10 +157,14 @@ def prune_weight(weight: np.ndarray, pattern: Pattern | str, density: float | No
         raise FormatError(f"can only prune 2-D floating-point weights, got {w.dtype} {w.shape}")
     if pattern.kind == "nm":
         if density is not None:
-            raise FormatError(f"a density does not apply to {pattern}: N:M keeps {pattern.n} of every {pattern.m} weights")
+            raise FormatError(
+                f"a density does not apply to {pattern}: N:M keeps {pattern.n} of every {pattern.m} weights"
+            )
         return prune_nm(w, pattern.n, pattern.m)
     if pattern.kind == "decompose":
-        raise FormatError("decompose applies to convolution weights [O, I, k, k] (see prune.decompose), not to a matrix")
+        raise FormatError(
+            "decompose applies to convolution weights [O, I, k, k] (see prune.decompose), not to a matrix"
+        )
     if density is None:
         raise FormatError(f"pattern {pattern} needs a density")
     if pattern.kind == "block":

@@ -20,7 +20,9 @@ class ScheduleSource(Protocol):
         """The tuned knobs for ``task`` (its kernel generator's parameters), or None."""
 
 
-_SOURCE: contextvars.ContextVar[ScheduleSource | None] = contextvars.ContextVar("tvm_sparse_schedule_source", default=None)
+_SOURCE: contextvars.ContextVar[ScheduleSource | None] = contextvars.ContextVar(
+    "tvm_sparse_schedule_source", default=None
+)
 
 
 @contextlib.contextmanager

@@ -46,7 +46,9 @@ def open_database(work_dir, create: bool = False) -> ms.database.JSONDatabase:
     meta_path = path / META_FILE
     if not path.is_dir() or not meta_path.exists():
         if not create:
-            raise DatabaseError(f"{path}: not a tuning database (no {META_FILE}; create one with `tvm-sparse tune`)")
+            raise DatabaseError(
+                f"{path}: not a tuning database (no {META_FILE}; create one with `tvm-sparse tune`)"
+            )
         path.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(_meta()))
     try:
@@ -55,11 +57,15 @@ def open_database(work_dir, create: bool = False) -> ms.database.JSONDatabase:
         raise DatabaseError(f"{meta_path}: unreadable ({err})") from None
     if not isinstance(meta, dict) or meta.get("tvm") != tvm.__version__:
         found = meta.get("tvm") if isinstance(meta, dict) else meta
-        raise DatabaseError(f"{path}: written by TVM {found}, this is TVM {tvm.__version__} (records are not portable across versions)")
+        raise DatabaseError(
+            f"{path}: written by TVM {found}, this is TVM {tvm.__version__} (records are not portable across versions)"
+        )
     try:
         return ms.database.JSONDatabase(work_dir=str(path), allow_missing=True)
     except Exception as err:  # MetaSchedule raises TVMError/ValueError on malformed JSON lines
-        raise DatabaseError(f"{path}: corrupt tuning database ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise DatabaseError(
+            f"{path}: corrupt tuning database ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
 
 
 class TunedSchedules:
@@ -99,8 +105,12 @@ class TunedSchedules:
             try:
                 record.trace.apply_to_schedule(sch, remove_postproc=False)
                 knobs = task.decode(sch)
-            except Exception as err:  # a record that does not replay on this workload is not applied
-                logger.warning("skipping a tuning record of %s that does not replay: %s", task.describe(), err)
+            except (
+                Exception
+            ) as err:  # a record that does not replay on this workload is not applied
+                logger.warning(
+                    "skipping a tuning record of %s that does not replay: %s", task.describe(), err
+                )
                 continue
             if getattr(task, "check", None) is None or task.check(knobs) is None:
                 return knobs
@@ -110,6 +120,8 @@ class TunedSchedules:
         """One line for the build: how many kernels used records, which fell back to defaults."""
         line = f"tuning records: {len(self.applied)} kernel(s) tuned"
         if self.untuned:
-            shown = ", ".join(sorted(set(self.untuned))[:4]) + (", ..." if len(set(self.untuned)) > 4 else "")
+            shown = ", ".join(sorted(set(self.untuned))[:4]) + (
+                ", ..." if len(set(self.untuned)) > 4 else ""
+            )
             line += f"; {len(self.untuned)} use the default schedule ({shown})"
         return line

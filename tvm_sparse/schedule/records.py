@@ -35,7 +35,9 @@ class KernelRecords:
     cpu: str
     params: dict  # (m, k, n, (r, c)) -> BSRKernelParams
 
-    def lookup(self, m: int, k: int, n: int, block_shape: tuple[int, int]) -> BSRKernelParams | None:
+    def lookup(
+        self, m: int, k: int, n: int, block_shape: tuple[int, int]
+    ) -> BSRKernelParams | None:
         return self.params.get((m, k, n, tuple(block_shape)))
 
     @staticmethod
@@ -52,7 +54,9 @@ class KernelRecords:
                     raise ValueError(f"record {i}: bad block {block} or rows_per_tile {rows}")
                 params[(int(rec["m"]), int(rec["k"]), int(rec["n"]), block)] = BSRKernelParams(rows)
         except (OSError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: not a kernel record file ({type(err).__name__}: {err})") from None
+            raise ValueError(
+                f"{path}: not a kernel record file ({type(err).__name__}: {err})"
+            ) from None
         return KernelRecords(cpu, params)
 
     @staticmethod
@@ -67,7 +71,10 @@ class KernelRecords:
             else:
                 if records.cpu == cpu:
                     return records
-                warnings.warn(f"ignoring {path}: recorded for CPU {records.cpu!r}, this one is {cpu!r}", stacklevel=2)
+                warnings.warn(
+                    f"ignoring {path}: recorded for CPU {records.cpu!r}, this one is {cpu!r}",
+                    stacklevel=2,
+                )
         return KernelRecords(cpu, {})
 
     @staticmethod

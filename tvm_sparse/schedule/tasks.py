@@ -34,15 +34,23 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
-from ..codegen.gemm_program import MIN_TILE_ROWS, Tiling, choose_tiling, estimate_cost, gemm_program, reduction_granule, tile_fits
+from ..codegen.gemm_program import (
+    MIN_TILE_ROWS,
+    Tiling,
+    choose_tiling,
+    estimate_cost,
+    gemm_program,
+    reduction_granule,
+    tile_fits,
+)
 from ..codegen.layer import ConvGeometry
 from ..codegen.tir_layer import layer_func, tile_layer, tile_shape
+from ..errors import TVMSparseError
+from ..formats import BSRMatrix, NMMatrix
 from ..hw.device import Device
 from ..hw.encoding import block_stream_bytes
 from ..hw.integer import requantize
 from ..hw.isa import Program
-from ..errors import TVMSparseError
-from ..formats import BSRMatrix, NMMatrix
 from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 from ..kernels.nm_matmul import ROWS_PER_TILE, NMKernelArgs, nm_matmul_kernel, padded_reduction
 
@@ -96,13 +104,17 @@ def _knob_trace(task, knobs) -> s_tir.Trace | None:
 
 def _knobs(sch: s_tir.Schedule, block: str = "Y") -> dict:
     annotations = sch.get(sch.get_sblock(block)).annotations
-    return {key[len(KNOB) :]: int(value) for key, value in annotations.items() if key.startswith(KNOB)}
+    return {
+        key[len(KNOB) :]: int(value) for key, value in annotations.items() if key.startswith(KNOB)
+    }
 
 
 def kernel_seconds(lib, dev, args: list[np.ndarray], out_shape) -> tuple[float, np.ndarray]:
     """Run ``lib["main"]`` on ``args`` plus a float32 output of ``out_shape`` on ``dev`` (local or an RPC
     session's): its median time in seconds (5 repeats of at least 40 ms) and its output."""
-    tensors = [tvm.runtime.tensor(a, dev) for a in args] + [tvm.runtime.tensor(np.zeros(out_shape, "float32"), dev)]
+    tensors = [tvm.runtime.tensor(a, dev) for a in args] + [
+        tvm.runtime.tensor(np.zeros(out_shape, "float32"), dev)
+    ]
     lib["main"](*tensors)
     output = tensors[-1].numpy()
     timer = lib.time_evaluator("main", dev, number=1, repeat=5, min_repeat_ms=40)
@@ -123,11 +135,15 @@ class KernelCandidate:
     def check(self, output: np.ndarray) -> None:
         """Raise :class:`WrongResult` unless ``output`` matches the numpy reference."""
         if not np.allclose(output, self.expected, rtol=1e-4, atol=1e-4):
-            raise WrongResult(f"max |error| {np.abs(output - self.expected).max():.3g} against numpy")
+            raise WrongResult(
+                f"max |error| {np.abs(output - self.expected).max():.3g} against numpy"
+            )
 
     def measure(self, target: tvm.target.Target) -> float:
         """Compile for ``target``, run on this host, check the output, return the median seconds."""
-        seconds, output = kernel_seconds(self.build(target), tvm.cpu(), self.args, self.expected.shape)
+        seconds, output = kernel_seconds(
+            self.build(target), tvm.cpu(), self.args, self.expected.shape
+        )
         self.check(output)
         return seconds
 
@@ -177,9 +193,23 @@ class BlockMatmulTask:
         conv = None
         if self.im2col is not None:
             g = self.im2col
-            conv = [list(g.input_shape), list(g.kernel), list(g.strides), list(g.padding), list(g.dilation), g.groups]
-        return {"kernel": "block_matmul", "m": self.m, "k": k, "n": n, "block": list(self.weight.block_shape),
-                "density": density_bucket(self.weight.block_density), "im2col": conv}
+            conv = [
+                list(g.input_shape),
+                list(g.kernel),
+                list(g.strides),
+                list(g.padding),
+                list(g.dilation),
+                g.groups,
+            ]
+        return {
+            "kernel": "block_matmul",
+            "m": self.m,
+            "k": k,
+            "n": n,
+            "block": list(self.weight.block_shape),
+            "density": density_bucket(self.weight.block_density),
+            "im2col": conv,
+        }
 
     def describe(self) -> str:
         r, c = self.weight.block_shape
@@ -190,12 +220,25 @@ class BlockMatmulTask:
         return _workload(self.m, self.key["k"], self.key["n"], self.key)
 
     def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
-        return [_sample_knobs(sch, {"rows_per_tile": ROWS_PER_TILE_CHOICES, "weight_major": (0, 1), "pack_in_tile": (0, 1)})]
+        return [
+            _sample_knobs(
+                sch,
+                {
+                    "rows_per_tile": ROWS_PER_TILE_CHOICES,
+                    "weight_major": (0, 1),
+                    "pack_in_tile": (0, 1),
+                },
+            )
+        ]
 
     def decode(self, sch: s_tir.Schedule) -> BSRKernelParams:
         knobs = _knobs(sch)
-        pack_in_tile = bool(knobs["pack_in_tile"])  # packing per tile has one walk order: weight_major is moot
-        return BSRKernelParams(knobs["rows_per_tile"], bool(knobs["weight_major"]) and not pack_in_tile, pack_in_tile)
+        pack_in_tile = bool(
+            knobs["pack_in_tile"]
+        )  # packing per tile has one walk order: weight_major is moot
+        return BSRKernelParams(
+            knobs["rows_per_tile"], bool(knobs["weight_major"]) and not pack_in_tile, pack_in_tile
+        )
 
     def default(self) -> BSRKernelParams:
         """:meth:`BSRKernelParams.default`; a matmul weight over :data:`STREAMED_WEIGHT_BYTES` is walked
@@ -214,8 +257,20 @@ class BlockMatmulTask:
         r, c = self.weight.block_shape
         tiles = -(-self.m // params.rows_per_tile)
         block_rows = len(self.weight.indptr) - 1
-        return [params.rows_per_tile, params.weight_major, params.pack_in_tile, params.rows_per_tile * -(-r // 16), tiles, tiles * block_rows,
-                self.m % params.rows_per_tile, r, c, self.weight.block_density, self.m, *self.weight.shape]
+        return [
+            params.rows_per_tile,
+            params.weight_major,
+            params.pack_in_tile,
+            params.rows_per_tile * -(-r // 16),
+            tiles,
+            tiles * block_rows,
+            self.m % params.rows_per_tile,
+            r,
+            c,
+            self.weight.block_density,
+            self.m,
+            *self.weight.shape,
+        ]
 
     def kernel(self, params: BSRKernelParams) -> tvm.tirx.PrimFunc:
         return bsr_matmul_kernel(self.m, self.weight, params, im2col=self.im2col, relu=self.relu)
@@ -231,12 +286,16 @@ class BlockMatmulTask:
         bias = rng.standard_normal(n_pad).astype("float32")
         dense = np.zeros((n_pad, k_pad), "float32")
         dense[:n, :k] = self.weight.to_dense()
-        rows = _im2col_rows(x, self.im2col) if self.im2col is not None else x  # im2col rows have k columns, not k_pad
+        rows = (
+            _im2col_rows(x, self.im2col) if self.im2col is not None else x
+        )  # im2col rows have k columns, not k_pad
         expected = _linear_reference(rows, dense[:, : rows.shape[1]], bias, self.relu)
         if self.im2col is not None:
             expected = expected.reshape(self.im2col.input_shape[0], *self.im2col.out_hw, n_pad)
         args = BSRKernelArgs.from_bsr(self.weight)
-        return KernelCandidate(self.kernel(params), [x, args.data, args.indices, args.indptr, bias], expected)
+        return KernelCandidate(
+            self.kernel(params), [x, args.data, args.indices, args.indptr, bias], expected
+        )
 
     def measure(self, params: BSRKernelParams, target: tvm.target.Target) -> float:
         return self.candidate(params).measure(target)
@@ -246,14 +305,28 @@ def _im2col_rows(x: np.ndarray, g: Im2Col) -> np.ndarray:
     """The block kernel's im2col matrix of NHWC ``x`` in numpy: columns ``(group, kh, kw, c)``, each group's
     patches from the device runtime's :meth:`~tvm_sparse.codegen.layer.ConvGeometry.im2col`."""
     _, h, w, c = x.shape
-    (oh, ow), (kh, kw), (sh, sw), (pt, pl), (dh, dw) = g.out_hw, g.kernel, g.strides, g.padding, g.dilation
-    bottom, right = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - h - pt), max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - w - pl)
+    (oh, ow), (kh, kw), (sh, sw), (pt, pl), (dh, dw) = (
+        g.out_hw,
+        g.kernel,
+        g.strides,
+        g.padding,
+        g.dilation,
+    )
+    bottom, right = (
+        max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - h - pt),
+        max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - w - pl),
+    )
     geometry = ConvGeometry(g.kernel, g.strides, (pt, pl, bottom, right), g.dilation, (oh, ow))
     per_group = c // g.groups
-    return np.concatenate([geometry.im2col(x[..., i * per_group : (i + 1) * per_group]) for i in range(g.groups)], axis=1)
+    return np.concatenate(
+        [geometry.im2col(x[..., i * per_group : (i + 1) * per_group]) for i in range(g.groups)],
+        axis=1,
+    )
 
 
-def _linear_reference(rows: np.ndarray, dense: np.ndarray, bias: np.ndarray, relu: bool) -> np.ndarray:
+def _linear_reference(
+    rows: np.ndarray, dense: np.ndarray, bias: np.ndarray, relu: bool
+) -> np.ndarray:
     """``rows @ dense.T + bias``, clamped at zero with ``relu``: what the host kernels compute."""
     y = rows @ dense.T + bias
     return np.maximum(y, 0) if relu else y
@@ -270,7 +343,13 @@ class NMMatmulTask:
     @cached_property
     def key(self) -> dict:
         n, k = self.weight.shape
-        return {"kernel": "nm_matmul", "m": self.m, "k": k, "n": n, "pattern": [self.weight.n, self.weight.m]}
+        return {
+            "kernel": "nm_matmul",
+            "m": self.m,
+            "k": k,
+            "n": n,
+            "pattern": [self.weight.n, self.weight.m],
+        }
 
     def describe(self) -> str:
         return f"{self.weight.n}:{self.weight.m} matmul {self.m}x{self.key['k']}x{self.key['n']}"
@@ -279,7 +358,9 @@ class NMMatmulTask:
         return _workload(self.m, self.key["k"], self.key["n"], self.key)
 
     def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
-        return [_sample_knobs(sch, {"rows_per_tile": [v for v in ROWS_PER_TILE_CHOICES if v <= 16]})]
+        return [
+            _sample_knobs(sch, {"rows_per_tile": [v for v in ROWS_PER_TILE_CHOICES if v <= 16]})
+        ]
 
     def decode(self, sch: s_tir.Schedule) -> int:
         return _knobs(sch)["rows_per_tile"]
@@ -291,7 +372,15 @@ class NMMatmulTask:
         return _knob_trace(self, rows_per_tile)
 
     def features(self, rows_per_tile: int) -> list[float]:
-        return [rows_per_tile, -(-self.m // rows_per_tile), self.m % rows_per_tile, self.weight.n, self.weight.m, self.m, *self.weight.shape]
+        return [
+            rows_per_tile,
+            -(-self.m // rows_per_tile),
+            self.m % rows_per_tile,
+            self.weight.n,
+            self.weight.m,
+            self.m,
+            *self.weight.shape,
+        ]
 
     def kernel(self, rows_per_tile: int) -> tvm.tirx.PrimFunc:
         return nm_matmul_kernel(self.m, self.weight, relu=self.relu, rows_per_tile=rows_per_tile)
@@ -307,7 +396,9 @@ class NMMatmulTask:
         dense[:n, :k] = self.weight.to_dense()[:, :k]
         expected = _linear_reference(x, dense, bias, self.relu)
         args = NMKernelArgs.from_nm(self.weight)
-        return KernelCandidate(self.kernel(rows_per_tile), [x, args.positions, args.values, bias], expected)
+        return KernelCandidate(
+            self.kernel(rows_per_tile), [x, args.positions, args.values, bias], expected
+        )
 
     def measure(self, rows_per_tile: int, target: tvm.target.Target) -> float:
         return self.candidate(rows_per_tile).measure(target)
@@ -353,8 +444,15 @@ class DeviceGemmTask:
     @cached_property
     def key(self) -> dict:
         k, n = self.weight.shape
-        return {"kernel": "device_gemm", "device": self.device.name, "m": self.rows, "k": k, "n": n, "mode": self.mode,
-                "density": density_bucket(self.stored_bytes / self.weight.size)}
+        return {
+            "kernel": "device_gemm",
+            "device": self.device.name,
+            "m": self.rows,
+            "k": k,
+            "n": n,
+            "mode": self.mode,
+            "density": density_bucket(self.stored_bytes / self.weight.size),
+        }
 
     @property
     def rows(self) -> int:
@@ -365,7 +463,9 @@ class DeviceGemmTask:
 
     def workload(self) -> tvm.tirx.PrimFunc:
         k, n = self.weight.shape
-        return layer_func(self.rows, k, n, 16, False).with_attr(TASK_ATTR, json.dumps(self.key, sort_keys=True))
+        return layer_func(self.rows, k, n, 16, False).with_attr(
+            TASK_ATTR, json.dumps(self.key, sort_keys=True)
+        )
 
     def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
         """Tile sizes (divisors of each dimension), the loop order and double buffering."""
@@ -402,14 +502,26 @@ class DeviceGemmTask:
         ideal_cycles = max(1.0, self.rows * self.stored_bytes / self.device.pe_array.macs_per_cycle)
         ideal_traffic = self.rows * k + self.stored_bytes + self.rows * n
         tiles = -(-self.rows // tile.rows) * -(-k // tile.reduction) * -(-n // tile.cols)
-        return [tile.double_buffer, tile.rows_outer, tile.rows / self.rows, tile.reduction / k, tile.cols / n,
-                halves * tile.rows * tile.reduction / bufs.input_bytes, halves * tile.reduction * tile.cols / bufs.weight_bytes,
-                halves * tile.rows * tile.cols * 4 / bufs.accumulator_bytes, ideal_cycles / cycles, ideal_traffic / traffic, tiles / ideal_cycles]
+        return [
+            tile.double_buffer,
+            tile.rows_outer,
+            tile.rows / self.rows,
+            tile.reduction / k,
+            tile.cols / n,
+            halves * tile.rows * tile.reduction / bufs.input_bytes,
+            halves * tile.reduction * tile.cols / bufs.weight_bytes,
+            halves * tile.rows * tile.cols * 4 / bufs.accumulator_bytes,
+            ideal_cycles / cycles,
+            ideal_traffic / traffic,
+            tiles / ideal_cycles,
+        ]
 
     def check(self, tiling: Tiling) -> str | None:
         """Why the device cannot run ``tiling`` (None if it can): rejected before measurement."""
         if tiling.rows < MIN_TILE_ROWS or tiling.reduction % self.granule or tiling.cols % 16:
-            return f"a {tiling.rows}x{tiling.reduction}x{tiling.cols} tile is off the device's granule"
+            return (
+                f"a {tiling.rows}x{tiling.reduction}x{tiling.cols} tile is off the device's granule"
+            )
         return tile_fits(self.device, tiling, self.weight.shape[1])
 
     def default(self) -> Tiling:
@@ -424,7 +536,14 @@ class DeviceGemmTask:
         if self.rows % tile.rows or k % tile.reduction or n % tile.cols:
             return None
         space = self.design_space(s_tir.Schedule(self.workload()))[int(tile.rows_outer)]
-        tiles, flags = [[self.rows // tile.rows, tile.rows], [n // tile.cols, tile.cols], [k // tile.reduction, tile.reduction]], [int(tile.double_buffer)]
+        tiles, flags = (
+            [
+                [self.rows // tile.rows, tile.rows],
+                [n // tile.cols, tile.cols],
+                [k // tile.reduction, tile.reduction],
+            ],
+            [int(tile.double_buffer)],
+        )
         trace = space.trace
         for inst in trace.insts:
             if inst.kind.name == "SamplePerfectTile":
@@ -441,8 +560,12 @@ class DeviceGemmTask:
         k, n = self.weight.shape
         x = rng.integers(-128, 128, size=(self.m, k)).astype(np.int8)
         bias = self.bias if self.bias is not None else rng.integers(-(2**12), 2**12, size=n)
-        multiplier = self.multiplier if self.multiplier is not None else rng.integers(1, 2**10, size=n)
-        program, out = gemm_program(x, self.weight, bias, multiplier, self.shift, self.device, self.mode, self.relu, tiling)
+        multiplier = (
+            self.multiplier if self.multiplier is not None else rng.integers(1, 2**10, size=n)
+        )
+        program, out = gemm_program(
+            x, self.weight, bias, multiplier, self.shift, self.device, self.mode, self.relu, tiling
+        )
         acc = x.astype(np.int64) @ self.weight.astype(np.int64) + bias
         expected = requantize(acc, multiplier, self.shift, self.relu).astype(np.int8)
         return ProgramCandidate(program, self.device, out, expected)

@@ -27,10 +27,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw.device import Device
-from ..hw.isa import COEF_MODES, ENGINE_ORDERS, Buffer, Flag, Instruction, Opcode, split_band, split_geometry, split_pads
 from ..hw.integer import requantize, wrap32
+from ..hw.isa import (
+    COEF_MODES,
+    ENGINE_ORDERS,
+    Buffer,
+    Flag,
+    Instruction,
+    Opcode,
+    split_band,
+    split_geometry,
+    split_pads,
+)
 from .execute import INDEX_WORD_BITS, Work, _basis_taps, _block_chunks, _block_weight, _ceil
 from .machine import DeviceFault, Machine
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -67,7 +78,9 @@ class EngineConfig:
     @property
     def out_hw(self) -> tuple[int, int]:
         rows = self.pad_top + self.height + self.pad_bottom
-        return (rows - self.kernel) // self.stride + 1, (self.width + 2 * self.padding - self.kernel) // self.stride + 1
+        return (rows - self.kernel) // self.stride + 1, (
+            self.width + 2 * self.padding - self.kernel
+        ) // self.stride + 1
 
     @property
     def map_width(self) -> int:
@@ -92,7 +105,9 @@ class EngineConfig:
 def _fused_engine(device: Device):
     mode = device.modes.decomposed_conv
     if mode is None or not mode.fused:
-        raise DeviceFault(f"device {device.name} has no fused decomposed-convolution engine (sparse_modes.decomposed_conv.maps_buffer_bytes)")
+        raise DeviceFault(
+            f"device {device.name} has no fused decomposed-convolution engine (sparse_modes.decomposed_conv.maps_buffer_bytes)"
+        )
     return mode
 
 
@@ -102,18 +117,40 @@ def engine_config(machine: Machine, ins: Instruction) -> Work:
     if ins.order >= len(ENGINE_ORDERS):
         raise DeviceFault(f"unknown order {ins.order}")
     basis_first = ENGINE_ORDERS[ins.order] == "basis-first"
-    cfg = EngineConfig(ins.channels, ins.outputs, *split_band(ins.band), *split_geometry(ins.geometry), *split_pads(ins.pads), ins.params_addr, basis_first)
-    if cfg.kernel not in mode.kernel_sizes or not 0 < cfg.basis <= mode.max_basis or cfg.stride == 0:
-        raise DeviceFault(f"{cfg.kernel}x{cfg.kernel} kernels with {cfg.basis} basis (stride {cfg.stride}) are not supported by the engine (kernels {list(mode.kernel_sizes)}, up to {mode.max_basis} basis)")
+    cfg = EngineConfig(
+        ins.channels,
+        ins.outputs,
+        *split_band(ins.band),
+        *split_geometry(ins.geometry),
+        *split_pads(ins.pads),
+        ins.params_addr,
+        basis_first,
+    )
+    if (
+        cfg.kernel not in mode.kernel_sizes
+        or not 0 < cfg.basis <= mode.max_basis
+        or cfg.stride == 0
+    ):
+        raise DeviceFault(
+            f"{cfg.kernel}x{cfg.kernel} kernels with {cfg.basis} basis (stride {cfg.stride}) are not supported by the engine (kernels {list(mode.kernel_sizes)}, up to {mode.max_basis} basis)"
+        )
     if not (cfg.channels and cfg.outputs and cfg.height and cfg.width) or min(cfg.out_hw) <= 0:
-        raise DeviceFault(f"empty decomposed convolution ({cfg.height}x{cfg.width}x{cfg.channels} -> {cfg.outputs} channels, kernel {cfg.kernel})")
+        raise DeviceFault(
+            f"empty decomposed convolution ({cfg.height}x{cfg.width}x{cfg.channels} -> {cfg.outputs} channels, kernel {cfg.kernel})"
+        )
     if max(cfg.pad_top, cfg.pad_bottom, cfg.padding) >= cfg.kernel:
-        raise DeviceFault(f"padding {cfg.pad_top}/{cfg.pad_bottom}/{cfg.padding} is not smaller than the {cfg.kernel}x{cfg.kernel} kernel")
+        raise DeviceFault(
+            f"padding {cfg.pad_top}/{cfg.pad_bottom}/{cfg.padding} is not smaller than the {cfg.kernel}x{cfg.kernel} kernel"
+        )
     line = cfg.line_rows * cfg.map_width * cfg.maps
     if line > mode.maps_buffer_bytes:
-        raise DeviceFault(f"{cfg.line_rows} rows of {cfg.map_width}x{cfg.maps} maps ({line} bytes) do not fit the {mode.maps_buffer_bytes}-byte maps buffer")
+        raise DeviceFault(
+            f"{cfg.line_rows} rows of {cfg.map_width}x{cfg.maps} maps ({line} bytes) do not fit the {mode.maps_buffer_bytes}-byte maps buffer"
+        )
     words = 2 * cfg.maps + 2 * cfg.outputs
-    machine.engine = dataclasses.replace(cfg, params=machine.region(Buffer.ACC, cfg.params_addr, 1, words)[0].astype(np.int64))
+    machine.engine = dataclasses.replace(
+        cfg, params=machine.region(Buffer.ACC, cfg.params_addr, 1, words)[0].astype(np.int64)
+    )
     return Work(sram_read_bytes=4 * words)
 
 
@@ -135,54 +172,97 @@ def _coefficients(machine: Machine, ins: Instruction, k: int, n: int) -> _Coeffi
     lanes, out_lanes = device.pe_array.reduction_lanes, device.pe_array.output_lanes
     if ins.coef_mode == COEF_MODES.index("dense"):
         weight = machine.region(Buffer.WGT, ins.wgt_addr, k, n)
-        return _Coefficients(weight, k * n, _ceil(k, lanes) * _ceil(n, out_lanes), 0, weight.size, 0)
+        return _Coefficients(
+            weight, k * n, _ceil(k, lanes) * _ceil(n, out_lanes), 0, weight.size, 0
+        )
     if ins.coef_mode != COEF_MODES.index("block"):
         raise DeviceFault(f"unknown coefficient mode {ins.coef_mode}")
     weight, kb, nb, meta_bytes = _block_weight(machine, ins.wgt_addr, ins.meta_addr, k, n)
     block = device.modes.block
     stored = len(kb) * block.block_rows * block.block_cols
     decode = _ceil(len(kb) * block.index_bits, INDEX_WORD_BITS)  # as GEMM_BLOCK decodes its indices
-    return _Coefficients(weight, stored, _block_chunks(device, kb, nb * block.block_cols // out_lanes, k), decode, stored, meta_bytes)
+    return _Coefficients(
+        weight,
+        stored,
+        _block_chunks(device, kb, nb * block.block_cols // out_lanes, k),
+        decode,
+        stored,
+        meta_bytes,
+    )
 
 
 def decomp_conv(machine: Machine, ins: Instruction) -> Work:
     """A band of a decomposed convolution on the fused engine (module docstring). Bit for bit what the
     two steps through DRAM compute: ``GEMM`` + ``BIAS_REQUANT`` then ``BASIS_CONV`` + ``BIAS_REQUANT``
     (combine-first), or the basis step then the coefficient GEMM (basis-first)."""
-    device, mode = machine.device, _fused_engine(machine.device)
+    device = machine.device
+    _fused_engine(device)
     cfg = machine.engine
     if cfg is None:
         raise DeviceFault("DECOMP_CONV before any ENGINE_CONFIG")
     (out_h, out_w), rows = cfg.out_hw, cfg.height * cfg.width
     x = machine.region(Buffer.INP, ins.inp_addr, rows, cfg.channels)
-    coef = _coefficients(machine, ins, *((cfg.maps, cfg.outputs) if cfg.basis_first else (cfg.channels, cfg.maps)))
-    maps_bias, maps_multiplier, out_bias, out_multiplier = np.split(cfg.params, [cfg.maps, 2 * cfg.maps, 2 * cfg.maps + cfg.outputs])
-    kernels = machine.region(Buffer.WGT, ins.basis_addr, cfg.basis, cfg.kernel**2).reshape(cfg.basis, cfg.kernel, cfg.kernel)
+    coef = _coefficients(
+        machine, ins, *((cfg.maps, cfg.outputs) if cfg.basis_first else (cfg.channels, cfg.maps))
+    )
+    maps_bias, maps_multiplier, out_bias, out_multiplier = np.split(
+        cfg.params, [cfg.maps, 2 * cfg.maps, 2 * cfg.maps + cfg.outputs]
+    )
+    kernels = machine.region(Buffer.WGT, ins.basis_addr, cfg.basis, cfg.kernel**2).reshape(
+        cfg.basis, cfg.kernel, cfg.kernel
+    )
     out = machine.region(Buffer.ACC, ins.acc_addr, out_h * out_w, cfg.outputs)
 
     pad = ((cfg.pad_top, cfg.pad_bottom), (cfg.padding, cfg.padding), (0, 0), (0, 0))
     if cfg.basis_first:  # every channel convolved with each kernel, then combined
         padded = np.pad(x.reshape(cfg.height, cfg.width, cfg.channels, 1), pad)
-        taps = [_basis_taps(padded, kernels[j : j + 1], cfg.stride, out_h, out_w) for j in range(cfg.basis)]
-        maps = requantize(wrap32(np.concatenate(taps, axis=2).reshape(out_h * out_w, cfg.maps)).astype(np.int64) + maps_bias, maps_multiplier, cfg.maps_shift, relu=False)
+        taps = [
+            _basis_taps(padded, kernels[j : j + 1], cfg.stride, out_h, out_w)
+            for j in range(cfg.basis)
+        ]
+        maps = requantize(
+            wrap32(np.concatenate(taps, axis=2).reshape(out_h * out_w, cfg.maps)).astype(np.int64)
+            + maps_bias,
+            maps_multiplier,
+            cfg.maps_shift,
+            relu=False,
+        )
         result = wrap32((maps.astype(np.float64) @ coef.weight.astype(np.float64)).astype(np.int64))
         gemm_pixels = out_h * out_w
     else:  # the coefficient GEMM gives each output channel's maps, then the basis convolution
         gemm = wrap32((x.astype(np.float64) @ coef.weight.astype(np.float64)).astype(np.int64))
         maps = requantize(gemm + maps_bias, maps_multiplier, cfg.maps_shift, relu=False)
-        padded = np.pad(maps.reshape(cfg.height, cfg.width, cfg.basis, cfg.outputs).transpose(0, 1, 3, 2), pad)
-        result = wrap32(_basis_taps(padded, kernels, cfg.stride, out_h, out_w).reshape(out_h * out_w, cfg.outputs))
+        padded = np.pad(
+            maps.reshape(cfg.height, cfg.width, cfg.basis, cfg.outputs).transpose(0, 1, 3, 2), pad
+        )
+        result = wrap32(
+            _basis_taps(padded, kernels, cfg.stride, out_h, out_w).reshape(
+                out_h * out_w, cfg.outputs
+            )
+        )
         gemm_pixels = rows
-    out[...] = requantize(result.astype(np.int64) + out_bias, out_multiplier, cfg.out_shift, Flag.RELU in ins.flags)
+    out[...] = requantize(
+        result.astype(np.int64) + out_bias, out_multiplier, cfg.out_shift, Flag.RELU in ins.flags
+    )
     if machine.engine_pipeline is None:
         machine.engine_pipeline = EnginePipeline(device)
-    issue, release, done = machine.engine_pipeline.run(cfg, coef.pixel_cycles, machine.now + coef.setup_cycles)
+    issue, release, done = machine.engine_pipeline.run(
+        cfg, coef.pixel_cycles, machine.now + coef.setup_cycles
+    )
 
-    basis_macs = out_h * out_w * cfg.basis * cfg.kernel**2 * (cfg.channels if cfg.basis_first else cfg.outputs)
+    basis_macs = (
+        out_h
+        * out_w
+        * cfg.basis
+        * cfg.kernel**2
+        * (cfg.channels if cfg.basis_first else cfg.outputs)
+    )
     gemm_macs = gemm_pixels * coef.pixel_macs
     gemm_input, basis_input = (maps, x) if cfg.basis_first else (x, maps)
     gated = 0
-    if device.modes.activation_skipping == "gate":  # zero operands of either stage cost no multiply energy
+    if (
+        device.modes.activation_skipping == "gate"
+    ):  # zero operands of either stage cost no multiply energy
         gated = _zero_share(gemm_input, gemm_macs) + _zero_share(basis_input, basis_macs)
     groups = _ceil(coef.weight.shape[1], device.pe_array.output_lanes)
     return Work(
@@ -194,7 +274,11 @@ def decomp_conv(machine: Machine, ins: Instruction) -> Work:
         macs_issued=gemm_macs + basis_macs,
         macs_gated=gated,
         alu_ops=maps.size + out.size,
-        sram_read_bytes=gemm_input.size * groups + basis_input.size + coef.weight_bytes + coef.meta_bytes + kernels.size,
+        sram_read_bytes=gemm_input.size * groups
+        + basis_input.size
+        + coef.weight_bytes
+        + coef.meta_bytes
+        + kernels.size,
         sram_write_bytes=maps.size + out.size * 4,
     )
 
@@ -223,7 +307,9 @@ class EnginePipeline:
         self.device = device
         self.capacity = device.modes.decomposed_conv.maps_buffer_bytes
         self.free = dict.fromkeys(self.UNITS, 0)  # the cycle each unit takes its next row
-        self.rows: deque = deque()  # [bytes, cycle of the last read or None while unknown], oldest first
+        self.rows: deque = (
+            deque()
+        )  # [bytes, cycle of the last read or None while unknown], oldest first
         self.held = 0  # bytes of the rows in the buffer
 
     def run(self, cfg: EngineConfig, pixel_cycles: int, start: int) -> tuple[int, int, int]:
@@ -234,12 +320,17 @@ class EnginePipeline:
         out_h, out_w = cfg.out_hw
         per_output = cfg.channels if cfg.basis_first else cfg.outputs
         costs = {
-            "basis": _ceil(out_w * cfg.basis * cfg.kernel**2 * per_output, device.modes.decomposed_conv.basis_macs_per_cycle),
+            "basis": _ceil(
+                out_w * cfg.basis * cfg.kernel**2 * per_output,
+                device.modes.decomposed_conv.basis_macs_per_cycle,
+            ),
             "maps": cfg.map_width * _ceil(cfg.maps, lanes),
             "pe": cfg.map_width * pixel_cycles,
             "out": out_w * _ceil(cfg.outputs, lanes),
         }
-        end = {unit: max(start, free) for unit, free in self.free.items()}  # each unit's last row so far
+        end = {
+            unit: max(start, free) for unit, free in self.free.items()
+        }  # each unit's last row so far
         run = self._basis_first if cfg.basis_first else self._combine_first
         issue = run(cfg, costs, end, cfg.map_width * cfg.maps)
         self.free = end
@@ -251,7 +342,9 @@ class EnginePipeline:
         while self.held + nbytes > self.capacity:
             size, read = self.rows.popleft()
             if read is None:
-                raise DeviceFault(f"the {self.capacity}-byte maps buffer cannot hold the rows the basis window needs")
+                raise DeviceFault(
+                    f"the {self.capacity}-byte maps buffer cannot hold the rows the basis window needs"
+                )
             self.held -= size
             ready = max(ready, read)
         self.held += nbytes

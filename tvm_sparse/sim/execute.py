@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw.device import Device
-from ..hw.isa import AluOp, Buffer, Flag, Instruction, Opcode, split_geometry
 from ..hw.encoding import BLOCK_COUNT_BYTES, absolute_positions, block_metadata_bytes, unpack_bits
 from ..hw.integer import MAX_SHIFT, requantize, round_shift, wrap32
+from ..hw.isa import AluOp, Buffer, Flag, Instruction, Opcode, split_geometry
 from .machine import DeviceFault, Machine
 
 #: Bits of block metadata the index decoder reads per cycle.
@@ -37,11 +37,19 @@ class Work:
     sram_write_bytes: int = 0
     macs_dense: int = 0  # dense-equivalent MACs of the tile
     macs_issued: int = 0  # MACs the PE array performed
-    macs_gated: int = 0  # issued MACs with a zero activation (no multiply energy when the device gates)
+    macs_gated: int = (
+        0  # issued MACs with a zero activation (no multiply energy when the device gates)
+    )
     alu_ops: int = 0
-    basis_macs: int = 0  # of macs_issued, those of the fused engine's basis stage (beside the PE array)
-    issue_cycles: int | None = None  # cycles until the queue takes its next instruction (None: all of them)
-    release_cycles: int | None = None  # cycles until the buffers the previous queue fills are no longer read
+    basis_macs: int = (
+        0  # of macs_issued, those of the fused engine's basis stage (beside the PE array)
+    )
+    issue_cycles: int | None = (
+        None  # cycles until the queue takes its next instruction (None: all of them)
+    )
+    release_cycles: int | None = (
+        None  # cycles until the buffers the previous queue fills are no longer read
+    )
 
 
 def _ceil(a: int, b: int) -> int:
@@ -59,7 +67,12 @@ def load(machine: Machine, ins: Instruction) -> Work:
     dst[...] = src
     nbytes = dst.size * dst.itemsize
     meta = nbytes if buf in (Buffer.META, Buffer.TABLE) else 0
-    return Work(dma_bytes=nbytes, dram_read_bytes=nbytes - meta, dram_read_metadata_bytes=meta, sram_write_bytes=nbytes)
+    return Work(
+        dma_bytes=nbytes,
+        dram_read_bytes=nbytes - meta,
+        dram_read_metadata_bytes=meta,
+        sram_write_bytes=nbytes,
+    )
 
 
 def _weight_sharing(machine: Machine):
@@ -74,7 +87,9 @@ def load_coded(machine: Machine, ins: Instruction) -> Work:
     """A weight tile sent as ``index_bits``-bit indices (packed little-endian), expanded through ``TABLE``."""
     sharing = _weight_sharing(machine)
     if ins.index_bits != sharing.index_bits:
-        raise DeviceFault(f"LOAD_CODED with {ins.index_bits}-bit indices on a device with {sharing.index_bits}-bit ones")
+        raise DeviceFault(
+            f"LOAD_CODED with {ins.index_bits}-bit indices on a device with {sharing.index_bits}-bit ones"
+        )
     count = ins.rows * ins.cols
     nbytes = _ceil(count * ins.index_bits, 8)
     dst = machine.region(Buffer.WGT, ins.sram_addr, ins.rows, ins.cols)
@@ -82,10 +97,14 @@ def load_coded(machine: Machine, ins: Instruction) -> Work:
     table = machine.region(Buffer.TABLE, ins.table_addr, 1, sharing.table_size - ins.table_addr)[0]
     indices = unpack_bits(packed, ins.index_bits, count)
     if count and indices.max() >= table.size:
-        raise DeviceFault(f"LOAD_CODED index {int(indices.max())} is past the table's {table.size} entries from {ins.table_addr}")
+        raise DeviceFault(
+            f"LOAD_CODED index {int(indices.max())} is past the table's {table.size} entries from {ins.table_addr}"
+        )
     dst[...] = table[indices].reshape(ins.rows, ins.cols)
     # every decoded value is one table read
-    return Work(dma_bytes=nbytes, dram_read_bytes=nbytes, sram_read_bytes=count, sram_write_bytes=count)
+    return Work(
+        dma_bytes=nbytes, dram_read_bytes=nbytes, sram_read_bytes=count, sram_write_bytes=count
+    )
 
 
 def load_rle(machine: Machine, ins: Instruction) -> Work:
@@ -96,18 +115,31 @@ def load_rle(machine: Machine, ins: Instruction) -> Work:
     if mode is None:
         raise DeviceFault(f"device {machine.device.name} has no activation compression")
     if ins.run_bits != mode.run_bits:
-        raise DeviceFault(f"LOAD_RLE with {ins.run_bits}-bit runs on a device with {mode.run_bits}-bit ones")
+        raise DeviceFault(
+            f"LOAD_RLE with {ins.run_bits}-bit runs on a device with {mode.run_bits}-bit ones"
+        )
     dst = machine.region(Buffer.INP, ins.sram_addr, ins.rows, ins.cols)
     meta_bytes = _ceil(ins.entries * ins.run_bits, 8)
     values = machine.dram_region(ins.dram_addr, 1, ins.entries, ins.entries, np.int8)[0]
-    runs = unpack_bits(machine.dram_region(ins.meta_addr, 1, meta_bytes, meta_bytes, np.uint8)[0], ins.run_bits, ins.entries)
+    runs = unpack_bits(
+        machine.dram_region(ins.meta_addr, 1, meta_bytes, meta_bytes, np.uint8)[0],
+        ins.run_bits,
+        ins.entries,
+    )
     positions = absolute_positions(runs)
     if ins.entries and positions[-1] >= dst.size:
-        raise DeviceFault(f"LOAD_RLE stream decodes to {positions[-1] + 1} values, more than the {ins.rows}x{ins.cols} tile holds")
+        raise DeviceFault(
+            f"LOAD_RLE stream decodes to {positions[-1] + 1} values, more than the {ins.rows}x{ins.cols} tile holds"
+        )
     flat = np.zeros(dst.size, np.int8)  # zeros after the last entry are implicit
     flat[positions] = values
     dst[...] = flat.reshape(dst.shape)
-    return Work(dma_bytes=ins.entries + meta_bytes, dram_read_bytes=ins.entries, dram_read_metadata_bytes=meta_bytes, sram_write_bytes=dst.size)
+    return Work(
+        dma_bytes=ins.entries + meta_bytes,
+        dram_read_bytes=ins.entries,
+        dram_read_metadata_bytes=meta_bytes,
+        sram_write_bytes=dst.size,
+    )
 
 
 def store(machine: Machine, ins: Instruction) -> Work:
@@ -148,15 +180,29 @@ def _activation_cycles(device: Device, inp: np.ndarray, reduction: int) -> tuple
     return inp.shape[0] * _ceil(reduction, lanes), zeros
 
 
-def _gemm_work(device: Device, ins: Instruction, inp: np.ndarray, pe_cycles: int, macs_issued: int, weight_bytes: int, meta_bytes: int, zeros: int) -> Work:
+def _gemm_work(
+    device: Device,
+    ins: Instruction,
+    inp: np.ndarray,
+    pe_cycles: int,
+    macs_issued: int,
+    weight_bytes: int,
+    meta_bytes: int,
+    zeros: int,
+) -> Work:
     groups = _ceil(ins.n, device.pe_array.output_lanes)
     acc_bytes = ins.m * ins.n * 4
     return Work(
         pe_cycles=pe_cycles,
         macs_dense=ins.m * ins.k * ins.n,
         macs_issued=macs_issued,
-        macs_gated=zeros * macs_issued // max(1, inp.size) if device.modes.activation_skipping == "gate" else 0,
-        sram_read_bytes=inp.size * groups + weight_bytes + meta_bytes + (acc_bytes if Flag.ACCUMULATE in ins.flags else 0),
+        macs_gated=zeros * macs_issued // max(1, inp.size)
+        if device.modes.activation_skipping == "gate"
+        else 0,
+        sram_read_bytes=inp.size * groups
+        + weight_bytes
+        + meta_bytes
+        + (acc_bytes if Flag.ACCUMULATE in ins.flags else 0),
         sram_write_bytes=acc_bytes,
     )
 
@@ -170,7 +216,9 @@ def gemm(machine: Machine, ins: Instruction) -> Work:
     groups = _ceil(ins.n, device.pe_array.output_lanes)
     skipped = device.modes.skips_activations
     issued = (inp.size - zeros) * ins.n if skipped else ins.m * ins.k * ins.n
-    return _gemm_work(device, ins, inp, row_cycles * groups, issued, weight.size, 0, 0 if skipped else zeros)
+    return _gemm_work(
+        device, ins, inp, row_cycles * groups, issued, weight.size, 0, 0 if skipped else zeros
+    )
 
 
 def gemm_nm(machine: Machine, ins: Instruction) -> Work:
@@ -195,7 +243,16 @@ def gemm_nm(machine: Machine, ins: Instruction) -> Work:
     _accumulate(acc, inp, weight, ins)
     lanes, groups = device.pe_array.reduction_lanes, _ceil(ins.n, device.pe_array.output_lanes)
     zeros = ins.m * ins.k - np.count_nonzero(inp)
-    return _gemm_work(device, ins, inp, ins.m * _ceil(kept_rows, lanes) * groups, ins.m * kept_rows * ins.n, values.size, meta_bytes, zeros)
+    return _gemm_work(
+        device,
+        ins,
+        inp,
+        ins.m * _ceil(kept_rows, lanes) * groups,
+        ins.m * kept_rows * ins.n,
+        values.size,
+        meta_bytes,
+        zeros,
+    )
 
 
 def gemm_block(machine: Machine, ins: Instruction) -> Work:
@@ -207,7 +264,10 @@ def gemm_block(machine: Machine, ins: Instruction) -> Work:
     _accumulate(acc, inp, weight, ins)
     br, bc = device.modes.block.block_rows, device.modes.block.block_cols
     group_of = nb * bc // device.pe_array.output_lanes
-    row_cycles, issued = ins.m * _block_chunks(device, kb, group_of, ins.k), ins.m * len(kb) * br * bc
+    row_cycles, issued = (
+        ins.m * _block_chunks(device, kb, group_of, ins.k),
+        ins.m * len(kb) * br * bc,
+    )
     if device.modes.activation_skipping == "two-sided":
         row_cycles, issued = _two_sided_block_cycles(device, inp, kb, group_of, br, bc)
     # + decoding the indices: one metadata word a cycle (one 16-bit index, or four 4-bit ones)
@@ -226,11 +286,21 @@ def _block_chunks(device: Device, kb: np.ndarray, group_of: np.ndarray, k: int) 
     lanes, br = device.pe_array.reduction_lanes, device.modes.block.block_rows
     first, last = kb * br // lanes, (kb * br + br - 1) // lanes
     chunks = _ceil(k, lanes)
-    pairs = [(group_of * chunks + first + s)[first + s <= last] for s in range(int((last - first).max()) + 1)]
+    pairs = [
+        (group_of * chunks + first + s)[first + s <= last]
+        for s in range(int((last - first).max()) + 1)
+    ]
     return int(np.unique(np.concatenate(pairs)).size)
 
 
-def _two_sided_block_cycles(device: Device, inp: np.ndarray, kb: np.ndarray, group_of: np.ndarray, block_rows: int, block_cols: int) -> tuple[int, int]:
+def _two_sided_block_cycles(
+    device: Device,
+    inp: np.ndarray,
+    kb: np.ndarray,
+    group_of: np.ndarray,
+    block_rows: int,
+    block_cols: int,
+) -> tuple[int, int]:
     """PE cycles and issued MACs of a block tile that skips zero activations too (SCNN's two-sided sparsity).
 
     Per input row, each output group of PE columns is streamed the nonzero activations under its stored
@@ -241,7 +311,9 @@ def _two_sided_block_cycles(device: Device, inp: np.ndarray, kb: np.ndarray, gro
     ``group_of`` are each stored block's reduction-block index and output group.
     """
     lanes = device.pe_array.reduction_lanes
-    nonzero = np.count_nonzero(inp.reshape(inp.shape[0], -1, block_rows), axis=2)  # [m, k / block_rows]
+    nonzero = np.count_nonzero(
+        inp.reshape(inp.shape[0], -1, block_rows), axis=2
+    )  # [m, k / block_rows]
     covers = np.zeros((int(group_of.max(initial=-1)) + 1, nonzero.shape[1]), np.int64)
     covers[group_of, kb] = 1  # the reduction blocks under each output group's stored blocks
     streamed = nonzero @ covers.T  # [m, groups]: the nonzero activations each group is fed per row
@@ -280,8 +352,14 @@ def alu(machine: Machine, ins: Instruction) -> Work:
         value = requantize(value, operand, ins.shift, Flag.RELU in ins.flags)
     x[...] = wrap32(value)
     cycles = ins.rows * _ceil(ins.cols, machine.device.pe_array.output_lanes)
-    reads = x.size * 4 + (ins.cols * 4 * (2 if ins.alu_op == AluOp.BIAS_REQUANT else 1) if Flag.ROW_OPERAND in ins.flags else 0)
-    return Work(pe_cycles=cycles, alu_ops=x.size, sram_read_bytes=reads, sram_write_bytes=x.size * 4)
+    reads = x.size * 4 + (
+        ins.cols * 4 * (2 if ins.alu_op == AluOp.BIAS_REQUANT else 1)
+        if Flag.ROW_OPERAND in ins.flags
+        else 0
+    )
+    return Work(
+        pe_cycles=cycles, alu_ops=x.size, sram_read_bytes=reads, sram_write_bytes=x.size * 4
+    )
 
 
 def basis_conv(machine: Machine, ins: Instruction) -> Work:
@@ -292,14 +370,29 @@ def basis_conv(machine: Machine, ins: Instruction) -> Work:
         raise DeviceFault(f"device {device.name} has no decomposed-convolution engine")
     kernel, basis, stride, padding = split_geometry(ins.geometry)
     if kernel not in mode.kernel_sizes or not 0 < basis <= mode.max_basis or stride == 0:
-        raise DeviceFault(f"{kernel}x{kernel} kernels with {basis} basis (stride {stride}) are not supported by the engine (kernels {list(mode.kernel_sizes)}, up to {mode.max_basis} basis)")
+        raise DeviceFault(
+            f"{kernel}x{kernel} kernels with {basis} basis (stride {stride}) are not supported by the engine (kernels {list(mode.kernel_sizes)}, up to {mode.max_basis} basis)"
+        )
     height, width, channels = ins.height, ins.width, ins.channels
-    out_h, out_w = (height + 2 * padding - kernel) // stride + 1, (width + 2 * padding - kernel) // stride + 1
+    out_h, out_w = (
+        (height + 2 * padding - kernel) // stride + 1,
+        (width + 2 * padding - kernel) // stride + 1,
+    )
     if out_h <= 0 or out_w <= 0 or channels == 0:
-        raise DeviceFault(f"empty basis convolution ({height}x{width}, kernel {kernel}, channels {channels})")
+        raise DeviceFault(
+            f"empty basis convolution ({height}x{width}, kernel {kernel}, channels {channels})"
+        )
     # maps are basis-major: channel r * channels + o (the compiler orders the coefficient GEMM's outputs so)
-    maps = machine.region(Buffer.INP, ins.inp_addr, height * width, channels * basis).reshape(height, width, basis, channels).transpose(0, 1, 3, 2)
-    kernels = machine.region(Buffer.WGT, ins.wgt_addr, basis, kernel * kernel).reshape(basis, kernel, kernel).astype(np.float64)
+    maps = (
+        machine.region(Buffer.INP, ins.inp_addr, height * width, channels * basis)
+        .reshape(height, width, basis, channels)
+        .transpose(0, 1, 3, 2)
+    )
+    kernels = (
+        machine.region(Buffer.WGT, ins.wgt_addr, basis, kernel * kernel)
+        .reshape(basis, kernel, kernel)
+        .astype(np.float64)
+    )
     acc = machine.region(Buffer.ACC, ins.acc_addr, out_h * out_w, channels)
     padded = np.pad(maps, ((padding, padding), (padding, padding), (0, 0), (0, 0)))
     total = _basis_taps(padded, kernels, stride, out_h, out_w)
@@ -310,7 +403,9 @@ def basis_conv(machine: Machine, ins: Instruction) -> Work:
         pe_cycles=_ceil(macs, device.pe_array.macs_per_cycle),
         macs_dense=macs,
         macs_issued=macs,
-        sram_read_bytes=maps.size + kernels.size + (acc.size * 4 if Flag.ACCUMULATE in ins.flags else 0),
+        sram_read_bytes=maps.size
+        + kernels.size
+        + (acc.size * 4 if Flag.ACCUMULATE in ins.flags else 0),
         sram_write_bytes=acc.size * 4,
     )
 
@@ -327,25 +422,33 @@ def _block_weight(machine: Machine, wgt_addr: int, meta_addr: int, k: int, n: in
     count = int(machine.region(Buffer.META, meta_addr, 1, BLOCK_COUNT_BYTES)[0].view("<u2")[0])
     blocks = machine.region(Buffer.WGT, wgt_addr, count, br * bc).reshape(count, br, bc)
     meta_bytes = block_metadata_bytes(count, mode.index_bits)
-    packed = machine.region(Buffer.META, meta_addr + BLOCK_COUNT_BYTES, 1, meta_bytes - BLOCK_COUNT_BYTES)[0]
+    packed = machine.region(
+        Buffer.META, meta_addr + BLOCK_COUNT_BYTES, 1, meta_bytes - BLOCK_COUNT_BYTES
+    )[0]
     positions = absolute_positions(unpack_bits(packed, mode.index_bits, count))
     grid_cols = n // bc
     if count and positions[-1] >= (k // br) * grid_cols:
-        raise DeviceFault(f"block metadata decodes to block {positions[-1]}, outside the tile's {(k // br) * grid_cols}")
+        raise DeviceFault(
+            f"block metadata decodes to block {positions[-1]}, outside the tile's {(k // br) * grid_cols}"
+        )
     kb, nb = positions // grid_cols, positions % grid_cols
     grid = np.zeros((k // br, grid_cols, br, bc), np.int32)
     grid[kb, nb] = blocks  # positions increase: each block lands once
     return grid.transpose(0, 2, 1, 3).reshape(k, n), kb, nb, meta_bytes
 
 
-def _basis_taps(padded: np.ndarray, kernels: np.ndarray, stride: int, out_h: int, out_w: int) -> np.ndarray:
+def _basis_taps(
+    padded: np.ndarray, kernels: np.ndarray, stride: int, out_h: int, out_w: int
+) -> np.ndarray:
     """The basis convolution of zero-padded maps ``[H, W, O, r]`` with ``kernels [r, k, k]``: int64
     ``[out_h, out_w, O]`` (summed exactly in float64)."""
     padded, kernels = padded.astype(np.float64), kernels.astype(np.float64)
     total = np.zeros((out_h, out_w, padded.shape[2]), np.float64)
     for i in range(kernels.shape[1]):
         for j in range(kernels.shape[2]):
-            window = padded[i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride]
+            window = padded[
+                i : i + stride * (out_h - 1) + 1 : stride, j : j + stride * (out_w - 1) + 1 : stride
+            ]
             total += window @ kernels[:, i, j]
     return total.astype(np.int64)
 

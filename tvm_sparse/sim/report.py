@@ -18,10 +18,14 @@ class Counters:
     start_cycle: int | None = None
     end_cycle: int = 0
     busy_cycles: dict = field(default_factory=lambda: {q.name.lower(): 0 for q in Queue})
-    gemm_cycles: int = 0  # cycles of GEMM tile instructions (the PE array's share of the compute queue)
+    gemm_cycles: int = (
+        0  # cycles of GEMM tile instructions (the PE array's share of the compute queue)
+    )
     macs_dense: int = 0
     macs_issued: int = 0
-    basis_macs: int = 0  # of macs_issued, those of the fused engine's basis stage (not the PE array)
+    basis_macs: int = (
+        0  # of macs_issued, those of the fused engine's basis stage (not the PE array)
+    )
     dram_read_bytes: int = 0
     dram_read_metadata_bytes: int = 0
     dram_write_bytes: int = 0
@@ -60,7 +64,9 @@ class Counters:
             cycles=self.cycles,
             time_us=self.cycles / device.clock_mhz,
             macs_skipped=self.macs_skipped,
-            pe_utilization=(self.macs_issued - self.basis_macs) / (peak * self.cycles) if self.cycles else 0.0,
+            pe_utilization=(self.macs_issued - self.basis_macs) / (peak * self.cycles)
+            if self.cycles
+            else 0.0,
             energy_total_pj=sum(self.energy_pj.values()),
         )
         return out
@@ -127,9 +133,20 @@ class SimReport:
 
     def chrome_trace(self) -> str:
         """The timeline as Chrome trace JSON (open in Perfetto or chrome://tracing); one track per queue."""
-        return json.dumps({"traceEvents": [*queue_tracks(), *self.trace_events()], "displayTimeUnit": "ns"})
+        return json.dumps(
+            {"traceEvents": [*queue_tracks(), *self.trace_events()], "displayTimeUnit": "ns"}
+        )
 
 
 def queue_tracks() -> list[dict]:
     """Chrome trace metadata naming one track (``tid``) per device queue."""
-    return [{"name": "thread_name", "ph": "M", "pid": 0, "tid": int(q), "args": {"name": f"{q.name.lower()} queue"}} for q in Queue]
+    return [
+        {
+            "name": "thread_name",
+            "ph": "M",
+            "pid": 0,
+            "tid": int(q),
+            "args": {"name": f"{q.name.lower()} queue"},
+        }
+        for q in Queue
+    ]

@@ -34,7 +34,9 @@ class SimResult:
         count = int(np.prod(shape))
         nbytes = count * np.dtype(dtype).itemsize
         if addr < 0 or addr + nbytes > self.dram.size:
-            raise DeviceFault(f"read of {nbytes} bytes at {addr:#x} is outside the {self.dram.size}-byte image")
+            raise DeviceFault(
+                f"read of {nbytes} bytes at {addr:#x} is outside the {self.dram.size}-byte image"
+            )
         return self.dram[addr : addr + nbytes].view(dtype).reshape(shape).copy()
 
 
@@ -46,11 +48,18 @@ def _neighbour(queue: Queue, offset: int) -> Queue | None:
 def _channels(ins: Instruction, queue: Queue, index: int) -> tuple[list, list]:
     """The (from, to) token channels an instruction pops and pushes."""
     pops, pushes = [], []
-    for flag, offset, into in ((Flag.POP_PREV, -1, pops), (Flag.POP_NEXT, 1, pops), (Flag.PUSH_PREV, -1, pushes), (Flag.PUSH_NEXT, 1, pushes)):
+    for flag, offset, into in (
+        (Flag.POP_PREV, -1, pops),
+        (Flag.POP_NEXT, 1, pops),
+        (Flag.PUSH_PREV, -1, pushes),
+        (Flag.PUSH_NEXT, 1, pushes),
+    ):
         if flag in ins.flags:
             other = _neighbour(queue, offset)
             if other is None:
-                raise DeviceFault(f"instruction {index} ({ins.opcode.name}): the {queue.name.lower()} queue has no {flag.name.split('_')[1].lower()} queue")
+                raise DeviceFault(
+                    f"instruction {index} ({ins.opcode.name}): the {queue.name.lower()} queue has no {flag.name.split('_')[1].lower()} queue"
+                )
             into.append((other, queue) if into is pops else (queue, other))
     return pops, pushes
 
@@ -79,8 +88,14 @@ def run(program: Program, device: Device | str | None = None) -> SimResult:
                 if best is None or start < best[0]:
                     best = (start, queue, index)
         if best is None:
-            stuck = ", ".join(f"{q.name.lower()} queue at instruction {p[0]} ({program.instructions[p[0]].opcode.name})" for q, p in queues.items() if p)
-            raise DeviceFault(f"deadlock: no queue can proceed ({stuck}); a token is popped that nothing will push")
+            stuck = ", ".join(
+                f"{q.name.lower()} queue at instruction {p[0]} ({program.instructions[p[0]].opcode.name})"
+                for q, p in queues.items()
+                if p
+            )
+            raise DeviceFault(
+                f"deadlock: no queue can proceed ({stuck}); a token is popped that nothing will push"
+            )
         start, queue, index = best
         queues[queue].popleft()
         ins = program.instructions[index]
@@ -94,7 +109,9 @@ def run(program: Program, device: Device | str | None = None) -> SimResult:
             raise DeviceFault(f"instruction {index} ({ins.opcode.name}): {err}") from None
         end = start + cycles(device, ins, work)
         free_at[queue] = start + issue_cycles(device, ins, work)
-        for ch in pushes:  # a pipelined unit releases its inputs (to the previous queue) before it completes
+        for ch in (
+            pushes
+        ):  # a pipelined unit releases its inputs (to the previous queue) before it completes
             released = start + release_cycles(device, ins, work) if ch[1] < queue else end
             tokens.setdefault(ch, deque()).append(released)
         energy = energy_pj(device, work)

@@ -27,7 +27,13 @@ ALU_ISSUE_CYCLES = 1
 def cycles(device: Device, ins: Instruction, work: Work) -> int:
     if ins.opcode in (Opcode.LOAD, Opcode.LOAD_CODED, Opcode.LOAD_RLE, Opcode.STORE):
         return DMA_SETUP_CYCLES + math.ceil(work.dma_bytes / device.dram_bytes_per_cycle)
-    if ins.opcode in (Opcode.GEMM, Opcode.GEMM_BLOCK, Opcode.GEMM_NM, Opcode.BASIS_CONV, Opcode.DECOMP_CONV):
+    if ins.opcode in (
+        Opcode.GEMM,
+        Opcode.GEMM_BLOCK,
+        Opcode.GEMM_NM,
+        Opcode.BASIS_CONV,
+        Opcode.DECOMP_CONV,
+    ):
         return GEMM_ISSUE_CYCLES + work.pe_cycles
     if ins.opcode == Opcode.ALU:
         return ALU_ISSUE_CYCLES + work.pe_cycles
@@ -53,7 +59,9 @@ def release_cycles(device: Device, ins: Instruction, work: Work) -> int:
 def energy_pj(device: Device, work: Work) -> dict[str, float]:
     e = device.energy_pj
     return {
-        "mac": (work.macs_issued - work.macs_gated) * e["int8_mult"] + (work.macs_issued + work.alu_ops) * e["int8_add"],
-        "sram": work.sram_read_bytes / 4 * e["sram_read_32b"] + work.sram_write_bytes / 4 * e["sram_write_32b"],
+        "mac": (work.macs_issued - work.macs_gated) * e["int8_mult"]
+        + (work.macs_issued + work.alu_ops) * e["int8_add"],
+        "sram": work.sram_read_bytes / 4 * e["sram_read_32b"]
+        + work.sram_write_bytes / 4 * e["sram_write_32b"],
         "dram": work.dma_bytes / 4 * e["dram_32b"],
     }

@@ -53,29 +53,69 @@ class GraphBuilder:
         erf = self.node("Erf", [self.node("Mul", [x, inv_sqrt2])])
         return self.node("Mul", [self.node("Mul", [x, half]), self.node("Add", [erf, one])])
 
-    def conv(self, x: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False) -> str:
+    def conv(
+        self,
+        x: str,
+        name: str,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> str:
         """A same-padded ``kernel x kernel`` convolution (NCHW, OIHW weights)."""
         fan_in = c_in // groups * kernel * kernel
-        w = self.const(f"{name}.weight", self.weight((c_out, c_in // groups, kernel, kernel), np.sqrt(2.0 / fan_in)))
+        w = self.const(
+            f"{name}.weight",
+            self.weight((c_out, c_in // groups, kernel, kernel), np.sqrt(2.0 / fan_in)),
+        )
         inputs = [x, w] + ([self.const(f"{name}.bias", self.weight((c_out,), 0.1))] if bias else [])
         pad = kernel // 2
-        return self.node("Conv", inputs, name=name, kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4, group=groups)
+        return self.node(
+            "Conv",
+            inputs,
+            name=name,
+            kernel_shape=[kernel, kernel],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            group=groups,
+        )
 
     def batch_norm(self, x: str, name: str, channels: int) -> str:
-        gamma = self.const(f"{name}.gamma", (1 + 0.1 * self.rng.standard_normal(channels)).astype("float32"))
-        beta = self.const(f"{name}.beta", (0.1 * self.rng.standard_normal(channels)).astype("float32"))
-        mean = self.const(f"{name}.mean", (0.1 * self.rng.standard_normal(channels)).astype("float32"))
+        gamma = self.const(
+            f"{name}.gamma", (1 + 0.1 * self.rng.standard_normal(channels)).astype("float32")
+        )
+        beta = self.const(
+            f"{name}.beta", (0.1 * self.rng.standard_normal(channels)).astype("float32")
+        )
+        mean = self.const(
+            f"{name}.mean", (0.1 * self.rng.standard_normal(channels)).astype("float32")
+        )
         var = self.const(f"{name}.var", (1 + 0.1 * self.rng.random(channels)).astype("float32"))
         return self.node("BatchNormalization", [x, gamma, beta, mean, var], name=name, epsilon=1e-5)
 
-    def conv_bn(self, x: str, name: str, c_in: int, c_out: int, kernel: int, stride: int = 1, relu: bool = True) -> str:
+    def conv_bn(
+        self,
+        x: str,
+        name: str,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        relu: bool = True,
+    ) -> str:
         y = self.batch_norm(self.conv(x, name, c_in, c_out, kernel, stride), f"{name}.bn", c_out)
         return self.node("Relu", [y]) if relu else y
 
     def reduce_mean(self, x: str, axis: int, opset: int) -> str:
         """ReduceMean over one axis, kept: ``axes`` is an attribute before opset 18 and an input from 18."""
         if opset >= 18:
-            return self.node("ReduceMean", [x, self.const(f"axes{self.count}", np.array([axis], "int64"))], keepdims=1)
+            return self.node(
+                "ReduceMean",
+                [x, self.const(f"axes{self.count}", np.array([axis], "int64"))],
+                keepdims=1,
+            )
         return self.node("ReduceMean", [x], axes=[axis], keepdims=1)
 
     def layer_norm_decomposed(self, x: str, name: str, dim: int, opset: int) -> str:
@@ -84,11 +124,21 @@ class GraphBuilder:
         variance = self.reduce_mean(self.node("Mul", [centred, centred]), -1, opset)
         eps = self.const(f"{name}.eps", np.array(1e-5, "float32"))
         normed = self.node("Div", [centred, self.node("Sqrt", [self.node("Add", [variance, eps])])])
-        scale = self.const(f"{name}.scale", (1 + 0.1 * self.rng.standard_normal(dim)).astype("float32"))
-        return self.node("Add", [self.node("Mul", [normed, scale]), self.const(f"{name}.bias", self.weight((dim,), 0.1))])
+        scale = self.const(
+            f"{name}.scale", (1 + 0.1 * self.rng.standard_normal(dim)).astype("float32")
+        )
+        return self.node(
+            "Add",
+            [
+                self.node("Mul", [normed, scale]),
+                self.const(f"{name}.bias", self.weight((dim,), 0.1)),
+            ],
+        )
 
     def model(self, inputs, outputs, opset: int = OPSET) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, "tvm_sparse_test", inputs, outputs, initializer=self.inits)
+        graph = helper.make_graph(
+            self.nodes, "tvm_sparse_test", inputs, outputs, initializer=self.inits
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 8
         onnx.checker.check_model(model)
@@ -111,7 +161,13 @@ def mlp(batch: int = 8, sizes=(64, 128, 32), gemm: bool = True, seed: int = 0) -
 
 
 def bert_encoder(
-    hidden: int = 384, heads: int = 12, ffn: int = 1536, seq: int = 128, layers: int = 6, batch: int = 1, seed: int = 0
+    hidden: int = 384,
+    heads: int = 12,
+    ffn: int = 1536,
+    seq: int = 128,
+    layers: int = 6,
+    batch: int = 1,
+    seed: int = 0,
 ) -> onnx.ModelProto:
     """A BERT-style encoder (post-LayerNorm) on ``[batch, seq, hidden]`` embeddings."""
     if hidden % heads:
@@ -124,15 +180,32 @@ def bert_encoder(
     x = "x"
     for i in range(layers):
         p = f"layer{i}"
-        q = g.node("Transpose", [g.node("Reshape", [g.linear(x, f"{p}.query", hidden, hidden), split])], perm=[0, 2, 1, 3])
-        k = g.node("Transpose", [g.node("Reshape", [g.linear(x, f"{p}.key", hidden, hidden), split])], perm=[0, 2, 3, 1])
-        v = g.node("Transpose", [g.node("Reshape", [g.linear(x, f"{p}.value", hidden, hidden), split])], perm=[0, 2, 1, 3])
+        q = g.node(
+            "Transpose",
+            [g.node("Reshape", [g.linear(x, f"{p}.query", hidden, hidden), split])],
+            perm=[0, 2, 1, 3],
+        )
+        k = g.node(
+            "Transpose",
+            [g.node("Reshape", [g.linear(x, f"{p}.key", hidden, hidden), split])],
+            perm=[0, 2, 3, 1],
+        )
+        v = g.node(
+            "Transpose",
+            [g.node("Reshape", [g.linear(x, f"{p}.value", hidden, hidden), split])],
+            perm=[0, 2, 1, 3],
+        )
         probs = g.node("Softmax", [g.node("Mul", [g.node("MatMul", [q, k]), scale])], axis=-1)
-        ctx = g.node("Reshape", [g.node("Transpose", [g.node("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge])
+        ctx = g.node(
+            "Reshape",
+            [g.node("Transpose", [g.node("MatMul", [probs, v])], perm=[0, 2, 1, 3]), merge],
+        )
         attn = g.linear(ctx, f"{p}.attn_out", hidden, hidden)
         x = g.layer_norm(g.node("Add", [attn, x]), f"{p}.ln1", hidden)
         h = g.gelu(g.linear(x, f"{p}.ffn_in", hidden, ffn))
-        x = g.layer_norm(g.node("Add", [g.linear(h, f"{p}.ffn_out", ffn, hidden), x]), f"{p}.ln2", hidden)
+        x = g.layer_norm(
+            g.node("Add", [g.linear(h, f"{p}.ffn_out", ffn, hidden), x]), f"{p}.ln2", hidden
+        )
     out = g.node("Identity", [x], name="y")
     return g.model(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, hidden])],
@@ -141,7 +214,12 @@ def bert_encoder(
 
 
 def resnet(
-    image: int = 224, width: int = 64, blocks=(3, 4, 6, 3), classes: int = 1000, batch: int = 1, seed: int = 0
+    image: int = 224,
+    width: int = 64,
+    blocks=(3, 4, 6, 3),
+    classes: int = 1000,
+    batch: int = 1,
+    seed: int = 0,
 ) -> onnx.ModelProto:
     """A ResNet-50-style CNN on ``[batch, 3, image, image]``: 7x7 stem, max pool,
     bottleneck stages (1x1, 3x3, 1x1 with BatchNorm, expansion 4), global
@@ -158,7 +236,9 @@ def resnet(
             h = g.conv_bn(x, f"{p}.conv1", c_in, mid, 1)
             h = g.conv_bn(h, f"{p}.conv2", mid, mid, 3, stride)
             h = g.conv_bn(h, f"{p}.conv3", mid, mid * 4, 1, relu=False)
-            shortcut = g.conv_bn(x, f"{p}.down", c_in, mid * 4, 1, stride, relu=False) if i == 0 else x
+            shortcut = (
+                g.conv_bn(x, f"{p}.down", c_in, mid * 4, 1, stride, relu=False) if i == 0 else x
+            )
             x = g.node("Relu", [g.node("Add", [h, shortcut])])
             c_in = mid * 4
     pooled = g.node("Flatten", [g.node("GlobalAveragePool", [x])])

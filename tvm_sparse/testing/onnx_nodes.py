@@ -40,7 +40,9 @@ def node_cases(modules: list[str] | None = None) -> dict:
             cases = node.collect_testcases()
         else:
             for name in modules:
-                importlib.import_module(f"{_NODE_PACKAGE}.{name}")  # generating a module's cases is importing it
+                importlib.import_module(
+                    f"{_NODE_PACKAGE}.{name}"
+                )  # generating a module's cases is importing it
             cases = node._NodeTestCases
     return {case.name: case for case in cases}
 
@@ -59,10 +61,16 @@ def _conv_ready(value) -> bool:
 def _identity_conv(name: str, rank: int, channels: int, opset: int) -> tuple[list, list, str]:
     """Nodes and initializers computing ``name`` through a 1x1 identity Conv (NCHW), and the result's name.
     Inputs of rank < 4 are unsqueezed to 4-D around the convolved axis (axis 0) and squeezed back."""
-    weight = numpy_helper.from_array(np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1), f"{name}__w")
+    weight = numpy_helper.from_array(
+        np.eye(channels, dtype=np.float32).reshape(channels, channels, 1, 1), f"{name}__w"
+    )
     axes = {1: [0, 2, 3], 2: [0, 3], 3: [0], 4: []}[rank]
     if not axes:
-        return [helper.make_node("Conv", [name, weight.name], [f"{name}__conv"])], [weight], f"{name}__conv"
+        return (
+            [helper.make_node("Conv", [name, weight.name], [f"{name}__conv"])],
+            [weight],
+            f"{name}__conv",
+        )
     inits = [weight]
     if opset >= 13:  # axes became an input
         inits.append(numpy_helper.from_array(np.array(axes, np.int64), f"{name}__axes"))
@@ -99,7 +107,9 @@ def behind_conv(case):
     nodes += list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
-    return dataclasses.replace(case, name=f"{case.name}_behind_conv", model_name=f"{case.name}_behind_conv", model=model)
+    return dataclasses.replace(
+        case, name=f"{case.name}_behind_conv", model_name=f"{case.name}_behind_conv", model=model
+    )
 
 
 def with_constant_inputs(case, names: list[str]):
@@ -194,7 +204,11 @@ def _compare(got, want, rtol: float, atol: float, where: str) -> None:
     try:
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
     except AssertionError as err:
-        detail = [line.strip() for line in str(err).splitlines() if line.startswith(("Mismatched", "Max "))]
+        detail = [
+            line.strip()
+            for line in str(err).splitlines()
+            if line.startswith(("Mismatched", "Max "))
+        ]
         raise AssertionError(f"{where}: {'; '.join(detail)}") from None
 
 

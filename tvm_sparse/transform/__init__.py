@@ -8,4 +8,12 @@ from .pool import PoolKernels
 from .softmax import SoftmaxKernels
 from .sparsify import SparsifyWeights
 
-__all__ = ["ConvKernels", "DecomposedConvKernels", "DenseMatmulKernels", "PoolKernels", "ShrinkChannels", "SoftmaxKernels", "SparsifyWeights"]
+__all__ = [
+    "ConvKernels",
+    "DecomposedConvKernels",
+    "DenseMatmulKernels",
+    "PoolKernels",
+    "ShrinkChannels",
+    "SoftmaxKernels",
+    "SparsifyWeights",
+]

@@ -24,7 +24,9 @@ class CallRewriter(relax.PyExprMutator):
         if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
             out = self.replace(self, value, binding.var)
             if out is not None:
-                self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(out)))
+                self.builder_.emit_normalized(
+                    relax.VarBinding(binding.var, self.builder_.normalize(out))
+                )
                 return
         super().visit_var_binding_(binding)
 

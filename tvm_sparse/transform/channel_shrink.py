@@ -46,10 +46,17 @@ def _chain_pairs(layers, uses) -> list[tuple[ConvLayer, ConvLayer]]:
     pairs = []
     for consumer in convs:
         producer = next((c for c in convs if c.output_var.same_as(consumer.x)), None)
-        if producer is None or uses.get(producer.output_var, 0) != 1 or not isinstance(producer.output_var, relax.DataflowVar):
+        if (
+            producer is None
+            or uses.get(producer.output_var, 0) != 1
+            or not isinstance(producer.output_var, relax.DataflowVar)
+        ):
             continue
         if any(
-            layer.groups != 1 or layer.x_shape is None or layer.out_shape is None or str(layer.weight.dtype) != "float32"
+            layer.groups != 1
+            or layer.x_shape is None
+            or layer.out_shape is None
+            or str(layer.weight.dtype) != "float32"
             for layer in (producer, consumer)
         ):
             continue
@@ -68,7 +75,9 @@ class ShrinkChannels:
     def _emitter(self, layer: ConvLayer):
         _, choice, note = layer_decision(layer, self.cost_model)
         if choice.format == "bsr" and not note:
-            return conv_emitter(layer, BSRMatrix.from_dense(layer.matrix(), choice.block_shape), "bsr_conv2d")
+            return conv_emitter(
+                layer, BSRMatrix.from_dense(layer.matrix(), choice.block_shape), "bsr_conv2d"
+            )
         return conv_emitter(layer, conv_weight_blocks(layer), "conv2d")
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:

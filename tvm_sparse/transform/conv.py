@@ -34,8 +34,6 @@ def is_depthwise(layer: ConvLayer) -> bool:
     return layer.groups == layer.out_channels and layer.x_shape[3] % layer.groups == 0
 
 
-
-
 @tvm.transform.module_pass(opt_level=0, name="ConvKernels")
 class ConvKernels:
     """Lower every float32 NHWC/OHWI conv2d (static or symbolic shapes) with a constant weight to the project's kernels."""
@@ -51,7 +49,9 @@ class ConvKernels:
                 if is_depthwise(layer):
                     plans[layer.output_var] = depthwise_conv_emitter(layer)
                 else:
-                    plans[layer.output_var] = conv_emitter(layer, conv_weight_blocks(layer), "conv2d")
+                    plans[layer.output_var] = conv_emitter(
+                        layer, conv_weight_blocks(layer), "conv2d"
+                    )
                 absorbed.update(layer.absorbed_vars)
             return plans, absorbed
 

@@ -41,7 +41,10 @@ def decomposed_pairs(layers, uses: dict) -> list[tuple[ConvLayer, ConvLayer]]:
     convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
     pairs = []
     for basis in convs:
-        if not (basis.x_shape and basis.out_shape and is_depthwise(basis)) or basis.x_shape[3] == basis.groups:
+        if (
+            not (basis.x_shape and basis.out_shape and is_depthwise(basis))
+            or basis.x_shape[3] == basis.groups
+        ):
             continue
         combine = next((c for c in convs if c.output_var.same_as(basis.x)), None)
         if (
@@ -63,9 +66,13 @@ def decomposed_pairs(layers, uses: dict) -> list[tuple[ConvLayer, ConvLayer]]:
 def maps_major(combine: ConvLayer, rank: int) -> ConvLayer:
     """``combine`` with its output channels permuted from ``o * r + j`` to ``j * O + o``."""
     channels = combine.out_channels // rank
-    order = np.arange(combine.out_channels).reshape(channels, rank).T.ravel()  # new channel -> old channel
+    order = (
+        np.arange(combine.out_channels).reshape(channels, rank).T.ravel()
+    )  # new channel -> old channel
     bias = None if combine.bias is None else combine.bias[order]
-    return dataclasses.replace(combine, weight=np.ascontiguousarray(combine.weight[order]), bias=bias)
+    return dataclasses.replace(
+        combine, weight=np.ascontiguousarray(combine.weight[order]), bias=bias
+    )
 
 
 def shared_basis(basis: ConvLayer, tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray] | None:
@@ -102,7 +109,11 @@ def basis_first(combine: ConvLayer, basis: ConvLayer, scales: np.ndarray) -> np.
     o, _, _, r = basis.weight.shape
     c = combine.x_shape[3]
     maps = maps_major(combine, r).matrix()  # [r * O, C], row j * O + o
-    return np.ascontiguousarray((maps.reshape(r, o, c).transpose(1, 0, 2).reshape(o, r * c) * scales[:, None]).astype(combine.weight.dtype))
+    return np.ascontiguousarray(
+        (maps.reshape(r, o, c).transpose(1, 0, 2).reshape(o, r * c) * scales[:, None]).astype(
+            combine.weight.dtype
+        )
+    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="DecomposedConvKernels")
@@ -121,7 +132,10 @@ class DecomposedConvKernels:
                 permuted = maps_major(combine, basis.x_shape[3] // basis.groups)
                 _, choice, note = layer_decision(permuted, self.cost_model)
                 if choice.format == "bsr" and not note:
-                    weight, kind = BSRMatrix.from_dense(permuted.matrix(), choice.block_shape), "bsr_conv2d"
+                    weight, kind = (
+                        BSRMatrix.from_dense(permuted.matrix(), choice.block_shape),
+                        "bsr_conv2d",
+                    )
                 else:
                     weight, kind = conv_weight_blocks(permuted), "conv2d"
                 plans[combine.output_var] = conv_emitter(permuted, weight, kind)

@@ -18,7 +18,13 @@ import tvm
 from tvm import relax
 
 from ..formats import BSRMatrix
-from ..graph import ActivationMatmul, find_activation_matmuls, find_linear_layers, shape_of, weight_names
+from ..graph import (
+    ActivationMatmul,
+    find_activation_matmuls,
+    find_linear_layers,
+    shape_of,
+    weight_names,
+)
 from ..kernels.batch_matmul import LANES, batch_matmul_kernel
 from .rewriter import MatmulRewriter, block_matmul_emitter, rewrite_layers
 
@@ -43,9 +49,20 @@ def _batched_emitter(a, b, a_shape, b_shape, transpose_b, out_shape) -> callable
 
 
 def _activation_emitter(product: ActivationMatmul) -> callable:
-    if product.transposed_b is not None and not (isinstance(product.out_shape[-1], int) and product.out_shape[-1] < LANES // 2):
-        return _batched_emitter(product.a, product.transposed_b, product.a_shape, shape_of(product.transposed_b), True, product.out_shape)
-    return _batched_emitter(product.a, product.b, product.a_shape, product.b_shape, False, product.out_shape)
+    if product.transposed_b is not None and not (
+        isinstance(product.out_shape[-1], int) and product.out_shape[-1] < LANES // 2
+    ):
+        return _batched_emitter(
+            product.a,
+            product.transposed_b,
+            product.a_shape,
+            shape_of(product.transposed_b),
+            True,
+            product.out_shape,
+        )
+    return _batched_emitter(
+        product.a, product.b, product.a_shape, product.b_shape, False, product.out_shape
+    )
 
 
 @tvm.transform.module_pass(opt_level=0, name="DenseMatmulKernels")

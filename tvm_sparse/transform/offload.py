@@ -37,17 +37,23 @@ from tvm import relax
 
 from ..codegen.basis_program import BasisGeometry, emit_basis_layer, emit_expand_layer
 from ..codegen.builder import ProgramBuilder
-from ..hw.device import Device
 from ..codegen.fused_program import FusedOperands, emit_fused_layer, fused_channels
 from ..codegen.gemm_program import GRANULE, emit_gemm_layer, padded_shape, sharing_table
-from ..hw.isa import ProgramError
 from ..codegen.layer import LayerHeader, encode_layer
-from ..hw.encoding import block_grid, nonzero_blocks
 from ..codegen.quantize import QuantizedLayer, quantize
 from ..graph import ConvLayer, Layer, find_layers, use_counts, weight_names
+from ..hw.device import Device
+from ..hw.encoding import block_grid, nonzero_blocks
+from ..hw.isa import ProgramError
 from ..schedule.choice import tuned
 from ..schedule.tasks import DeviceGemmTask
-from .decomposed_conv import basis_first, basis_first_pays, decomposed_pairs, maps_major, shared_basis
+from .decomposed_conv import (
+    basis_first,
+    basis_first_pays,
+    decomposed_pairs,
+    maps_major,
+    shared_basis,
+)
 from .rewriter import MatmulRewriter, rewrite_layers
 
 
@@ -59,10 +65,16 @@ class Placement:
     op: str  # matmul / conv2d
     target: str  # device / host
     mode: str = ""  # dense / nm / block / basis / basis-first on the device
-    weight_table: int = 0  # distinct values in the layer's shared-weight table (0: plain int8 weight loads)
+    weight_table: int = (
+        0  # distinct values in the layer's shared-weight table (0: plain int8 weight loads)
+    )
     reason: str = ""  # why a layer stays on the host
-    hint: str = ""  # a pruned weight whose zeros the device's mode cannot skip: the prune pattern that fits
-    quantization_error: float | None = None  # relative L2 error of the layer's output on the first calibration sample
+    hint: str = (
+        ""  # a pruned weight whose zeros the device's mode cannot skip: the prune pattern that fits
+    )
+    quantization_error: float | None = (
+        None  # relative L2 error of the layer's output on the first calibration sample
+    )
 
 
 def _host_reason(layer: Layer) -> str:
@@ -89,7 +101,11 @@ def layer_geometry(layer: Layer) -> dict | None:
 
 
 def _output_shape(layer: Layer) -> tuple[int, ...]:
-    return tuple(layer.out_shape) if isinstance(layer, ConvLayer) else (*layer.x_shape[:-1], layer.out_channels)
+    return (
+        tuple(layer.out_shape)
+        if isinstance(layer, ConvLayer)
+        else (*layer.x_shape[:-1], layer.out_channels)
+    )
 
 
 def _rows(layer: Layer) -> int:
@@ -101,7 +117,11 @@ def choose_mode(weight_kn: np.ndarray, device: Device) -> str:
     """The device mode for an int8 ``[K, N]`` weight (K, N padded to ``GRANULE``)."""
     k, n = weight_kn.shape
     nm = device.modes.nm
-    if nm is not None and k % nm.m == 0 and (np.count_nonzero(weight_kn.reshape(k // nm.m, nm.m, n), axis=1) <= nm.n).all():
+    if (
+        nm is not None
+        and k % nm.m == 0
+        and (np.count_nonzero(weight_kn.reshape(k // nm.m, nm.m, n), axis=1) <= nm.n).all()
+    ):
         return "nm"
     block = device.modes.block
     if block is not None and k % block.block_rows == 0 and n % block.block_cols == 0:
@@ -125,10 +145,16 @@ def pattern_hint(weight: np.ndarray, weight_kn: np.ndarray, mode: str, device: D
         stored = nonzero_blocks(block_grid(weight_kn, block.block_rows, block.block_cols))
         issued = np.count_nonzero(stored) / stored.size
     # prune patterns are (out x in), device blocks (reduction x output)
-    fits = ([f"block:{block.block_cols}x{block.block_rows}"] if block else []) + ([f"nm:{nm.n}:{nm.m}"] if nm and issued > nm.n / nm.m else [])
+    fits = ([f"block:{block.block_cols}x{block.block_rows}"] if block else []) + (
+        [f"nm:{nm.n}:{nm.m}"] if nm and issued > nm.n / nm.m else []
+    )
     if density > 0.5 or issued < 2 * density or not fits:
         return ""
-    shape = f"device blocks are {block.block_cols}x{block.block_rows}" if block else f"the device skips zeros only as {nm.n}:{nm.m}"
+    shape = (
+        f"device blocks are {block.block_cols}x{block.block_rows}"
+        if block
+        else f"the device skips zeros only as {nm.n}:{nm.m}"
+    )
     return f"density {density:.2f} but {issued:.0%} of the dense MACs issued: {shape}: prune with --pattern {' or '.join(fits)}"
 
 
@@ -143,7 +169,9 @@ class OffloadToAccel:
             raise ValueError("the deploy stage needs calibration statistics")
         self.device, self.stage, self.calibration = device, stage, calibration
         self.placements: list[Placement] = []
-        self.quantized: dict[str, QuantizedLayer] = {}  # deploy stage: each device layer's integer operands
+        self.quantized: dict[
+            str, QuantizedLayer
+        ] = {}  # deploy stage: each device layer's integer operands
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)
@@ -158,7 +186,12 @@ class OffloadToAccel:
                 op = "conv2d" if isinstance(layer, ConvLayer) else "matmul"
                 pair = pairs.get(id(layer))
                 step = pair.step(layer) if pair else None
-                if pair and layer is pair.combine and self.stage == "deploy" and self.device.modes.decomposed_conv.fused:
+                if (
+                    pair
+                    and layer is pair.combine
+                    and self.stage == "deploy"
+                    and self.device.modes.decomposed_conv.fused
+                ):
                     basis_index = next(i for i, other in enumerate(layers) if other is pair.basis)
                     try:
                         fused[id(pair)] = self._fused_emitter(pair, index, basis_index)
@@ -166,7 +199,9 @@ class OffloadToAccel:
                         pass  # does not fit the engine's buffers: two steps through DRAM
                 if pair and id(pair) in fused:
                     self.placements.append(Placement(layer.name, op, "device", mode="fused"))
-                    if layer is pair.combine:  # runs inside the fused layer, emitted at the basis convolution
+                    if (
+                        layer is pair.combine
+                    ):  # runs inside the fused layer, emitted at the basis convolution
                         absorbed.update([layer.output_var, *layer.absorbed_vars])
                     else:
                         plans[layer.output_var] = fused[id(pair)]
@@ -214,29 +249,61 @@ class OffloadToAccel:
             ):
                 continue
             # basis-first moves the 1x1 convolution's bias behind the zero padding: only without one
-            first = basis_first_pays(combine, basis) and (combine.bias is None or not combine.bias.any())
+            first = basis_first_pays(combine, basis) and (
+                combine.bias is None or not combine.bias.any()
+            )
             pairs[id(combine)] = pairs[id(basis)] = EnginePair(combine, basis, *shared, first)
         return pairs
 
-    def _calibration_emitter(self, layer: Layer, index: int, step: str | None = None, pair: EnginePair | None = None):
+    def _calibration_emitter(
+        self, layer: Layer, index: int, step: str | None = None, pair: EnginePair | None = None
+    ):
         shape = _output_shape(layer)
-        if step == "basis":  # the float reference: the basis scaled per output channel [O, r, k, k], the geometry
+        if (
+            step == "basis"
+        ):  # the float reference: the basis scaled per output channel [O, r, k, k], the geometry
             weight = np.ascontiguousarray(layer.weight.transpose(0, 3, 1, 2))
-            info = {"index": index, "relu": layer.relu, "reduction": layer.x_shape[3], "conv": None,
-                    "basis": {"stride": layer.strides[0], "padding": layer.padding[0]}}
+            info = {
+                "index": index,
+                "relu": layer.relu,
+                "reduction": layer.x_shape[3],
+                "conv": None,
+                "basis": {"stride": layer.strides[0], "padding": layer.padding[0]},
+            }
         elif step == "basis-first":
             weight, shape = pair.kernels, pair.maps_shape
-            info = {"index": index, "relu": False, "reduction": layer.x_shape[3], "conv": None,
-                    "expand": {"stride": pair.basis.strides[0], "padding": pair.basis.padding[0]}}
+            info = {
+                "index": index,
+                "relu": False,
+                "reduction": layer.x_shape[3],
+                "conv": None,
+                "expand": {"stride": pair.basis.strides[0], "padding": pair.basis.padding[0]},
+            }
         else:
             weight = layer.matrix()
-            info = {"index": index, "relu": layer.relu, "reduction": weight.shape[1], "conv": layer_geometry(layer)}
-        bias = layer.bias if layer.bias is not None and step != "basis-first" else np.zeros(shape[-1], "float32")
+            info = {
+                "index": index,
+                "relu": layer.relu,
+                "reduction": weight.shape[1],
+                "conv": layer_geometry(layer),
+            }
+        bias = (
+            layer.bias
+            if layer.bias is not None and step != "basis-first"
+            else np.zeros(shape[-1], "float32")
+        )
 
         def emit(rw: MatmulRewriter) -> relax.Expr:
-            args = [rw.visit_expr(layer.x), relax.const(weight), relax.const(bias.astype("float32")), relax.const(np.frombuffer(json.dumps(info).encode(), np.uint8).copy())]
+            args = [
+                rw.visit_expr(layer.x),
+                relax.const(weight),
+                relax.const(bias.astype("float32")),
+                relax.const(np.frombuffer(json.dumps(info).encode(), np.uint8).copy()),
+            ]
             out = relax.TensorType(shape, "float32")
-            return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.calibrate_layer", args, out))
+            return rw.builder_.emit(
+                relax.call_dps_packed("tvm_sparse.accel.calibrate_layer", args, out)
+            )
 
         return emit
 
@@ -261,14 +328,42 @@ class OffloadToAccel:
         m_pad = padded_shape(m, k_pad, n_pad, tiling)[0]
         b = ProgramBuilder(self.device.name)
         b.layer(layer.name)
-        x_addr = b.reserve(m_pad * k_pad)  # the runtime writes the first m rows; padding rows stay zero
+        x_addr = b.reserve(
+            m_pad * k_pad
+        )  # the runtime writes the first m rows; padding rows stay zero
         out_addr = b.reserve(m_pad * n_pad)
-        emit_gemm_layer(b, self.device, x_addr, w_kn, bias, multiplier, quant.shift, out_addr, m_pad, mode, layer.relu, tiling, table)
+        emit_gemm_layer(
+            b,
+            self.device,
+            x_addr,
+            w_kn,
+            bias,
+            multiplier,
+            quant.shift,
+            out_addr,
+            m_pad,
+            mode,
+            layer.relu,
+            tiling,
+            table,
+        )
         header = LayerHeader(
-            name=layer.name, mode=mode if table is None else f"{mode}+table", input_shape=tuple(layer.x_shape), output_shape=_output_shape(layer),
-            rows=m, reduction=k, reduction_padded=k_pad, outputs=n, outputs_padded=n_pad, relu=layer.relu,
-            input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
-            device=self.device.doc, conv=layer_geometry(layer),
+            name=layer.name,
+            mode=mode if table is None else f"{mode}+table",
+            input_shape=tuple(layer.x_shape),
+            output_shape=_output_shape(layer),
+            rows=m,
+            reduction=k,
+            reduction_padded=k_pad,
+            outputs=n,
+            outputs_padded=n_pad,
+            relu=layer.relu,
+            input_scale=quant.input_scale,
+            output_scale=quant.output_scale,
+            x_addr=x_addr,
+            out_addr=out_addr,
+            device=self.device.doc,
+            conv=layer_geometry(layer),
         )
         return _run_on_device(layer, encode_layer(header, b.build()))
 
@@ -281,7 +376,9 @@ class OffloadToAccel:
         sharing = self.device.modes.weight_sharing
         shareable = sharing is not None and np.unique(weight).size <= sharing.table_size + 1
         for per_tensor in (True, False) if shareable else (False,):
-            quant = QuantizedLayer.from_float(weight, bias, stats["input_absmax"], stats["output_absmax"], per_tensor)
+            quant = QuantizedLayer.from_float(
+                weight, bias, stats["input_absmax"], stats["output_absmax"], per_tensor
+            )
             n, k = weight.shape
             w_kn = np.zeros((-(-k // GRANULE) * GRANULE, -(-n // GRANULE) * GRANULE), np.int8)
             w_kn[:k, :n] = quant.weight.T
@@ -294,32 +391,79 @@ class OffloadToAccel:
         """A decomposed layer as one layer of the fused engine (``DECOMP_CONV``), in the pair's order. The
         quantization is the two steps': the maps get the range the first step's calibration saw at its
         output (the second step's input)."""
-        first, second = self._stats(pair.combine, combine_index), self._stats(pair.basis, basis_index)
+        first, second = (
+            self._stats(pair.combine, combine_index),
+            self._stats(pair.basis, basis_index),
+        )
         o, k, _, rank = pair.basis.weight.shape
         n, h, w, c = pair.combine.x_shape
         c_pad = fused_channels(c, self.device)
         coefficients = pair.coefficient_layer()
-        if pair.basis_first:  # basis kernels on the input channels, then the coefficients on the strided maps
-            basis_q = QuantizedLayer.from_float(pair.kernels.reshape(rank, k * k), None, first["input_absmax"], first["output_absmax"])
-            coef_q = QuantizedLayer.from_float(coefficients.matrix(), coefficients.bias, first["output_absmax"], second["output_absmax"])
+        if (
+            pair.basis_first
+        ):  # basis kernels on the input channels, then the coefficients on the strided maps
+            basis_q = QuantizedLayer.from_float(
+                pair.kernels.reshape(rank, k * k),
+                None,
+                first["input_absmax"],
+                first["output_absmax"],
+            )
+            coef_q = QuantizedLayer.from_float(
+                coefficients.matrix(),
+                coefficients.bias,
+                first["output_absmax"],
+                second["output_absmax"],
+            )
             weight = np.zeros((rank, c_pad, o), np.int8)
             weight[:, :c] = coef_q.weight.reshape(o, rank, c).transpose(1, 2, 0)
             weight = weight.reshape(rank * c_pad, o)
             maps_params = np.stack([np.zeros(rank * c_pad), np.repeat(basis_q.multiplier, c_pad)])
             kernels = basis_q.weight.reshape(rank, k, k)
-            ops = FusedOperands(weight, maps_params, basis_q.shift, kernels, np.stack([coef_q.bias, coef_q.multiplier]), coef_q.shift, "", True, coefficients.relu)
+            ops = FusedOperands(
+                weight,
+                maps_params,
+                basis_q.shift,
+                kernels,
+                np.stack([coef_q.bias, coef_q.multiplier]),
+                coef_q.shift,
+                "",
+                True,
+                coefficients.relu,
+            )
             quantized = {pair.combine.name: basis_q, pair.basis.name: coef_q}
             scales = (basis_q.input_scale, coef_q.output_scale)
         else:  # the coefficient GEMM's maps, then the basis convolution
-            coef_q = QuantizedLayer.from_float(coefficients.matrix(), coefficients.bias, first["input_absmax"], first["output_absmax"])
-            basis_q = QuantizedLayer.from_float(pair.basis.matrix(), pair.basis.bias, first["output_absmax"], second["output_absmax"])
+            coef_q = QuantizedLayer.from_float(
+                coefficients.matrix(),
+                coefficients.bias,
+                first["input_absmax"],
+                first["output_absmax"],
+            )
+            basis_q = QuantizedLayer.from_float(
+                pair.basis.matrix(),
+                pair.basis.bias,
+                first["output_absmax"],
+                second["output_absmax"],
+            )
             kernels, multiplier = _shared_basis_operands(pair, basis_q)
             weight = np.zeros((c_pad, rank * o), np.int8)
             weight[:c] = coef_q.weight.T
-            ops = FusedOperands(weight, np.stack([coef_q.bias, coef_q.multiplier]), coef_q.shift, kernels, np.stack([basis_q.bias, multiplier]), basis_q.shift, "", False, pair.basis.relu)
+            ops = FusedOperands(
+                weight,
+                np.stack([coef_q.bias, coef_q.multiplier]),
+                coef_q.shift,
+                kernels,
+                np.stack([basis_q.bias, multiplier]),
+                basis_q.shift,
+                "",
+                False,
+                pair.basis.relu,
+            )
             quantized = {pair.combine.name: coef_q, pair.basis.name: basis_q}
             scales = (coef_q.input_scale, basis_q.output_scale)
-        ops = dataclasses.replace(ops, coef_mode="block" if choose_mode(weight, self.device) == "block" else "dense")
+        ops = dataclasses.replace(
+            ops, coef_mode="block" if choose_mode(weight, self.device) == "block" else "dense"
+        )
         g = BasisGeometry(n, h, w, o, rank, k, pair.basis.strides[0], pair.basis.padding[0])
         b = ProgramBuilder(self.device.name)
         b.layer(pair.basis.name)
@@ -328,10 +472,22 @@ class OffloadToAccel:
         emit_fused_layer(b, self.device, g, x_addr, ops, out_addr)
         self.quantized.update(quantized)
         header = LayerHeader(
-            name=pair.basis.name, mode="fused", input_shape=tuple(pair.combine.x_shape), output_shape=tuple(pair.basis.out_shape),
-            rows=n * h * w, reduction=c, reduction_padded=c_pad, outputs=o, outputs_padded=o, relu=ops.relu,
-            input_scale=scales[0], output_scale=scales[1], x_addr=x_addr, out_addr=out_addr,
-            device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
+            name=pair.basis.name,
+            mode="fused",
+            input_shape=tuple(pair.combine.x_shape),
+            output_shape=tuple(pair.basis.out_shape),
+            rows=n * h * w,
+            reduction=c,
+            reduction_padded=c_pad,
+            outputs=o,
+            outputs_padded=o,
+            relu=ops.relu,
+            input_scale=scales[0],
+            output_scale=scales[1],
+            x_addr=x_addr,
+            out_addr=out_addr,
+            device=self.device.doc,
+            output_rows=n * g.out_hw[0] * g.out_hw[1],
         )
         return _run_on_device(pair.basis, encode_layer(header, b.build()), x=pair.combine.x)
 
@@ -348,12 +504,35 @@ class OffloadToAccel:
         x_addr = b.reserve(n * h * w * maps)
         out_addr = b.reserve(int(np.prod(layer.out_shape)))
         basis_q, multiplier = _shared_basis_operands(pair, quant)
-        emit_basis_layer(b, self.device, g, x_addr, basis_q, quant.bias, multiplier, quant.shift, out_addr, layer.relu)
+        emit_basis_layer(
+            b,
+            self.device,
+            g,
+            x_addr,
+            basis_q,
+            quant.bias,
+            multiplier,
+            quant.shift,
+            out_addr,
+            layer.relu,
+        )
         header = LayerHeader(
-            name=layer.name, mode="basis", input_shape=tuple(layer.x_shape), output_shape=tuple(layer.out_shape),
-            rows=n * h * w, reduction=maps, reduction_padded=maps, outputs=o, outputs_padded=o, relu=layer.relu,
-            input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
-            device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
+            name=layer.name,
+            mode="basis",
+            input_shape=tuple(layer.x_shape),
+            output_shape=tuple(layer.out_shape),
+            rows=n * h * w,
+            reduction=maps,
+            reduction_padded=maps,
+            outputs=o,
+            outputs_padded=o,
+            relu=layer.relu,
+            input_scale=quant.input_scale,
+            output_scale=quant.output_scale,
+            x_addr=x_addr,
+            out_addr=out_addr,
+            device=self.device.doc,
+            output_rows=n * g.out_hw[0] * g.out_hw[1],
         )
         return _run_on_device(layer, encode_layer(header, b.build()))
 
@@ -370,19 +549,44 @@ class OffloadToAccel:
         b.layer(layer.name)
         x_addr = b.reserve(n * h * w * c)
         out_addr = b.reserve(int(np.prod(pair.maps_shape)))
-        emit_expand_layer(b, self.device, g, x_addr, quant.weight.reshape(rank, k, k), quant.multiplier, quant.shift, out_addr)
+        emit_expand_layer(
+            b,
+            self.device,
+            g,
+            x_addr,
+            quant.weight.reshape(rank, k, k),
+            quant.multiplier,
+            quant.shift,
+            out_addr,
+        )
         header = LayerHeader(
-            name=layer.name, mode="basis-first", input_shape=tuple(layer.x_shape), output_shape=pair.maps_shape,
-            rows=n * h * w, reduction=c, reduction_padded=c, outputs=rank * c, outputs_padded=rank * c, relu=False,
-            input_scale=quant.input_scale, output_scale=quant.output_scale, x_addr=x_addr, out_addr=out_addr,
-            device=self.device.doc, output_rows=n * g.out_hw[0] * g.out_hw[1],
+            name=layer.name,
+            mode="basis-first",
+            input_shape=tuple(layer.x_shape),
+            output_shape=pair.maps_shape,
+            rows=n * h * w,
+            reduction=c,
+            reduction_padded=c,
+            outputs=rank * c,
+            outputs_padded=rank * c,
+            relu=False,
+            input_scale=quant.input_scale,
+            output_scale=quant.output_scale,
+            x_addr=x_addr,
+            out_addr=out_addr,
+            device=self.device.doc,
+            output_rows=n * g.out_hw[0] * g.out_hw[1],
         )
         return _run_on_device(layer, encode_layer(header, b.build()), pair.maps_shape)
 
-    def _engine_quantization(self, layer: Layer, index: int, weight: np.ndarray, bias: np.ndarray | None) -> QuantizedLayer:
+    def _engine_quantization(
+        self, layer: Layer, index: int, weight: np.ndarray, bias: np.ndarray | None
+    ) -> QuantizedLayer:
         """Per-channel quantization of a basis-engine step's ``weight`` (one row per output channel)."""
         stats = self._stats(layer, index)
-        quant = QuantizedLayer.from_float(weight, bias, stats["input_absmax"], stats["output_absmax"])
+        quant = QuantizedLayer.from_float(
+            weight, bias, stats["input_absmax"], stats["output_absmax"]
+        )
         self.quantized[layer.name] = quant
         return quant
 
@@ -423,12 +627,19 @@ class EnginePair:
         coefficients = basis_first(self.combine, self.basis, self.scales)
         o, maps = coefficients.shape
         return dataclasses.replace(
-            self.basis, weight=coefficients.reshape(o, 1, 1, maps), x_shape=self.maps_shape,
-            strides=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
+            self.basis,
+            weight=coefficients.reshape(o, 1, 1, maps),
+            x_shape=self.maps_shape,
+            strides=(1, 1),
+            padding=(0, 0, 0, 0),
+            dilation=(1, 1),
+            groups=1,
         )
 
 
-def _shared_basis_operands(pair: EnginePair, quant: QuantizedLayer) -> tuple[np.ndarray, np.ndarray]:
+def _shared_basis_operands(
+    pair: EnginePair, quant: QuantizedLayer
+) -> tuple[np.ndarray, np.ndarray]:
     """``(kernels int8 [r, k, k], multiplier [O])`` of a basis convolution quantized per output channel:
     the per-channel scaling (e.g. a folded BatchNorm) lives in the weight scales, a sign in the multiplier."""
     o, k, _, rank = pair.basis.weight.shape
@@ -438,22 +649,34 @@ def _shared_basis_operands(pair: EnginePair, quant: QuantizedLayer) -> tuple[np.
     return quant.weight[0].reshape(k, k, rank).transpose(2, 0, 1), quant.multiplier * signs
 
 
-def _run_on_device(layer: Layer, blob: np.ndarray, shape: tuple[int, ...] | None = None, x: relax.Expr | None = None):
+def _run_on_device(
+    layer: Layer,
+    blob: np.ndarray,
+    shape: tuple[int, ...] | None = None,
+    x: relax.Expr | None = None,
+):
     """The emitter of a device layer: the runtime entry point on the layer's input (or ``x``) and its
     program blob (``shape``: the output's, when not the layer's)."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         out = relax.TensorType(shape or _output_shape(layer), "float32")
-        return rw.builder_.emit(relax.call_dps_packed("tvm_sparse.accel.run_layer", [rw.visit_expr(layer.x if x is None else x), relax.const(blob)], out))
+        return rw.builder_.emit(
+            relax.call_dps_packed(
+                "tvm_sparse.accel.run_layer",
+                [rw.visit_expr(layer.x if x is None else x), relax.const(blob)],
+                out,
+            )
+        )
 
     return emit
 
 
-def _quantization_error(quant: QuantizedLayer, weight: np.ndarray, layer: Layer, rows: np.ndarray) -> float:
+def _quantization_error(
+    quant: QuantizedLayer, weight: np.ndarray, layer: Layer, rows: np.ndarray
+) -> float:
     """Relative L2 error of the quantized layer against the float one, on calibration rows."""
     reference = rows @ weight.T + (layer.bias if layer.bias is not None else 0)
     if layer.relu:
         reference = np.maximum(reference, 0)
     device = quant.reference(quantize(rows, quant.input_scale), layer.relu) * quant.output_scale
     return float(np.linalg.norm(device - reference) / max(np.linalg.norm(reference), 1e-12))
-

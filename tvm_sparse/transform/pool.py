@@ -26,7 +26,9 @@ _POOLS = {"relax.nn.max_pool2d": "max", "relax.nn.avg_pool2d": "avg"}
 
 def _float32_nhwc(expr) -> tuple | None:
     shape = shape_of(expr)
-    return shape if shape is not None and len(shape) == 4 and str(expr.ty.dtype) == "float32" else None
+    return (
+        shape if shape is not None and len(shape) == 4 and str(expr.ty.dtype) == "float32" else None
+    )
 
 
 def _window(call: relax.Call, shape: tuple, out_shape: tuple) -> Im2Col | None:
@@ -35,23 +37,41 @@ def _window(call: relax.Call, shape: tuple, out_shape: tuple) -> Im2Col | None:
     if (str(attrs.layout), str(attrs.out_layout)) != ("NHWC", "NHWC"):
         return None
     top, left, bottom, right = (int(p) for p in attrs.padding)
-    window = Im2Col(shape, tuple(int(k) for k in attrs.pool_size), tuple(int(s) for s in attrs.strides), (top, left),
-                    tuple(int(d) for d in attrs.dilation), padding_end=(bottom, right))
+    window = Im2Col(
+        shape,
+        tuple(int(k) for k in attrs.pool_size),
+        tuple(int(s) for s in attrs.strides),
+        (top, left),
+        tuple(int(d) for d in attrs.dilation),
+        padding_end=(bottom, right),
+    )
     if not attrs.ceil_mode:
         return window
-    if not all(isinstance(d, int) for d in (*shape[1:3], *out_shape[1:3])) or (_POOLS[call.op.name] == "avg" and attrs.count_include_pad):
+    if not all(isinstance(d, int) for d in (*shape[1:3], *out_shape[1:3])) or (
+        _POOLS[call.op.name] == "avg" and attrs.count_include_pad
+    ):
         return None
     # Ceil mode: the end padding that gives the output size (its windows never count that padding).
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
-    end = ((out_shape[1] - 1) * sh + dh * (kh - 1) + 1 - shape[1] - top, (out_shape[2] - 1) * sw + dw * (kw - 1) + 1 - shape[2] - left)
-    return Im2Col(shape, window.kernel, window.strides, (top, left), window.dilation, padding_end=end)
+    end = (
+        (out_shape[1] - 1) * sh + dh * (kh - 1) + 1 - shape[1] - top,
+        (out_shape[2] - 1) * sw + dw * (kw - 1) + 1 - shape[2] - left,
+    )
+    return Im2Col(
+        shape, window.kernel, window.strides, (top, left), window.dilation, padding_end=end
+    )
 
 
 def _spatial_mean(call: relax.Call, shape: tuple) -> bool:
     name = call.op.name
     if name == "relax.nn.adaptive_avg_pool2d":
         out = call.attrs.output_size
-        return str(call.attrs.layout) == "NHWC" and str(call.attrs.out_layout) == "NHWC" and out is not None and [int(v) for v in out] == [1, 1]
+        return (
+            str(call.attrs.layout) == "NHWC"
+            and str(call.attrs.out_layout) == "NHWC"
+            and out is not None
+            and [int(v) for v in out] == [1, 1]
+        )
     if name == "relax.mean" and call.attrs.axis is not None:
         return sorted(int(a) % 4 for a in call.attrs.axis) == [1, 2]
     return False
@@ -66,13 +86,26 @@ def _pool_call(rw: CallRewriter, call: relax.Call, var: relax.Var) -> relax.Expr
         window = _window(call, shape, out_shape)
         if window is None:
             return None
-        kernel = pool2d_kernel(window, _POOLS[name], bool(getattr(call.attrs, "count_include_pad", False)), name=f"{_POOLS[name]}_pool2d")
+        kernel = pool2d_kernel(
+            window,
+            _POOLS[name],
+            bool(getattr(call.attrs, "count_include_pad", False)),
+            name=f"{_POOLS[name]}_pool2d",
+        )
         gvar = rw.add_kernel(kernel, f"{_POOLS[name]}_pool2d")
-        return relax.call_tir(gvar, [rw.visit_expr(call.args[0])], relax.TensorType(out_shape, "float32"))
+        return relax.call_tir(
+            gvar, [rw.visit_expr(call.args[0])], relax.TensorType(out_shape, "float32")
+        )
     if _spatial_mean(call, shape):
         gvar = rw.add_kernel(spatial_mean_kernel(shape), "spatial_mean")
-        pooled = relax.call_tir(gvar, [rw.visit_expr(call.args[0])], relax.TensorType((shape[0], 1, 1, shape[3]), "float32"))
-        return pooled if len(out_shape) == 4 else relax.op.reshape(rw.builder_.emit(pooled), out_shape)
+        pooled = relax.call_tir(
+            gvar,
+            [rw.visit_expr(call.args[0])],
+            relax.TensorType((shape[0], 1, 1, shape[3]), "float32"),
+        )
+        return (
+            pooled if len(out_shape) == 4 else relax.op.reshape(rw.builder_.emit(pooled), out_shape)
+        )
     return None
 
 

@@ -41,11 +41,15 @@ class MatmulRewriter(relax.PyExprMutator):
         self.description = description  # what the progress line counts
         self.plans: dict = {}
         self.absorbed: set = set()
-        self._symbols: set = {gvar.name_hint for gvar in mod.get_global_vars()}  # earlier passes' kernels
+        self._symbols: set = {
+            gvar.name_hint for gvar in mod.get_global_vars()
+        }  # earlier passes' kernels
 
     def rewrite(self, gvar, func, plans: dict, absorbed: set) -> None:
         self.plans, self.absorbed = plans, absorbed
-        with progress.task(f"{self.description} ({gvar.name_hint})", total=len(plans)) as self._advance:
+        with progress.task(
+            f"{self.description} ({gvar.name_hint})", total=len(plans)
+        ) as self._advance:
             new_func = self.visit_expr(func)
         self.builder_.update_func(gvar, relax.analysis.remove_all_unused(new_func))
 
@@ -57,7 +61,11 @@ class MatmulRewriter(relax.PyExprMutator):
             return super().visit_var_binding_(binding)
         out = emit(self)
         self._advance()
-        if isinstance(binding.var, relax.DataflowVar) and isinstance(out, relax.Var) and not _same_shape(out, binding.var):
+        if (
+            isinstance(binding.var, relax.DataflowVar)
+            and isinstance(out, relax.Var)
+            and not _same_shape(out, binding.var)
+        ):
             # A rewrite that changes the value's shape (channel shrinking): later uses read the new var.
             self.set_var_remap(binding.var, out)
             return
@@ -69,17 +77,25 @@ class MatmulRewriter(relax.PyExprMutator):
         return add_kernel(self.builder_, self._symbols, func, base)
 
 
-def _kernel_params(params: BSRKernelParams | None, layer: Layer, weight: BSRMatrix, im2col: Im2Col | None = None) -> BSRKernelParams:
+def _kernel_params(
+    params: BSRKernelParams | None, layer: Layer, weight: BSRMatrix, im2col: Im2Col | None = None
+) -> BSRKernelParams:
     """Explicit parameters, else the build's tuning records, else the shipped record for this shape, else
     the default. A symbolic shape is looked up at its hint (:func:`~tvm_sparse.graph.dim_hints`)."""
     if params is not None:
         return params
     if im2col is not None:
-        im2col = dataclasses.replace(im2col, input_shape=tuple(representative(d, layer.hints) for d in im2col.input_shape))
+        im2col = dataclasses.replace(
+            im2col, input_shape=tuple(representative(d, layer.hints) for d in im2col.input_shape)
+        )
     m = layer.rows_hint if im2col is None else im2col.rows
     task = BlockMatmulTask(m, weight, im2col, layer.relu)
     k_n = weight.shape[1], weight.shape[0]
-    return tuned(task) or KernelRecords.for_host().lookup(m, *k_n, weight.block_shape) or task.default()
+    return (
+        tuned(task)
+        or KernelRecords.for_host().lookup(m, *k_n, weight.block_shape)
+        or task.default()
+    )
 
 
 def _same_shape(a: relax.Expr, b: relax.Expr) -> bool:
@@ -93,7 +109,16 @@ def _bias_const(layer: Layer, n_pad: int) -> relax.Constant:
     return relax.const(bias)
 
 
-def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, layer: Layer, weight: BSRMatrix, rows: tuple, shared: bool) -> relax.Expr:
+def _block_kernel_call(
+    rw: MatmulRewriter,
+    kernel,
+    symbol: str,
+    x: relax.Expr,
+    layer: Layer,
+    weight: BSRMatrix,
+    rows: tuple,
+    shared: bool,
+) -> relax.Expr:
     """Call a block kernel on ``x``; returns ``Y[*rows, out_channels]`` (padding columns cropped). With
     ``shared``, a weight whose values fit a uint8 codebook is a constant of indices and the codebook, decoded
     by a kernel call ahead of it."""
@@ -101,23 +126,53 @@ def _block_kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, l
     args = BSRKernelArgs.from_bsr(weight, shared)
     data = relax.const(args.data)
     if args.codebook is not None:
-        decode = rw.add_kernel(codebook_decode_kernel(args.data.shape, args.codebook.size), f"codebook_decode_{layer.name}")
-        data = rw.builder_.emit(relax.call_tir(decode, [data, relax.const(args.codebook)], relax.TensorType(args.data.shape, "float32")))
-    return _kernel_call(rw, kernel, symbol, x, [data, args.indices, args.indptr], layer, n_pad, rows)
+        decode = rw.add_kernel(
+            codebook_decode_kernel(args.data.shape, args.codebook.size),
+            f"codebook_decode_{layer.name}",
+        )
+        data = rw.builder_.emit(
+            relax.call_tir(
+                decode,
+                [data, relax.const(args.codebook)],
+                relax.TensorType(args.data.shape, "float32"),
+            )
+        )
+    return _kernel_call(
+        rw, kernel, symbol, x, [data, args.indices, args.indptr], layer, n_pad, rows
+    )
 
 
-def _kernel_call(rw: MatmulRewriter, kernel, symbol: str, x: relax.Expr, weight_args: list, layer: Layer, n_pad: int, rows: tuple) -> relax.Expr:
+def _kernel_call(
+    rw: MatmulRewriter,
+    kernel,
+    symbol: str,
+    x: relax.Expr,
+    weight_args: list,
+    layer: Layer,
+    n_pad: int,
+    rows: tuple,
+) -> relax.Expr:
     """Call ``kernel(x, *weight_args, bias, Y[*rows, n_pad])`` (arrays become constants); returns ``Y[*rows, out_channels]``."""
     bb = rw.builder_
-    consts = [a if isinstance(a, relax.Expr) else relax.const(a) for a in weight_args] + [_bias_const(layer, n_pad)]
+    consts = [a if isinstance(a, relax.Expr) else relax.const(a) for a in weight_args] + [
+        _bias_const(layer, n_pad)
+    ]
     gvar = rw.add_kernel(kernel, symbol)
     y = bb.emit(relax.call_tir(gvar, [x, *consts], relax.TensorType((*rows, n_pad), "float32")))
     if n_pad != layer.out_channels:
-        y = bb.emit(relax.op.strided_slice(y, axes=[len(rows)], begin=[0], end=[layer.out_channels]))
+        y = bb.emit(
+            relax.op.strided_slice(y, axes=[len(rows)], begin=[0], end=[layer.out_channels])
+        )
     return y
 
 
-def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None, shared: bool = False) -> Emitter:
+def block_matmul_emitter(
+    layer: LinearLayer,
+    weight: BSRMatrix,
+    kind: str,
+    params: BSRKernelParams | None = None,
+    shared: bool = False,
+) -> Emitter:
     """Emit ``layer`` as the block kernel on ``weight`` (sparse blocks, or full-width dense panels); ``shared``
     stores a weight with at most 256 distinct values as indices into them."""
 
@@ -127,7 +182,9 @@ def block_matmul_emitter(layer: LinearLayer, weight: BSRMatrix, kind: str, param
         c = weight.block_shape[1]
         k_pad = -(-k // c) * c
         m = layer.rows
-        kernel = bsr_matmul_kernel(m, weight, _kernel_params(params, layer, weight), relu=layer.relu)
+        kernel = bsr_matmul_kernel(
+            m, weight, _kernel_params(params, layer, weight), relu=layer.relu
+        )
         x = rw.visit_expr(layer.x)
         x2 = bb.emit(relax.op.reshape(x, (m, k))) if len(layer.x_shape) != 2 else x
         if k_pad != k:
@@ -153,8 +210,19 @@ def nm_matmul_emitter(layer: LinearLayer, weight: NMMatrix) -> Emitter:
             x2 = bb.emit(relax.op.nn.pad(x2, [0, 0, 0, k_pad - k]))
         args = NMKernelArgs.from_nm(weight)
         task = NMMatmulTask(layer.rows_hint, weight, layer.relu)
-        kernel = nm_matmul_kernel(m, weight, relu=layer.relu, rows_per_tile=tuned(task) or task.default())
-        y = _kernel_call(rw, kernel, f"nm_matmul_{layer.name}", x2, [args.positions, args.values], layer, n_pad, (m,))
+        kernel = nm_matmul_kernel(
+            m, weight, relu=layer.relu, rows_per_tile=tuned(task) or task.default()
+        )
+        y = _kernel_call(
+            rw,
+            kernel,
+            f"nm_matmul_{layer.name}",
+            x2,
+            [args.positions, args.values],
+            layer,
+            n_pad,
+            (m,),
+        )
         if len(layer.x_shape) != 2:
             y = bb.emit(relax.op.reshape(y, (*layer.x_shape[:-1], n)))
         return y
@@ -175,14 +243,29 @@ def conv_im2col(layer: ConvLayer) -> Im2Col:
     )
 
 
-def conv_emitter(layer: ConvLayer, weight: BSRMatrix, kind: str, params: BSRKernelParams | None = None, shared: bool = False) -> Emitter:
+def conv_emitter(
+    layer: ConvLayer,
+    weight: BSRMatrix,
+    kind: str,
+    params: BSRKernelParams | None = None,
+    shared: bool = False,
+) -> Emitter:
     """Emit an NHWC convolution as the block kernel on its im2col rows (``weight`` is the im2col matrix)."""
 
     def emit(rw: MatmulRewriter) -> relax.Expr:
         im2col = conv_im2col(layer)
         params_ = _kernel_params(params, layer, weight, im2col)
         kernel = bsr_matmul_kernel(im2col.rows, weight, params_, im2col=im2col, relu=layer.relu)
-        return _block_kernel_call(rw, kernel, f"{kind}_{layer.name}", rw.visit_expr(layer.x), layer, weight, tuple(layer.out_shape[:3]), shared)
+        return _block_kernel_call(
+            rw,
+            kernel,
+            f"{kind}_{layer.name}",
+            rw.visit_expr(layer.x),
+            layer,
+            weight,
+            tuple(layer.out_shape[:3]),
+            shared,
+        )
 
     return emit
 
@@ -196,7 +279,9 @@ def depthwise_conv_emitter(layer: ConvLayer, maps_major: bool = False) -> Emitte
         gvar = rw.add_kernel(kernel, f"depthwise_conv2d_{layer.name}")
         taps = relax.const(np.ascontiguousarray(layer.weight.transpose(1, 2, 3, 0)))  # OHWG -> HWGO
         args = [rw.visit_expr(layer.x), taps, _bias_const(layer, layer.out_channels)]
-        return rw.builder_.emit(relax.call_tir(gvar, args, relax.TensorType(layer.out_shape, "float32")))
+        return rw.builder_.emit(
+            relax.call_tir(gvar, args, relax.TensorType(layer.out_shape, "float32"))
+        )
 
     return emit
 

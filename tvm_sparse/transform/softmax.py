@@ -20,7 +20,12 @@ def _softmax_call(rw: CallRewriter, call: relax.Call, var: relax.Var) -> relax.E
         return None
     x = call.args[0]
     shape = shape_of(x)
-    if shape is None or not shape or str(x.ty.dtype) != "float32" or int(call.attrs.axis) % len(shape) != len(shape) - 1:
+    if (
+        shape is None
+        or not shape
+        or str(x.ty.dtype) != "float32"
+        or int(call.attrs.axis) % len(shape) != len(shape) - 1
+    ):
         return None
     rows = 1
     for dim in shape[:-1]:

@@ -52,7 +52,14 @@ class SparsifyWeights:
         0.9-1.2x the layer's time (``benchmarks/compression.py``).
     """
 
-    def __init__(self, format="auto", block_shape=None, min_speedup=1.1, kernel_params=None, shared_weights=False):
+    def __init__(
+        self,
+        format="auto",
+        block_shape=None,
+        min_speedup=1.1,
+        kernel_params=None,
+        shared_weights=False,
+    ):
         if format not in _FORMATS:
             raise ValueError(f"format must be one of {_FORMATS}, got {format!r}")
         self.format = format
@@ -68,17 +75,28 @@ class SparsifyWeights:
             return DENSE
         if self.block_shape is not None:
             profile.measure_block(layer.matrix(), self.block_shape)
-            forced = FormatChoice("bsr", self.block_shape, self.cost_model.predict(profile, self.block_shape))
+            forced = FormatChoice(
+                "bsr", self.block_shape, self.cost_model.predict(profile, self.block_shape)
+            )
             if self.format == "bsr" or forced.predicted_speedup >= self.cost_model.min_speedup:
                 return forced
             return DENSE
         if self.format in ("bsr", "nm"):
-            forced = [c for c in self.cost_model.candidates(profile, nm=not isinstance(layer, ConvLayer)) if c.format == self.format]
+            forced = [
+                c
+                for c in self.cost_model.candidates(profile, nm=not isinstance(layer, ConvLayer))
+                if c.format == self.format
+            ]
             if forced:
                 return forced[0]
             if self.format == "nm":
-                counts = ", ".join(f"{n}:{m} {nm_violations(layer.matrix(), n, m)}" for n, m in CANDIDATE_NM)
-                warnings.warn(f"layer {layer.name} is not N:M (violating groups: {counts}): kept dense", stacklevel=2)
+                counts = ", ".join(
+                    f"{n}:{m} {nm_violations(layer.matrix(), n, m)}" for n, m in CANDIDATE_NM
+                )
+                warnings.warn(
+                    f"layer {layer.name} is not N:M (violating groups: {counts}): kept dense",
+                    stacklevel=2,
+                )
             return DENSE
         return choice
 
@@ -92,12 +110,18 @@ class SparsifyWeights:
                 choice = self.decide(layer)
                 if choice.format == "bsr" and isinstance(layer, ConvLayer):
                     weight = BSRMatrix.from_dense(layer.matrix(), choice.block_shape)
-                    plans[layer.output_var] = conv_emitter(layer, weight, "bsr_conv2d", self.kernel_params, self.shared_weights)
+                    plans[layer.output_var] = conv_emitter(
+                        layer, weight, "bsr_conv2d", self.kernel_params, self.shared_weights
+                    )
                 elif choice.format == "bsr":
                     weight = BSRMatrix.from_dense(layer.weight, choice.block_shape)
-                    plans[layer.output_var] = block_matmul_emitter(layer, weight, "bsr_matmul", self.kernel_params, self.shared_weights)
+                    plans[layer.output_var] = block_matmul_emitter(
+                        layer, weight, "bsr_matmul", self.kernel_params, self.shared_weights
+                    )
                 elif choice.format == "nm":
-                    plans[layer.output_var] = nm_matmul_emitter(layer, NMMatrix.from_dense(layer.weight, *choice.nm))
+                    plans[layer.output_var] = nm_matmul_emitter(
+                        layer, NMMatrix.from_dense(layer.weight, *choice.nm)
+                    )
                 else:
                     continue
                 absorbed.update(layer.absorbed_vars)

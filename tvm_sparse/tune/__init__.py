@@ -26,9 +26,27 @@ from .. import progress
 from ..schedule.choice import schedules_from
 from ..schedule.database import DatabaseError, TunedSchedules, open_database
 from .rpc import RPCMeasurer, RPCSpec, RPCUnavailable
-from .search import LocalMeasurer, SearchStats, SharedCostModel, best_recorded, error_text, record_default, recorded_trials, search
+from .search import (
+    LocalMeasurer,
+    SearchStats,
+    SharedCostModel,
+    best_recorded,
+    error_text,
+    record_default,
+    recorded_trials,
+    search,
+)
 
-__all__ = ["DatabaseError", "RPCSpec", "RPCUnavailable", "TaskResult", "TunedSchedules", "extract_tasks", "format_seconds", "tune"]
+__all__ = [
+    "DatabaseError",
+    "RPCSpec",
+    "RPCUnavailable",
+    "TaskResult",
+    "TunedSchedules",
+    "extract_tasks",
+    "format_seconds",
+    "tune",
+]
 
 
 class _Collector:
@@ -60,7 +78,9 @@ class TaskResult:
     stats: SearchStats | None = None  # this run's search; None when nothing was left to measure
     default_seconds: float | None = None  # measured when the task was new to the database
     best_seconds: float | None = None  # the best record after this run (the one a build applies)
-    skipped: str | None = None  # why the task was not tuned (its default schedule failed to measure)
+    skipped: str | None = (
+        None  # why the task was not tuned (its default schedule failed to measure)
+    )
 
     @property
     def new_measurements(self) -> int:
@@ -69,9 +89,17 @@ class TaskResult:
 
     def to_dict(self) -> dict:
         stats = self.stats or SearchStats()
-        return {"task": self.description, "recorded_before": self.recorded, "measured": stats.measured, "new_measurements": self.new_measurements,
-                "wrong_discarded": stats.wrong,
-                "failed": stats.failed, "default_seconds": self.default_seconds, "best_seconds": self.best_seconds, "skipped": self.skipped}
+        return {
+            "task": self.description,
+            "recorded_before": self.recorded,
+            "measured": stats.measured,
+            "new_measurements": self.new_measurements,
+            "wrong_discarded": stats.wrong,
+            "failed": stats.failed,
+            "default_seconds": self.default_seconds,
+            "best_seconds": self.best_seconds,
+            "skipped": self.skipped,
+        }
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -93,8 +121,16 @@ class _Progress:
     total_tasks: int
     started: float = field(default_factory=time.perf_counter)
 
-    def start(self, index: int, description: str, trials: int, recorded: int, best: float | None) -> None:
-        self.index, self.description, self.trials, self.recorded, self.best = index, description, trials, recorded, best
+    def start(
+        self, index: int, description: str, trials: int, recorded: int, best: float | None
+    ) -> None:
+        self.index, self.description, self.trials, self.recorded, self.best = (
+            index,
+            description,
+            trials,
+            recorded,
+            best,
+        )
         self._live(f"trial {recorded}/{trials}" if recorded else "measuring the default schedule")
 
     def default_measured(self, seconds: float) -> None:
@@ -114,7 +150,10 @@ class _Progress:
 
     def _live(self, state: str) -> None:
         if progress.shown():
-            self._write(f"{self._prefix()}: {state}, best {format_seconds(self.best)}, {time.perf_counter() - self.started:.0f} s", live=True)
+            self._write(
+                f"{self._prefix()}: {state}, best {format_seconds(self.best)}, {time.perf_counter() - self.started:.0f} s",
+                live=True,
+            )
 
     @staticmethod
     def _write(line: str, live: bool) -> None:
@@ -123,9 +162,20 @@ class _Progress:
         sys.stderr.flush()
 
 
-def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tuning", calibration=None, strategy: str = "xgb",
-         seed: int = 0, progress: bool = True, tasks: list | None = None, input_shapes=None, rpc: str | RPCSpec | None = None,
-         rpc_timeout: float = 60.0) -> list[TaskResult]:
+def tune(
+    model,
+    target=None,
+    trials: int = 32,
+    work_dir: str = "tvm_sparse_tuning",
+    calibration=None,
+    strategy: str = "xgb",
+    seed: int = 0,
+    progress: bool = True,
+    tasks: list | None = None,
+    input_shapes=None,
+    rpc: str | RPCSpec | None = None,
+    rpc_timeout: float = 60.0,
+) -> list[TaskResult]:
     """Tune every kernel of ``model`` for ``target`` with up to ``trials`` measurements per task.
 
     ``target`` is what :func:`tvm_sparse.build` takes (the host CPU by
@@ -151,26 +201,52 @@ def tune(model, target=None, trials: int = 32, work_dir: str = "tvm_sparse_tunin
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
     tgt = resolve_target(target)
-    measurer = RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, rpc_timeout) if rpc else LocalMeasurer(tgt)
+    measurer = (
+        RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, rpc_timeout)
+        if rpc
+        else LocalMeasurer(tgt)
+    )
     try:
         database = open_database(work_dir, create=True)
         tasks = extract_tasks(model, tgt, calibration, input_shapes) if tasks is None else tasks
         bar = _Progress(len(tasks)) if progress else None
-        shared = SharedCostModel() if strategy == "xgb" else None  # one cost model learns across the tasks
+        shared = (
+            SharedCostModel() if strategy == "xgb" else None
+        )  # one cost model learns across the tasks
         results = []
-        for index, task in enumerate(tasks):  # a loop, not a comprehension: the warnings' stack level points at the caller
-            results.append(_tune_task(index, task, tgt, database, trials, work_dir, strategy, seed, measurer, shared, bar))
+        for index, task in enumerate(
+            tasks
+        ):  # a loop, not a comprehension: the warnings' stack level points at the caller
+            results.append(
+                _tune_task(
+                    index,
+                    task,
+                    tgt,
+                    database,
+                    trials,
+                    work_dir,
+                    strategy,
+                    seed,
+                    measurer,
+                    shared,
+                    bar,
+                )
+            )
         return results
     finally:
         measurer.close()
 
 
-def _tune_task(index, task, target, database, trials, work_dir, strategy, seed, measurer, shared, bar) -> TaskResult:
+def _tune_task(
+    index, task, target, database, trials, work_dir, strategy, seed, measurer, shared, bar
+) -> TaskResult:
     recorded = recorded_trials(database, task)
     result = TaskResult(task.describe(), recorded)
     if bar:
         bar.start(index, task.describe(), trials, recorded, best_recorded(database, task))
-    if recorded == 0:  # the default schedule is the first record: tuning never makes a kernel slower
+    if (
+        recorded == 0
+    ):  # the default schedule is the first record: tuning never makes a kernel slower
         try:
             result.default_seconds = record_default(task, target, database, work_dir, measurer)
         except (RPCUnavailable, KeyboardInterrupt):
@@ -185,18 +261,41 @@ def _tune_task(index, task, target, database, trials, work_dir, strategy, seed, 
             bar.default_measured(result.default_seconds)
     left = trials - recorded_trials(database, task)
     if left > 0:
-        result.stats = search(task, target, database, left, work_dir, strategy, seed, on_result=bar.update if bar else None, shared=shared,
-                              measurer=measurer)
+        result.stats = search(
+            task,
+            target,
+            database,
+            left,
+            work_dir,
+            strategy,
+            seed,
+            on_result=bar.update if bar else None,
+            shared=shared,
+            measurer=measurer,
+        )
     result.best_seconds = best_recorded(database, task)
     stats = result.stats
     if stats is not None and stats.measured == 0 and stats.failed:
-        warnings.warn(f"tuning task {task.describe()}: all {stats.failed} candidates failed (first: {stats.first_error})", stacklevel=3)
+        warnings.warn(
+            f"tuning task {task.describe()}: all {stats.failed} candidates failed (first: {stats.first_error})",
+            stacklevel=3,
+        )
     if bar:
         if result.new_measurements == 0:
-            bar.finish(f"{recorded} trials already recorded, nothing to measure; best {format_seconds(result.best_seconds)}")
+            bar.finish(
+                f"{recorded} trials already recorded, nothing to measure; best {format_seconds(result.best_seconds)}"
+            )
         else:
-            default = f" (default {format_seconds(result.default_seconds)})" if result.default_seconds else ""
-            discarded = f"; {stats.wrong} wrong and {stats.failed} failed candidates discarded" if stats else ""
+            default = (
+                f" (default {format_seconds(result.default_seconds)})"
+                if result.default_seconds
+                else ""
+            )
+            discarded = (
+                f"; {stats.wrong} wrong and {stats.failed} failed candidates discarded"
+                if stats
+                else ""
+            )
             first = f" (first failure: {stats.first_error})" if stats and stats.first_error else ""
             bar.finish(f"best {format_seconds(result.best_seconds)}{default}{discarded}{first}")
     return result

@@ -60,7 +60,9 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
     host = host[1:-1] if bracketed else host
     valid_port = port.isdigit() and 1 <= int(port) <= 65535
     if not host or (":" in host and not bracketed) or not valid_port:
-        raise RPCUnavailable(f"{what} {text!r}: expected HOST:PORT with a port from 1 to 65535 (an IPv6 host in brackets: [::1]:9190)")
+        raise RPCUnavailable(
+            f"{what} {text!r}: expected HOST:PORT with a port from 1 to 65535 (an IPv6 host in brackets: [::1]:9190)"
+        )
     return host, int(port)
 
 
@@ -77,7 +79,9 @@ class RPCSpec:
         """``HOST:PORT:KEY`` (e.g. ``10.0.0.5:9190:zen3``); raises :class:`RPCUnavailable` on anything else."""
         address, _, key = str(text).rpartition(":")
         if not key.strip() or not address:
-            raise RPCUnavailable(f"RPC tracker {text!r}: expected HOST:PORT:KEY (e.g. 127.0.0.1:9190:cpu)")
+            raise RPCUnavailable(
+                f"RPC tracker {text!r}: expected HOST:PORT:KEY (e.g. 127.0.0.1:9190:cpu)"
+            )
         return RPCSpec(*parse_address(address, "RPC tracker"), key)
 
     @property
@@ -96,14 +100,18 @@ def _tracker_socket(spec: RPCSpec, timeout: float) -> socket.socket:
     try:
         sock = socket.create_connection((spec.host, spec.port), timeout=timeout)
     except OSError as err:
-        raise RPCUnavailable(f"no RPC tracker answers at {spec.address} ({err.strerror or err}); "
-                             f"start one with: python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {spec.port}") from None
+        raise RPCUnavailable(
+            f"no RPC tracker answers at {spec.address} ({err.strerror or err}); "
+            f"start one with: python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {spec.port}"
+        ) from None
     try:
         sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
         magic = struct.unpack("<i", base.recvall(sock, 4))[0]
     except (OSError, RuntimeError, struct.error) as err:
         sock.close()
-        raise RPCUnavailable(f"{spec.address} does not answer as an RPC tracker ({err or type(err).__name__})") from None
+        raise RPCUnavailable(
+            f"{spec.address} does not answer as an RPC tracker ({err or type(err).__name__})"
+        ) from None
     if magic != base.RPC_TRACKER_MAGIC:
         sock.close()
         raise RPCUnavailable(f"{spec.address} is not an RPC tracker")
@@ -119,7 +127,9 @@ def _ask_tracker(spec: RPCSpec, timeout: float, request: list):
             base.sendjson(sock, request)
             code, value = base.recvjson(sock)
         except (OSError, RuntimeError, ValueError) as err:
-            raise RPCUnavailable(f"the RPC tracker at {spec.address} stopped answering ({err or type(err).__name__})") from None
+            raise RPCUnavailable(
+                f"the RPC tracker at {spec.address} stopped answering ({err or type(err).__name__})"
+            ) from None
     if code != base.TrackerCode.SUCCESS:
         raise RPCUnavailable(f"the RPC tracker at {spec.address} refused {request[0]}: {value}")
     return value
@@ -142,7 +152,9 @@ def register_server_functions() -> None:
     """Register the functions a tvm-sparse RPC server offers (TVM's ``server_init_callback``)."""
     import tvm_ffi
 
-    name = f"{socket.gethostname()}/{os.getpid()}"  # the server process: sessions are forked from it
+    name = (
+        f"{socket.gethostname()}/{os.getpid()}"  # the server process: sessions are forked from it
+    )
 
     @tvm_ffi.register_global_func(HOST_FUNC, override=True)
     def host() -> str:
@@ -155,12 +167,22 @@ def register_server_functions() -> None:
         from ..hw.isa import Program
         from ..sim import run
 
-        result = run(Program.from_bytes(bytes(program)), Device.from_dict(json.loads(device_json), "RPC client"))
+        result = run(
+            Program.from_bytes(bytes(program)),
+            Device.from_dict(json.loads(device_json), "RPC client"),
+        )
         output = result.read(out_addr, (out_bytes,), np.int8)
         return struct.pack("<Q", result.report.total.cycles) + output.tobytes()
 
 
-def serve(tracker: str, key: str, host: str = "0.0.0.0", port: int = 9090, port_end: int = 9199, wait: float = 30.0):
+def serve(
+    tracker: str,
+    key: str,
+    host: str = "0.0.0.0",
+    port: int = 9090,
+    port_end: int = 9199,
+    wait: float = 30.0,
+):
     """Start a tvm-sparse RPC server (TVM's ``tvm.rpc.Server`` in a child process) on the first free port in
     ``[port, port_end)`` and wait up to ``wait`` seconds for it to register with the tracker at ``tracker``
     (``HOST:PORT``) under ``key``. Returns the :class:`tvm.rpc.Server` (``.port``; ``.terminate()`` stops it).
@@ -169,13 +191,22 @@ def serve(tracker: str, key: str, host: str = "0.0.0.0", port: int = 9090, port_
 
     spec = RPCSpec(*parse_address(tracker, "--tracker"), key)
     count_servers(spec, timeout=10)  # a tracker answers there
-    server = rpc.Server(host, port, port_end, tracker_addr=(spec.host, spec.port), key=key, silent=True,
-                        server_init_callback=register_server_functions)
+    server = rpc.Server(
+        host,
+        port,
+        port_end,
+        tracker_addr=(spec.host, spec.port),
+        key=key,
+        silent=True,
+        server_init_callback=register_server_functions,
+    )
     deadline = time.monotonic() + wait
     while not any(addr[1] == server.port for addr in servers(spec, timeout=10)):
         if time.monotonic() > deadline or not server.proc.is_alive():
             server.terminate()
-            raise RPCUnavailable(f"the RPC server on port {server.port} did not register with the tracker at {spec.address} within {wait:g} s")
+            raise RPCUnavailable(
+                f"the RPC server on port {server.port} did not register with the tracker at {spec.address} within {wait:g} s"
+            )
         time.sleep(0.2)
     return server
 
@@ -199,8 +230,10 @@ def _session(spec: RPCSpec, timeout: float):
     try:
         host = session.get_function(HOST_FUNC)()
     except AttributeError:
-        raise NotTVMSparseServer(f"the server of key {spec.key!r} at {url}:{port} is not a tvm-sparse RPC server "
-                                 f"(start it with: tvm-sparse rpc-server)") from None
+        raise NotTVMSparseServer(
+            f"the server of key {spec.key!r} at {url}:{port} is not a tvm-sparse RPC server "
+            f"(start it with: tvm-sparse rpc-server)"
+        ) from None
     return session, host
 
 
@@ -208,7 +241,9 @@ def _probe(spec: RPCSpec, timeout: float) -> str:
     return _session(spec, timeout)[1]
 
 
-def _run_kernel(spec: RPCSpec, timeout: float, library: str, args: list, out_shape: tuple) -> tuple[float, np.ndarray, str]:
+def _run_kernel(
+    spec: RPCSpec, timeout: float, library: str, args: list, out_shape: tuple
+) -> tuple[float, np.ndarray, str]:
     from ..schedule.tasks import kernel_seconds
 
     session, host = _session(spec, timeout)
@@ -219,7 +254,9 @@ def _run_kernel(spec: RPCSpec, timeout: float, library: str, args: list, out_sha
     return seconds, output, host
 
 
-def _run_program(spec: RPCSpec, timeout: float, program: bytes, device_json: str, out_addr: int, out_bytes: int) -> tuple[int, bytes, str]:
+def _run_program(
+    spec: RPCSpec, timeout: float, program: bytes, device_json: str, out_addr: int, out_bytes: int
+) -> tuple[int, bytes, str]:
     session, host = _session(spec, timeout)
     raw = session.get_function(SIMULATE_FUNC)(program, device_json, out_addr, out_bytes)
     (cycles,) = struct.unpack_from("<Q", raw)
@@ -279,9 +316,13 @@ class RPCMeasurer:
         self.spec, self.target, self.timeout = spec, target, timeout
         self.servers = count_servers(spec, timeout)
         if self.servers == 0:
-            raise RPCUnavailable(f"the RPC tracker at {spec.address} has no server of key {spec.key!r} "
-                                 f"(start one with: tvm-sparse rpc-server --tracker {spec.address} --key {spec.key})")
-        self.directory = tempfile.TemporaryDirectory(prefix="tvm-sparse-rpc-")  # the libraries on their way out
+            raise RPCUnavailable(
+                f"the RPC tracker at {spec.address} has no server of key {spec.key!r} "
+                f"(start one with: tvm-sparse rpc-server --tracker {spec.address} --key {spec.key})"
+            )
+        self.directory = tempfile.TemporaryDirectory(
+            prefix="tvm-sparse-rpc-"
+        )  # the libraries on their way out
         self.pool = PopenPoolExecutor(max_workers=self.servers, timeout=timeout)
         self.pending: set[concurrent.futures.Future] = set()
         self.in_a_row = 0
@@ -290,11 +331,17 @@ class RPCMeasurer:
             self.pool.submit(_probe, spec, timeout).result()
         except TimeoutError:
             self.close()
-            raise RPCUnavailable(f"no server of key {spec.key!r} at {spec.address} gave a session within {timeout:g} s") from None
+            raise RPCUnavailable(
+                f"no server of key {spec.key!r} at {spec.address} gave a session within {timeout:g} s"
+            ) from None
         except Exception as err:  # noqa: BLE001 - whatever the first session met, as one line
             self.close()
             line = last_line(err)
-            raise RPCUnavailable(line.partition(": ")[2] if isinstance(err, RPCUnavailable) else f"no session with a server of key {spec.key!r}: {line}") from None
+            raise RPCUnavailable(
+                line.partition(": ")[2]
+                if isinstance(err, RPCUnavailable)
+                else f"no session with a server of key {spec.key!r}: {line}"
+            ) from None
 
     def submit(self, candidate) -> _Remote:
         """Start measuring ``candidate`` (:class:`~tvm_sparse.schedule.tasks.KernelCandidate`: built here
@@ -305,11 +352,25 @@ class RPCMeasurer:
             self.count += 1
             library = os.path.join(self.directory.name, f"kernel-{self.count}.so")
             candidate.build(self.target).export_library(library)
-            future = self.pool.submit(_run_kernel, self.spec, self.timeout, library, candidate.args, candidate.expected.shape)
+            future = self.pool.submit(
+                _run_kernel,
+                self.spec,
+                self.timeout,
+                library,
+                candidate.args,
+                candidate.expected.shape,
+            )
         else:
             library = None
-            future = self.pool.submit(_run_program, self.spec, self.timeout, candidate.program.to_bytes(), candidate.device.to_json(),
-                                      candidate.out_addr, candidate.expected.size)
+            future = self.pool.submit(
+                _run_program,
+                self.spec,
+                self.timeout,
+                candidate.program.to_bytes(),
+                candidate.device.to_json(),
+                candidate.out_addr,
+                candidate.expected.size,
+            )
         self.pending.add(future)
 
         def finished(done):
@@ -328,9 +389,13 @@ class RPCMeasurer:
         (the candidate counts as failed)."""
         self.in_a_row += 1
         if count_servers(self.spec, min(self.timeout, 10.0)) == 0:
-            raise RPCUnavailable(f"no server of key {self.spec.key!r} is left at {self.spec.address} (last error: {reason})")
+            raise RPCUnavailable(
+                f"no server of key {self.spec.key!r} is left at {self.spec.address} (last error: {reason})"
+            )
         if self.in_a_row >= 3 * self.servers:
-            raise RPCUnavailable(f"{self.in_a_row} measurements in a row failed on the servers of key {self.spec.key!r} (last: {reason})")
+            raise RPCUnavailable(
+                f"{self.in_a_row} measurements in a row failed on the servers of key {self.spec.key!r} (last: {reason})"
+            )
 
     def close(self) -> None:
         """Cancel what has not started, stop the workers (a measurement in flight is dropped)."""

@@ -53,7 +53,9 @@ class SearchStats:
 
     measured: int = 0
     wrong: int = 0  # candidates whose output was wrong: discarded
-    failed: int = 0  # candidates that did not build or run (e.g. a weight tile too large for a buffer)
+    failed: int = (
+        0  # candidates that did not build or run (e.g. a weight tile too large for a buffer)
+    )
     best_seconds: float = float("inf")
     best: object = None
     history: list = field(default_factory=list)  # seconds of each measured candidate, in order
@@ -70,7 +72,13 @@ MEASUREMENT_LOG = "measurements.jsonl"
 def log_measurement(work_dir: str, task, knobs, seconds: float, host: str) -> None:
     """Append one measurement (task, decision, seconds, host) to ``work_dir``'s :data:`MEASUREMENT_LOG`,
     beside MetaSchedule's records (whose format has no place for the host)."""
-    line = {"task": task.describe(), "knobs": str(knobs), "seconds": seconds, "host": host, "time": time.time()}
+    line = {
+        "task": task.describe(),
+        "knobs": str(knobs),
+        "seconds": seconds,
+        "host": host,
+        "time": time.time(),
+    }
     with open(os.path.join(work_dir, MEASUREMENT_LOG), "a") as log:
         log.write(json.dumps(line) + "\n")
 
@@ -133,7 +141,9 @@ def error_text(err: BaseException) -> str:
     if not str(err).strip():
         return name
     last = last_line(err)
-    named = last.split(":", 1)[0].rsplit(".", 1)[-1] == name  # "Type: ..." or "package.module.Type: ..."
+    named = (
+        last.split(":", 1)[0].rsplit(".", 1)[-1] == name
+    )  # "Type: ..." or "package.module.Type: ..."
     return f"{name}: {last.split(':', 1)[1].strip()}" if named else f"{name}: {last}"
 
 
@@ -164,8 +174,16 @@ class _Runner:
     (``stats.failed``) and the search goes on; servers that are gone, or Ctrl-C (``interrupted``), stop
     it (kept in ``stop``: an exception raised through MetaSchedule's C++ loop loses its type)."""
 
-    def __init__(self, task, measurer, artifacts: dict, stats: SearchStats, work_dir: str, on_result: Callable | None,
-                 interrupted: threading.Event):
+    def __init__(
+        self,
+        task,
+        measurer,
+        artifacts: dict,
+        stats: SearchStats,
+        work_dir: str,
+        on_result: Callable | None,
+        interrupted: threading.Event,
+    ):
         self.task, self.measurer, self.artifacts, self.stats = task, measurer, artifacts, stats
         self.work_dir, self.on_result, self.interrupted = work_dir, on_result, interrupted
         self.stop: BaseException | None = None
@@ -233,7 +251,10 @@ def _make_runner(runner: _Runner):
         """Measures candidates with the task's check: on this host or on RPC servers (:mod:`.rpc`)."""
 
         def run(self, runner_inputs):
-            return [_RunnerFuture(runner, *runner.submit(str(inp.artifact_path))) for inp in runner_inputs]
+            return [
+                _RunnerFuture(runner, *runner.submit(str(inp.artifact_path)))
+                for inp in runner_inputs
+            ]
 
     return TaskRunner()
 
@@ -244,13 +265,22 @@ def _make_recorder(task, target: tvm.target.Target, database: ms.database.Databa
         """MetaSchedule's ``AddToDatabase`` for measured candidates only: it would commit a failed or wrong
         candidate too, with a run time of 1e10 s."""
 
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        def apply(
+            self, task_scheduler, task_id, measure_candidates, builder_results, runner_results
+        ) -> None:
             func = task.workload()
             workload = database.commit_workload(tvm.IRModule({"main": func}))
             for candidate, result in zip(measure_candidates, runner_results):
                 if result.error_msg is None and result.run_secs:
-                    database.commit_tuning_record(ms.database.TuningRecord(candidate.sch.trace, workload, list(result.run_secs), target,
-                                                                           candidate.args_info))
+                    database.commit_tuning_record(
+                        ms.database.TuningRecord(
+                            candidate.sch.trace,
+                            workload,
+                            list(result.run_secs),
+                            target,
+                            candidate.args_info,
+                        )
+                    )
 
     return AddMeasuredToDatabase()
 
@@ -295,8 +325,11 @@ class SharedCostModel:
     def __init__(self, trials_per_round: int = 8):
         self.tasks: dict = {}  # task key (the workload's TASK_ATTR) -> task
         self.model = ms.cost_model.XGBModel(
-            extractor=_make_knob_features(self.tasks), num_warmup_samples=trials_per_round, verbose_eval=1 << 30,
-            adaptive_training=False, num_tuning_cores=1,
+            extractor=_make_knob_features(self.tasks),
+            num_warmup_samples=trials_per_round,
+            verbose_eval=1 << 30,
+            adaptive_training=False,
+            num_tuning_cores=1,
         )
 
     def register(self, task) -> None:
@@ -306,9 +339,14 @@ class SharedCostModel:
 def _space(task):
     if isinstance(task, DeviceGemmTask):
         return ms.space_generator.ScheduleFn(
-            task.design_space, sch_rules=[], postprocs=[_make_fit_check(task)], mutator_probs={ms.mutator.MutateTileSize(): 1.0}
+            task.design_space,
+            sch_rules=[],
+            postprocs=[_make_fit_check(task)],
+            mutator_probs={ms.mutator.MutateTileSize(): 1.0},
         )
-    return ms.space_generator.ScheduleFn(task.design_space, sch_rules=[], postprocs=[], mutator_probs={})
+    return ms.space_generator.ScheduleFn(
+        task.design_space, sch_rules=[], postprocs=[], mutator_probs={}
+    )
 
 
 def _tune_context(task, target: tvm.target.Target, strategy, seed: int) -> ms.TuneContext:
@@ -316,8 +354,15 @@ def _tune_context(task, target: tvm.target.Target, strategy, seed: int) -> ms.Tu
     every built-in tensor intrinsic (CUDA, ARM, Hexagon, ...: about 40 s here) that these spaces never use."""
     context = ms.TuneContext.__new__(ms.TuneContext)
     context.__init_handle_by_constructor__(
-        ms_ffi.TuneContext, tvm.IRModule({"main": task.workload()}), target, _space(task), strategy, task.key["kernel"],
-        1, seed, get_logging_func(logging.getLogger("tvm.s_tir.meta_schedule")),
+        ms_ffi.TuneContext,
+        tvm.IRModule({"main": task.workload()}),
+        target,
+        _space(task),
+        strategy,
+        task.key["kernel"],
+        1,
+        seed,
+        get_logging_func(logging.getLogger("tvm.s_tir.meta_schedule")),
     )
     ms_ffi.TuneContextInitialize(context)
     return context.clone()
@@ -340,7 +385,9 @@ def best_recorded(database: ms.database.Database, task) -> float | None:
     return float(np.mean([float(t) for t in top[0].run_secs])) if top else None
 
 
-def record_default(task, target: tvm.target.Target, database: ms.database.Database, work_dir: str, measurer=None) -> float:
+def record_default(
+    task, target: tvm.target.Target, database: ms.database.Database, work_dir: str, measurer=None
+) -> float:
     """Measure the task's default schedule (with ``measurer``, default this host) and commit it as a
     record, so that a tuned build never picks a schedule slower than the default. Returns its seconds;
     raises what the measurement raised (:class:`WrongResult` when the default computes a wrong result)."""
@@ -352,7 +399,9 @@ def record_default(task, target: tvm.target.Target, database: ms.database.Databa
         func = task.workload()
         workload = database.commit_workload(tvm.IRModule({"main": func}))
         args = ms.arg_info.ArgInfo.from_prim_func(func)
-        database.commit_tuning_record(ms.database.TuningRecord(trace, workload, [seconds], target, args))
+        database.commit_tuning_record(
+            ms.database.TuningRecord(trace, workload, [seconds], target, args)
+        )
     return seconds
 
 
@@ -385,7 +434,9 @@ def search(
     stats = SearchStats()
     artifacts: dict = {}
     if strategy == "xgb":
-        search_strategy = ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32, genetic_num_iters=2)
+        search_strategy = ms.search_strategy.EvolutionarySearch(
+            population_size=128, init_min_unmeasured=32, genetic_num_iters=2
+        )
         shared = shared or SharedCostModel(trials_per_round)
         shared.register(task)
         cost_model = shared.model
@@ -395,7 +446,15 @@ def search(
         raise ValueError(f"unknown search strategy {strategy!r} (xgb or random)")
     context = _tune_context(task, target, search_strategy, seed)
     with _ctrl_c_flag() as interrupted:
-        runner = _Runner(task, measurer or LocalMeasurer(target), artifacts, stats, work_dir, on_result, interrupted)
+        runner = _Runner(
+            task,
+            measurer or LocalMeasurer(target),
+            artifacts,
+            stats,
+            work_dir,
+            on_result,
+            interrupted,
+        )
         try:
             ms.tune.tune_tasks(
                 tasks=[context],
@@ -407,11 +466,16 @@ def search(
                 runner=_make_runner(runner),
                 database=database,
                 cost_model=cost_model,
-                measure_callbacks=[_make_recorder(task, target, database), ms.measure_callback.UpdateCostModel()],
+                measure_callbacks=[
+                    _make_recorder(task, target, database),
+                    ms.measure_callback.UpdateCostModel(),
+                ],
                 task_scheduler="round-robin",
             )
         except BaseException:
-            if runner.stop is not None:  # what stopped the runner, with its type (the C++ loop re-raises a RuntimeError)
+            if (
+                runner.stop is not None
+            ):  # what stopped the runner, with its type (the C++ loop re-raises a RuntimeError)
                 raise runner.stop from None
             raise
         runner.check_interrupt()  # a Ctrl-C during the last round

@@ -20,14 +20,19 @@ def _vector_safe(op: Op) -> bool:
     (cosh, sinh) reach code generation as vectors and fail."""
     if not op.get_attr("TVectorizable") or op.get_attr("default.FLowerIntrinsic") is None:
         return True
-    return any(op.get_attr(key) is not None for key in ("llvm.FLowerIntrinsic", "llvm.FLegalize", "default.FLegalize"))
+    return any(
+        op.get_attr(key) is not None
+        for key in ("llvm.FLowerIntrinsic", "llvm.FLegalize", "default.FLegalize")
+    )
 
 
 def _vectorizable(block: s_tir.SBlock) -> bool:
     if not isinstance(block.body, tirx.BufferStore):
         return True
     ops = []
-    relax.analysis.post_order_visit(block.body.value, lambda e: ops.append(e.op) if isinstance(e, Call) else None)
+    relax.analysis.post_order_visit(
+        block.body.value, lambda e: ops.append(e.op) if isinstance(e, Call) else None
+    )
     return all(_vector_safe(op) for op in ops if isinstance(op, Op))
 
 
@@ -40,8 +45,15 @@ def _strided_reads(block: s_tir.SBlock) -> bool:
         return False
     last = block.iter_vars[-1].var
     loads = []
-    relax.analysis.post_order_visit(block.body.value, lambda e: loads.append(e) if isinstance(e, TensorLoad) else None)
-    return any(u.same_as(last) for load in loads for index in load.indices[:-1] for u in tirx.analysis.undefined_vars(index))
+    relax.analysis.post_order_visit(
+        block.body.value, lambda e: loads.append(e) if isinstance(e, TensorLoad) else None
+    )
+    return any(
+        u.same_as(last)
+        for load in loads
+        for index in load.indices[:-1]
+        for u in tirx.analysis.undefined_vars(index)
+    )
 
 
 def _lanes(extent: int, max_lanes: int) -> int:
@@ -72,7 +84,9 @@ class Injective(CPUScheduleRule):
         dtype_bits = max(8, block.writes[0].source.dtype.bits) if block.writes else 32
         if _strided_reads(block):
             return _strided(sch, loops)
-        max_lanes = max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
+        max_lanes = (
+            max(1, llvm_get_vector_width(target) // dtype_bits) if _vectorizable(block) else 1
+        )
         if max_lanes > 1 and not isinstance(sch.get(loops[-1]).extent, tirx.IntImm):
             return _symbolic_last_loop(sch, loops, max_lanes)
         # The trailing loops of static extent are fused and vectorized; the rest runs in parallel with
