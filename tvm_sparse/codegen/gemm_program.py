@@ -35,7 +35,7 @@ from ..hw.encoding import (
 )
 from ..hw.isa import AluOp, Buffer, Flag, Opcode, ProgramError
 from .builder import ProgramBuilder
-from .intrinsics import GEMM_OPS
+from .intrinsics import EPILOGUE, FILL, GEMM_OPS, LOAD_INP, LOAD_WGT
 from .lowering import TileOp, tile_operations
 from .tir_layer import schedule_layer
 
@@ -249,7 +249,15 @@ class ProgramEmitter:
                     f"a {GEMM_MODE_OF[op.op]} GEMM tile in a layer encoded {self.mode}"
                 )
             return self._gemm(op)
-        getattr(self, "_" + op.op.rsplit(".", 1)[1])(op)
+        emitters = {
+            FILL: self._acc_reset,
+            LOAD_INP: self._dma_load_inp,
+            LOAD_WGT: self._dma_load_wgt,
+            EPILOGUE: self._requant_store,
+        }
+        if op.op not in emitters:
+            raise ProgramError(f"no instructions for tile operation {op.op}")
+        emitters[op.op](op)
 
     def _acc_reset(self, op: TileOp) -> None:
         self.acc_of[op.origin(0)] = (self.out_tile % self.halves) * self.acc_half
