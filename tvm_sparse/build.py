@@ -43,7 +43,7 @@ def build(
         :class:`~tvm_sparse.transform.SparsifyWeights` to force or restrict
         formats.
     fast_math
-        Use TVM's polynomial exp/erf/tanh (see :func:`graph_passes`).
+        Use TVM's polynomial exp/erf/tanh (see :func:`~tvm_sparse.pipeline.graph_passes`).
     calibration
         ``sparse-accel`` only: input samples for post-training quantization:
         a dict ``{input name: array}`` is one sample (or, with every array one
@@ -62,8 +62,16 @@ def build(
 
     Returns
     -------
-    A Relax executable: run it with ``relax.VirtualMachine(exe, tvm.cpu())["main"]``
-    (inputs in the model's order) or save it with ``exe.export_library(path)``.
+    relax.Executable
+        Run it with ``relax.VirtualMachine(exe, tvm.cpu())["main"]`` (inputs in the model's
+        order) or save it with ``exe.export_library(path)``.
+
+    Raises
+    ------
+    ModelError
+        The model cannot be read, imported or compiled (one line naming the node or problem).
+    TVMSparseError
+        An unknown or unsupported target.
     """
     tgt = resolve_target(target)
     if tuning_db is not None:

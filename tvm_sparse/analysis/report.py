@@ -148,12 +148,31 @@ def decomposition_summary(layer: ConvLayer) -> dict | None:
 def analyze(
     model, target: str = "llvm", min_speedup: float = 1.1, input_shapes=None
 ) -> SparsityReport:
-    """Analyze an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
+    """Analyze the constant weights of a model: density, structure, the format that pays.
 
-    Returns a :class:`SparsityReport` with one row per matmul/Gemm whose weight
-    is a constant: its density, the structure its zeros follow, the format the
-    cost model picks for ``target`` and the predicted speedup over dense.
-    ``input_shapes`` fixes symbolic input dimensions as in :func:`~tvm_sparse.build`.
+    Parameters
+    ----------
+    model
+        An ONNX model (path, bytes, ``ModelProto``) or a Relax ``IRModule``.
+    target
+        The CPU the cost model prices kernels for (``"llvm"``: this host).
+    min_speedup
+        The predicted speedup over dense (a ratio) below which a layer stays dense.
+    input_shapes
+        ``{input name: shape}`` fixing symbolic input dimensions, as in :func:`~tvm_sparse.build`;
+        without it the cost model uses each symbolic dimension's hint.
+
+    Returns
+    -------
+    SparsityReport
+        One row per matmul/Gemm/convolution whose weight is a constant: density, the structure its
+        zeros follow (blocks, N:M, dead channels, rank energy), the format the cost model picks and
+        the predicted speedup; the compute-heavy operators left on TVM's default lowering.
+
+    Raises
+    ------
+    ModelError
+        The model cannot be read or imported (one line naming the problem).
     """
     loaded = load_model(model, input_shapes)
     mod = prepare(loaded.mod)

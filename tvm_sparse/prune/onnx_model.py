@@ -78,27 +78,48 @@ def prune_onnx(
     balanced_units: int | None = None,
     local_bits: int | None = None,
 ) -> tuple[onnx.ModelProto, list[PrunedLayer]]:
-    """Return a copy of ``model`` with the weight of every Gemm, MatMul, Conv (1-D to 3-D), ConvTranspose and
-    matmul Einsum pruned to ``pattern``, and a report per pruned weight.
+    """A copy of ``model`` with the weight of every Gemm, MatMul, Conv (1-D to 3-D), ConvTranspose and
+    matmul Einsum pruned to ``pattern`` (magnitude pruning, Han et al. 2015, at the pattern's granularity).
 
-    Each weight is pruned once, as the ``(out, in)`` matrix of its first layer, and stored back in its own
-    storage and element type (see :mod:`tvm_sparse.onnx_weights`). A layer whose weight cannot be pruned
-    (a graph input, computed at run time, ...) is left as it is with an :class:`UnprunedLayer` warning;
-    when no weight can be pruned, :class:`~tvm_sparse.errors.ModelError` is raised. Bad patterns and
-    option combinations raise :class:`~tvm_sparse.formats.FormatError`.
+    Each weight is pruned once, as the ``(out, in)`` matrix of its first layer, and stored back in its
+    own storage and element type (see :mod:`tvm_sparse.onnx_weights`). A layer whose weight cannot be
+    pruned (a graph input, computed at run time, ...) is left as it is with an :class:`UnprunedLayer`
+    warning. ``decompose:...`` patterns instead rewrite every ungrouped ``k x k`` convolution (k > 1)
+    into its decomposed form (PENNI, Li et al. ICML'20; see :mod:`.decompose`), in standard ONNX ops.
 
-    ``decompose:...`` patterns instead rewrite every ungrouped ``k x k`` convolution (k > 1) into its
-    decomposed form (see :mod:`.decompose`), in standard ONNX ops.
+    Parameters
+    ----------
+    model
+        An ONNX model: path, bytes or ``ModelProto`` (not modified).
+    pattern
+        ``unstructured``, ``block:RxC``, ``nm:N:M``, ``channel`` or ``decompose:...``
+        (:func:`~tvm_sparse.prune.parse_pattern`).
+    density
+        The fraction of weights (or blocks, channels) kept, in (0, 1]; N:M patterns fix their own.
+    codebook_bits
+        Share each weight's remaining nonzeros among ``2**bits`` values (Deep Compression's codebook,
+        :func:`~tvm_sparse.compress.codebook_quantize`); the written weights are the dequantized values,
+        so the model computes exactly with the quantized weights.
+    balanced_units
+        Unstructured only: prune each of that many processing units' rows to the same count
+        (:func:`~tvm_sparse.compress.prune_balanced`, ESE's load balance).
+    local_bits
+        Block patterns only: quantize each stored block with its own scale
+        (:func:`~tvm_sparse.compress.quantize_blocks`, Cambricon-S); the weight's ``doc_string`` records
+        the bits and block shape for the compression report.
 
-    ``balanced_units`` (unstructured only) prunes each of that many processing units' rows to the same
-    count (:func:`~tvm_sparse.compress.prune_balanced`); ``codebook_bits`` then shares the remaining
-    nonzeros of each weight among ``2^bits`` values (:func:`~tvm_sparse.compress.codebook_quantize`). The
-    written weights are the dequantized values, so the model computes exactly with the quantized weights.
+    Returns
+    -------
+    tuple[onnx.ModelProto, list[PrunedLayer]]
+        The pruned model and, per pruned weight, its layer name, matrix shape, density before and after,
+        and a note (quantization, rounding to a float16 or integer storage, layers sharing the weight).
 
-    ``local_bits`` (block patterns only) instead quantizes each stored block with its own scale
-    (:func:`~tvm_sparse.compress.quantize_blocks`, Cambricon-S); the weight tensor's ``doc_string`` records
-    the bits and block shape for the compression report. Weights stored as float16 or integers are rounded to
-    that storage (the report's note gives the error).
+    Raises
+    ------
+    ModelError
+        No weight can be pruned, or no convolution decomposed.
+    FormatError
+        A bad pattern or option combination.
     """
     pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
     pruned = onnx.ModelProto()

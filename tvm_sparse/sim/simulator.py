@@ -65,7 +65,30 @@ def _channels(ins: Instruction, queue: Queue, index: int) -> tuple[list, list]:
 
 
 def run(program: Program, device: Device | str | None = None) -> SimResult:
-    """Execute ``program`` on ``device`` (default: the program's, else ``sparse-accel``)."""
+    """Execute ``program`` on the simulated device: functional results and timing.
+
+    Parameters
+    ----------
+    program
+        Instructions, the initial DRAM image and the layer names (:class:`~tvm_sparse.hw.isa.Program`).
+    device
+        A :class:`~tvm_sparse.hw.device.Device`, a shipped variant's name or a description file;
+        default: the device the program names, else ``sparse-accel``.
+
+    Returns
+    -------
+    SimResult
+        The DRAM image after the run (read outputs with :meth:`SimResult.read`) and the report:
+        cycles, MACs, traffic and energy per layer and in total, and the timeline.
+
+    Raises
+    ------
+    DeviceFault
+        An instruction the device cannot execute (out-of-bounds access, a mode the device lacks,
+        bad metadata) or a deadlock of the queues' tokens; the message names the instruction.
+    DeviceError
+        An invalid device description.
+    """
     device = load_device(device or program.device or "sparse-accel")
     machine = Machine(device, program.dram)
     queues = {q: deque() for q in Queue}

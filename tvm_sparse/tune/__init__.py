@@ -176,25 +176,50 @@ def tune(
     rpc: str | RPCSpec | None = None,
     rpc_timeout: float = 60.0,
 ) -> list[TaskResult]:
-    """Tune every kernel of ``model`` for ``target`` with up to ``trials`` measurements per task.
+    """Tune every kernel of ``model`` for ``target`` with MetaSchedule's evolutionary search.
 
-    ``target`` is what :func:`tvm_sparse.build` takes (the host CPU by
-    default, or ``"sparse-accel"``); ``calibration`` is passed to the build
-    for device targets, ``input_shapes`` to every build (as in
-    :func:`tvm_sparse.build`). ``rpc`` (``"HOST:PORT:KEY"``) measures on the
-    servers of that key at that RPC tracker (:mod:`tvm_sparse.tune.rpc`),
-    in parallel over them, ``rpc_timeout`` seconds at most per measurement;
-    without it, candidates are measured on this host.
+    Records are committed to the MetaSchedule database in ``work_dir`` as they are measured (each
+    measurement's host in ``measurements.jsonl``), so an interruption loses at most the batch in
+    flight and a second call resumes. A candidate that fails to build, run or check is counted as
+    failed; a task whose default schedule cannot be measured is skipped with a warning.
 
-    Records are committed to the MetaSchedule database in ``work_dir`` as
-    they are measured (each measurement's host in ``measurements.jsonl``),
-    so an interruption loses at most the batch in flight and a second call
-    resumes. A candidate that fails to build, run or check is counted as
-    failed; a task whose default schedule cannot be measured is skipped
-    with a warning. ``tasks`` overrides the extracted tasks. Returns one
-    :class:`TaskResult` per task. Raises :class:`~tvm_sparse.tune.rpc.RPCUnavailable`
-    when the tracker or its servers cannot measure, and ``KeyboardInterrupt``
-    on Ctrl-C (the records so far kept).
+    Parameters
+    ----------
+    model
+        What :func:`tvm_sparse.build` takes.
+    target
+        What :func:`tvm_sparse.build` takes: the host CPU by default, or ``"sparse-accel"``.
+    trials
+        Measurements per task, at most (recorded ones count on a second call).
+    work_dir
+        The database directory (created if missing).
+    calibration, input_shapes
+        Passed to every build, as in :func:`tvm_sparse.build`.
+    strategy
+        ``"xgb"`` (XGBoost cost model, one shared across tasks of a kind) or ``"random"``.
+    seed
+        The search's random seed.
+    progress
+        Print progress lines (on a terminal: live ones).
+    tasks
+        Tune these tasks instead of the model's (from :func:`extract_tasks`).
+    rpc
+        ``"HOST:PORT:KEY"``: measure on the servers of that key at that RPC tracker
+        (:mod:`tvm_sparse.tune.rpc`), in parallel over them; without it, on this host.
+    rpc_timeout
+        Seconds at most per remote measurement.
+
+    Returns
+    -------
+    list[TaskResult]
+        One per task: its best time (seconds), the default's, trials and failures.
+
+    Raises
+    ------
+    RPCUnavailable
+        The tracker or its servers cannot measure (about one ``rpc_timeout`` after the fault).
+    KeyboardInterrupt
+        On Ctrl-C; the records so far are kept.
     """
     from ..target import resolve_target
 
