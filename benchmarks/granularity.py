@@ -290,7 +290,13 @@ def plot(dense: Counts, results: dict, densities: list[float], path: str) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--densities", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
+    parser.add_argument(
+        "--densities",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.2, 0.3, 0.4, 0.5],
+        help="fractions of the weights kept, in (0, 1)",
+    )
     parser.add_argument(
         "--layers",
         nargs="+",
@@ -300,7 +306,7 @@ def main() -> None:
     parser.add_argument(
         "--index-bits", type=int, default=4, help="bits per relative block index (SCNN: 4)"
     )
-    parser.add_argument("--plot", default="granularity.png")
+    parser.add_argument("--plot", metavar="PNG", help="also write the figure there")
     parser.add_argument(
         "--cols",
         type=int,
@@ -308,8 +314,12 @@ def main() -> None:
         help="output columns per tile (narrower with wider indices, "
         "whose fine-grained tiles outgrow the metadata buffer: 32 for 8 bits, 16 for 16)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="of the generated weights and activations"
+    )
     opts = parser.parse_args()
+    if not all(0 < d < 1 for d in opts.densities):
+        parser.error(f"--densities must lie in (0, 1), got {opts.densities}")
     layers = [
         name for name in LAYERS if any(name == p or name.startswith(p + ".") for p in opts.layers)
     ]
@@ -324,8 +334,9 @@ def main() -> None:
     except ProgramError as err:
         parser.error(f"{err}: try a narrower --cols")
     print(table(dense, results, opts.densities))
-    plot(dense, results, opts.densities, opts.plot)
-    print(f"plot: {opts.plot}")
+    if opts.plot:
+        plot(dense, results, opts.densities, opts.plot)
+        print(f"plot: {opts.plot}")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=len(LAYERS), help="run the first N layers")
     opts = parser.parse_args()
+    if not 1 <= opts.layers <= len(LAYERS):
+        parser.error(f"--layers must be from 1 to {len(LAYERS)}, got {opts.layers}")
     sparse = [v for v in VARIANTS if v != "dense"]
     print(
         "cycles and energy of dense over each variant's, per layer (densities: nonzero im2col activations, weights)"

@@ -197,6 +197,8 @@ def test_decomposed_convolutions_on_the_escalate_engine(rng):
         == ("device", "fused")
     )
     assert modes["stem.basis"][0] == "host"  # 7x7: the engine takes 3x3 and 5x5 kernels
+    stem = next(p for p in fused.placements if p.name == "stem.combine")
+    assert "off the engine (7x7 basis kernels; the engine takes 3x3, 5x5)" in stem.hint
     assert {p.name: p.mode for p in two_steps.placements}["stage0.block0.conv2.basis"] == "basis"
 
     got = run(fused, x)

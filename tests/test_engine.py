@@ -183,6 +183,16 @@ def test_engine_overlaps_consecutive_steps():
     )
 
 
+def test_rows_under_no_window_leave_the_line_buffer():
+    """A stride-2 band of even height leaves its last row of maps unread; the next band still finds room."""
+    device = load_device("sparse-accel-escalate")
+    config = {**CONFIG, "height": 8, "width": 100, "stride": 2, "padding": 0, "pad_top": 0}
+    config.update(pad_bottom=0, params_addr=8000)
+    steps = [("engine_config", config), ("decomp_conv", DECOMP)] * 2
+    counters = run(program_of(device, *steps), device).report.total
+    assert counters.instructions == 4 and counters.cycles > 0
+
+
 def program_of(device, *instructions) -> Program:
     b = ProgramBuilder(device.name)
     b.place(np.zeros(64, np.int8))
@@ -227,6 +237,11 @@ DECOMP = dict(acc_addr=0, inp_addr=0, wgt_addr=64, basis_addr=0, coef_mode="dens
         ),
         (
             "sparse-accel-escalate",
+            [("engine_config", {**CONFIG, "out_shift": 70})],
+            "out_shift 70 is out of range",
+        ),
+        (
+            "sparse-accel-escalate",
             [
                 ("engine_config", {**CONFIG, "channels": 20}),
                 ("decomp_conv", {**DECOMP, "coef_mode": "block"}),
@@ -254,6 +269,8 @@ def test_engine_instructions_round_trip_and_disassemble():
     assert "order=basis-first" in text and "coef_mode=dense" in text
     with pytest.raises(ProgramError, match="band 70000x4 does not fit"):
         program_of(device, ("engine_config", {**CONFIG, "height": 70000}))
+    with pytest.raises(ProgramError, match="coefficient mode 'sparse' is not one of dense, block"):
+        program_of(device, ("decomp_conv", {**DECOMP, "coef_mode": "sparse"}))
 
 
 def test_layer_too_large_for_the_buffers_is_a_program_error(rng):

@@ -262,3 +262,12 @@ def test_shipped_scnn_variant():
         match="sparse_modes.activation_skipping: must be one of none, gate, skip, two-sided",
     ):
         with_modes(activation_skipping="both")
+    with pytest.raises(
+        DeviceError, match="two-sided skips zero activations in block tiles and needs"
+    ):
+        Device.from_dict(
+            {
+                **json.loads(load_device("sparse-accel-dense").to_json()),
+                "sparse_modes": {"activation_skipping": "two-sided"},
+            }
+        )

@@ -14,6 +14,7 @@ from ..hw.isa import (
     Instruction,
     Opcode,
     Program,
+    ProgramError,
     Queue,
     conv_geometry,
     engine_band,
@@ -293,6 +294,10 @@ class ProgramBuilder:
         """A band of a decomposed convolution on the fused engine (:mod:`tvm_sparse.sim.engine`): ``INP`` rows,
         coefficients at ``wgt_addr`` (``coef_mode`` ``dense`` or ``block`` with ``META`` at ``meta_addr``),
         basis kernels at ``basis_addr``."""
+        if coef_mode not in COEF_MODES:
+            raise ProgramError(
+                f"coefficient mode {coef_mode!r} is not one of {', '.join(COEF_MODES)}"
+            )
         flags = Flag(flags) | (Flag.RELU if relu else Flag(0))
         return self.emit(
             Opcode.DECOMP_CONV,

@@ -6,5 +6,6 @@ executes, with no TVM in it.
 * :mod:`.encoding`: weight, metadata and activation encodings (block, N:M, shared weights, run lengths);
 * :mod:`.integer`: the integer semantics (int32 wrap, rounding shift, requantization), defined once.
 
-It imports numpy and the project's errors only; ``tvm_sparse.sim`` imports nothing else of the project.
+It imports numpy, the project's errors and its data directory only; ``tvm_sparse.sim`` imports nothing
+else of the project.
 """

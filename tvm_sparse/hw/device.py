@@ -1,7 +1,7 @@
 """The ``sparse-accel`` device description: one validated JSON file per variant.
 
 A description fixes what the compiler targets and what the simulator models
-(see DESIGN.md, "The device"): the PE array, datatypes, on-chip buffers, DRAM
+(the README's description schema): the PE array, datatypes, on-chip buffers, DRAM
 bandwidth, clock, the sparse modes with their parameters, and per-action
 energies. Loading checks every field and names the bad one, with its path
 (``buffers.weight_bytes``), in a :class:`DeviceError`.
@@ -390,6 +390,11 @@ def _parse_modes(fields: _Fields, pe: PEArray) -> SparseModes:
                 f"sparse_modes.activation_compression.run_bits: at most 8 (a zero-run count in a byte), got {compression.run_bits}"
             )
     skipping = fields.choice("activation_skipping", ACTIVATION_SKIPPING, "none")
+    if skipping == "two-sided" and block is None:
+        raise DeviceError(
+            "sparse_modes.activation_skipping: two-sided skips zero activations in block tiles and "
+            "needs sparse_modes.block (without one, use skip)"
+        )
     fields.done()
     return SparseModes(block, nm, decomposed, skipping, sharing, activation_compression=compression)
 

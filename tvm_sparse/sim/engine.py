@@ -15,6 +15,8 @@ processing), in either order:
   ``j * channels + c``), and the PE array's coefficient GEMM combines each row of maps.
 
 Either way the output is requantized and written to ``ACC`` as int8 values (``STORE`` writes them out).
+Zero operands of either stage are gated (no multiply energy) on a device that gates or skips zero
+activations; the engine skips none.
 The units work on different rows at once, across instructions: :class:`EnginePipeline` is that timing.
 """
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw.device import Device
-from ..hw.integer import requantize, wrap32
+from ..hw.integer import MAX_SHIFT, requantize, wrap32
 from ..hw.isa import (
     COEF_MODES,
     ENGINE_ORDERS,
@@ -142,6 +144,9 @@ def engine_config(machine: Machine, ins: Instruction) -> Work:
         raise DeviceFault(
             f"padding {cfg.pad_top}/{cfg.pad_bottom}/{cfg.padding} is not smaller than the {cfg.kernel}x{cfg.kernel} kernel"
         )
+    for name, shift in (("maps_shift", cfg.maps_shift), ("out_shift", cfg.out_shift)):
+        if shift > MAX_SHIFT:
+            raise DeviceFault(f"{name} {shift} is out of range (0..{MAX_SHIFT})")
     line = cfg.line_rows * cfg.map_width * cfg.maps
     if line > mode.maps_buffer_bytes:
         raise DeviceFault(
@@ -260,9 +265,7 @@ def decomp_conv(machine: Machine, ins: Instruction) -> Work:
     gemm_macs = gemm_pixels * coef.pixel_macs
     gemm_input, basis_input = (maps, x) if cfg.basis_first else (x, maps)
     gated = 0
-    if (
-        device.modes.activation_skipping == "gate"
-    ):  # zero operands of either stage cost no multiply energy
+    if device.modes.activation_skipping != "none":  # the engine gates zero operands (it skips none)
         gated = _zero_share(gemm_input, gemm_macs) + _zero_share(basis_input, basis_macs)
     groups = _ceil(coef.weight.shape[1], device.pe_array.output_lanes)
     return Work(
@@ -398,6 +401,9 @@ class EnginePipeline:
             entries.append(entry)
         while done < out_h:
             output_row()
+        for entry, ready in zip(entries, written):  # rows under no window leave once written
+            if entry[1] is None:
+                entry[1] = ready
         end["pe"] = taken
         return taken
 

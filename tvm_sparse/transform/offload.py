@@ -180,8 +180,9 @@ class OffloadToAccel:
         def plan(func):
             plans, absorbed = {}, set()
             layers = find_layers(func, names)
-            pairs = self._engine_pairs(layers, use_counts(func))
+            pairs, off_engine = self._engine_pairs(layers, use_counts(func))
             fused = {}  # id(pair) -> the emitter of a pair the fused engine runs (at its basis convolution)
+            unfused = {}  # id(pair) -> why the fused engine cannot run it
             for index, layer in enumerate(layers):
                 op = "conv2d" if isinstance(layer, ConvLayer) else "matmul"
                 pair = pairs.get(id(layer))
@@ -195,8 +196,10 @@ class OffloadToAccel:
                     basis_index = next(i for i, other in enumerate(layers) if other is pair.basis)
                     try:
                         fused[id(pair)] = self._fused_emitter(pair, index, basis_index)
-                    except ProgramError:
-                        pass  # does not fit the engine's buffers: two steps through DRAM
+                    except (
+                        ProgramError
+                    ) as err:  # does not fit the engine's buffers: two steps through DRAM
+                        unfused[id(pair)] = f"two steps through DRAM: {err}"
                 if pair and id(pair) in fused:
                     self.placements.append(Placement(layer.name, op, "device", mode="fused"))
                     if (
@@ -222,6 +225,8 @@ class OffloadToAccel:
                     emit = self._basis_first_emitter(pair, index, placement)
                 else:
                     emit = self._device_emitter(layer, index, placement)
+                if id(layer) in off_engine or (pair and id(pair) in unfused):
+                    placement.hint = off_engine.get(id(layer)) or unfused[id(pair)]
                 self.placements.append(placement)
                 plans[layer.output_var] = emit
                 absorbed.update(layer.absorbed_vars)
@@ -229,31 +234,28 @@ class OffloadToAccel:
 
         return rewrite_layers(mod, plan, f"device layers ({self.stage})")
 
-    def _engine_pairs(self, layers, uses) -> dict:
-        """Decomposed layers the device's basis engine runs: ``{id(layer): EnginePair}`` for both layers."""
+    def _engine_pairs(self, layers, uses) -> tuple[dict, dict]:
+        """Decomposed layers the device's basis engine runs, ``{id(layer): EnginePair}`` for both layers,
+        and why it runs none of the others, ``{id(coefficient layer): note}``."""
         mode = self.device.modes.decomposed_conv
-        pairs = {}
-        if mode is None:
-            return pairs
+        pairs, off_engine = {}, {}
         for combine, basis in decomposed_pairs(layers, uses):
             o, kh, kw, rank = basis.weight.shape
-            if (
-                kh != kw
-                or kh not in mode.kernel_sizes
-                or rank > mode.max_basis
-                or basis.strides[0] != basis.strides[1]
-                or basis.dilation != (1, 1)
-                or len(set(basis.padding)) != 1
-                or str(basis.weight.dtype) != "float32"
-                or (shared := shared_basis(basis)) is None
-            ):
+            why = _off_engine(mode, basis)
+            shared = None if why else shared_basis(basis)
+            if why or shared is None:
+                why = why or "its basis convolution's groups do not share one basis"
+                off_engine[id(combine)] = (
+                    f"a decomposed layer's coefficients, off the engine ({why}): their blocks follow the "
+                    "engine's basis-major order, not this layer's"
+                )
                 continue
             # basis-first moves the 1x1 convolution's bias behind the zero padding: only without one
             first = basis_first_pays(combine, basis) and (
                 combine.bias is None or not combine.bias.any()
             )
             pairs[id(combine)] = pairs[id(basis)] = EnginePair(combine, basis, *shared, first)
-        return pairs
+        return pairs, off_engine
 
     def _calibration_emitter(
         self, layer: Layer, index: int, step: str | None = None, pair: EnginePair | None = None
@@ -635,6 +637,26 @@ class EnginePair:
             dilation=(1, 1),
             groups=1,
         )
+
+
+def _off_engine(mode, basis: ConvLayer) -> str:
+    """Why the device's decomposed-convolution engine (``mode``) cannot run ``basis``; "" when it can."""
+    if mode is None:
+        return "the device has no decomposed-convolution engine"
+    _, kh, kw, rank = basis.weight.shape
+    if kh != kw or kh not in mode.kernel_sizes:
+        return f"{kh}x{kw} basis kernels; the engine takes {', '.join(f'{k}x{k}' for k in mode.kernel_sizes)}"
+    if rank > mode.max_basis:
+        return f"rank {rank}; the engine takes up to {mode.max_basis} basis kernels"
+    if (
+        basis.strides[0] != basis.strides[1]
+        or basis.dilation != (1, 1)
+        or len(set(basis.padding)) != 1
+    ):
+        return "unequal strides or padding, or dilation"
+    if str(basis.weight.dtype) != "float32":
+        return f"{basis.weight.dtype} weight"
+    return ""
 
 
 def _shared_basis_operands(
