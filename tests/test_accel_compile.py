@@ -495,3 +495,18 @@ def test_ids_that_become_indices_through_arithmetic_need_calibration_samples():
     build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"ids": ids})
     (expected,) = run_onnxruntime(model, {"ids": ids})
     assert cosine(run_inputs(build.executable, {"ids": ids}, ["ids"]), expected) > 0.99
+
+
+def test_calibration_statistics_belong_to_one_build(rng):
+    """Each build records its calibration into its own scope: an enclosing one sees nothing, and a
+    calibration layer run outside any scope says so."""
+    from tvm_sparse.accel import runtime
+    from tvm_sparse.errors import TVMSparseError
+
+    model = mlp(batch=4, sizes=(32, 16), gemm=True)
+    x = rng.standard_normal((4, 32)).astype("float32")
+    with runtime.calibration_statistics() as outer:
+        build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    assert outer == {} and build.placements[0].quantization_error < 0.05
+    with pytest.raises(TVMSparseError, match="outside"):
+        runtime.calibrate_layer(None, None, None, None, None)

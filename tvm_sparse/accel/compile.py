@@ -82,18 +82,17 @@ def build_for_device(
     prepared = prepare(mod)
     samples = calibration_inputs(prepared, calibration)
 
-    runtime.CALIBRATION.clear()
     calibrate = OffloadToAccel(device, "calibrate")
     with progress.task("compiling the calibration build"):
         calib_exe = tvm.compile(
             calibrate(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
         )
     vm = relax.VirtualMachine(calib_exe, tvm.cpu())
-    with progress.task("calibration samples", total=len(samples)) as advance:
-        for sample in samples:
-            vm["main"](*[tvm.runtime.tensor(a) for a in sample])
-            advance()
-    stats = dict(runtime.CALIBRATION)
+    with runtime.calibration_statistics() as stats:
+        with progress.task("calibration samples", total=len(samples)) as advance:
+            for sample in samples:
+                vm["main"](*[tvm.runtime.tensor(a) for a in sample])
+                advance()
 
     deploy = OffloadToAccel(device, "deploy", stats)
     with progress.task(f"compiling for {device.name}: device layers, host code"):

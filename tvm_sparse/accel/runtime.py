@@ -7,7 +7,8 @@ The compiled Relax module calls them with ``call_dps_packed``:
   ``out``; the layer's counters go to :func:`last_run`;
 * ``tvm_sparse.accel.calibrate_layer(x, weight, bias, info, out)``: the
   float layer in numpy, recording the largest magnitudes of its input and
-  output (used by the compiler for post-training quantization).
+  output into the statistics of the enclosing :func:`calibration_statistics`
+  (the compiler's post-training quantization reads them).
 
 A real driver would implement the same two functions.
 """
@@ -17,6 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import tvm
@@ -30,13 +34,28 @@ from ..codegen.layer import (
     gemm_rows,
 )
 from ..codegen.quantize import quantize
+from ..errors import TVMSparseError
 from ..hw.device import Device
 from ..sim import run
 
 _LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device, the blob)
 #: (layer name, mode, SimReport) of the device layers run since the last reset, newest last (bounded).
 _RUN: deque = deque(maxlen=4096)
-CALIBRATION: dict = {}  # layer index -> input/output absmax and the first sample's rows, filled by calibration runs
+#: The statistics the calibration layers run now record into (one build's: :func:`calibration_statistics`).
+_CALIBRATION: ContextVar[dict | None] = ContextVar("tvm_sparse_calibration", default=None)
+
+
+@contextmanager
+def calibration_statistics() -> Iterator[dict]:
+    """The statistics of the calibration layers run inside the block, ``{layer index: {"input_absmax",
+    "output_absmax" (floats), "rows" (the first sample's float [M, K] input rows)}}``; blocks nest and
+    threads do not share them."""
+    stats: dict = {}
+    token = _CALIBRATION.set(stats)
+    try:
+        yield stats
+    finally:
+        _CALIBRATION.reset(token)
 
 
 def _layer(blob) -> tuple[LayerHeader, object, Device]:
@@ -71,6 +90,11 @@ def calibrate_layer(x, weight, bias, info, out) -> None:
     ``info`` is JSON bytes: the layer's index, ``relu``, ``reduction`` and ``conv`` geometry, or the
     ``basis`` or ``expand`` geometry of a decomposed layer's step on the basis engine.
     """
+    recording = _CALIBRATION.get()
+    if recording is None:
+        raise TVMSparseError(
+            "a calibration layer ran outside tvm_sparse.accel.runtime.calibration_statistics()"
+        )
     meta = json.loads(info.numpy().tobytes())
     if (
         meta.get("basis") is not None
@@ -94,7 +118,7 @@ def calibrate_layer(x, weight, bias, info, out) -> None:
         y = rows @ weight.numpy().T + bias.numpy()
     if meta["relu"]:
         y = np.maximum(y, 0)
-    stats = CALIBRATION.setdefault(
+    stats = recording.setdefault(
         meta["index"], {"input_absmax": 0.0, "output_absmax": 0.0, "rows": rows}
     )
     stats["input_absmax"] = max(stats["input_absmax"], float(np.abs(rows).max(initial=0)))
