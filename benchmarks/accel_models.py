@@ -42,10 +42,12 @@ def simulate(model, device, x: np.ndarray):
     start = time.perf_counter()
     result = accel.compile(model, device, calibration={"x": x})
     compile_s = time.perf_counter() - start
-    accel.reset_run()
     start = time.perf_counter()
-    out = relax.VirtualMachine(result.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-    return out, run_report(result.placements), compile_s, time.perf_counter() - start
+    with accel.profile() as runs:
+        out = relax.VirtualMachine(result.executable, tvm.cpu())["main"](
+            tvm.runtime.tensor(x)
+        ).numpy()
+    return out, run_report(runs, result.placements), compile_s, time.perf_counter() - start
 
 
 def benchmark(label: str, model, x: np.ndarray) -> None:

@@ -17,17 +17,21 @@ from tvm_sparse.codegen.quantize import quantize
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import GraphBuilder, bert_encoder, mlp, resnet
 
+#: The device layers of the latest :func:`run` (layer name, mode, SimReport).
+RUNS: list = []
+
 
 def run(build, x):
-    tvm_sparse.accel.reset_run()
-    vm = relax.VirtualMachine(build.executable, tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(x)).numpy()
+    with tvm_sparse.accel.profile() as runs:
+        y = relax.VirtualMachine(build.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    RUNS[:] = runs
+    return y
 
 
 def gemm_cycles(build, x) -> int:
     """The PE array's cycles over all device layers of one run."""
     run(build, x)
-    return sum(report.total.gemm_cycles for _, _, report in tvm_sparse.accel.last_run())
+    return sum(report.total.gemm_cycles for _, _, report in RUNS)
 
 
 def cosine(a, b):
@@ -54,7 +58,7 @@ def test_small_cnn_within_quantization_tolerance(rng):
     (expected,) = run_onnxruntime(model, {"x": x})
     assert cosine(run(build, x), expected) > 0.99
     assert {p.op for p in build.placements} == {"conv2d", "matmul"}
-    assert len(tvm_sparse.accel.last_run()) == len(build.placements)
+    assert len(RUNS) == len(build.placements)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +99,7 @@ def test_codebook_weights_load_through_the_shared_weight_table(rng, pattern, den
     assert all(0 < p.weight_table <= 16 for p in build.placements)
     got = run(build, x)
     np.testing.assert_array_equal(got, integer_model(build, x))
-    coded = run_report(build.placements)["layers"]
+    coded = run_report(RUNS, build.placements)["layers"]
     assert [layer["mode"] for layer in coded] == [pattern.split(":")[0] + "+table"] * 2
     # the same model on the device without the table (int8 weight loads, per-channel scales)
     doc = json.loads(tvm_sparse.accel.load_device("sparse-accel").to_json())
@@ -105,7 +109,7 @@ def test_codebook_weights_load_through_the_shared_weight_table(rng, pattern, den
     )
     assert all(p.weight_table == 0 for p in plain.placements)
     np.testing.assert_array_equal(run(plain, x), integer_model(plain, x))
-    plain_bytes = sum(layer["dram_read_bytes"] for layer in run_report()["layers"])
+    plain_bytes = sum(layer["dram_read_bytes"] for layer in run_report(RUNS)["layers"])
     coded_bytes = sum(layer["dram_read_bytes"] for layer in coded)
     weight_bytes = sum(int(np.count_nonzero(q.weight)) for q in build.quantized.values())
     assert plain_bytes - coded_bytes >= 0.45 * weight_bytes  # 4-bit indices instead of int8 values
@@ -146,7 +150,9 @@ def test_build_with_the_target_name_and_export_round_trip(rng, tmp_path):
         f"vm = relax.VirtualMachine(tvm.runtime.load_module({str(path)!r}), tvm.cpu())\n"
         f"y = vm['main'](tvm.runtime.tensor(np.load({str(tmp_path / 'x.npy')!r}))).numpy()\n"
         f"np.save({str(tmp_path / 'y.npy')!r}, y)\n"
-        "print(len(tvm_sparse.accel.last_run()))\n"
+        "with tvm_sparse.accel.profile() as runs:\n"
+        f"    y = vm['main'](tvm.runtime.tensor(np.load({str(tmp_path / 'x.npy')!r}))).numpy()\n"
+        "print(len(runs))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1"
@@ -165,10 +171,11 @@ def test_user_device_description_as_target(tmp_path):
     assert "sparse-accel" in [str(k) for k in target.keys]
     model = mlp(batch=4, sizes=(32, 16), gemm=True)
     exe = tvm_sparse.build(model, target=target)
-    assert relax.VirtualMachine(exe, tvm.cpu())["main"](
-        tvm.runtime.tensor(np.ones((4, 32), "float32"))
-    ).numpy().shape == (4, 16)
-    assert tvm_sparse.accel.last_run()[-1][2].device.name == "my-accel"
+    with tvm_sparse.accel.profile() as runs:
+        y = relax.VirtualMachine(exe, tvm.cpu())["main"](
+            tvm.runtime.tensor(np.ones((4, 32), "float32"))
+        )
+    assert y.numpy().shape == (4, 16) and runs[-1][2].device.name == "my-accel"
 
 
 def escalate_in_two_steps() -> tvm_sparse.accel.Device:
@@ -202,12 +209,10 @@ def test_decomposed_convolutions_on_the_escalate_engine(rng):
     assert {p.name: p.mode for p in two_steps.placements}["stage0.block0.conv2.basis"] == "basis"
 
     got = run(fused, x)
-    fused_run = {name: (mode, report.total) for name, mode, report in tvm_sparse.accel.last_run()}
+    fused_run = {name: (mode, report.total) for name, mode, report in RUNS}
     np.testing.assert_array_equal(got, run(two_steps, x))
     two_steps_run = [
-        (name, report.total)
-        for name, _, report in tvm_sparse.accel.last_run()
-        if name.startswith("stage0.block0.conv2")
+        (name, report.total) for name, _, report in RUNS if name.startswith("stage0.block0.conv2")
     ]
     mode, layer = fused_run["stage0.block0.conv2.basis"]
     assert mode == "fused" and [name for name, _ in two_steps_run] == [
@@ -441,12 +446,11 @@ def test_bert_style_encoder_on_token_ids_and_attention_mask(rng, calibrated):
         "attention_mask": (np.arange(16) < 12).astype(np.int64)[None],
     }  # the last 4 tokens are padding
     exe = tvm_sparse.build(model, target="sparse-accel", calibration=feeds if calibrated else None)
-    tvm_sparse.accel.reset_run()
     (expected,) = run_onnxruntime(model, feeds)
-    assert cosine(run_inputs(exe, feeds, names), expected) > 0.99
-    assert (
-        len(tvm_sparse.accel.last_run()) == 6
-    )  # q, k, v, output, two FFN layers; the gathers ran on the host
+    with tvm_sparse.accel.profile() as runs:
+        got = run_inputs(exe, feeds, names)
+    assert cosine(got, expected) > 0.99
+    assert len(runs) == 6  # q, k, v, output, two FFN layers; the gathers ran on the host
 
 
 @pytest.mark.parametrize(
@@ -510,3 +514,14 @@ def test_calibration_statistics_belong_to_one_build(rng):
     assert outer == {} and build.placements[0].quantization_error < 0.05
     with pytest.raises(TVMSparseError, match="outside"):
         runtime.calibrate_layer(None, None, None, None, None)
+
+
+def test_deprecated_last_run_still_reports_with_a_warning(rng):
+    model = mlp(batch=4, sizes=(32, 16), gemm=True)
+    x = rng.standard_normal((4, 32)).astype("float32")
+    build = tvm_sparse.accel.compile(model, "sparse-accel", calibration={"x": x})
+    with pytest.warns(DeprecationWarning, match="profile"):
+        tvm_sparse.accel.reset_run()
+    run(build, x)
+    with pytest.warns(DeprecationWarning, match="profile"):
+        assert [name for name, _, _ in tvm_sparse.accel.last_run()] == [name for name, _, _ in RUNS]

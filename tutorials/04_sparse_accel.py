@@ -38,12 +38,12 @@ builds = {
 print(builds["sparse-accel"].to_table())
 
 # %%
-# Run both; the runtime keeps each device layer's simulator report.
+# Run both; ``accel.profile()`` records each device layer's simulator report.
 reports = {}
 for device, build in builds.items():
-    tvm_sparse.accel.reset_run()
-    relax.VirtualMachine(build.executable, tvm.cpu())["main"](tvm.runtime.tensor(x))
-    reports[device] = run_report(build.placements)
+    with tvm_sparse.accel.profile() as runs:
+        relax.VirtualMachine(build.executable, tvm.cpu())["main"](tvm.runtime.tensor(x))
+    reports[device] = run_report(runs, build.placements)
 print(format_run_report(reports["sparse-accel"]))
 speedup = reports["sparse-accel-dense"]["total_cycles"] / reports["sparse-accel"]["total_cycles"]
 print(f"2:4 on sparse-accel: {speedup:.2f}x fewer cycles than the dense baseline")
@@ -52,8 +52,10 @@ print(f"2:4 on sparse-accel: {speedup:.2f}x fewer cycles than the dense baseline
 # The same report is ``tvm-sparse run LIB.so --input x=x.npy --report --json``.
 # The timeline of the last layer as a Chrome trace (open it in
 # https://ui.perfetto.dev): one track per queue, DMA overlapping compute.
-tvm_sparse.accel.reset_run()
-relax.VirtualMachine(builds["sparse-accel"].executable, tvm.cpu())["main"](tvm.runtime.tensor(x))
-_, _, last = tvm_sparse.accel.last_run()[-1]
+with tvm_sparse.accel.profile() as runs:
+    relax.VirtualMachine(builds["sparse-accel"].executable, tvm.cpu())["main"](
+        tvm.runtime.tensor(x)
+    )
+_, _, last = runs[-1]
 trace = json.loads(last.chrome_trace())
 print(len(trace["traceEvents"]), "trace events; first:", trace["traceEvents"][3])

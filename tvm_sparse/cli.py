@@ -428,7 +428,7 @@ def _output_files(names: list[str]) -> dict[str, str]:
 
 def _cmd_run(args) -> None:
     from .accel.run_report import format_run_report, model_trace, run_report
-    from .accel.runtime import last_run, reset_run
+    from .accel.runtime import profile
     from .library import load_library
     from .testing import median_seconds
 
@@ -442,10 +442,9 @@ def _cmd_run(args) -> None:
             _output_directory(directory, option)
     if args.trace:  # also before the run, after --figures made its directory
         _check_output(args.trace, "--trace", [args.library])
-    reset_run()
-    outputs = lib.run(feeds)  # also the warm-up of the timed runs
-    runs = last_run()  # the device layers of this run (the timed runs add theirs)
-    device = run_report(lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
+    with profile() as runs:  # the device layers of this run
+        outputs = lib.run(feeds)  # also the warm-up of the timed runs
+    device = run_report(runs, lib.meta.get("partition", {}).get("layers", []) if lib.meta else [])
     repeat = args.repeat
     median_ms = median_seconds(lambda: lib.run(feeds), repeat=repeat, warmup=0) * 1e3
     files, failure = {}, None

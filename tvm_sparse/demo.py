@@ -77,12 +77,12 @@ def device_demo(x: np.ndarray) -> None:
         start = time.perf_counter()
         result = accel.compile(model, device, calibration={"x": x})
         compile_s = time.perf_counter() - start
-        accel.reset_run()
-        out = relax.VirtualMachine(result.executable, tvm.cpu())["main"](
-            tvm.runtime.tensor(x)
-        ).numpy()
+        with accel.profile() as runs:
+            out = relax.VirtualMachine(result.executable, tvm.cpu())["main"](
+                tvm.runtime.tensor(x)
+            ).numpy()
         cosine = float((out * reference).sum() / np.linalg.norm(out) / np.linalg.norm(reference))
-        reports[device] = run_report(result.placements)
+        reports[device] = run_report(runs, result.placements)
         on_device = sum(p.target == "device" for p in result.placements)
         print(
             f"   {device:18s} compiled in {compile_s:.1f}s ({on_device} of {len(result.placements)} layers on the device), "

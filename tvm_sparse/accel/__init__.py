@@ -3,7 +3,7 @@
 from ..hw.device import DEFAULT_DEVICE, Device, DeviceError, load_device, shipped_devices
 from ..target import accel_target as target
 from .compile import AccelBuild, build_for_device
-from .runtime import last_run, reset_run
+from .runtime import last_run, profile, reset_run
 
 
 def compile(
@@ -23,6 +23,7 @@ __all__ = [
     "compile",
     "last_run",
     "load_device",
+    "profile",
     "reset_run",
     "shipped_devices",
     "target",

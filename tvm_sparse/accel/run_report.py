@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from ..hw.isa import Queue
 from ..sim.report import queue_tracks
-from .runtime import last_run
 
 
-def run_report(placements=()) -> dict:
-    """Counters of the device layers run since ``reset_run()``; ``placements`` (dicts or
+def run_report(runs: list, placements=()) -> dict:
+    """Counters of the device layers ``runs`` (what :func:`~tvm_sparse.accel.profile` recorded); ``placements`` (dicts or
     :class:`~tvm_sparse.transform.offload.Placement`) add the host layers with their reason.
 
     Times are simulated device time, cycles / the device clock: ``device_time_us`` per layer,
     ``total_device_time_ms`` for the run (not the host's wall time of the simulation)."""
     layers, total_cycles, total_energy, device, clock_mhz = [], 0, 0.0, None, None
-    for name, mode, report in last_run():
+    for name, mode, report in runs:
         summary = report.total.summary(report.device)
         device, clock_mhz = report.device.name, report.device.clock_mhz
         total_cycles += summary["cycles"]
@@ -76,15 +75,14 @@ def format_run_report(doc: dict) -> str:
     return "\n".join(rows)
 
 
-def model_trace(runs=None) -> dict:
+def model_trace(runs: list) -> dict:
     """One timeline of a model run in Chrome trace event format (write it as JSON, open it in https://ui.perfetto.dev).
 
-    ``runs``: ``(layer name, mode, SimReport)`` of each device layer in execution order (default:
-    :func:`last_run`). The layers run one after another, each starting where the previous one ended;
+    ``runs``: ``(layer name, mode, SimReport)`` of each device layer in execution order (what
+    :func:`~tvm_sparse.accel.profile` recorded). The layers run one after another, each starting where the previous one ended;
     ``ts`` and ``dur`` are microseconds of simulated device time (cycles / clock). Tracks (``tid``): one per
     device queue with its instructions, and ``layers`` with one span per layer.
     """
-    runs = last_run() if runs is None else runs
     layer_tid = len(Queue)
     events = [
         *queue_tracks(),

@@ -4,7 +4,7 @@ The compiled Relax module calls them with ``call_dps_packed``:
 
 * ``tvm_sparse.accel.run_layer(x, blob, out)``: quantize ``x``, run the
   layer's program on the device (the bundled simulator), dequantize into
-  ``out``; the layer's counters go to :func:`last_run`;
+  ``out``; the layer's counters go to the enclosing :func:`profile`;
 * ``tvm_sparse.accel.calibrate_layer(x, weight, bias, info, out)``: the
   float layer in numpy, recording the largest magnitudes of its input and
   output into the statistics of the enclosing :func:`calibration_statistics`
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,10 +40,25 @@ from ..hw.device import Device
 from ..sim import run
 
 _LAYERS: dict = {}  # (data pointer, size) of a blob -> (header, program, device, the blob)
-#: (layer name, mode, SimReport) of the device layers run since the last reset, newest last (bounded).
+#: The device runs recorded now: the innermost :func:`profile`'s list.
+_PROFILE: ContextVar[list | None] = ContextVar("tvm_sparse_profile", default=None)
+#: Deprecated with :func:`last_run`: the last 4096 device runs of the process.
 _RUN: deque = deque(maxlen=4096)
 #: The statistics the calibration layers run now record into (one build's: :func:`calibration_statistics`).
 _CALIBRATION: ContextVar[dict | None] = ContextVar("tvm_sparse_calibration", default=None)
+
+
+@contextmanager
+def profile() -> Iterator[list]:
+    """Record the device layers run inside the block: ``[(layer name, mode, SimReport)]`` in run order
+    (:func:`~tvm_sparse.accel.run_report.run_report` tabulates them). The innermost block records;
+    threads do not share one."""
+    runs: list = []
+    token = _PROFILE.set(runs)
+    try:
+        yield runs
+    finally:
+        _PROFILE.reset(token)
 
 
 @contextmanager
@@ -81,7 +97,10 @@ def run_layer(x, blob, out) -> None:
     out.copyfrom(
         (y_q.astype(np.float32) * np.float32(header.output_scale)).reshape(header.output_shape)
     )
-    _RUN.append((header.name, header.mode, result.report))
+    record = (header.name, header.mode, result.report)
+    if (runs := _PROFILE.get()) is not None:
+        runs.append(record)
+    _RUN.append(record)
 
 
 def calibrate_layer(x, weight, bias, info, out) -> None:
@@ -127,12 +146,25 @@ def calibrate_layer(x, weight, bias, info, out) -> None:
 
 
 def last_run() -> list:
-    """``(layer name, mode, SimReport)`` of each device layer executed since :func:`reset_run` (the last 4096)."""
+    """Deprecated (use :func:`profile`): ``(layer name, mode, SimReport)`` of each device layer the
+    process ran since :func:`reset_run` (the last 4096)."""
+    _deprecated("last_run")
     return list(_RUN)
 
 
 def reset_run() -> None:
+    """Deprecated with :func:`last_run`."""
+    _deprecated("reset_run")
     _RUN.clear()
+
+
+def _deprecated(name: str) -> None:
+    warnings.warn(
+        f"tvm_sparse.accel.{name}() is deprecated: record device runs with "
+        "`with tvm_sparse.accel.profile() as runs:`",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 def register() -> None:
