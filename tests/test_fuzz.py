@@ -83,3 +83,15 @@ def test_corrupted_onnx_models_fail_cleanly(onnx_bytes, flips):
         tvm_sparse.analyze(bytes(data))
     except TVMSparseError:
         pass
+
+
+def test_input_without_a_rank_is_a_clear_error():
+    """A graph input whose type carries no shape at all (found by the fuzzer above)."""
+    import tvm_sparse
+    from tvm_sparse.errors import ModelError
+    from tvm_sparse.testing import mlp
+
+    model = mlp(batch=4, sizes=(8, 4), gemm=True)
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    with pytest.raises(ModelError, match="input x: the model gives it no shape, not even a rank"):
+        tvm_sparse.analyze(model)

@@ -116,6 +116,9 @@ def _import_onnx(model, input_shapes: Mapping | None) -> LoadedModel:
         msg = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ModelError(f"the ONNX importer rejected the model: {msg}") from None
     mod = specialize(mod, input_shapes).with_attr(WEIGHT_NAMES_ATTR, _weight_names(original, proto))
+    for name, param in zip(shapes, mod["main"].params):
+        if getattr(param.ty, "shape", None) is None:
+            raise ModelError(f"input {name}: the model gives it no shape, not even a rank")
     return LoadedModel(
         mod=mod,
         input_names=[vi.name for vi in inputs],
