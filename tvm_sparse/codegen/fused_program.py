@@ -10,6 +10,7 @@ width and band height are chosen by the device's own timing model (:func:`_plan`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..hw.device import Device
 from ..hw.encoding import block_grid, nonzero_blocks, pack_blocks
 from ..hw.isa import Buffer, Flag, ProgramError
 from ..sim.engine import EngineConfig, EnginePipeline
+from ..sim.execute import block_chunks
 from .basis_program import BasisGeometry, _check_engine, _emit_loads
 from .builder import ProgramBuilder
 
@@ -113,12 +115,7 @@ def _chunks(
             kb, nb = np.nonzero(
                 nonzero_blocks(block_grid(weight, mode.block_rows, mode.block_cols))
             )
-            pixel_cycles = len(
-                {
-                    (int(c) * mode.block_cols // out_lanes, int(r) * mode.block_rows // lanes)
-                    for r, c in zip(kb, nb)
-                }
-            )
+            pixel_cycles = block_chunks(device, kb, nb * mode.block_cols // out_lanes, len(weight))
             chunks.append(_Chunk(start, n, blocks, meta, params, pixel_cycles))
         else:
             pixel_cycles = -(-weight.shape[0] // lanes) * -(-weight.shape[1] // out_lanes)
@@ -240,7 +237,9 @@ def _config(
     pad_top: int,
     pad_bottom: int,
     ops: FusedOperands,
+    params_addr: int = 0,
 ) -> EngineConfig:
+    """The engine's registers for a step (``params_addr``: where its parameters lie in ``ACC``)."""
     return EngineConfig(
         c_pad,
         outputs,
@@ -254,9 +253,16 @@ def _config(
         pad_bottom,
         ops.maps_shift,
         ops.out_shift,
-        0,
+        params_addr,
         ops.basis_first,
     )
+
+
+def _registers(config: EngineConfig) -> dict:
+    """``config`` as :meth:`ProgramBuilder.engine_config`'s arguments (the parameters it latches stay in ACC)."""
+    return {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "params"
+    }
 
 
 def emit_fused_layer(
@@ -373,23 +379,8 @@ def emit_fused_layer(
                     )
                 )
                 _emit_loads(b, loads, reuse=step >= lag)
-                b.engine_config(
-                    c_pad,
-                    chunk.outputs,
-                    rows,
-                    g.width,
-                    g.kernel,
-                    g.rank,
-                    g.stride,
-                    g.padding,
-                    pad_top,
-                    pad_bottom,
-                    ops.maps_shift,
-                    ops.out_shift,
-                    params,
-                    ops.basis_first,
-                    flags=Flag.POP_PREV,
-                )
+                config = _config(g, c_pad, chunk.outputs, rows, pad_top, pad_bottom, ops, params)
+                b.engine_config(**_registers(config), flags=Flag.POP_PREV)
                 flags = (
                     Flag.PUSH_PREV
                     | Flag.PUSH_NEXT

@@ -41,7 +41,7 @@ from ..hw.isa import (
     split_geometry,
     split_pads,
 )
-from .execute import INDEX_WORD_BITS, Work, _basis_taps, _block_chunks, _block_weight, _ceil
+from .execute import INDEX_WORD_BITS, Work, _basis_taps, _block_weight, _ceil, block_chunks
 from .machine import DeviceFault, Machine
 
 
@@ -189,7 +189,7 @@ def _coefficients(machine: Machine, ins: Instruction, k: int, n: int) -> _Coeffi
     return _Coefficients(
         weight,
         stored,
-        _block_chunks(device, kb, nb * block.block_cols // out_lanes, k),
+        block_chunks(device, kb, nb * block.block_cols // out_lanes, k),
         decode,
         stored,
         meta_bytes,

@@ -265,7 +265,7 @@ def gemm_block(machine: Machine, ins: Instruction) -> Work:
     br, bc = device.modes.block.block_rows, device.modes.block.block_cols
     group_of = nb * bc // device.pe_array.output_lanes
     row_cycles, issued = (
-        ins.m * _block_chunks(device, kb, group_of, ins.k),
+        ins.m * block_chunks(device, kb, group_of, ins.k),
         ins.m * len(kb) * br * bc,
     )
     if device.modes.activation_skipping == "two-sided":
@@ -276,7 +276,7 @@ def gemm_block(machine: Machine, ins: Instruction) -> Work:
     return _gemm_work(device, ins, inp, pe_cycles, issued, len(kb) * br * bc, meta_bytes, zeros)
 
 
-def _block_chunks(device: Device, kb: np.ndarray, group_of: np.ndarray, k: int) -> int:
+def block_chunks(device: Device, kb: np.ndarray, group_of: np.ndarray, k: int) -> int:
     """The (output group, reduction chunk) pairs that stored blocks overlap; each costs a pass of the input
     rows. A block of ``block_rows`` not dividing ``reduction_lanes`` may straddle two chunks and then costs
     both (its rows share the lanes with its neighbours'). ``kb``, ``group_of``: each block's reduction-block
