@@ -19,7 +19,6 @@ Run: ``python benchmarks/accel_models.py [--model resnet|bert|decomposed|all] [-
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -107,7 +106,7 @@ def print_breakdown(dense: dict, sparse: dict, engine: set) -> None:
 
 def two_step_variant() -> Device:
     """``sparse-accel-escalate`` without the fused dataflow: the maps of each decomposed layer go through DRAM."""
-    doc = json.loads(load_device("sparse-accel-escalate").to_json())
+    doc = load_device("sparse-accel-escalate").to_dict()
     for field in ("maps_buffer_bytes", "basis_macs_per_cycle"):
         del doc["sparse_modes"]["decomposed_conv"][field]
     doc["name"] = "sparse-accel-escalate (two steps)"

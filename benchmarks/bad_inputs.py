@@ -156,7 +156,7 @@ def fallback_models(d: Path) -> dict:
 
 
 def device_cases() -> dict:
-    doc = json.loads(load_device("sparse-accel").to_json())
+    doc = load_device("sparse-accel").to_dict()
 
     def edited(path: str, value):
         out = copy.deepcopy(doc)

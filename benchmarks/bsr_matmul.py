@@ -29,6 +29,7 @@ from tvm_sparse.kernels import BSRKernelArgs, bsr_matmul_kernel
 from tvm_sparse.prune import prune_weight
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import median_seconds
+from tvm_sparse.threads import use_available_cpus
 
 THREADS = 2
 SHAPES = {
@@ -115,4 +116,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_available_cpus()  # TVM's thread pool on every CPU, as tvm_sparse.build() sets it
     main()

@@ -26,7 +26,6 @@ the codebook (``SparsifyWeights(shared_weights=True)``), timed side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -56,7 +55,7 @@ def simulate_against_onnxruntime(model, device, x: np.ndarray) -> tuple[dict, fl
 
 def device_gain(layers: int) -> None:
     """Codebook weights on sparse-accel, with and without its shared-weight table."""
-    doc = json.loads(accel.load_device("sparse-accel").to_json())
+    doc = accel.load_device("sparse-accel").to_dict()
     del doc["sparse_modes"]["weight_sharing"]
     doc["name"] = "sparse-accel (no weight table)"
     plain_device = accel.Device.from_dict(doc)

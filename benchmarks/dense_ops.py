@@ -31,7 +31,7 @@ from tvm_sparse.kernels.depthwise_conv import depthwise_conv_kernel
 from tvm_sparse.pipeline import cpu_pipeline
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import median_seconds
-from tvm_sparse.threads import available_cpus
+from tvm_sparse.threads import available_cpus, use_available_cpus
 
 THREADS = 2
 RNG = np.random.default_rng(0)
@@ -236,4 +236,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_available_cpus()  # TVM's thread pool on every CPU, as tvm_sparse.build() sets it
     main()

@@ -24,7 +24,6 @@ machine ``OPENBLAS_NUM_THREADS=1`` speeds the simulator up).
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -85,7 +84,7 @@ class Counts:
 
 def variant(block_rows: int, index_bits: int) -> Device:
     """``sparse-accel-dense`` with a block mode of ``block_rows x 1`` blocks and ``index_bits``-bit indices."""
-    doc = json.loads(load_device("sparse-accel-dense").to_json())
+    doc = load_device("sparse-accel-dense").to_dict()
     doc["name"] = f"sparse-accel-{block_rows}x1-i{index_bits}"
     doc["sparse_modes"]["block"] = {
         "block_rows": block_rows,

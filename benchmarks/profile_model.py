@@ -18,6 +18,7 @@ import tvm
 from tvm import relax
 
 import tvm_sparse  # noqa: F401  (registers the runtime functions libraries call)
+from tvm_sparse.threads import use_available_cpus
 
 
 def profile(lib: str, inputs: str, runs: int) -> dict[str, list[float]]:
@@ -66,4 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_available_cpus()  # TVM's thread pool on every CPU, as tvm_sparse.build() sets it
     main()

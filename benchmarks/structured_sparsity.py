@@ -33,6 +33,7 @@ from tvm_sparse.kernels.nm_matmul import NMKernelArgs, nm_matmul_kernel
 from tvm_sparse.prune import prune_onnx, prune_weight
 from tvm_sparse.target import host_target
 from tvm_sparse.testing import GraphBuilder, median_seconds
+from tvm_sparse.threads import use_available_cpus
 
 THREADS = 2
 RNG = np.random.default_rng(0)
@@ -162,4 +163,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_available_cpus()  # TVM's thread pool on every CPU, as tvm_sparse.build() sets it
     main()

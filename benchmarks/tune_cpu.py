@@ -19,8 +19,8 @@ import numpy as np
 from tvm.s_tir import meta_schedule as ms
 
 from tvm_sparse.formats import BSRMatrix, NMMatrix
+from tvm_sparse.kernels.tasks import BlockMatmulTask, NMMatmulTask
 from tvm_sparse.prune.magnitude import prune_weight
-from tvm_sparse.schedule.tasks import BlockMatmulTask, NMMatmulTask
 from tvm_sparse.target import host_target
 from tvm_sparse.tune.search import search
 

@@ -34,7 +34,7 @@ from tvm.s_tir import meta_schedule as ms
 import tvm_sparse
 from tvm_sparse.accel import load_device
 from tvm_sparse.codegen.gemm_program import Tiling
-from tvm_sparse.schedule.tasks import DeviceGemmTask
+from tvm_sparse.codegen.gemm_task import DeviceGemmTask
 from tvm_sparse.tune.search import SharedCostModel, search
 
 

@@ -23,6 +23,7 @@ from tvm_sparse.formats import BSRMatrix
 from tvm_sparse.kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
 from tvm_sparse.schedule.records import SCHEDULES_DIR
 from tvm_sparse.target import host_target
+from tvm_sparse.threads import use_available_cpus
 
 #: A candidate replaces the default only if it is at least this much faster.
 MIN_GAIN = 1.05
@@ -153,4 +154,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    use_available_cpus()  # TVM's thread pool on every CPU, as tvm_sparse.build() sets it
     main()

@@ -102,7 +102,7 @@ def test_codebook_weights_load_through_the_shared_weight_table(rng, pattern, den
     coded = run_report(RUNS, build.placements)["layers"]
     assert [layer["mode"] for layer in coded] == [pattern.split(":")[0] + "+table"] * 2
     # the same model on the device without the table (int8 weight loads, per-channel scales)
-    doc = json.loads(tvm_sparse.accel.load_device("sparse-accel").to_json())
+    doc = tvm_sparse.accel.load_device("sparse-accel").to_dict()
     del doc["sparse_modes"]["weight_sharing"]
     plain = tvm_sparse.accel.compile(
         model, tvm_sparse.accel.Device.from_dict(doc), calibration={"x": x}
@@ -180,7 +180,7 @@ def test_user_device_description_as_target(tmp_path):
 
 def escalate_in_two_steps() -> tvm_sparse.accel.Device:
     """``sparse-accel-escalate`` without the fused dataflow: the maps go through DRAM."""
-    doc = json.loads(tvm_sparse.accel.load_device("sparse-accel-escalate").to_json())
+    doc = tvm_sparse.accel.load_device("sparse-accel-escalate").to_dict()
     for field in ("maps_buffer_bytes", "basis_macs_per_cycle"):
         del doc["sparse_modes"]["decomposed_conv"][field]
     doc["name"] = "escalate-two-steps"
@@ -525,3 +525,26 @@ def test_deprecated_last_run_still_reports_with_a_warning(rng):
     run(build, x)
     with pytest.warns(DeprecationWarning, match="profile"):
         assert [name for name, _, _ in tvm_sparse.accel.last_run()] == [name for name, _, _ in RUNS]
+
+
+def test_run_report_serialises_as_dict_json_and_table(rng):
+    model = mlp(batch=8, sizes=(64, 96, 40), gemm=True)
+    x = rng.standard_normal((8, 64)).astype("float32")
+    build = tvm_sparse.build(model, "sparse-accel", calibration={"x": x})
+    run(build, x)
+    report = run_report(RUNS, build.placements)
+    assert json.loads(report.dumps()) == report.to_dict()
+    assert report.to_dict()["total_cycles"] == sum(r.total.cycles for _, _, r in RUNS) > 0
+    table = report.to_table().splitlines()
+    assert table[0].startswith(f"device sparse-accel @ {build.device.clock_mhz:g} MHz: ")
+    assert [row.split()[0] for row in table[2:]] == ["fc0", "fc1"]
+    with pytest.warns(DeprecationWarning, match="to_table"):
+        from tvm_sparse.accel.run_report import format_run_report
+
+        assert format_run_report(report.to_dict()) == report.to_table()
+
+
+def test_calibration_samples_for_the_host_cpu_are_refused(rng):
+    x = rng.standard_normal((8, 64)).astype("float32")
+    with pytest.raises(tvm_sparse.TVMSparseError, match="calibration applies to sparse-accel"):
+        tvm_sparse.build(mlp(batch=8, sizes=(64, 40)), calibration={"x": x})

@@ -76,6 +76,9 @@ def test_analyze_onnx_report_names_and_json(tmp_path):
     assert data["layers"][0]["density"] == pytest.approx(0.1, abs=0.01)
     table = report.to_table()
     assert "fc0" in table and "bsr 16x1" in table
+    assert report.to_dict() == data
+    with pytest.warns(DeprecationWarning, match=r"to_json\(\) is deprecated: use to_dict"):
+        assert report.to_json() == data
 
 
 def test_analyze_reports_dense_for_weights_given_as_inputs(rng):

@@ -1,13 +1,12 @@
 """Block-mode metadata at the description's index width: relative indices, bridging blocks, pruning granularity."""
 
-import json
-
 import numpy as np
 import pytest
 
 from tvm_sparse.accel import Device, load_device
 from tvm_sparse.codegen.builder import ProgramBuilder
 from tvm_sparse.codegen.gemm_program import Tiling, gemm_program, reduction_granule, sharing_table
+from tvm_sparse.codegen.gemm_task import DeviceGemmTask
 from tvm_sparse.hw.encoding import (
     absolute_positions,
     block_metadata_bytes,
@@ -18,7 +17,6 @@ from tvm_sparse.hw.encoding import (
     unpack_bits,
 )
 from tvm_sparse.hw.isa import Buffer, Flag, Opcode
-from tvm_sparse.schedule.tasks import DeviceGemmTask
 from tvm_sparse.sim import DeviceFault, run
 from tvm_sparse.sim.execute import INDEX_WORD_BITS
 from tvm_sparse.sim.timing import GEMM_ISSUE_CYCLES
@@ -27,7 +25,7 @@ SHIFT = 8
 
 
 def variant(block_rows: int, index_bits: int, base: str = "sparse-accel-dense") -> Device:
-    doc = json.loads(load_device(base).to_json())
+    doc = load_device(base).to_dict()
     doc["name"] = f"blocks-{block_rows}x1-i{index_bits}"
     doc["sparse_modes"]["block"] = {
         "block_rows": block_rows,

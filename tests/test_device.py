@@ -104,6 +104,16 @@ def test_bad_fields_are_named(path, value, message):
         Device.from_dict(_with(path, value))
 
 
+def test_description_round_trips_through_to_dict_and_dumps():
+    device = load_device("sparse-accel")
+    doc = device.to_dict()
+    assert Device.from_dict(doc, device.source) == device and json.loads(device.dumps()) == doc
+    doc["name"] = "changed"  # a copy
+    assert device.doc["name"] == "sparse-accel"
+    with pytest.warns(DeprecationWarning, match=r"to_json\(\) is deprecated: use dumps"):
+        assert device.to_json() == device.dumps()
+
+
 def test_energy_defaults_are_horowitz_45nm():
     doc = _doc()
     del doc["energy_pj"]

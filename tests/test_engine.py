@@ -1,8 +1,6 @@
 """The fused decomposed-convolution engine (ENGINE_CONFIG + DECOMP_CONV): bit-exact against a numpy integer
 model in both orders, bands and chunks, faults, and the pipeline's timing."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ from tvm_sparse.sim.machine import DeviceFault
 
 def escalate(**buffers) -> Device:
     """``sparse-accel-escalate``, with some buffer sizes changed."""
-    doc = json.loads(load_device("sparse-accel-escalate").to_json())
+    doc = load_device("sparse-accel-escalate").to_dict()
     doc["buffers"].update(buffers)
     return Device.from_dict(doc)
 
@@ -176,7 +174,7 @@ def test_engine_overlaps_consecutive_steps():
     _, _, second = pipeline.run(cfg, 4, issue)
     assert alone < second < 2 * alone
     # the basis stage bounds a combine-first step with few coefficients: doubling it shortens the step
-    doc = json.loads(device.to_json())
+    doc = device.to_dict()
     doc["sparse_modes"]["decomposed_conv"]["basis_macs_per_cycle"] *= 2
     assert engine_cycles(cfg, Device.from_dict(doc), pixel_cycles=1) < engine_cycles(
         cfg, device, pixel_cycles=1
@@ -293,7 +291,7 @@ def test_layer_too_large_for_the_buffers_is_a_program_error(rng):
     ],
 )
 def test_fused_engine_fields_are_validated(fields, message):
-    doc = json.loads(load_device("sparse-accel-escalate").to_json())
+    doc = load_device("sparse-accel-escalate").to_dict()
     mode = doc["sparse_modes"]["decomposed_conv"]
     del mode["maps_buffer_bytes"], mode["basis_macs_per_cycle"]
     mode.update(fields)

@@ -37,6 +37,12 @@ def _run(func, args):
         ),  # rows packed per tile, with a tail
         (26, 48, 64, (8, 8), 0.4, BSRKernelParams(4, weight_major=True)),
         (4, 32, 700, (16, 700), 1.0, None),  # the packed-dense form: one block per 16 rows
+        # blocks one output high: the row-vectorised tiles (two FMA chains, odd block counts)
+        (37, 50, 70, (1, 1), 0.1, BSRKernelParams(16)),  # a 5-row tail, packed first
+        (40, 24, 30, (1, 4), 0.3, BSRKernelParams(8, pack_in_tile=True)),  # a column tail (30 / 4)
+        (16, 20, 33, (1, 1), 0.0, None),  # all-zero
+        (33, 64, 48, (1, 1), 0.03, BSRKernelParams(32, weight_major=True)),  # many empty outputs
+        (3, 7, 5, (1, 1), 1.0, BSRKernelParams(2)),  # dense, tiny
     ],
 )
 def test_bsr_kernel_matches_numpy(rng, m, n, k, block, density, params):
@@ -111,6 +117,7 @@ def conv2d_nhwc_reference(x, w_ohwi, strides, padding, dilation, groups):
         ((1, 9, 9, 8), 8, (3, 3), (1, 1), (2, 2), (2, 2), 1, None, 1.0),  # dilated
         ((1, 8, 8, 32), 64, (3, 3), (1, 1), (1, 1), (1, 1), 4, None, 1.0),  # grouped
         ((1, 8, 8, 32), 64, (3, 3), (1, 1), (1, 1), (1, 1), 1, (16, 4), 0.3),  # block-sparse weight
+        ((1, 7, 7, 16), 24, (3, 3), (1, 1), (1, 1), (1, 1), 1, (1, 1), 0.1),  # unstructured weight
     ],
 )
 @pytest.mark.parametrize("pack_in_tile", [True, False])
@@ -202,6 +209,8 @@ def _sym(name):
         ((8, 8), BSRKernelParams(8, weight_major=True)),
         ((16, 1), BSRKernelParams(6, pack_in_tile=True)),  # a tile that is not a power of two
         ((16, 40), BSRKernelParams(16)),  # packed dense
+        ((1, 1), BSRKernelParams(16, pack_in_tile=True)),  # row-vectorised
+        ((1, 4), BSRKernelParams(8)),
     ],
 )
 def test_bsr_kernel_with_symbolic_rows_runs_at_every_size(rng, block, params):
@@ -297,7 +306,7 @@ def test_batch_matmul_and_depthwise_with_symbolic_sizes(rng):
 def test_a_weight_larger_than_the_cache_is_walked_once():
     """A matmul weight over STREAMED_WEIGHT_BYTES (GPT-2's tied head) is walked block row first."""
     from tvm_sparse.formats import BSRMatrix
-    from tvm_sparse.schedule.tasks import STREAMED_WEIGHT_BYTES, BlockMatmulTask
+    from tvm_sparse.kernels.tasks import STREAMED_WEIGHT_BYTES, BlockMatmulTask
 
     k = 64
     big = BSRMatrix.from_dense(

@@ -247,7 +247,7 @@ def test_heavy_ops_left_on_the_default_lowering_are_reported(rng):
     np.testing.assert_allclose(_run(exe, {"x": x}), expected, rtol=1e-4, atol=1e-4)
     report = analyze(model)
     assert [op.op for op in report.default_schedule] == ["relax.nn.conv3d"]
-    assert report.to_json()["default_schedule_ops"][0]["share"] == pytest.approx(
+    assert report.to_dict()["default_schedule_ops"][0]["share"] == pytest.approx(
         27648 / (27648 + 4096), abs=1e-3
     )
     assert "default lowering" in report.to_table()

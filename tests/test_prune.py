@@ -4,7 +4,7 @@ from onnx import numpy_helper
 
 from tvm_sparse.analysis import profile_weight
 from tvm_sparse.formats import FormatError
-from tvm_sparse.prune import parse_pattern, prune_onnx, prune_weight
+from tvm_sparse.prune import Pattern, parse_pattern, prune_onnx, prune_weight
 from tvm_sparse.testing import mlp, resnet
 
 
@@ -43,6 +43,11 @@ def test_nm_pruning(rng, n, m):
 def test_bad_patterns(pattern):
     with pytest.raises(FormatError):
         parse_pattern(pattern)
+
+
+def test_a_pattern_of_an_unknown_kind_names_the_kinds():
+    with pytest.raises(FormatError, match="'channel' .*unstructured, block, nm, decompose"):
+        Pattern("channel")
 
 
 @pytest.mark.parametrize("density", [0, -0.1, 1.5])

@@ -1,7 +1,5 @@
 """SCNN's two-sided sparsity: run-length coded activation loads and block tiles that skip zero activations."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -18,7 +16,7 @@ SCNN, WEIGHT_ONLY = load_device("sparse-accel-scnn"), load_device("sparse-accel"
 
 
 def with_modes(**modes) -> Device:
-    doc = json.loads(SCNN.to_json())
+    doc = SCNN.to_dict()
     doc["sparse_modes"].update(modes)
     return Device.from_dict(doc)
 
@@ -267,7 +265,7 @@ def test_shipped_scnn_variant():
     ):
         Device.from_dict(
             {
-                **json.loads(load_device("sparse-accel-dense").to_json()),
+                **load_device("sparse-accel-dense").to_dict(),
                 "sparse_modes": {"activation_skipping": "two-sided"},
             }
         )

@@ -297,6 +297,9 @@ def test_report_and_timeline(rng):
     assert doc["cycles"] == report.total.cycles > 0
     assert set(doc["layers"]) == {"gemm"}
     assert doc["total"]["energy_pj"]["dram"] > 0
+    assert doc["total"] == report.total.to_dict(report.device)
+    with pytest.warns(DeprecationWarning, match=r"summary\(\) is deprecated: use to_dict"):
+        assert report.total.summary(report.device) == doc["total"]
     trace = json.loads(report.chrome_trace())
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(spans) == len(program.instructions)

@@ -1,7 +1,5 @@
 """The timing model reproduces the analytical cases; the tiled layer program is bit-exact in every mode."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -120,7 +118,7 @@ def test_lanes_of_a_column_group_wait_for_each_other(rng):
     the group takes a row pass per reduction chunk that any of its blocks needs. With the same block count,
     an unbalanced placement (each lane group's blocks on other chunks) costs its imbalance in cycles: the
     imbalance that load-balance-aware pruning (ESE) removes."""
-    doc = json.loads(SPARSE.to_json())
+    doc = SPARSE.to_dict()
     doc["name"], doc["sparse_modes"]["block"] = (
         "narrow-blocks",
         {"block_rows": 16, "block_cols": 4, "index_bits": 16},

@@ -82,6 +82,28 @@ def test_cost_model_decides_and_user_can_force_or_forbid(rng):
     assert not _kernel_names(SparsifyWeights(format="dense")(load_onnx(sparse).mod))
 
 
+def test_unstructured_pruning_runs_the_row_vectorised_kernel(rng):
+    """A 90%-unstructured encoder takes 1x1 blocks where the cost model says they pay, dense where they
+    do not (a 50% layer), and matches onnxruntime."""
+    model = bert_encoder(hidden=64, heads=4, ffn=256, seq=24, layers=1)
+    pruned, _ = prune_onnx(model, "unstructured", 0.1)
+    mod = SparsifyWeights()(load_onnx(pruned).mod)
+    assert any(name.startswith("bsr_matmul") for name in _kernel_names(mod))
+    x = rng.standard_normal((1, 24, 64)).astype("float32")
+    np.testing.assert_allclose(
+        run_executable(build(pruned), x), run_onnxruntime(pruned, {"x": x})[0], **TOL
+    )
+    half = linear_model(
+        np.where(rng.random((256, 256)) < 0.5, 1.0, 0.0).astype("float32"), (4, 256)
+    )
+    assert not _kernel_names(SparsifyWeights()(load_onnx(half).mod))
+
+
+def test_an_unknown_format_names_the_formats():
+    with pytest.raises(ValueError, match="format must be one of .*'auto'.*'bsr'.*got 'csr'"):
+        SparsifyWeights(format="csr")
+
+
 def test_pass_composes_with_tvm_passes(rng):
     model = linear_model(block_sparse(rng, (64, 32), (16, 1), 0.2), (4, 32), gemm=True)
     seq = tvm.transform.Sequential(

@@ -17,14 +17,16 @@ import tvm_sparse
 from tvm_sparse.accel import load_device
 from tvm_sparse.cli import main
 from tvm_sparse.codegen.gemm_program import Tiling, gemm_program
+from tvm_sparse.codegen.gemm_task import DeviceGemmTask
 from tvm_sparse.formats import BSRMatrix, NMMatrix
-from tvm_sparse.kernels import Im2Col, bsr_matmul_kernel
+from tvm_sparse.kernels import BSRKernelParams, Im2Col, bsr_matmul_kernel
 from tvm_sparse.kernels.nm_matmul import nm_kernel_available
+from tvm_sparse.kernels.tasks import BlockMatmulTask, NMMatmulTask
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.schedule.database import META_FILE, open_database
-from tvm_sparse.schedule.tasks import BlockMatmulTask, DeviceGemmTask, NMMatmulTask, WrongResult
 from tvm_sparse.sim import run
 from tvm_sparse.target import host_target
+from tvm_sparse.task import KNOB, TuningTask, WrongResult
 from tvm_sparse.testing import mlp
 from tvm_sparse.tune import TunedSchedules, extract_tasks, tune
 from tvm_sparse.tune.search import SharedCostModel, recorded_trials, search
@@ -60,6 +62,8 @@ def test_tune_records_resume_and_apply(tmp_path, pruned_mlp, rng, caplog):
     with caplog.at_level(logging.INFO, logger="tvm_sparse"):
         exe = tvm_sparse.build(pruned_mlp, tuning_db=str(work))
     assert "tuning records: 2 kernel(s) tuned" in caplog.text
+    assert exe.tuning_report.startswith("tuning records: 2 kernel(s) tuned")  # the build carries it
+    assert exe.to_dict() is None and exe.to_table() == ""  # a host build has no device partition
     x = rng.standard_normal((16, 64)).astype("float32")
     np.testing.assert_allclose(
         run_executable(exe, x), run_onnxruntime(pruned_mlp, {"x": x})[0], rtol=1e-4, atol=1e-4
@@ -195,6 +199,53 @@ def test_device_fit_check_rejects_tiles_before_measurement():
     assert task.check(Tiling(64, 4096, 1024)) is not None  # far beyond the buffers
     assert task.check(Tiling(64, 24, 32)) is not None  # off the 16-wide granule
     assert task.check(task.default()) is None
+
+
+def test_every_task_implements_the_tuning_task_protocol_and_checks_its_knobs(rng):
+    w = rng.standard_normal((32, 64)).astype("float32")
+    w.reshape(32, 16, 4)[..., :2] = 0  # 2:4
+    block = BlockMatmulTask(
+        16, BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1))
+    )
+    nm = NMMatmulTask(8, NMMatrix.from_dense(w, 2, 4))
+    device = DeviceGemmTask(64, np.ones((128, 64), np.int8), "dense", DEVICE)
+    for task in (block, nm, device):
+        assert isinstance(task, TuningTask)
+        assert task.check(task.default()) is None
+    assert block.check(BSRKernelParams(0)) == "rows per tile must be 1 to 32, got 0"
+    assert block.check(BSRKernelParams(48, pack_in_tile=True)) is not None
+    assert block.check(BSRKernelParams(32, weight_major=True, pack_in_tile=True)) is None
+    assert nm.check(33) is not None and nm.check(32) is None
+
+
+class _WiderSpace(BlockMatmulTask):
+    """The block task as a version whose space sampled 48-row tiles would have recorded it."""
+
+    def design_space(self, sch):
+        block = sch.get_sblock("Y")
+        for name, value in (("rows_per_tile", 48), ("weight_major", 0), ("pack_in_tile", 0)):
+            sch.annotate(block, KNOB + name, sch.sample_categorical([value], [1.0]))
+        return [sch]
+
+
+def test_a_record_whose_knobs_fail_the_task_check_is_not_applied(tmp_path, rng):
+    weight = BSRMatrix.from_dense(block_sparse(rng, (32, 48), (16, 1), 0.5), (16, 1))
+    task, wider = BlockMatmulTask(16, weight), _WiderSpace(16, weight)
+    assert wider.trace(BSRKernelParams(48)) is not None
+    database = open_database(tmp_path, create=True)
+    func = task.workload()
+    database.commit_tuning_record(
+        ms.database.TuningRecord(
+            wider.trace(BSRKernelParams(48)),
+            database.commit_workload(tvm.IRModule({"main": func})),
+            [1e-3],
+            host_target(),
+            ms.arg_info.ArgInfo.from_prim_func(func),
+        )
+    )
+    assert TunedSchedules.open(tmp_path, host_target()).lookup(task) is None
+    _commit_default(task, host_target(), database)
+    assert TunedSchedules.open(tmp_path, host_target()).lookup(task) == task.default()
 
 
 def _commit_default(task, target, database):
@@ -447,3 +498,9 @@ def test_one_trial_is_the_default_measured_and_reported(tmp_path, pruned_mlp, ca
     assert (
         out.err.count("] block matmul") == 2 and "nothing to measure" not in out.err
     )  # one result line per task
+
+
+def test_an_unknown_search_strategy_is_refused_before_any_build(tmp_path):
+    with pytest.raises(ValueError, match="unknown search strategy 'grid' \\(one of xgb, random\\)"):
+        tune(mlp(batch=2, sizes=(16, 8)), strategy="grid", work_dir=str(tmp_path / "db"))
+    assert not (tmp_path / "db").exists()

@@ -19,7 +19,7 @@ from _common import FAST
 from tvm import relax
 
 import tvm_sparse
-from tvm_sparse.accel.run_report import format_run_report, run_report
+from tvm_sparse.accel.run_report import run_report
 from tvm_sparse.prune import prune_onnx
 from tvm_sparse.testing import mlp
 
@@ -44,7 +44,7 @@ for device, build in builds.items():
     with tvm_sparse.accel.profile() as runs:
         relax.VirtualMachine(build.executable, tvm.cpu())["main"](tvm.runtime.tensor(x))
     reports[device] = run_report(runs, build.placements)
-print(format_run_report(reports["sparse-accel"]))
+print(reports["sparse-accel"].to_table())
 speedup = reports["sparse-accel-dense"]["total_cycles"] / reports["sparse-accel"]["total_cycles"]
 print(f"2:4 on sparse-accel: {speedup:.2f}x fewer cycles than the dense baseline")
 

@@ -49,7 +49,7 @@ for device in (load_device("sparse-accel"), load_device(path)):
     program, _ = gemm_program(x, w, np.zeros(n, np.int64), np.ones(n, np.int64), 8, device)
     total = run(program, device).report.total
     print(
-        f"{device.name:14s} {total.cycles:8d} cycles, utilisation {total.summary(device)['pe_utilization']:.0%}"
+        f"{device.name:14s} {total.cycles:8d} cycles, utilisation {total.to_dict(device)['pe_utilization']:.0%}"
     )
 
 # %%

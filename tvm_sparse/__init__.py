@@ -1,10 +1,11 @@
-"""tvm-sparse: structured-sparsity compilation for Apache TVM."""
+"""tvm-sparse: structured-sparsity compilation for Apache TVM.
 
-from .threads import use_available_cpus
+Importing the package registers what TVM needs (the device runtime's global functions, a target
+tag per shipped device variant) and changes nothing else; thread settings are explicit
+(:mod:`tvm_sparse.threads`).
+"""
 
-use_available_cpus()
-
-from . import accel, analysis, formats, kernels, prune, transform
+from . import accel, analysis, formats, kernels, prune, threads, transform
 from .accel.runtime import register as _register_accel_runtime
 from .analysis import analyze
 from .build import build
@@ -29,6 +30,7 @@ __all__ = [
     "formats",
     "kernels",
     "prune",
+    "threads",
     "transform",
     "tune",
 ]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 
 import tvm
-from tvm import relax
 
 from . import progress
+from .accel.compile import build_for_device
 from .errors import TVMSparseError, tvm_rejection
 from .frontend import load_model
 from .pipeline import cpu_name, cpu_pipeline
+from .result import BuildResult
 from .schedule.choice import schedules_from
 from .target import device_of, is_accel_target, resolve_target
+from .threads import use_available_cpus
 from .transform import SparsifyWeights
 
 
@@ -24,7 +26,7 @@ def build(
     calibration=None,
     tuning_db=None,
     input_shapes=None,
-) -> relax.Executable:
+) -> BuildResult:
     """Compile an ONNX model (path, bytes, ModelProto) or a Relax IRModule.
 
     Parameters
@@ -62,34 +64,36 @@ def build(
 
     Returns
     -------
-    relax.Executable
-        Run it with ``relax.VirtualMachine(exe, tvm.cpu())["main"]`` (inputs in the model's
-        order) or save it with ``exe.export_library(path)``.
+    BuildResult
+        The Relax VM executable: run it with ``relax.VirtualMachine(exe, tvm.cpu())["main"]``
+        (inputs in the model's order) or save it with ``exe.export_library(path)``. It also carries
+        the partition of a ``sparse-accel`` build (``placements``, ``to_table()``, ``to_dict()``) and,
+        with ``tuning_db``, the tuning report (``tuning_report``).
 
     Raises
     ------
     ModelError
         The model cannot be read, imported or compiled (one line naming the node or problem).
     TVMSparseError
-        An unknown or unsupported target.
+        An unknown or unsupported target, or ``calibration`` for the host CPU.
     """
+    use_available_cpus()  # TVM's thread pool on every CPU unless TVM_NUM_THREADS is set
     tgt = resolve_target(target)
     if tuning_db is not None:
         from .schedule.database import TunedSchedules
 
         source = TunedSchedules.open(tuning_db, tgt)
         with schedules_from(source):
-            exe = build(model, tgt, sparsify, fast_math, calibration, input_shapes=input_shapes)
+            result = build(model, tgt, sparsify, fast_math, calibration, input_shapes=input_shapes)
+        result.tuning_report = source.report()
         logging.getLogger("tvm_sparse").log(
-            logging.WARNING if source.untuned else logging.INFO, source.report()
+            logging.WARNING if source.untuned else logging.INFO, result.tuning_report
         )
-        return exe
+        return result
     if is_accel_target(tgt):
-        from .accel.compile import build_for_device  # it builds on this module's host pipeline
-
-        return build_for_device(
-            model, device_of(tgt), calibration, fast_math, input_shapes
-        ).executable
+        return build_for_device(model, device_of(tgt), calibration, fast_math, input_shapes)
+    if calibration is not None:
+        raise TVMSparseError("calibration applies to sparse-accel targets only")
     loaded = load_model(model, input_shapes)
     if sparsify is True:
         sparsify = SparsifyWeights()
@@ -97,7 +101,7 @@ def build(
         sparsify = None
     try:
         with progress.task(f"compiling for {cpu_name(tgt)}"):
-            return tvm.compile(
+            exe = tvm.compile(
                 loaded.mod, target=tgt, relax_pipeline=cpu_pipeline(tgt, sparsify, fast_math)
             )
     except TVMSparseError:
@@ -106,3 +110,4 @@ def build(
         Exception
     ) as err:  # TVM rejects what its importer let through (e.g. an inconsistent shape)
         raise tvm_rejection(err, "compile") from err
+    return BuildResult(exe, tgt)

@@ -11,11 +11,14 @@ import sys
 import time
 import warnings
 from importlib.metadata import version
+from typing import get_args
 
 import numpy as np
 
 from . import progress
 from .errors import ModelError, TVMSparseError
+from .threads import use_available_cpus
+from .tune.search import SearchStrategy
 
 
 class CLIError(TVMSparseError):
@@ -158,10 +161,8 @@ def _cmd_compile(args) -> None:
     from .build import build
     from .frontend import load_model
     from .library import metadata_path, write_metadata
-    from .schedule.choice import schedules_from
-    from .target import device_of, is_accel_target, resolve_target
+    from .target import is_accel_target, resolve_target
     from .transform import SparsifyWeights
-    from .tune import TunedSchedules
 
     for path in (args.output, metadata_path(args.output)):
         _check_output(path, "-o", [args.model, args.device])
@@ -170,36 +171,25 @@ def _cmd_compile(args) -> None:
     shapes = _parse_input_shapes(args.input_shape, loaded.mod)
     if shapes:  # specialised before the graph is folded, so shape computations fold with the sizes
         loaded = load_model(args.model, shapes)
+    if args.calibration and not is_accel_target(target):
+        raise CLIError("--calibration applies to sparse-accel targets only")
+    calibration = (
+        _parse_calibration(args.calibration, loaded.input_names) if args.calibration else None
+    )
+    sparsify = (
+        False
+        if args.no_sparsify
+        else SparsifyWeights(
+            format=args.format, block_shape=args.block, shared_weights=args.shared_weights
+        )
+    )
     start = time.perf_counter()
-    partition = None
-    records = TunedSchedules.open(args.db, target) if args.db else None
-    with schedules_from(records):
-        if is_accel_target(target):
-            from .accel import compile as accel_compile
-
-            calibration = (
-                _parse_calibration(args.calibration, loaded.input_names)
-                if args.calibration
-                else None
-            )
-            result = accel_compile(loaded.mod, device_of(target), calibration)
-            exe, partition = result.executable, result.to_dict()
-            print(result.to_table())
-        else:
-            if args.calibration:
-                raise CLIError("--calibration applies to sparse-accel targets only")
-            sparsify = (
-                False
-                if args.no_sparsify
-                else SparsifyWeights(
-                    format=args.format, block_shape=args.block, shared_weights=args.shared_weights
-                )
-            )
-            exe = build(loaded.mod, target=target, sparsify=sparsify)
-    if records is not None:
-        print(records.report())
-    exe.export_library(args.output)
-    write_metadata(args.output, loaded, partition, shapes)
+    result = build(loaded.mod, target, sparsify, calibration=calibration, tuning_db=args.db)
+    for report in (result.to_table(), result.tuning_report):
+        if report:
+            print(report)
+    result.export_library(args.output)
+    write_metadata(args.output, loaded, result.to_dict(), shapes)
     print(f"wrote {args.output} in {time.perf_counter() - start:.1f}s")
 
 
@@ -427,7 +417,7 @@ def _output_files(names: list[str]) -> dict[str, str]:
 
 
 def _cmd_run(args) -> None:
-    from .accel.run_report import format_run_report, model_trace, run_report
+    from .accel.run_report import model_trace, run_report
     from .accel.runtime import profile
     from .library import load_library
     from .testing import median_seconds
@@ -483,7 +473,7 @@ def _cmd_run(args) -> None:
         else:
             print(f"median latency: {median_ms:.3f} ms over {repeat} runs")
         if args.report:
-            print(format_run_report(device))
+            print(device.to_table())
     if failure:
         raise failure
     if args.trace:
@@ -646,7 +636,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--strategy",
-        choices=("xgb", "random"),
+        choices=get_args(SearchStrategy),
         default="xgb",
         help="evolutionary search with the XGBoost cost model, or random",
     )
@@ -738,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``tvm-sparse`` command line ``argv``; returns the exit status (1: a usage or model error,
     3: an internal error, 141: stdout closed early, as by ``| head``). Warnings print as one line each."""
     args = make_parser().parse_args(argv)
+    use_available_cpus()  # every CPU for TVM's thread pool unless TVM_NUM_THREADS is set
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"tvm-sparse {args.command}: warning: {message}", file=sys.stderr)

@@ -19,9 +19,10 @@ import tvm
 from tvm import relax
 
 from . import accel, analyze, build
-from .accel.run_report import format_run_report, run_report
+from .accel.run_report import RunReport, run_report
 from .prune import prune_onnx
 from .testing import bert_encoder, median_seconds
+from .threads import use_available_cpus
 
 
 def _median_ms(fn) -> float:
@@ -29,6 +30,7 @@ def _median_ms(fn) -> float:
 
 
 def main() -> None:
+    use_available_cpus()  # TVM's thread pool on every CPU (unless TVM_NUM_THREADS says otherwise)
     print("== model: BERT-style encoder (hidden 384, 12 heads, FFN 1536, 128 tokens, 2 layers)")
     model, _ = prune_onnx(bert_encoder(layers=2), "block:16x1", density=0.1)
     print("   every projection and FFN weight pruned to 16x1 blocks at density 0.1\n")
@@ -90,8 +92,7 @@ def device_demo(x: np.ndarray) -> None:
         )
     print("\n== device report (sparse-accel, the first 6 layers)")
     doc = reports["sparse-accel"]
-    doc = dict(doc, layers=doc["layers"][:6])
-    print(format_run_report(doc), "\n")
+    print(RunReport(doc, layers=doc["layers"][:6]).to_table(), "\n")
     sparse, dense = reports["sparse-accel"], reports["sparse-accel-dense"]
     print("== result (sparse-accel, simulated)")
     print(

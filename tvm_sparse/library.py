@@ -4,7 +4,9 @@
 (input names, shapes, with ``null`` or a name for each symbolic dimension, dtypes
 and, for token ids, the valid index range, in the model's order; output names). The
 library alone also works: ``relax.VirtualMachine(tvm.runtime.load_module(path),
-tvm.cpu())["main"](*inputs)``.
+tvm.cpu())["main"](*inputs)`` after ``import tvm_sparse`` (which registers the device
+runtime's functions); :func:`load_library` also sizes TVM's thread pool to every CPU
+(:func:`~tvm_sparse.threads.use_available_cpus`), which that bare path leaves to the caller.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tvm import relax
 from .errors import TVMSparseError
 from .input_shapes import specialize
 from .integer_inputs import integer_inputs
+from .threads import use_available_cpus
 
 
 def metadata_path(library: str) -> str:
@@ -136,11 +139,15 @@ def _check_input(spec: dict, value: np.ndarray, sizes: dict) -> None:
 
 
 def load_library(path: str) -> Library:
-    """Load a library written by ``tvm-sparse compile`` (or any exported Relax executable)."""
+    """Load a library written by ``tvm-sparse compile`` (or any exported Relax executable).
+
+    Runs on every available CPU unless ``TVM_NUM_THREADS`` is set (:func:`~tvm_sparse.threads.use_available_cpus`).
+    """
     if os.path.isdir(path):
         raise TVMSparseError(f"{path}: is a directory, not a compiled library")
     if not os.path.isfile(path):
         raise TVMSparseError(f"{path}: no such library")
+    use_available_cpus()
     try:
         vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
         vm["main"]

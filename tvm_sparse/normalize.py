@@ -28,9 +28,10 @@ library is called the same way as the ONNX model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -199,28 +200,39 @@ def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
     """Constant and shape folding by onnxslim; the model unchanged (with a warning) if it fails."""
     import onnxslim
 
-    logging.getLogger("onnxslim").setLevel(logging.ERROR)
-    for round_ in range(_FOLD_ROUNDS):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
-        except (
-            Exception
-        ) as err:  # onnxslim raises whatever its passes raise; a later round keeps the last result
-            if round_ == 0:
-                warnings.warn(
-                    f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})",
-                    stacklevel=3,
-                )
-            break
-        if folded is None:
-            break
-        shrank = len(folded.graph.node) < len(model.graph.node)
-        model = folded  # with the shapes onnxslim inferred, also when nothing folded
-        if not shrank:
-            break
+    with _log_level("onnxslim", logging.ERROR):
+        for round_ in range(_FOLD_ROUNDS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    folded = onnxslim.slim(model, skip_fusion_patterns=_SKIPPED_FUSIONS)
+            except Exception as err:  # onnxslim raises whatever its passes raise; a later round keeps the last result
+                if round_ == 0:
+                    warnings.warn(
+                        f"the model's shape computations were not folded (onnxslim: {type(err).__name__}: {err})",
+                        stacklevel=3,
+                    )
+                break
+            if folded is None:
+                break
+            shrank = len(folded.graph.node) < len(model.graph.node)
+            model = folded  # with the shapes onnxslim inferred, also when nothing folded
+            if not shrank:
+                break
     return model
+
+
+@contextlib.contextmanager
+def _log_level(name: str, level: int) -> Iterator[None]:
+    """Logger ``name`` at ``level`` in the block, back at the caller's level after (``onnxslim.slim``
+    sets its own logger to ERROR on every call)."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _restore_inputs(model: onnx.ModelProto, inputs: list) -> None:

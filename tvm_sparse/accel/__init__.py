@@ -2,6 +2,7 @@
 
 from ..hw.device import DEFAULT_DEVICE, Device, DeviceError, load_device, shipped_devices
 from ..target import accel_target as target
+from ..threads import use_available_cpus
 from .compile import AccelBuild, build_for_device
 from .runtime import last_run, profile, reset_run
 
@@ -11,7 +12,9 @@ def compile(
 ) -> AccelBuild:
     """Compile ``model`` for a device (name, JSON path or :class:`Device`); returns the executable and the partition.
 
-    ``calibration`` and ``input_shapes``: see :func:`build_for_device`."""
+    ``calibration`` and ``input_shapes``: see :func:`build_for_device`. Like :func:`tvm_sparse.build`, it
+    sizes TVM's thread pool to every CPU unless ``TVM_NUM_THREADS`` is set."""
+    use_available_cpus()
     return build_for_device(model, load_device(device), calibration, fast_math, input_shapes)
 
 

@@ -7,65 +7,38 @@
    user's, checked and kept in each input's dtype, or by default 4 generated
    samples: see :mod:`tvm_sparse.accel.calibration`; pass real data for real
    accuracy).
-3. Deployment: :class:`~tvm_sparse.transform.OffloadToAccel` quantizes each
+3. Deployment: the Relax backend (:mod:`tvm_sparse.backend`) partitions the
+   model with the device's pattern table and its codegen step quantizes each
    device layer, encodes and tiles it, and compiles it to a program; the
    rest of the model goes through the host CPU pipeline.
+
+The calibration build and the deployed one partition the same graph, so
+their layers correspond one to one.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass, field
 
 import tvm
 from tvm import relax
 
 from .. import progress
+from ..backend import partition_for_sparse_accel, run_codegen
 from ..frontend import load_model
 from ..hw.device import Device
 from ..pipeline import cpu_pipeline
 from ..prepare import prepare
-from ..target import host_target
-from ..transform.offload import OffloadToAccel
+from ..result import BuildResult
+from ..target import accel_target, host_target
 from . import runtime
 from .calibration import calibration_inputs
 
-
-@dataclass
-class AccelBuild:
-    """The executable and how the model was partitioned."""
-
-    executable: relax.Executable
-    device: Device
-    placements: list = field(default_factory=list)
-    quantized: dict = field(default_factory=dict)  # device layer name -> QuantizedLayer
-
-    def to_dict(self) -> dict:
-        return {"device": self.device.name, "layers": [asdict(p) for p in self.placements]}
-
-    def to_table(self) -> str:
-        width = max([32] + [len(p.name) for p in self.placements])  # whole names
-        rows = [
-            f"device {self.device.name}",
-            f"{'layer':{width}s} {'op':7s} {'runs on':8s} {'mode':11s} {'quant. error':>12s}  note",
-        ]
-        for p in self.placements:
-            err = (
-                f"{p.quantization_error:12.2e}" if p.quantization_error is not None else f"{'':12s}"
-            )
-            mode = f"{p.mode}+table" if p.weight_table else p.mode
-            note = p.reason or "; ".join(
-                filter(
-                    None,
-                    [f"weights shared: {p.weight_table} values" if p.weight_table else "", p.hint],
-                )
-            )
-            rows.append(f"{p.name:{width}s} {p.op:7s} {p.target:8s} {mode:11s} {err}  {note}")
-        return "\n".join(rows)
+#: The name :func:`tvm_sparse.accel.compile`'s result had before :func:`tvm_sparse.build` returned the same.
+AccelBuild = BuildResult
 
 
 def build_for_device(
     model, device: Device, calibration=None, fast_math: bool = True, input_shapes=None
-) -> AccelBuild:
+) -> BuildResult:
     """Compile ``model`` for ``device``.
 
     ``calibration``: a dict ``{input name: array}`` is one sample holding every
@@ -82,10 +55,11 @@ def build_for_device(
     prepared = prepare(mod)
     samples = calibration_inputs(prepared, calibration)
 
-    calibrate = OffloadToAccel(device, "calibrate")
+    partitioned, plan = partition_for_sparse_accel(prepared, device)
+    calibrate = run_codegen(partitioned, plan, "calibrate")
     with progress.task("compiling the calibration build"):
         calib_exe = tvm.compile(
-            calibrate(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
+            calibrate.mod, target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
         )
     vm = relax.VirtualMachine(calib_exe, tvm.cpu())
     with runtime.calibration_statistics() as stats:
@@ -94,9 +68,9 @@ def build_for_device(
                 vm["main"](*[tvm.runtime.tensor(a) for a in sample])
                 advance()
 
-    deploy = OffloadToAccel(device, "deploy", stats)
-    with progress.task(f"compiling for {device.name}: device layers, host code"):
+    deploy = run_codegen(partitioned, plan, "deploy", stats)
+    with progress.task(f"compiling for {device.name}: host code"):
         exe = tvm.compile(
-            deploy(prepared), target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
+            deploy.mod, target=host, relax_pipeline=cpu_pipeline(host, None, fast_math)
         )
-    return AccelBuild(exe, device, deploy.placements, deploy.quantized)
+    return BuildResult(exe, accel_target(device), device, deploy.placements, deploy.quantized)

@@ -3,19 +3,22 @@ the host, and the whole run as one Chrome trace."""
 
 from __future__ import annotations
 
+import json
+import warnings
+
 from ..hw.isa import Queue
 from ..sim.report import queue_tracks
 
 
-def run_report(runs: list, placements=()) -> dict:
+def run_report(runs: list, placements=()) -> RunReport:
     """Counters of the device layers ``runs`` (what :func:`~tvm_sparse.accel.profile` recorded); ``placements`` (dicts or
-    :class:`~tvm_sparse.transform.offload.Placement`) add the host layers with their reason.
+    :class:`~tvm_sparse.backend.Placement`) add the host layers with their reason.
 
     Times are simulated device time, cycles / the device clock: ``device_time_us`` per layer,
     ``total_device_time_ms`` for the run (not the host's wall time of the simulation)."""
     layers, total_cycles, total_energy, device, clock_mhz = [], 0, 0.0, None, None
     for name, mode, report in runs:
-        summary = report.total.summary(report.device)
+        summary = report.total.to_dict(report.device)
         device, clock_mhz = report.device.name, report.device.clock_mhz
         total_cycles += summary["cycles"]
         total_energy += summary["energy_total_pj"]
@@ -41,38 +44,60 @@ def run_report(runs: list, placements=()) -> dict:
         if p["target"] == "host":
             layers.append({"name": p["name"], "runs_on": "host", "reason": p["reason"]})
     total_ms = total_cycles / clock_mhz / 1e3 if clock_mhz else 0.0
-    return {
-        "device": device,
-        "clock_mhz": clock_mhz,
-        "total_cycles": total_cycles,
-        "total_device_time_ms": total_ms,
-        "total_energy_pj": total_energy,
-        "layers": layers,
-    }
+    return RunReport(
+        device=device,
+        clock_mhz=clock_mhz,
+        total_cycles=total_cycles,
+        total_device_time_ms=total_ms,
+        total_energy_pj=total_energy,
+        layers=layers,
+    )
+
+
+class RunReport(dict):
+    """The device report of a run, a JSON-able dict (:func:`run_report` builds it): ``device``, ``clock_mhz``,
+    ``total_cycles``, ``total_device_time_ms``, ``total_energy_pj`` and ``layers`` (one dict each)."""
+
+    def to_dict(self) -> dict:
+        return dict(self)
+
+    def dumps(self, **kwargs) -> str:
+        """The report as JSON text (``kwargs`` go to :func:`json.dumps`)."""
+        return json.dumps(self, **kwargs)
+
+    def to_table(self) -> str:
+        """The report as a table; the name column fits the longest layer name."""
+        doc = self
+        clock = f" @ {doc['clock_mhz']:g} MHz" if doc["clock_mhz"] else ""
+        width = max([len("layer")] + [len(layer["name"]) for layer in doc["layers"]])
+        rows = [
+            f"device {doc['device'] or '-'}{clock}: {doc['total_cycles']} cycles = {doc['total_device_time_ms']:.3f} ms "
+            f"simulated device time, {doc['total_energy_pj'] / 1e6:.3f} uJ",
+            f"{'layer':{width}s} {'runs on':7s} {'mode':11s} {'cycles':>10s} {'time us':>9s} {'util':>6s} {'MACs issued':>12s} "
+            f"{'skipped':>12s} {'DRAM rd':>10s} {'meta rd':>8s} {'energy uJ':>9s}",
+        ]
+        for layer in doc["layers"]:
+            if layer["runs_on"] == "host":
+                rows.append(
+                    f"{layer['name']:{width}s} host    {'':11s} {'':>10s} {'':>9s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})"
+                )
+                continue
+            rows.append(
+                f"{layer['name']:{width}s} device  {layer['mode']:11s} {layer['cycles']:10d} {layer['device_time_us']:9.3f} {layer['pe_utilization']:6.1%} "
+                f"{layer['macs_issued']:12d} {layer['macs_skipped']:12d} {layer['dram_read_bytes']:10d} "
+                f"{layer['dram_read_metadata_bytes']:8d} {layer['energy_pj'] / 1e6:9.3f}"
+            )
+        return "\n".join(rows)
 
 
 def format_run_report(doc: dict) -> str:
-    """:func:`run_report` as a table; the name column fits the longest layer name."""
-    clock = f" @ {doc['clock_mhz']:g} MHz" if doc["clock_mhz"] else ""
-    width = max([len("layer")] + [len(layer["name"]) for layer in doc["layers"]])
-    rows = [
-        f"device {doc['device'] or '-'}{clock}: {doc['total_cycles']} cycles = {doc['total_device_time_ms']:.3f} ms "
-        f"simulated device time, {doc['total_energy_pj'] / 1e6:.3f} uJ",
-        f"{'layer':{width}s} {'runs on':7s} {'mode':11s} {'cycles':>10s} {'time us':>9s} {'util':>6s} {'MACs issued':>12s} "
-        f"{'skipped':>12s} {'DRAM rd':>10s} {'meta rd':>8s} {'energy uJ':>9s}",
-    ]
-    for layer in doc["layers"]:
-        if layer["runs_on"] == "host":
-            rows.append(
-                f"{layer['name']:{width}s} host    {'':11s} {'':>10s} {'':>9s} {'':>6s} {'':>12s} {'':>12s} {'':>10s} {'':>8s} {'':>9s}  ({layer['reason']})"
-            )
-            continue
-        rows.append(
-            f"{layer['name']:{width}s} device  {layer['mode']:11s} {layer['cycles']:10d} {layer['device_time_us']:9.3f} {layer['pe_utilization']:6.1%} "
-            f"{layer['macs_issued']:12d} {layer['macs_skipped']:12d} {layer['dram_read_bytes']:10d} "
-            f"{layer['dram_read_metadata_bytes']:8d} {layer['energy_pj'] / 1e6:9.3f}"
-        )
-    return "\n".join(rows)
+    """Deprecated: ``RunReport(doc).to_table()``."""
+    warnings.warn(
+        "format_run_report(doc) is deprecated: use run_report(...).to_table()",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return RunReport(doc).to_table()
 
 
 def model_trace(runs: list) -> dict:

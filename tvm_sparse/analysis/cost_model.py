@@ -14,6 +14,10 @@ measured with ``benchmarks/bsr_matmul.py`` (BERT-base shapes, AVX-512 host)
 and are deliberately conservative: a rewrite happens only where the
 prediction clears ``min_speedup``; below break-even the layer stays dense.
 
+Blocks one output row high (``1 x c``, unstructured weights as ``1 x 1``) run
+the kernel's row-vectorised variant (the activation rows form the vectors), at
+``_ROW_VECTOR_EFFICIENCY`` of the dense schedule per stored FMA.
+
 An N:M weight (every group fully compliant) runs the N:M kernel, predicted at
 ``0.65 * M / N`` of the dense schedule's speed (1.3x for 2:4; measured 1.3-1.4x
 for 2:4 and 2.2-2.6x for 1:4 and 2:8 on the BERT-base shapes). The kernel needs
@@ -23,6 +27,7 @@ AVX-512 permutes; without them N:M is not a candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from .profile import WeightProfile
 
@@ -35,6 +40,9 @@ _ROW_OVERHEAD_BLOCKS = 1.0
 #: FMAs; ``_FULL_VECTOR_EFFICIENCY`` was measured with one-column blocks, which pay it on every column.
 #: Measured: 8x1 blocks 1.32 ms vs 8x8 blocks 1.03 ms on a 28x28 3x3 256->256 convolution at density 0.1.
 _BLOCK_OVERHEAD_COLUMNS = 0.3
+#: Throughput of the row-vectorised kernel (blocks one output high) on stored blocks relative to the
+#: dense schedule: measured 0.45 with 1x1 blocks on a 768x3072 weight at density 0.1, 128 rows.
+_ROW_VECTOR_EFFICIENCY = 0.35
 #: N:M kernel throughput per kept value relative to the dense schedule.
 _NM_EFFICIENCY = 0.65
 
@@ -51,11 +59,15 @@ def _lane_efficiency(r: int) -> float:
     return {8: 0.75, 4: 0.35}.get(r, 0.12 if r < 4 else 0.5)
 
 
+#: The host CPU's weight formats: the dense kernel, the block-sparse one (BSR) and the N:M one.
+KernelFormat = Literal["dense", "bsr", "nm"]
+
+
 @dataclass(frozen=True)
 class FormatChoice:
     """A format for one weight and its predicted speedup over dense."""
 
-    format: str  # "dense", "bsr" or "nm"
+    format: KernelFormat
     block_shape: tuple[int, int] | None
     predicted_speedup: float
     nm: tuple[int, int] | None = None  # (N, M) for "nm"
@@ -87,13 +99,10 @@ class CPUCostModel:
         block_cols = -(-cols // c)
         # Per block-row the kernel pays its stored blocks plus a fixed overhead.
         work = density * block_cols + _ROW_OVERHEAD_BLOCKS / c
-        return (
-            _FULL_VECTOR_EFFICIENCY
-            * _lane_efficiency(r)
-            * _column_efficiency(c)
-            * block_cols
-            / work
+        efficiency = (
+            _ROW_VECTOR_EFFICIENCY if r == 1 else _FULL_VECTOR_EFFICIENCY * _lane_efficiency(r)
         )
+        return efficiency * _column_efficiency(c) * block_cols / work
 
     def candidates(self, profile: WeightProfile, nm: bool = True) -> list[FormatChoice]:
         """Every measured block shape, and (with ``nm``) each N:M pattern the weight follows exactly, best first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +56,8 @@ class WeightProfile:
             self.block_density[block], self.block_fill[block] = _block_stats(weight, block)
         return self.block_density[block]
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
+        """The profile as JSON-able values."""
         return {
             "shape": list(self.shape),
             "density": round(self.density, 6),
@@ -65,6 +67,13 @@ class WeightProfile:
             "nm_compliance": {f"{n}:{m}": round(v, 6) for (n, m), v in self.nm_compliance.items()},
             f"imbalance_{PROCESSING_UNITS}_units": round(self.imbalance, 6),
         }
+
+    def to_json(self) -> dict:
+        """Deprecated: :meth:`to_dict`."""
+        warnings.warn(
+            "WeightProfile.to_json() is deprecated: use to_dict()", DeprecationWarning, stacklevel=2
+        )
+        return self.to_dict()
 
 
 #: Processing units the load imbalance is measured over (the device's 16 output lanes).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 
 from ..frontend import load_model
@@ -29,7 +30,8 @@ class LayerReport:
     note: str = ""
     decomposition: dict | None = None  # convolutions: see decomposition_summary
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
+        """The layer's row as JSON-able values."""
         return {
             "name": self.name,
             "op": self.op,
@@ -39,9 +41,16 @@ class LayerReport:
             "format": self.choice.label,
             "predicted_speedup": round(self.choice.predicted_speedup, 3),
             "note": self.note,
-            "profile": self.profile.to_json(),
+            "profile": self.profile.to_dict(),
             "decomposition": self.decomposition,
         }
+
+    def to_json(self) -> dict:
+        """Deprecated: :meth:`to_dict`."""
+        warnings.warn(
+            "LayerReport.to_json() is deprecated: use to_dict()", DeprecationWarning, stacklevel=2
+        )
+        return self.to_dict()
 
 
 @dataclass
@@ -54,15 +63,26 @@ class SparsityReport:
     default_schedule: list[HeavyOp] = field(default_factory=list)
     model_flops: int = 0
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
+        """The report as JSON-able values (what ``analyze --json`` prints)."""
         return {
             "target": self.target,
-            "layers": [layer.to_json() for layer in self.layers],
-            "default_schedule_ops": [op.to_json(self.model_flops) for op in self.default_schedule],
+            "layers": [layer.to_dict() for layer in self.layers],
+            "default_schedule_ops": [op.to_dict(self.model_flops) for op in self.default_schedule],
         }
 
+    def to_json(self) -> dict:
+        """Deprecated: :meth:`to_dict`."""
+        warnings.warn(
+            "SparsityReport.to_json() is deprecated: use to_dict()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict()
+
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2)
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=2)
 
     def to_table(self) -> str:
         head = (

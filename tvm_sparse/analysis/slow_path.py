@@ -68,13 +68,21 @@ class HeavyOp:
         share = f" ({100 * self.flops / total:.0f}%)" if total else ""
         return f"{self.op.removeprefix('relax.')} {self.shapes}{share}"
 
-    def to_json(self, total: int) -> dict:
+    def to_dict(self, total: int) -> dict:
+        """The operator as JSON-able values, its share of ``total`` FLOPs included."""
         return {
             "op": self.op.removeprefix("relax."),
             "shapes": self.shapes,
             "flops": self.flops,
             "share": round(self.flops / total, 4) if total else None,
         }
+
+    def to_json(self, total: int) -> dict:
+        """Deprecated: :meth:`to_dict`."""
+        warnings.warn(
+            "HeavyOp.to_json() is deprecated: use to_dict()", DeprecationWarning, stacklevel=2
+        )
+        return self.to_dict(total)
 
 
 def _prod(values) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..hw.device import Device
 from ..hw.encoding import block_grid, nonzero_blocks, pack_blocks
-from ..hw.isa import Buffer, Flag, ProgramError
+from ..hw.isa import Buffer, CoefMode, Flag, ProgramError
 from ..sim.engine import EngineConfig, EnginePipeline
 from ..sim.execute import block_chunks
 from .basis_program import BasisGeometry, _check_engine, _emit_loads
@@ -41,7 +41,7 @@ class FusedOperands:
     basis: np.ndarray
     out_params: np.ndarray
     out_shift: int
-    coef_mode: str
+    coef_mode: CoefMode
     basis_first: bool
     relu: bool
 

@@ -33,13 +33,17 @@ from ..hw.encoding import (
     pack_nm,
     weight_table,
 )
-from ..hw.isa import AluOp, Buffer, Flag, Opcode, ProgramError
+from ..hw.isa import AluOp, Buffer, Flag, GemmMode, Opcode, ProgramError
 from .builder import ProgramBuilder
 from .intrinsics import EPILOGUE, FILL, GEMM_OPS, LOAD_INP, LOAD_WGT
 from .lowering import TileOp, tile_operations
 from .tir_layer import schedule_layer
 
-MODES = {"dense": Opcode.GEMM, "nm": Opcode.GEMM_NM, "block": Opcode.GEMM_BLOCK}
+MODES: dict[GemmMode, Opcode] = {
+    "dense": Opcode.GEMM,
+    "nm": Opcode.GEMM_NM,
+    "block": Opcode.GEMM_BLOCK,
+}
 GEMM_MODE_OF = {op: mode for mode, op in GEMM_OPS.items()}
 #: K and N are padded to a multiple of this (every device mode's granularity; K of a block-mode layer also
 #: to a multiple of the block rows: :func:`reduction_granule`).
@@ -101,7 +105,7 @@ def tile_fits(device: Device, tile: Tiling, n: int) -> str | None:
     return None
 
 
-def reduction_granule(device: Device, mode: str) -> int:
+def reduction_granule(device: Device, mode: GemmMode) -> int:
     """What a ``mode`` layer's K and its tiles' reduction are multiples of: ``GRANULE``, and in block mode
     the block rows too (9 for whole 3x3 kernels: 144)."""
     block = device.modes.block
@@ -117,7 +121,7 @@ def padded_shape(
     return -(-m // tile.rows) * tile.rows, k_pad, n_pad
 
 
-def _pack(weight: np.ndarray, mode: str, device: Device) -> tuple[np.ndarray, bytes]:
+def _pack(weight: np.ndarray, mode: GemmMode, device: Device) -> tuple[np.ndarray, bytes]:
     if mode == "dense":
         return weight, b""
     if mode == "nm":
@@ -147,7 +151,7 @@ class _Load:
     runs: tuple[int, int] | None = None
 
 
-def sharing_table(weight: np.ndarray, mode: str, device: Device) -> np.ndarray | None:
+def sharing_table(weight: np.ndarray, mode: GemmMode, device: Device) -> np.ndarray | None:
     """The shared-weight table of the values a ``mode`` layer stores (all of a dense weight, the stored blocks'
     values, the kept N:M values), or None when the device has no weight sharing or they do not fit its table."""
     sharing = device.modes.weight_sharing
@@ -177,7 +181,7 @@ class ProgramEmitter:
         tile: Tiling,
         x_addr: int,
         weight: np.ndarray,
-        mode: str,
+        mode: GemmMode,
         out_addr: int,
         params_addr: int,
         relu: bool,
@@ -397,7 +401,7 @@ def emit_gemm_layer(
     shift: int,
     out_addr: int,
     rows: int,
-    mode: str = "dense",
+    mode: GemmMode = "dense",
     relu: bool = False,
     tiling: Tiling = DEFAULT_TILING,
     table: np.ndarray | None = None,
@@ -436,7 +440,7 @@ def gemm_program(
     multiplier: np.ndarray,
     shift: int,
     device: Device,
-    mode: str = "dense",
+    mode: GemmMode = "dense",
     relu: bool = False,
     tiling: Tiling = DEFAULT_TILING,
     name: str = "gemm",

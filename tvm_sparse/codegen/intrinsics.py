@@ -14,6 +14,8 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from ..hw.isa import GemmMode
+
 INP_SCOPE, WGT_SCOPE, ACC_SCOPE = "global.sa_inp", "global.sa_wgt", "global.sa_acc"
 LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE = (
     "sparse_accel.dma_load_inp",
@@ -24,10 +26,12 @@ LOAD_INP, LOAD_WGT, GEMM, FILL, EPILOGUE = (
 )
 #: The GEMM tile operation of each weight mode: one computation (the description), three encodings of the
 #: weight tile (the implementation the lowering turns into GEMM, GEMM_NM or GEMM_BLOCK).
-GEMM_OPS = {"dense": GEMM, "nm": "sparse_accel.gemm_nm", "block": "sparse_accel.gemm_block"}
+GEMM_OPS: dict[GemmMode, str] = {
+    "dense": GEMM,
+    "nm": "sparse_accel.gemm_nm",
+    "block": "sparse_accel.gemm_block",
+}
 OPERATIONS = (LOAD_INP, LOAD_WGT, FILL, EPILOGUE, *GEMM_OPS.values())
-
-_REGISTERED: set = set()
 
 
 def _load(rows: int, cols: int, scope: str, op: str):
@@ -152,7 +156,7 @@ def requant_expr(acc, bias, multiplier, shift: int, low: int):
 
 
 def intrinsic_names(
-    tm: int, tk: int, tn: int, shift: int, relu: bool, mode: str = "dense"
+    tm: int, tk: int, tn: int, shift: int, relu: bool, mode: GemmMode = "dense"
 ) -> dict[str, str]:
     """Register (once) and name the intrinsics of one tile shape and weight mode."""
     names = {
@@ -170,7 +174,6 @@ def intrinsic_names(
         EPILOGUE: lambda: _epilogue(tm, tn, shift, relu),
     }
     for op, name in names.items():
-        if name not in _REGISTERED:
-            TensorIntrin.register(name, *makers[op](), override=True)
-            _REGISTERED.add(name)
+        if TensorIntrin.get(name, allow_missing=True) is None:  # TVM's registry is the record
+            TensorIntrin.register(name, *makers[op]())
     return names

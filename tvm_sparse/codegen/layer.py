@@ -55,7 +55,7 @@ class ConvGeometry:
 @dataclass(frozen=True)
 class LayerHeader:
     name: str
-    mode: str  # dense / nm / block
+    mode: str  # a placement mode (backend.plan.DeviceMode), + "+table" with a shared-weight table
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     rows: int  # M of the device GEMM

@@ -19,6 +19,7 @@ import tvm
 from tvm import s_tir
 from tvm.script import tirx as T
 
+from ..hw.isa import GemmMode
 from .intrinsics import (
     ACC_SCOPE,
     EPILOGUE,
@@ -91,7 +92,7 @@ def tile_shape(sch: s_tir.Schedule) -> tuple[int, int, int]:
     return tuple(int(sch.get(loop).extent) for loop in (ii, ri, ji))
 
 
-def tensorize_layer(sch: s_tir.Schedule, shift: int, relu: bool, mode: str = "dense") -> None:
+def tensorize_layer(sch: s_tir.Schedule, shift: int, relu: bool, mode: GemmMode = "dense") -> None:
     """Tensorize every tile operation of a tiled layer with the intrinsics of the weight ``mode``."""
     tm, tk, tn = tile_shape(sch)
     names = intrinsic_names(tm, tk, tn, shift, relu, mode)
@@ -111,7 +112,7 @@ def schedule_layer(
     tn: int,
     shift: int,
     relu: bool,
-    mode: str = "dense",
+    mode: GemmMode = "dense",
     rows_outer: bool = False,
 ) -> tvm.IRModule:
     """The tensorized layer for ``tm x tk x tn`` tiles (``m``, ``k``, ``n`` multiples of them), its GEMM

@@ -14,9 +14,12 @@ BLOCK_OUT``). Sparse modes change how many weight values feed those lanes.
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..data import data_dir
 from ..errors import TVMSparseError
@@ -28,7 +31,8 @@ DEFAULT_DEVICE = "sparse-accel"
 
 #: What the PEs do with zero activations: nothing, gate them (no multiply energy), skip them in dense tiles
 #: (nor cycles), or skip them in dense and block-sparse tiles alike (SCNN's two-sided sparsity).
-ACTIVATION_SKIPPING = ("none", "gate", "skip", "two-sided")
+ActivationSkipping = Literal["none", "gate", "skip", "two-sided"]
+ACTIVATION_SKIPPING: tuple[ActivationSkipping, ...] = get_args(ActivationSkipping)
 SUPPORTED_DATATYPES = {"input": "int8", "weight": "int8", "accumulator": "int32"}
 #: Horowitz, ISSCC 2014, 45 nm (pJ per action).
 DEFAULT_ENERGY_PJ = {
@@ -138,7 +142,7 @@ class SparseModes:
     block: BlockSparseMode | None
     nm: NMMode | None
     decomposed_conv: DecomposedConvMode | None
-    activation_skipping: str  # "none", "gate" (zero operands cost no energy), "skip" (nor cycles) or "two-sided" (in block tiles too)
+    activation_skipping: ActivationSkipping  # see ACTIVATION_SKIPPING
     weight_sharing: WeightSharingMode | None = (
         None  # orthogonal to the GEMM modes: how weight tiles are loaded
     )
@@ -172,8 +176,22 @@ class Device:
     source: str = ""  # the file it came from, if any
     doc: dict = field(default_factory=dict, compare=False, repr=False)  # the description as loaded
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict:
+        """The description as loaded (a copy: :meth:`from_dict` reads it back)."""
+        return copy.deepcopy(self.doc)
+
+    def dumps(self) -> str:
+        """The description as loaded, as JSON."""
         return json.dumps(self.doc)
+
+    def to_json(self) -> str:
+        """Deprecated: :meth:`dumps`."""
+        warnings.warn(
+            "Device.to_json() is deprecated: use dumps() (or to_dict())",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.dumps()
 
     @staticmethod
     def from_dict(doc: dict, source: str = "") -> Device:

@@ -33,6 +33,7 @@ import enum
 import json
 import struct
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -62,6 +63,11 @@ class Opcode(enum.IntEnum):
     )
     DECOMP_CONV = 11  # a decomposed convolution's band: coefficient GEMM -> int8 maps on chip -> basis conv -> requantize
     LOAD_RLE = 12  # DRAM nonzero values + run_bits-bit zero runs (SCNN) -> INP (a contiguous rows x cols tile)
+
+
+#: How a GEMM tile's weights are stored: all values (``GEMM``), N of every M (``GEMM_NM``) or the nonzero
+#: blocks (``GEMM_BLOCK``).
+GemmMode = Literal["dense", "nm", "block"]
 
 
 class Buffer(enum.IntEnum):
@@ -185,9 +191,12 @@ def split_geometry(geometry: int) -> tuple[int, int, int, int]:
     return geometry & 255, geometry >> 8 & 255, geometry >> 16 & 255, geometry >> 24 & 255
 
 
-#: ``DECOMP_CONV``'s coefficient encodings (its ``coef_mode`` field) and ``ENGINE_CONFIG``'s orders (``order``).
-COEF_MODES = ("dense", "block")
-ENGINE_ORDERS = ("combine-first", "basis-first")
+#: ``DECOMP_CONV``'s coefficient encodings (its ``coef_mode`` field holds the index in ``COEF_MODES``).
+CoefMode = Literal["dense", "block"]
+COEF_MODES: tuple[CoefMode, ...] = get_args(CoefMode)
+#: ``ENGINE_CONFIG``'s orders (its ``order`` field holds the index in ``ENGINE_ORDERS``).
+EngineOrder = Literal["combine-first", "basis-first"]
+ENGINE_ORDERS: tuple[EngineOrder, ...] = get_args(EngineOrder)
 
 
 def engine_band(height: int, width: int) -> int:

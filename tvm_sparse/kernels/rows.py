@@ -52,10 +52,19 @@ class TailTile:
     when: object  # bool or PrimExpr
 
 
+def rows_per_tile_error(rows_per_tile: int) -> str | None:
+    """Why a kernel cannot tile its rows by ``rows_per_tile`` (None if it can): a tile has 1 to 32
+    rows (its tail is at most :data:`MAX_TAIL_TILES` power-of-two tiles)."""
+    if not 1 <= rows_per_tile <= 1 << MAX_TAIL_TILES:
+        return f"rows per tile must be 1 to {1 << MAX_TAIL_TILES}, got {rows_per_tile}"
+    return None
+
+
 def row_tiling(m: Dim, rows_per_tile: int) -> tuple[int, Dim, list[TailTile]]:
     """``(MT, full tiles, tail tiles)`` for ``m`` rows in tiles of up to ``rows_per_tile`` (at most 32)."""
-    if not 1 <= rows_per_tile <= 1 << MAX_TAIL_TILES:
-        raise ValueError(f"rows per tile must be 1 to {1 << MAX_TAIL_TILES}, got {rows_per_tile}")
+    error = rows_per_tile_error(rows_per_tile)
+    if error is not None:
+        raise ValueError(error)
     if is_static(m):
         m = int(m)
         mt = max(1, min(rows_per_tile, m))

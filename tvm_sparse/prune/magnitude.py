@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..formats import FormatError, pad_to_blocks, parse_block_shape
 
+#: The pruning patterns' kinds (:class:`Pattern`).
+PatternKind = Literal["unstructured", "block", "nm", "decompose"]
+PATTERN_KINDS: tuple[PatternKind, ...] = get_args(PatternKind)
+
 
 @dataclass(frozen=True)
 class Pattern:
     """A pruning pattern: ``unstructured``, ``block`` (with a block shape), ``nm`` (N of every M), or
-    ``decompose`` (kernel decomposition of convolutions, with its rank or energy and lossy options)."""
+    ``decompose`` (kernel decomposition of convolutions, with its rank or energy and lossy options).
 
-    kind: str
+    Another ``kind`` is a :class:`~tvm_sparse.formats.FormatError`; :func:`parse_pattern` reads the
+    text forms."""
+
+    kind: PatternKind
     block_shape: tuple[int, int] | None = None
     n: int | None = None
     m: int | None = None
@@ -23,6 +31,12 @@ class Pattern:
     coefficient_density: float | None = None
     coefficient_block: tuple[int, int] = (16, 1)
     hybrid_quantization: bool = False
+
+    def __post_init__(self):
+        if self.kind not in PATTERN_KINDS:
+            raise FormatError(
+                f"unknown pruning pattern kind {self.kind!r} (one of {', '.join(PATTERN_KINDS)})"
+            )
 
     def __str__(self) -> str:
         if self.kind == "block":

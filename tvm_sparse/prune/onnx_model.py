@@ -92,10 +92,10 @@ def prune_onnx(
     model
         An ONNX model: path, bytes or ``ModelProto`` (not modified).
     pattern
-        ``unstructured``, ``block:RxC``, ``nm:N:M``, ``channel`` or ``decompose:...``
+        ``unstructured``, ``block:RxC``, ``nm:N:M`` or ``decompose:...``
         (:func:`~tvm_sparse.prune.parse_pattern`).
     density
-        The fraction of weights (or blocks, channels) kept, in (0, 1]; N:M patterns fix their own.
+        The fraction of weights (or blocks) kept, in (0, 1]; N:M patterns fix their own.
     codebook_bits
         Share each weight's remaining nonzeros among ``2**bits`` values (Deep Compression's codebook,
         :func:`~tvm_sparse.compress.codebook_quantize`); the written weights are the dequantized values,

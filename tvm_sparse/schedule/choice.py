@@ -14,9 +14,11 @@ import contextlib
 import contextvars
 from typing import Protocol
 
+from ..task import TuningTask
+
 
 class ScheduleSource(Protocol):
-    def lookup(self, task):
+    def lookup(self, task: TuningTask):
         """The tuned knobs for ``task`` (its kernel generator's parameters), or None."""
 
 
@@ -35,7 +37,7 @@ def schedules_from(source: ScheduleSource | None):
         _SOURCE.reset(token)
 
 
-def tuned(task):
+def tuned(task: TuningTask):
     """The active source's knobs for ``task``, or None."""
     source = _SOURCE.get()
     return None if source is None else source.lookup(task)

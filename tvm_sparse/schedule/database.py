@@ -21,6 +21,7 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 
 from ..errors import TVMSparseError
+from ..task import TuningTask
 
 META_FILE = "tvm_sparse.json"
 logger = logging.getLogger("tvm_sparse")
@@ -87,12 +88,14 @@ class TunedSchedules:
             database = None
         return TunedSchedules(database, target)
 
-    def lookup(self, task):
+    def lookup(self, task: TuningTask):
+        """The knobs of ``task``'s fastest record measured for this target that replays and passes
+        ``task.check`` (None if none does)."""
         knobs = self._best(task)
         (self.untuned if knobs is None else self.applied).append(task.describe())
         return knobs
 
-    def _best(self, task):
+    def _best(self, task: TuningTask):
         if self.database is None:
             return None
         mod = tvm.IRModule({"main": task.workload()})
@@ -112,7 +115,7 @@ class TunedSchedules:
                     "skipping a tuning record of %s that does not replay: %s", task.describe(), err
                 )
                 continue
-            if getattr(task, "check", None) is None or task.check(knobs) is None:
+            if task.check(knobs) is None:
                 return knobs
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 
 from ..hw.device import Device
@@ -57,7 +58,9 @@ class Counters:
         for key, value in energy.items():
             self.energy_pj[key] += value
 
-    def summary(self, device: Device) -> dict:
+    def to_dict(self, device: Device) -> dict:
+        """The counters as JSON-able values, with what they give on ``device``: cycles, time, PE
+        utilization, total energy."""
         peak = device.pe_array.macs_per_cycle
         out = asdict(self)
         out.update(
@@ -70,6 +73,15 @@ class Counters:
             energy_total_pj=sum(self.energy_pj.values()),
         )
         return out
+
+    def summary(self, device: Device) -> dict:
+        """Deprecated: :meth:`to_dict`."""
+        warnings.warn(
+            "Counters.summary() is deprecated: use to_dict(device)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict(device)
 
 
 @dataclass
@@ -94,8 +106,8 @@ class SimReport:
             "device": self.device.name,
             "clock_mhz": self.device.clock_mhz,
             "cycles": self.total.cycles,
-            "total": self.total.summary(self.device),
-            "layers": {name: c.summary(self.device) for name, c in self.layers.items()},
+            "total": self.total.to_dict(self.device),
+            "layers": {name: c.to_dict(self.device) for name, c in self.layers.items()},
         }
 
     def dumps(self) -> str:
@@ -106,7 +118,7 @@ class SimReport:
         header = f"{'layer':{width}s} {'cycles':>10s} {'util':>6s} {'MACs dense':>12s} {'issued':>12s} {'DRAM rd':>10s} {'meta rd':>9s} {'DRAM wr':>10s} {'energy uJ':>10s}"
         rows = [f"device {self.device.name} @ {self.device.clock_mhz:g} MHz", header]
         for name, c in [*self.layers.items(), ("total", self.total)]:
-            s = c.summary(self.device)
+            s = c.to_dict(self.device)
             rows.append(
                 f"{name:{width}s} {s['cycles']:10d} {s['pe_utilization']:6.1%} {c.macs_dense:12d} {c.macs_issued:12d} "
                 f"{c.dram_read_bytes:10d} {c.dram_read_metadata_bytes:9d} {c.dram_write_bytes:10d} {s['energy_total_pj'] / 1e6:10.3f}"

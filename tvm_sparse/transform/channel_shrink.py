@@ -64,13 +64,16 @@ def _chain_pairs(layers, uses) -> list[tuple[ConvLayer, ConvLayer]]:
     return pairs
 
 
+#: The module attribute in which :class:`ShrinkChannels` records the channels it removed.
+REMOVED_ATTR = "tvm_sparse.channels_removed"
+
+
 @tvm.transform.module_pass(opt_level=0, name="ShrinkChannels")
 class ShrinkChannels:
     """Remove dead channels between chained convolutions (see the module docstring)."""
 
     def __init__(self, min_speedup: float = 1.1):
         self.cost_model = CPUCostModel(min_speedup=min_speedup)
-        self.removed: dict[str, int] = {}  # producer name -> channels removed, from the last run
 
     def _emitter(self, layer: ConvLayer):
         _, choice, note = layer_decision(layer, self.cost_model)
@@ -82,7 +85,7 @@ class ShrinkChannels:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         names = weight_names(mod)
-        self.removed = {}
+        removed: dict[str, int] = {}
 
         def plan(func):
             plans, absorbed = {}, set()
@@ -108,7 +111,15 @@ class ShrinkChannels:
                 absorbed.update(producer.absorbed_vars)
                 absorbed.update(consumer.absorbed_vars)
                 taken.update((id(producer), id(consumer)))
-                self.removed[producer.name] = int(dead.sum())
+                removed[producer.name] = int(dead.sum())
             return plans, absorbed
 
-        return rewrite_layers(mod, plan, "channel shrinking")
+        out = rewrite_layers(mod, plan, "channel shrinking")
+        return out.with_attr(REMOVED_ATTR, {**channels_removed(mod), **removed}) if removed else out
+
+
+def channels_removed(mod: tvm.IRModule) -> dict[str, int]:
+    """What :class:`ShrinkChannels` removed from ``mod``: ``{producer layer name: channels removed}``
+    (the module attribute ``tvm_sparse.channels_removed``; empty when it removed none)."""
+    removed = mod.attrs.get(REMOVED_ATTR) if mod.attrs else None
+    return {str(name): int(count) for name, count in (removed or {}).items()}

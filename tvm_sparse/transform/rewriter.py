@@ -24,9 +24,9 @@ from ..kernels import (
 from ..kernels.codebook_decode import codebook_decode_kernel
 from ..kernels.depthwise_conv import depthwise_conv_kernel
 from ..kernels.nm_matmul import NMKernelArgs, nm_matmul_kernel, padded_reduction
+from ..kernels.tasks import BlockMatmulTask, NMMatmulTask
 from ..schedule.choice import tuned
 from ..schedule.records import KernelRecords
-from ..schedule.tasks import BlockMatmulTask, NMMatmulTask
 
 #: Emits the replacement of one binding and returns the expression holding its value.
 Emitter = Callable[["MatmulRewriter"], relax.Expr]

@@ -7,10 +7,11 @@ matrix and run the block-sparse kernel on im2col rows; N:M is for matmuls.
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 import tvm
 
-from ..analysis.cost_model import DENSE, CPUCostModel, FormatChoice
+from ..analysis.cost_model import DENSE, CPUCostModel, FormatChoice, KernelFormat
 from ..analysis.profile import CANDIDATE_NM
 from ..analysis.report import layer_decision
 from ..formats import BSRMatrix, NMMatrix, nm_violations, parse_block_shape
@@ -23,7 +24,9 @@ from .rewriter import (
     rewrite_layers,
 )
 
-_FORMATS = ("auto", "bsr", "nm", "dense")
+#: ``SparsifyWeights``'s ``format``: the cost model's choice (``auto``) or one kernel format for all.
+SparsifyFormat = Literal["auto", KernelFormat]
+_FORMATS: tuple[SparsifyFormat, ...] = get_args(SparsifyFormat)
 
 
 @tvm.transform.module_pass(opt_level=0, name="SparsifyWeights")
@@ -54,7 +57,7 @@ class SparsifyWeights:
 
     def __init__(
         self,
-        format="auto",
+        format: SparsifyFormat = "auto",
         block_shape=None,
         min_speedup=1.1,
         kernel_params=None,

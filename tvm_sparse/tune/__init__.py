@@ -1,7 +1,7 @@
 """Autotuning for the host CPU and ``sparse-accel`` on MetaSchedule.
 
 ``tune(model, target, trials, work_dir)`` compiles the model once to find its
-kernels (the tasks: :mod:`tvm_sparse.schedule.tasks`), then searches each
+kernels (the tasks: :mod:`tvm_sparse.task`), then searches each
 task's design space with MetaSchedule's evolutionary search and XGBoost cost
 model (one model for the run, so what it learns on one task guides the
 next), measuring candidates on the host (wall time) or on the simulator
@@ -21,14 +21,17 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import get_args
 
 from .. import progress
 from ..schedule.choice import schedules_from
 from ..schedule.database import DatabaseError, TunedSchedules, open_database
+from ..threads import use_available_cpus
 from .rpc import RPCMeasurer, RPCSpec, RPCUnavailable
 from .search import (
     LocalMeasurer,
     SearchStats,
+    SearchStrategy,
     SharedCostModel,
     best_recorded,
     error_text,
@@ -168,7 +171,7 @@ def tune(
     trials: int = 32,
     work_dir: str = "tvm_sparse_tuning",
     calibration=None,
-    strategy: str = "xgb",
+    strategy: SearchStrategy = "xgb",
     seed: int = 0,
     progress: bool = True,
     tasks: list | None = None,
@@ -225,7 +228,12 @@ def tune(
 
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
+    if strategy not in get_args(SearchStrategy):
+        raise ValueError(
+            f"unknown search strategy {strategy!r} (one of {', '.join(get_args(SearchStrategy))})"
+        )
     tgt = resolve_target(target)
+    use_available_cpus()  # every CPU for TVM's thread pool unless TVM_NUM_THREADS is set
     measurer = (
         RPCMeasurer(RPCSpec.parse(rpc) if isinstance(rpc, str) else rpc, tgt, rpc_timeout)
         if rpc

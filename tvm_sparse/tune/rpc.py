@@ -244,7 +244,7 @@ def _probe(spec: RPCSpec, timeout: float) -> str:
 def _run_kernel(
     spec: RPCSpec, timeout: float, library: str, args: list, out_shape: tuple
 ) -> tuple[float, np.ndarray, str]:
-    from ..schedule.tasks import kernel_seconds
+    from ..kernels.tasks import kernel_seconds
 
     session, host = _session(spec, timeout)
     name = os.path.basename(library)
@@ -280,7 +280,7 @@ class _Remote:
         return self.future.done()
 
     def result(self) -> tuple[float, str]:
-        from ..schedule.tasks import ProgramCandidate
+        from ..codegen.gemm_task import ProgramCandidate
 
         try:
             value, output, host = self.future.result()
@@ -344,9 +344,9 @@ class RPCMeasurer:
             ) from None
 
     def submit(self, candidate) -> _Remote:
-        """Start measuring ``candidate`` (:class:`~tvm_sparse.schedule.tasks.KernelCandidate`: built here
-        for the target; :class:`~tvm_sparse.schedule.tasks.ProgramCandidate`: sent as it is)."""
-        from ..schedule.tasks import KernelCandidate
+        """Start measuring ``candidate`` (:class:`~tvm_sparse.kernels.tasks.KernelCandidate`: built here
+        for the target; :class:`~tvm_sparse.codegen.gemm_task.ProgramCandidate`: sent as it is)."""
+        from ..kernels.tasks import KernelCandidate
 
         if isinstance(candidate, KernelCandidate):
             self.count += 1
@@ -367,7 +367,7 @@ class RPCMeasurer:
                 self.spec,
                 self.timeout,
                 candidate.program.to_bytes(),
-                candidate.device.to_json(),
+                candidate.device.dumps(),
                 candidate.out_addr,
                 candidate.expected.size,
             )

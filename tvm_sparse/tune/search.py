@@ -1,4 +1,4 @@
-"""MetaSchedule search over a task's design space (see :mod:`tvm_sparse.schedule.tasks`).
+"""MetaSchedule search over a task's design space (any :class:`~tvm_sparse.task.TuningTask`).
 
 MetaSchedule supplies the search (evolutionary with its XGBoost cost model,
 or random replay), the database and the task loop. This module supplies what
@@ -8,8 +8,8 @@ it lacks for kernels it cannot schedule itself:
   generated kernel's wall time, or the simulator's cycles over the device
   clock), on this host or on RPC servers (:mod:`.rpc`), recording wrong
   results and failing candidates as failures that never reach the database;
-* a postprocessor that rejects device tilings that do not fit the buffers
-  before they are measured;
+* a postprocessor that rejects knobs the task's ``check`` refuses (device
+  tilings that do not fit the buffers) before they are measured;
 * a feature extractor over each task's knobs and what they imply (CPU:
   accumulator registers, parallel work items, tail rows of the generated
   kernel, whose loops MetaSchedule never sees; device: the tile as fractions
@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import tvm
@@ -41,10 +42,25 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule import _ffi_api as ms_ffi
 from tvm.s_tir.meta_schedule.logging import get_logging_func
 
-from ..schedule.tasks import TASK_ATTR, DeviceGemmTask, WrongResult
+from ..task import TASK_ATTR, TuningTask, WrongResult
 from .rpc import RPCUnavailable, last_line
 
-logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+#: The search strategies: evolutionary search with the XGBoost cost model, or random replay.
+SearchStrategy = Literal["xgb", "random"]
+
+
+@contextlib.contextmanager
+def _meta_schedule_log_at_warning() -> Iterator[None]:
+    """MetaSchedule's per-trial INFO lines off while a search runs (unless the user set that logger's
+    level)."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    previous = logger.level
+    if previous == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 @dataclass
@@ -285,10 +301,11 @@ def _make_recorder(task, target: tvm.target.Target, database: ms.database.Databa
     return AddMeasuredToDatabase()
 
 
-def _make_fit_check(task: DeviceGemmTask):
+def _make_check(task: TuningTask):
     @derived_object
-    class FitsTheDevice(ms.postproc.PyPostproc):
-        """Rejects tilings the device cannot run, before they are measured."""
+    class PassesTheTaskCheck(ms.postproc.PyPostproc):
+        """Rejects knobs the task cannot run (``task.check``: e.g. tilings that do not fit the
+        device's buffers), before they are measured."""
 
         def _initialize_with_tune_context(self, context) -> None:
             pass
@@ -297,9 +314,9 @@ def _make_fit_check(task: DeviceGemmTask):
             return task.check(task.decode(sch)) is None
 
         def clone(self):
-            return _make_fit_check(task)
+            return _make_check(task)
 
-    return FitsTheDevice()
+    return PassesTheTaskCheck()
 
 
 def _make_knob_features(tasks: dict):
@@ -336,22 +353,36 @@ class SharedCostModel:
         self.tasks[str(task.workload().attrs[TASK_ATTR])] = task
 
 
-def _space(task):
-    if isinstance(task, DeviceGemmTask):
-        return ms.space_generator.ScheduleFn(
-            task.design_space,
-            sch_rules=[],
-            postprocs=[_make_fit_check(task)],
-            mutator_probs={ms.mutator.MutateTileSize(): 1.0},
-        )
+def _samples_tiles(task: TuningTask) -> bool:
+    """Whether the task's design space samples tile sizes (``SamplePerfectTile``), the only
+    decisions MetaSchedule mutates in these spaces (``MutateTileSize``)."""
+    spaces = task.design_space(s_tir.Schedule(task.workload()))
+    return any(inst.kind.name == "SamplePerfectTile" for s in spaces for inst in s.trace.insts)
+
+
+def _space(task: TuningTask) -> ms.space_generator.ScheduleFn:
+    mutators = {ms.mutator.MutateTileSize(): 1.0} if _samples_tiles(task) else {}
     return ms.space_generator.ScheduleFn(
-        task.design_space, sch_rules=[], postprocs=[], mutator_probs={}
+        task.design_space, sch_rules=[], postprocs=[_make_check(task)], mutator_probs=mutators
     )
 
 
-def _tune_context(task, target: tvm.target.Target, strategy, seed: int) -> ms.TuneContext:
-    """``ms.TuneContext(...)`` without its constructor's ``import tvm.s_tir.tensor_intrin``, which parses
-    every built-in tensor intrinsic (CUDA, ARM, Hexagon, ...: about 40 s here) that these spaces never use."""
+def _tune_context(
+    task: TuningTask, target: tvm.target.Target, strategy, seed: int
+) -> ms.TuneContext:
+    """The tuning context of ``task``: what ``ms.TuneContext(mod, target=target,
+    space_generator=_space(task), search_strategy=strategy, task_name=task.key["kernel"],
+    rand_state=seed, num_threads=1, logger=...)`` makes, built with the constructor's own two FFI
+    calls but without its unconditional first line, ``import tvm.s_tir.tensor_intrin``.
+
+    That import parses every built-in tensor intrinsic (CUDA, ARM, Hexagon, ...), none of which
+    these spaces use. Measured with TVM 0.27 on the project's 2-core machine: the import alone
+    48 s; the first public construction, with explicit space-generator and search-strategy
+    objects, 72-92 s (later ones 0.04 s); this function 0.08-0.16 s. Explicit objects do not avoid
+    the import, which precedes any use of the arguments. This is the package's only use of
+    MetaSchedule's private API (``_ffi_api``); drop it when the public constructor no longer
+    imports the intrinsics.
+    """
     context = ms.TuneContext.__new__(ms.TuneContext)
     context.__init_handle_by_constructor__(
         ms_ffi.TuneContext,
@@ -443,9 +474,11 @@ def search(
     elif strategy == "random":
         search_strategy, cost_model = ms.search_strategy.ReplayTrace(), ms.cost_model.RandomModel()
     else:
-        raise ValueError(f"unknown search strategy {strategy!r} (xgb or random)")
-    context = _tune_context(task, target, search_strategy, seed)
-    with _ctrl_c_flag() as interrupted:
+        raise ValueError(
+            f"unknown search strategy {strategy!r} (one of {', '.join(get_args(SearchStrategy))})"
+        )
+    with _meta_schedule_log_at_warning(), _ctrl_c_flag() as interrupted:
+        context = _tune_context(task, target, search_strategy, seed)
         runner = _Runner(
             task,
             measurer or LocalMeasurer(target),

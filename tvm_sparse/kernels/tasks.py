@@ -1,72 +1,34 @@
-"""Tuning tasks: one per kernel the compiler generates, each with its design space.
+"""Tuning tasks of the host CPU's kernels (:class:`~tvm_sparse.task.TuningTask`): the block kernel
+and the N:M kernel.
 
-A task names what a kernel computes and the structure of its weight (shape,
-format, block shape, density bucket), not the weight's values: kernels with
-the same key share tuning records. Its *workload* is a small TIR function
-that MetaSchedule keys its database by; its *design space* is a MetaSchedule
-schedule function over that workload whose sampling decisions are the
-kernel's knobs:
-
-* CPU kernels (:class:`BlockMatmulTask`, :class:`NMMatmulTask`) are generated
-  per weight (their loops are specialised to the sparsity pattern), so the
-  space samples the generator's parameters and annotates them on the
-  workload; :meth:`decode` reads them back.
-* A device GEMM layer (:class:`DeviceGemmTask`) is the TIR layer of
-  :mod:`tvm_sparse.codegen.tir_layer`; the space tiles it with sampled tile
-  sizes (``sample_perfect_tile``), a loop order and double buffering.
-
-Each task turns a decision into a *candidate* on its own weight
-(:meth:`candidate`: the kernel or device program, a seeded input and the
-numpy reference output) that is measured on this host (:meth:`measure`:
-wall time of the compiled kernel, or simulated device time) or on an RPC
-server (:mod:`tvm_sparse.tune.rpc`). The output is checked against the
-reference, and a wrong candidate raises :class:`WrongResult`.
+These kernels are generated per weight (their loops are specialised to the
+sparsity pattern), which MetaSchedule cannot schedule: the design space
+samples the generators' parameters (``SampleCategorical``) and annotates
+them on the workload's block ``Y``; :meth:`decode` reads them back. A
+candidate is the generated kernel on a seeded input with numpy's output as
+the reference; it is measured by wall time (:func:`kernel_seconds`), here or
+on an RPC server.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 import tvm
 from tvm import s_tir, te
 
-from ..codegen.gemm_program import (
-    MIN_TILE_ROWS,
-    Tiling,
-    choose_tiling,
-    estimate_cost,
-    gemm_program,
-    reduction_granule,
-    tile_fits,
-)
 from ..codegen.layer import ConvGeometry
-from ..codegen.tir_layer import layer_func, tile_layer, tile_shape
-from ..errors import TVMSparseError
 from ..formats import BSRMatrix, NMMatrix
-from ..hw.device import Device
-from ..hw.encoding import block_stream_bytes
-from ..hw.integer import requantize
-from ..hw.isa import Program
-from ..kernels import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
-from ..kernels.nm_matmul import ROWS_PER_TILE, NMKernelArgs, nm_matmul_kernel, padded_reduction
+from ..task import KNOB, TASK_ATTR, WrongResult, density_bucket, read_knobs
+from .bsr_matmul import BSRKernelArgs, BSRKernelParams, Im2Col, bsr_matmul_kernel
+from .nm_matmul import ROWS_PER_TILE, NMKernelArgs, nm_matmul_kernel, padded_reduction
+from .rows import rows_per_tile_error
 
-#: Densities are bucketed to this step: kernels whose densities round alike share records.
-DENSITY_STEP = 0.05
-KNOB = "tvm_sparse.knob."
-TASK_ATTR = "tvm_sparse.task"
 ROWS_PER_TILE_CHOICES = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
-
-
-class WrongResult(TVMSparseError):
-    """A candidate schedule computed a wrong result; it is discarded, never recorded."""
-
-
-def density_bucket(density: float) -> float:
-    return round(round(density / DENSITY_STEP) * DENSITY_STEP, 2)
 
 
 def _workload(m: int, k: int, n: int, key: dict, dtype: str = "float32") -> tvm.tirx.PrimFunc:
@@ -100,13 +62,6 @@ def _knob_trace(task, knobs) -> s_tir.Trace | None:
             if task.decode(sch) == knobs:
                 return sch.trace
     return None
-
-
-def _knobs(sch: s_tir.Schedule, block: str = "Y") -> dict:
-    annotations = sch.get(sch.get_sblock(block)).annotations
-    return {
-        key[len(KNOB) :]: int(value) for key, value in annotations.items() if key.startswith(KNOB)
-    }
 
 
 def kernel_seconds(lib, dev, args: list[np.ndarray], out_shape) -> tuple[float, np.ndarray]:
@@ -148,39 +103,14 @@ class KernelCandidate:
         return seconds
 
 
-@dataclass(eq=False)
-class ProgramCandidate:
-    """A device layer to measure: ``program`` run on the simulator of ``device`` must leave ``expected``
-    (int8, bit for bit) at ``out_addr``."""
-
-    program: Program
-    device: Device
-    out_addr: int
-    expected: np.ndarray
-
-    def check(self, output: np.ndarray) -> None:
-        if not np.array_equal(output, self.expected):
-            raise WrongResult("device output differs from the numpy integer model")
-
-    def seconds(self, cycles: int) -> float:
-        return cycles / (self.device.clock_mhz * 1e6)
-
-    def measure(self, target=None) -> float:
-        """Simulate on this host, check the output bit for bit, return the simulated seconds."""
-        from ..sim import run
-
-        result = run(self.program, self.device)
-        self.check(result.read(self.out_addr, self.expected.shape, np.int8))
-        return self.seconds(result.report.total.cycles)
-
-
 #: Weights larger than this (bytes) outgrow a last-level cache (32 MB per Zen 3 CCD) and stream from memory.
 STREAMED_WEIGHT_BYTES = 32 << 20
 
 
 @dataclass(frozen=True, eq=False)
 class BlockMatmulTask:
-    """The block kernel (block-sparse, or dense panels; on im2col rows for a convolution)."""
+    """The block kernel (block-sparse, or dense panels; on im2col rows for a convolution) as a
+    :class:`~tvm_sparse.task.TuningTask` of :class:`~.bsr_matmul.BSRKernelParams`."""
 
     m: int
     weight: BSRMatrix
@@ -232,7 +162,7 @@ class BlockMatmulTask:
         ]
 
     def decode(self, sch: s_tir.Schedule) -> BSRKernelParams:
-        knobs = _knobs(sch)
+        knobs = read_knobs(sch, "Y")
         pack_in_tile = bool(
             knobs["pack_in_tile"]
         )  # packing per tile has one walk order: weight_major is moot
@@ -249,6 +179,13 @@ class BlockMatmulTask:
         if self.im2col is None and self.weight.nbytes > STREAMED_WEIGHT_BYTES:
             params = replace(params, weight_major=True)
         return params
+
+    def check(self, params: BSRKernelParams) -> str | None:
+        """Why the kernel cannot be generated with ``params`` (None if it can): a row tile has 1 to
+        32 rows (:func:`~.rows.rows_per_tile_error`). The flags are valid in any combination (with
+        ``pack_in_tile``, ``weight_major`` is moot, not wrong), and a tile taller than the kernel's
+        rows is clamped to them."""
+        return rows_per_tile_error(params.rows_per_tile)
 
     def trace(self, params: BSRKernelParams) -> s_tir.Trace | None:
         return _knob_trace(self, params)
@@ -334,7 +271,7 @@ def _linear_reference(
 
 @dataclass(frozen=True, eq=False)
 class NMMatmulTask:
-    """The N:M kernel."""
+    """The N:M kernel as a :class:`~tvm_sparse.task.TuningTask` of its rows per tile (``int``)."""
 
     m: int
     weight: NMMatrix
@@ -363,7 +300,13 @@ class NMMatmulTask:
         ]
 
     def decode(self, sch: s_tir.Schedule) -> int:
-        return _knobs(sch)["rows_per_tile"]
+        return read_knobs(sch, "Y")["rows_per_tile"]
+
+    def check(self, rows_per_tile: int) -> str | None:
+        """Why the kernel cannot be generated with ``rows_per_tile`` (None if it can): a row tile
+        has 1 to 32 rows (:func:`~.rows.rows_per_tile_error`; the space samples up to 16, a record
+        may hold more)."""
+        return rows_per_tile_error(rows_per_tile)
 
     def default(self) -> int:
         return ROWS_PER_TILE
@@ -402,174 +345,3 @@ class NMMatmulTask:
 
     def measure(self, rows_per_tile: int, target: tvm.target.Target) -> float:
         return self.candidate(rows_per_tile).measure(target)
-
-
-@dataclass(frozen=True, eq=False)
-class DeviceGemmTask:
-    """One quantized GEMM layer on ``sparse-accel`` (``weight`` is int8 ``[K, N]``, padded to the granule)."""
-
-    m: int
-    weight: np.ndarray
-    mode: str
-    device: Device
-    bias: np.ndarray = field(repr=False, default=None)
-    multiplier: np.ndarray = field(repr=False, default=None)
-    shift: int = 16
-    relu: bool = False
-
-    @cached_property
-    def stored_bytes(self) -> int:
-        return int(np.count_nonzero(self.weight)) if self.mode != "dense" else self.weight.size
-
-    @cached_property
-    def encoded_bytes(self) -> tuple[int, int]:
-        """``(value bytes, metadata bytes)`` the weight's tiles move: block mode stores whole blocks (and
-        bridging zero blocks) with ``index_bits`` per block, N:M its metadata bits per kept value."""
-        k, n = self.weight.shape
-        if self.mode == "block":
-            block = self.device.modes.block
-            padded = np.pad(self.weight, ((0, -k % block.block_rows), (0, -n % block.block_cols)))
-            return block_stream_bytes(padded, block.block_rows, block.block_cols, block.index_bits)
-        if self.mode == "nm":
-            nm = self.device.modes.nm
-            kept = k * n // nm.m * nm.n
-            return self.stored_bytes, -(-kept * nm.metadata_bits_per_value // 8)
-        return self.stored_bytes, 0
-
-    @property
-    def granule(self) -> int:
-        """What K and the tiles' reduction are multiples of (:func:`~tvm_sparse.codegen.gemm_program.reduction_granule`)."""
-        return reduction_granule(self.device, self.mode)
-
-    @cached_property
-    def key(self) -> dict:
-        k, n = self.weight.shape
-        return {
-            "kernel": "device_gemm",
-            "device": self.device.name,
-            "m": self.rows,
-            "k": k,
-            "n": n,
-            "mode": self.mode,
-            "density": density_bucket(self.stored_bytes / self.weight.size),
-        }
-
-    @property
-    def rows(self) -> int:
-        return max(self.m, MIN_TILE_ROWS)
-
-    def describe(self) -> str:
-        return f"{self.device.name} {self.mode} gemm {self.rows}x{self.key['k']}x{self.key['n']} d{self.key['density']:.2f}"
-
-    def workload(self) -> tvm.tirx.PrimFunc:
-        k, n = self.weight.shape
-        return layer_func(self.rows, k, n, 16, False).with_attr(
-            TASK_ATTR, json.dumps(self.key, sort_keys=True)
-        )
-
-    def design_space(self, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
-        """Tile sizes (divisors of each dimension), the loop order and double buffering."""
-        spaces = []
-        for rows_outer in (False, True):
-            s = sch.copy()
-            gemm = s.get_sblock("gemm")
-            i, j, r = s.get_loops(gemm)
-            rows = s.sample_perfect_tile(i, n=2, max_innermost_factor=256)
-            cols = s.sample_perfect_tile(j, n=2, max_innermost_factor=1024)
-            reduction = s.sample_perfect_tile(r, n=2, max_innermost_factor=4096)
-            s.annotate(gemm, KNOB + "double_buffer", s.sample_categorical([0, 1], [0.5, 0.5]))
-            s.annotate(gemm, KNOB + "rows_outer", int(rows_outer))
-            tile_layer(s, list(rows), list(reduction), list(cols), rows_outer)
-            spaces.append(s)
-        return spaces
-
-    def decode(self, sch: s_tir.Schedule) -> Tiling:
-        tm, tk, tn = tile_shape(sch)
-        knobs = _knobs(sch, "gemm_update")
-        return Tiling(tm, tk, tn, bool(knobs["double_buffer"]), bool(knobs["rows_outer"]))
-
-    def features(self, tiling: Tiling) -> list[float]:
-        """Scale-free features, so that a cost model trained on other layers transfers: the knobs, the tile as
-        fractions of the layer, buffer occupancy, and the roofline estimate against the layer's ideal (PE
-        cycles on the stored weights, DRAM bytes moving each operand once) and the tile count per ideal cycle."""
-        k, n = self.weight.shape
-        tile = tiling.fitted(self.rows, k, n, self.granule)
-        halves = 2 if tile.double_buffer else 1
-        bufs = self.device.buffers
-        values, meta = self.encoded_bytes
-        estimate = estimate_cost(self.rows, k, n, values, tile, self.device, meta, self.granule)
-        cycles, traffic = estimate if estimate is not None else (float("inf"), float("inf"))
-        ideal_cycles = max(1.0, self.rows * self.stored_bytes / self.device.pe_array.macs_per_cycle)
-        ideal_traffic = self.rows * k + self.stored_bytes + self.rows * n
-        tiles = -(-self.rows // tile.rows) * -(-k // tile.reduction) * -(-n // tile.cols)
-        return [
-            tile.double_buffer,
-            tile.rows_outer,
-            tile.rows / self.rows,
-            tile.reduction / k,
-            tile.cols / n,
-            halves * tile.rows * tile.reduction / bufs.input_bytes,
-            halves * tile.reduction * tile.cols / bufs.weight_bytes,
-            halves * tile.rows * tile.cols * 4 / bufs.accumulator_bytes,
-            ideal_cycles / cycles,
-            ideal_traffic / traffic,
-            tiles / ideal_cycles,
-        ]
-
-    def check(self, tiling: Tiling) -> str | None:
-        """Why the device cannot run ``tiling`` (None if it can): rejected before measurement."""
-        if tiling.rows < MIN_TILE_ROWS or tiling.reduction % self.granule or tiling.cols % 16:
-            return (
-                f"a {tiling.rows}x{tiling.reduction}x{tiling.cols} tile is off the device's granule"
-            )
-        return tile_fits(self.device, tiling, self.weight.shape[1])
-
-    def default(self) -> Tiling:
-        k, n = self.weight.shape
-        values, meta = self.encoded_bytes
-        return choose_tiling(self.m, k, n, values, self.device, meta, self.granule)
-
-    def trace(self, tiling: Tiling) -> s_tir.Trace | None:
-        """The design-space trace of ``tiling`` (None when its tiles do not divide the layer)."""
-        k, n = self.weight.shape
-        tile = tiling.fitted(self.rows, k, n, self.granule)
-        if self.rows % tile.rows or k % tile.reduction or n % tile.cols:
-            return None
-        space = self.design_space(s_tir.Schedule(self.workload()))[int(tile.rows_outer)]
-        tiles, flags = (
-            [
-                [self.rows // tile.rows, tile.rows],
-                [n // tile.cols, tile.cols],
-                [k // tile.reduction, tile.reduction],
-            ],
-            [int(tile.double_buffer)],
-        )
-        trace = space.trace
-        for inst in trace.insts:
-            if inst.kind.name == "SamplePerfectTile":
-                trace = trace.with_decision(inst, tiles.pop(0), remove_postproc=True)
-            elif inst.kind.name == "SampleCategorical":
-                trace = trace.with_decision(inst, flags.pop(0), remove_postproc=True)
-        sch = s_tir.Schedule(self.workload())
-        trace.apply_to_schedule(sch, remove_postproc=True)
-        return sch.trace
-
-    def candidate(self, tiling: Tiling) -> ProgramCandidate:
-        """The layer's program under ``tiling`` on a seeded random int8 input, with the numpy integer model's output."""
-        rng = np.random.default_rng(0)
-        k, n = self.weight.shape
-        x = rng.integers(-128, 128, size=(self.m, k)).astype(np.int8)
-        bias = self.bias if self.bias is not None else rng.integers(-(2**12), 2**12, size=n)
-        multiplier = (
-            self.multiplier if self.multiplier is not None else rng.integers(1, 2**10, size=n)
-        )
-        program, out = gemm_program(
-            x, self.weight, bias, multiplier, self.shift, self.device, self.mode, self.relu, tiling
-        )
-        acc = x.astype(np.int64) @ self.weight.astype(np.int64) + bias
-        expected = requantize(acc, multiplier, self.shift, self.relu).astype(np.int8)
-        return ProgramCandidate(program, self.device, out, expected)
-
-    def measure(self, tiling: Tiling, target=None) -> float:
-        """Simulated seconds of the layer (its output checked bit for bit against numpy first)."""
-        return self.candidate(tiling).measure()
