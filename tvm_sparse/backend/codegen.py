@@ -115,7 +115,7 @@ def _op(layer: Layer) -> str:
 
 
 def _host_reason(plan: DevicePlan, layer: Layer) -> str:
-    return plan.host_reason(layer) or "no device pattern matched it (e.g. its epilogue is shared)"
+    return plan.host_reason(layer) or "no device pattern matched it"
 
 
 @relax.expr_functor.mutator
